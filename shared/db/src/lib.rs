@@ -1,0 +1,27 @@
+//! Postgres access for Bulkhead services.
+//!
+//! * [`Db`] is a bb8 pool of diesel-async connections, opened as the service's
+//!   runtime role `<svc>_app` (`NOSUPERUSER NOBYPASSRLS`, DML only).
+//! * [`Db::tenant_tx`] / [`Db::tenant_read`] run work in a tenant-scoped transaction
+//!   and hand it a [`TenantConn`]: the only connection type repository functions for
+//!   tenant tables accept, so an unscoped query on a tenant table does not compile.
+//! * [`Db::system`] is the separately named path for work that is not about one
+//!   tenant (global tables, health checks); row-level security still applies to it.
+//! * [`schema`] holds what the migrating side needs: roles, databases, embedded
+//!   migrations and the start-up check that the runtime role cannot bypass RLS.
+//!
+//! Error policy: every function returns [`DbError`]; services map it to a gRPC status
+//! in their one error module.
+
+mod error;
+mod pool;
+pub mod schema;
+mod scoped;
+
+pub use error::DbError;
+pub use pool::{Db, PoolConfig, SystemConn};
+pub use scoped::TenantConn;
+
+/// Re-exported so repository code names one connection type without depending on
+/// diesel-async directly.
+pub use diesel_async::AsyncPgConnection;

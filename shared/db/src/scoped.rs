@@ -1,0 +1,178 @@
+//! Tenant-scoped transactions: the only way to reach tenant tables.
+//!
+//! A scoped transaction is `BEGIN; SET LOCAL app.tenant_id = '<uuid>'`, the work,
+//! then `COMMIT`. The tenant is set by `SET LOCAL` (transaction-local, and what Citus
+//! forwards to its workers) from an already-parsed [`TenantId`], never from client
+//! text, so the statement cannot be injected into.
+//!
+//! Round trips are the cost of the boundary (../shared/STACK.md: four of them make a
+//! point select ~3.5x slower). So the `BEGIN; SET LOCAL` batch is *pipelined* with
+//! the work: it is queued on the connection first, and the work's first statement
+//! follows in the same flight without waiting for its answer. Postgres runs them in
+//! order, so the setting is in force before the first statement runs. For reads,
+//! [`Db::tenant_read`] also takes the `COMMIT` off the caller's path: the rows are
+//! final once read, and the connection goes back to the pool only after the
+//! `COMMIT` has been answered.
+//!
+//! While a scoped transaction is open its connection is marked broken in diesel's
+//! transaction manager; only a clean `COMMIT`/`ROLLBACK` clears the mark. If the
+//! caller's future is dropped midway, the pool discards the connection instead of
+//! handing the open transaction (and its tenant) to the next caller.
+
+use diesel::connection::TransactionManagerStatus;
+use diesel_async::pooled_connection::bb8::PooledConnection;
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
+
+use bulkhead_context::TenantId;
+
+use crate::{Db, DbError};
+
+/// A connection inside a transaction scoped to one tenant.
+///
+/// Repository functions for tenant tables take this type (never a bare
+/// connection), so they cannot run outside a tenant scope. It is `Copy`: a
+/// repository function may issue several statements at once and they pipeline.
+#[derive(Clone, Copy)]
+pub struct TenantConn<'c> {
+    conn: &'c AsyncPgConnection,
+    tenant_id: TenantId,
+}
+
+impl std::fmt::Debug for TenantConn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantConn")
+            .field("tenant_id", &self.tenant_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'c> TenantConn<'c> {
+    /// The tenant this transaction is scoped to. Queries still say
+    /// `WHERE tenant_id = $1` with it: the planner uses the index, Citus routes to
+    /// one shard, and it is a second lock on the door.
+    #[must_use]
+    pub const fn tenant_id(&self) -> TenantId {
+        self.tenant_id
+    }
+
+    /// The connection, for diesel queries: `query.load(&mut tx.pg())`.
+    #[must_use]
+    pub const fn pg(&self) -> &'c AsyncPgConnection {
+        self.conn
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    ReadWrite,
+    ReadOnly,
+}
+
+impl Db {
+    /// Runs `work` in a read-write transaction scoped to `tenant`, commits when it
+    /// returns `Ok`, rolls back when it returns `Err`.
+    ///
+    /// # Errors
+    /// `work`'s own error, or a [`DbError`] (converted into `E`) when no connection
+    /// comes, the transaction cannot begin, or the commit fails.
+    pub async fn tenant_tx<T, E>(
+        &self,
+        tenant: TenantId,
+        work: impl AsyncFnOnce(TenantConn<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        self.scoped(tenant, Mode::ReadWrite, work).await
+    }
+
+    /// Runs `work` in a `READ ONLY` transaction scoped to `tenant`. The result is
+    /// returned as soon as `work` finishes; the `COMMIT` completes in the background
+    /// before the connection is reused.
+    ///
+    /// # Errors
+    /// As [`Db::tenant_tx`]; a write inside `work` fails (read-only transaction).
+    pub async fn tenant_read<T, E>(
+        &self,
+        tenant: TenantId,
+        work: impl AsyncFnOnce(TenantConn<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        self.scoped(tenant, Mode::ReadOnly, work).await
+    }
+
+    async fn scoped<T, E>(
+        &self,
+        tenant: TenantId,
+        mode: Mode,
+        work: impl AsyncFnOnce(TenantConn<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        let mut conn = self.pool.get_owned().await.map_err(DbError::from)?;
+        mark_in_transaction(&mut conn);
+
+        // `Uuid`'s hyphenated form is hex digits and dashes only: nothing to escape.
+        let begin = format!(
+            "BEGIN{}; SET LOCAL app.tenant_id = '{}'",
+            if mode == Mode::ReadOnly { " READ ONLY" } else { "" },
+            tenant.as_uuid().hyphenated()
+        );
+        let shared: &AsyncPgConnection = &conn;
+        let begin = async move {
+            let mut shared = shared;
+            shared.batch_execute(&begin).await
+        };
+        // `join` polls `begin` first, so its batch is queued on the connection before
+        // any statement of `work`; both go out in one flight.
+        let (began, worked) = futures_util::future::join(
+            begin,
+            work(TenantConn {
+                conn: shared,
+                tenant_id: tenant,
+            }),
+        )
+        .await;
+        if let Err(err) = began {
+            // The connection's state is unknown: it stays marked and is discarded.
+            return Err(DbError::from(err).into());
+        }
+        match (worked, mode) {
+            (Ok(value), Mode::ReadOnly) => {
+                tokio::spawn(finish(conn, "COMMIT"));
+                Ok(value)
+            }
+            (Ok(value), Mode::ReadWrite) => {
+                finish(conn, "COMMIT").await.map_err(DbError::from)?;
+                Ok(value)
+            }
+            (Err(err), _) => {
+                // A failed rollback leaves the connection marked: it is discarded.
+                let _ = finish(conn, "ROLLBACK").await;
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Ends the transaction and, only if that succeeded, clears the broken mark so the
+/// pool may reuse the connection.
+async fn finish(
+    mut conn: PooledConnection<'static, AsyncPgConnection>,
+    end: &'static str,
+) -> diesel::QueryResult<()> {
+    conn.batch_execute(end).await?;
+    *<AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(&mut conn) =
+        TransactionManagerStatus::default();
+    Ok(())
+}
+
+/// Marks the connection so that the pool discards it if it comes back before
+/// [`finish`] ran: a dropped future must never return an open tenant transaction.
+fn mark_in_transaction(conn: &mut AsyncPgConnection) {
+    <AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(conn)
+        .set_in_error();
+}

@@ -1,0 +1,3 @@
+DROP TABLE notes;
+DROP TABLE projects;
+DROP TABLE plain_projects;
