@@ -1,1 +1,50 @@
-//! placeholder
+//! The guard: the shared tower layers every Bulkhead gRPC server runs, and the
+//! request context they build.
+//!
+//! Outermost first (see [`GuardLayer`] and [`RequestIdLayer`]):
+//! 1. **request id**: accept a valid `x-request-id`, else generate one; echo it back;
+//! 2. **authenticate**: verify the `authorization` (user) and
+//!    `x-service-authorization` (service) bearer tokens against the JWK set, pinned
+//!    to EdDSA, with `exp`/`nbf`/`iss`/`aud`, `kid` lookup and a size limit; refuse
+//!    revoked sessions; refuse an `x-tenant-id` that is not the token's tenant;
+//! 3. **authorize**: the service's [`Policy`] table decides; a method missing from
+//!    the table is denied.
+//!
+//! Only this crate can build a [`RequestContext`], and handlers can only find one
+//! that the guard put on the request: no context, no access (fail-secure).
+
+mod context;
+mod error;
+mod layer;
+mod policy;
+mod request_id;
+mod revocation;
+pub mod token;
+mod verifier;
+
+pub use context::RequestContext;
+#[cfg(feature = "test-util")]
+pub use context::RequestContextBuilder;
+pub use error::GuardError;
+pub use layer::{Guard, GuardLayer};
+pub use policy::{Policy, Rule};
+pub use request_id::{RequestId, RequestIdLayer, RequestIdService};
+pub use revocation::RevokedSessions;
+pub use verifier::{TokenVerifier, VerifierConfig, Verified};
+
+/// The metadata keys of the wire contract (ARCHITECTURE.md §2).
+pub mod headers {
+    /// The user's access token: `Bearer <jwt>`.
+    pub const AUTHORIZATION: &str = "authorization";
+    /// The calling service's token: `Bearer <jwt>`.
+    pub const SERVICE_AUTHORIZATION: &str = "x-service-authorization";
+    /// Optional tenant assertion; must equal the token's tenant.
+    pub const TENANT_ID: &str = "x-tenant-id";
+    /// Request correlation id, echoed in the response.
+    pub const REQUEST_ID: &str = "x-request-id";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+}
+
+/// The metric counting requests whose `x-tenant-id` differed from their token's tenant.
+pub const TENANT_MISMATCH_TOTAL: &str = "tenant_mismatch_total";

@@ -1,0 +1,110 @@
+//! The request context handlers receive.
+
+use bulkhead_context::{Principal, TenantId, TenantUser};
+
+use crate::{GuardError, RequestId};
+
+/// Who is calling, in which tenant, under which request and trace ids.
+///
+/// Built only by [`crate::GuardLayer`] from verified tokens and put on the request;
+/// handlers read it with [`RequestContext::from_request`]. Its constructor is
+/// private to this crate (tests use [`RequestContextBuilder`] behind `test-util`).
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    principal: Principal,
+    request_id: RequestId,
+    trace_id: Option<String>,
+}
+
+impl RequestContext {
+    pub(crate) fn new(principal: Principal, request_id: RequestId, trace_id: Option<String>) -> Self {
+        Self {
+            principal,
+            request_id,
+            trace_id,
+        }
+    }
+
+    /// The context the guard attached to `request`.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` when there is none (fail-secure: e.g. a method wrongly
+    /// marked public in the policy table gets no access, not an anonymous one).
+    pub fn from_request<T>(request: &tonic::Request<T>) -> Result<&Self, tonic::Status> {
+        request
+            .extensions()
+            .get::<Self>()
+            .ok_or_else(|| GuardError::NoContext.into())
+    }
+
+    /// Who is calling.
+    #[must_use]
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// The user behind the call, if any.
+    #[must_use]
+    pub fn user(&self) -> Option<&TenantUser> {
+        self.principal.user()
+    }
+
+    /// The tenant the call is scoped to: the token's, never a header's.
+    #[must_use]
+    pub fn tenant_id(&self) -> Option<TenantId> {
+        self.principal.tenant_id()
+    }
+
+    /// The user and their tenant, for tenant-scoped handlers.
+    ///
+    /// # Errors
+    /// `PERMISSION_DENIED` when no user is behind the call (a bare service).
+    pub fn tenant_user(&self) -> Result<&TenantUser, tonic::Status> {
+        self.user().ok_or_else(|| GuardError::Forbidden.into())
+    }
+
+    /// The request id (also echoed in `x-request-id`).
+    #[must_use]
+    pub fn request_id(&self) -> &RequestId {
+        &self.request_id
+    }
+
+    /// The W3C trace id, when the caller sent `traceparent`.
+    #[must_use]
+    pub fn trace_id(&self) -> Option<&str> {
+        self.trace_id.as_deref()
+    }
+}
+
+/// Builds contexts for tests of handlers, without tokens.
+#[cfg(feature = "test-util")]
+#[derive(Debug)]
+pub struct RequestContextBuilder {
+    principal: Principal,
+    request_id: RequestId,
+}
+
+#[cfg(feature = "test-util")]
+impl RequestContextBuilder {
+    /// A context for `principal` with a generated request id.
+    #[must_use]
+    pub fn new(principal: Principal) -> Self {
+        Self {
+            principal,
+            request_id: RequestId::generate(),
+        }
+    }
+
+    /// Builds the context.
+    #[must_use]
+    pub fn build(self) -> RequestContext {
+        RequestContext::new(self.principal, self.request_id, None)
+    }
+
+    /// Puts the context on `request`, as the guard would.
+    #[must_use]
+    pub fn attach<T>(self, mut request: tonic::Request<T>) -> tonic::Request<T> {
+        request.extensions_mut().insert(self.build());
+        request
+    }
+}

@@ -1,0 +1,59 @@
+//! The guard's errors, and the one place they become gRPC statuses.
+//!
+//! Messages are safe to show a caller: they say what class of problem it was and
+//! never carry a key, a token, a claim value or a stack.
+
+/// Why the guard refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuardError {
+    /// No bearer token where one is required.
+    #[error("missing bearer token")]
+    MissingToken,
+    /// The token is malformed, forged, for another issuer/audience, or signed by an
+    /// unknown key or algorithm.
+    #[error("invalid token")]
+    InvalidToken,
+    /// The token is larger than the configured limit.
+    #[error("token too large")]
+    TokenTooLarge,
+    /// The token's `exp` has passed (or its `nbf` has not come).
+    #[error("token expired or not yet valid")]
+    Expired,
+    /// The token's session was revoked.
+    #[error("session revoked")]
+    Revoked,
+    /// A user token was sent as a service token or the other way round.
+    #[error("wrong kind of token")]
+    WrongTokenKind,
+    /// `x-tenant-id` named another tenant than the token's.
+    #[error("tenant mismatch")]
+    TenantMismatch,
+    /// The method is not in the service's policy table.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The principal lacks the role the method requires.
+    #[error("permission denied")]
+    Forbidden,
+    /// A handler asked for a context the guard did not build.
+    #[error("unauthenticated")]
+    NoContext,
+}
+
+impl From<GuardError> for tonic::Status {
+    fn from(err: GuardError) -> Self {
+        let message = err.to_string();
+        match err {
+            GuardError::MissingToken
+            | GuardError::InvalidToken
+            | GuardError::TokenTooLarge
+            | GuardError::Expired
+            | GuardError::Revoked
+            | GuardError::WrongTokenKind
+            | GuardError::NoContext => Self::unauthenticated(message),
+            GuardError::TenantMismatch | GuardError::MethodNotAllowed | GuardError::Forbidden => {
+                Self::permission_denied(message)
+            }
+        }
+    }
+}

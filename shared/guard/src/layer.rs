@@ -1,0 +1,179 @@
+//! The guard layer: authenticate, check the tenant assertion, authorize, and put the
+//! [`RequestContext`] on the request. Refusals never reach the handler.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bulkhead_context::{Principal, TenantId};
+use futures_util::future::{Either, Ready, ready};
+use http::HeaderMap;
+
+use crate::headers::{AUTHORIZATION, SERVICE_AUTHORIZATION, TENANT_ID, TRACEPARENT};
+use crate::token::{Identity, TokenUse};
+use crate::{GuardError, Policy, RequestContext, RequestId, RevokedSessions, TokenVerifier};
+
+/// Layer adding [`Guard`]; one per server, holding that service's policy table.
+#[derive(Debug, Clone)]
+pub struct GuardLayer {
+    verifier: Arc<TokenVerifier>,
+    policy: Arc<Policy>,
+    revoked: RevokedSessions,
+}
+
+impl GuardLayer {
+    /// A guard verifying with `verifier`, authorizing with `policy` and refusing
+    /// the sessions in `revoked`.
+    #[must_use]
+    pub fn new(verifier: Arc<TokenVerifier>, policy: Policy, revoked: RevokedSessions) -> Self {
+        Self {
+            verifier,
+            policy: Arc::new(policy),
+            revoked,
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Guard {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// See the module doc.
+#[derive(Debug, Clone)]
+pub struct Guard<S> {
+    inner: S,
+    layer: GuardLayer,
+}
+
+impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for Guard<S>
+where
+    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        match self.layer.admit(&mut request) {
+            Ok(()) => Either::Right(self.inner.call(request)),
+            Err(refusal) => {
+                tracing::debug!(path = request.uri().path(), reason = %refusal, "request refused");
+                Either::Left(ready(Ok(tonic::Status::from(refusal).into_http())))
+            }
+        }
+    }
+}
+
+impl GuardLayer {
+    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), GuardError> {
+        let rule = self.policy.rule(request.uri().path()).copied();
+        if rule.is_some_and(|r| r.is_public()) {
+            return Ok(());
+        }
+        let principal = self.authenticate(request.headers())?;
+        check_tenant_assertion(request.headers(), &principal, request.uri().path())?;
+        // Authenticated first, so an unknown method answers the same to everyone
+        // without a token, and PERMISSION_DENIED to those with one.
+        let rule = rule.ok_or(GuardError::MethodNotAllowed)?;
+        if !rule.allows(&principal) {
+            return Err(GuardError::Forbidden);
+        }
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(RequestId::generate);
+        let trace_id = trace_id(request.headers());
+        request
+            .extensions_mut()
+            .insert(RequestContext::new(principal, request_id, trace_id));
+        Ok(())
+    }
+
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, GuardError> {
+        let user = bearer(headers, AUTHORIZATION)?
+            .map(|token| self.verifier.verify(token, TokenUse::Access))
+            .transpose()?;
+        let service = bearer(headers, SERVICE_AUTHORIZATION)?
+            .map(|token| self.verifier.verify(token, TokenUse::Service))
+            .transpose()?;
+        let user = match user.as_deref().map(|v| &v.identity) {
+            Some(Identity::User(user)) => {
+                if self.revoked.is_revoked(user.session_id) {
+                    return Err(GuardError::Revoked);
+                }
+                Some(user.clone())
+            }
+            Some(Identity::Service(_)) => return Err(GuardError::WrongTokenKind),
+            None => None,
+        };
+        let service = match service.as_deref().map(|v| &v.identity) {
+            Some(Identity::Service(service)) => Some(service.clone()),
+            Some(Identity::User(_)) => return Err(GuardError::WrongTokenKind),
+            None => None,
+        };
+        match (user, service) {
+            (Some(user), None) => Ok(Principal::User(user)),
+            (None, Some(service)) => Ok(Principal::Service(service)),
+            (Some(user), Some(service)) => Ok(Principal::ServiceForUser { service, user }),
+            (None, None) => Err(GuardError::MissingToken),
+        }
+    }
+}
+
+/// The bearer token in header `name`, if the header is present.
+fn bearer<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, GuardError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| GuardError::InvalidToken)?;
+    let (scheme, token) = value.split_once(' ').ok_or(GuardError::InvalidToken)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(GuardError::InvalidToken);
+    }
+    Ok(Some(token.trim()))
+}
+
+/// `x-tenant-id`, when present, must name the token's own tenant.
+fn check_tenant_assertion(
+    headers: &HeaderMap,
+    principal: &Principal,
+    path: &str,
+) -> Result<(), GuardError> {
+    let Some(value) = headers.get(TENANT_ID) else {
+        return Ok(());
+    };
+    let asserted = value.to_str().ok().and_then(|v| TenantId::parse(v).ok());
+    if asserted.is_some() && asserted == principal.tenant_id() {
+        return Ok(());
+    }
+    metrics::counter!(crate::TENANT_MISMATCH_TOTAL).increment(1);
+    tracing::warn!(
+        security = true,
+        event = "tenant_mismatch",
+        path,
+        token_tenant = principal.tenant_id().map(|t| t.to_string()),
+        user_id = principal.user().map(|u| u.user_id.to_string()),
+        "x-tenant-id does not match the token's tenant"
+    );
+    Err(GuardError::TenantMismatch)
+}
+
+/// The trace id of a well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn trace_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(TRACEPARENT)?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (_version, trace, span, _flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(trace, 32) && hex(span, 16) && trace != "0".repeat(32)).then(|| trace.to_owned())
+}

@@ -1,0 +1,430 @@
+//! The guard through a real tonic server on a socket: every way a token can be
+//! wrong is refused, and a valid one reaches the handler with exactly its identity.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bulkhead_context::{PlatformRole, ServiceIdentity, SessionId, TenantId, TenantRole, TenantUser, UserId};
+use bulkhead_guard::token::{Claims, SigningKey, unix_now};
+use bulkhead_guard::{
+    GuardLayer, Policy, RequestContext, RequestIdLayer, RevokedSessions, Rule, TokenVerifier,
+    VerifierConfig,
+};
+use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
+use bulkhead_proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
+use bulkhead_proto::auth::v1::{
+    CreateUserRequest, GetJwksRequest, GetJwksResponse, LogoutRequest, RevokeSessionsRequest,
+    WhoAmIRequest, WhoAmIResponse,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+const AUTH: &str = "bulkhead.auth.v1.AuthService";
+const ISSUER: &str = "bulkhead-auth";
+const AUDIENCE: &str = "bulkhead";
+
+/// Echoes the context the guard built.
+struct EchoAuth;
+
+#[tonic::async_trait]
+impl AuthService for EchoAuth {
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> Result<Response<WhoAmIResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let user = ctx.tenant_user()?;
+        Ok(Response::new(WhoAmIResponse {
+            user_id: user.user_id.to_string(),
+            tenant_id: user.tenant_id.to_string(),
+            tenant_slug: user.tenant_slug.clone(),
+            session_id: user.session_id.to_string(),
+            email: ctx.request_id().to_string(),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_jwks(
+        &self,
+        request: Request<GetJwksRequest>,
+    ) -> Result<Response<GetJwksResponse>, Status> {
+        // Public: the guard attaches no context.
+        assert!(RequestContext::from_request(&request).is_err());
+        Ok(Response::new(GetJwksResponse::default()))
+    }
+}
+
+fn policy() -> Policy {
+    // Logout is deliberately missing: a method not in the table is denied.
+    Policy::new()
+        .allow(AUTH, "WhoAmI", Rule::tenant_role(TenantRole::Viewer))
+        .allow(AUTH, "CreateUser", Rule::tenant_role(TenantRole::Admin).or_super_admin())
+        .allow(AUTH, "GetJwks", Rule::public())
+        .allow(AUTH, "RevokeSessions", Rule::service())
+}
+
+struct Harness {
+    key: SigningKey,
+    revoked: RevokedSessions,
+    client: AuthServiceClient<Channel>,
+}
+
+async fn harness() -> Harness {
+    let key = SigningKey::generate();
+    let verifier = Arc::new(TokenVerifier::new(VerifierConfig::default(), &key.jwk_set()));
+    let revoked = RevokedSessions::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let guard = GuardLayer::new(verifier, policy(), revoked.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .layer(RequestIdLayer)
+            .layer(guard)
+            .add_service(AuthServiceServer::new(EchoAuth))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .expect("server");
+    });
+    let client = AuthServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    Harness {
+        key,
+        revoked,
+        client,
+    }
+}
+
+fn alice(role: TenantRole) -> TenantUser {
+    TenantUser {
+        user_id: UserId::new_v7(),
+        session_id: SessionId::new_v7(),
+        tenant_id: TenantId::new_v7(),
+        tenant_slug: "acme".into(),
+        tenant_role: role,
+        platform_role: PlatformRole::User,
+    }
+}
+
+fn claims(user: &TenantUser) -> Claims {
+    Claims::access(ISSUER, AUDIENCE, user, Duration::from_secs(900))
+}
+
+fn with_header<T>(message: T, key: &'static str, value: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(key, value.parse().expect("ascii metadata"));
+    request
+}
+
+fn bearer(token: &str) -> Request<WhoAmIRequest> {
+    with_header(WhoAmIRequest {}, "authorization", &format!("Bearer {token}"))
+}
+
+/// Every refusal's message comes from this fixed set: no keys, claims or stacks.
+fn assert_refused(result: Result<Response<WhoAmIResponse>, Status>, code: Code) {
+    let status = result.expect_err("must be refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    let safe = [
+        "missing bearer token",
+        "invalid token",
+        "token too large",
+        "token expired or not yet valid",
+        "session revoked",
+        "wrong kind of token",
+        "tenant mismatch",
+        "method not allowed",
+        "permission denied",
+    ];
+    assert!(safe.contains(&status.message()), "unsafe message: {:?}", status.message());
+}
+
+fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().expect("recorder"))
+}
+
+fn mismatch_count() -> u64 {
+    prometheus()
+        .render()
+        .lines()
+        .find(|l| l.starts_with("tenant_mismatch_total"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn valid_token_reaches_the_handler_with_exactly_its_identity() {
+    let mut h = harness().await;
+    let user = alice(TenantRole::Viewer);
+    let token = h.key.sign(&claims(&user)).expect("sign");
+    let mut request = bearer(&token);
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-123".parse().expect("ascii"));
+    let response = h.client.who_am_i(request).await.expect("allowed");
+    assert_eq!(
+        response.metadata().get("x-request-id").map(|v| v.to_str().expect("ascii")),
+        Some("req-123"),
+        "the request id is echoed"
+    );
+    let body = response.into_inner();
+    assert_eq!(body.user_id, user.user_id.to_string());
+    assert_eq!(body.tenant_id, user.tenant_id.to_string());
+    assert_eq!(body.session_id, user.session_id.to_string());
+    assert_eq!(body.tenant_slug, "acme");
+    assert_eq!(body.email, "req-123", "the handler sees the same request id");
+
+    // Cached on the second call: still exactly the same identity.
+    let again = h.client.who_am_i(bearer(&token)).await.expect("allowed");
+    assert_eq!(again.get_ref().user_id, user.user_id.to_string());
+    let generated = again.metadata().get("x-request-id").expect("generated id");
+    assert_eq!(generated.len(), 36, "a generated UUID when none was sent");
+}
+
+#[tokio::test]
+async fn invalid_request_ids_are_replaced() {
+    let mut h = harness().await;
+    let token = h.key.sign(&claims(&alice(TenantRole::Viewer))).expect("sign");
+    let mut request = bearer(&token);
+    request
+        .metadata_mut()
+        .insert("x-request-id", "bad id with spaces".parse().expect("ascii"));
+    let response = h.client.who_am_i(request).await.expect("allowed");
+    let echoed = response.metadata().get("x-request-id").expect("id").to_str().expect("ascii");
+    assert_ne!(echoed, "bad id with spaces");
+    assert_eq!(echoed, response.get_ref().email);
+}
+
+#[tokio::test]
+async fn missing_and_malformed_tokens_are_unauthenticated() {
+    let mut h = harness().await;
+    assert_refused(h.client.who_am_i(WhoAmIRequest {}).await, Code::Unauthenticated);
+    assert_refused(h.client.who_am_i(bearer("garbage")).await, Code::Unauthenticated);
+    assert_refused(h.client.who_am_i(bearer("a.b.c")).await, Code::Unauthenticated);
+    let token = h.key.sign(&claims(&alice(TenantRole::Viewer))).expect("sign");
+    let not_bearer = with_header(WhoAmIRequest {}, "authorization", &format!("Basic {token}"));
+    assert_refused(h.client.who_am_i(not_bearer).await, Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_token_with_one_byte_changed_is_refused() {
+    let mut h = harness().await;
+    let token = h.key.sign(&claims(&alice(TenantRole::Viewer))).expect("sign");
+    let parts: Vec<&str> = token.split('.').collect();
+    // Change one byte of the payload (a different tenant slug, say) and of the signature.
+    let mut payload = URL_SAFE_NO_PAD.decode(parts[1]).expect("payload");
+    let at = payload.len() / 2;
+    payload[at] ^= 0x01;
+    let forged_payload = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(&payload), parts[2]);
+    let mut signature = URL_SAFE_NO_PAD.decode(parts[2]).expect("signature");
+    signature[0] ^= 0x01;
+    let forged_signature = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(&signature));
+    for forged in [forged_payload, forged_signature] {
+        assert_refused(h.client.who_am_i(bearer(&forged)).await, Code::Unauthenticated);
+    }
+}
+
+#[tokio::test]
+async fn alg_none_and_hs256_key_confusion_are_refused() {
+    let mut h = harness().await;
+    let user = alice(TenantRole::Owner);
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(&user)).expect("json"));
+    let none_header = URL_SAFE_NO_PAD.encode(
+        serde_json::json!({"alg": "none", "typ": "JWT", "kid": h.key.kid()}).to_string(),
+    );
+    for unsigned in [format!("{none_header}.{body}."), format!("{none_header}.{body}")] {
+        assert_refused(h.client.who_am_i(bearer(&unsigned)).await, Code::Unauthenticated);
+    }
+
+    // HS256 "signed" with the public key, as raw bytes and as its JWK text.
+    let jwk = h.key.public_jwk();
+    let x = jwk["x"].as_str().expect("x").to_owned();
+    let raw = URL_SAFE_NO_PAD.decode(&x).expect("raw public key");
+    for secret in [raw, x.into_bytes()] {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(h.key.kid().to_owned());
+        let confused = jsonwebtoken::encode(
+            &header,
+            &claims(&user),
+            &jsonwebtoken::EncodingKey::from_secret(&secret),
+        )
+        .expect("hs256");
+        assert_refused(h.client.who_am_i(bearer(&confused)).await, Code::Unauthenticated);
+    }
+}
+
+#[tokio::test]
+async fn expired_not_yet_valid_and_foreign_tokens_are_refused() {
+    let mut h = harness().await;
+    let user = alice(TenantRole::Viewer);
+    let now = unix_now();
+
+    let mut expired = claims(&user);
+    expired.iat = now - 7200;
+    expired.nbf = now - 7200;
+    expired.exp = now - 3600;
+    let mut early = claims(&user);
+    early.nbf = now + 3600;
+    early.exp = now + 7200;
+    let mut wrong_iss = claims(&user);
+    wrong_iss.iss = "someone-else".into();
+    let mut wrong_aud = claims(&user);
+    wrong_aud.aud = "another-product".into();
+    for bad in [expired, early, wrong_iss, wrong_aud] {
+        let token = h.key.sign(&bad).expect("sign");
+        assert_refused(h.client.who_am_i(bearer(&token)).await, Code::Unauthenticated);
+    }
+
+    // Signed by a key the verifier does not know (unknown kid).
+    let stranger = SigningKey::generate();
+    let token = stranger.sign(&claims(&user)).expect("sign");
+    assert_refused(h.client.who_am_i(bearer(&token)).await, Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn oversize_tokens_are_refused_before_parsing() {
+    let mut h = harness().await;
+    let mut user = alice(TenantRole::Viewer);
+    user.tenant_slug = "x".repeat(6000);
+    let token = h.key.sign(&claims(&user)).expect("sign");
+    assert!(token.len() > 4096);
+    assert_refused(h.client.who_am_i(bearer(&token)).await, Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn tenant_header_mismatch_is_denied_and_counted() {
+    let mut h = harness().await;
+    let user = alice(TenantRole::Owner);
+    let token = h.key.sign(&claims(&user)).expect("sign");
+
+    let mut matching = bearer(&token);
+    matching
+        .metadata_mut()
+        .insert("x-tenant-id", user.tenant_id.to_string().parse().expect("ascii"));
+    h.client.who_am_i(matching).await.expect("the token's own tenant is fine");
+
+    let before = mismatch_count();
+    for asserted in [TenantId::new_v7().to_string(), "not-a-uuid".to_owned()] {
+        let mut request = bearer(&token);
+        request
+            .metadata_mut()
+            .insert("x-tenant-id", asserted.parse().expect("ascii"));
+        assert_refused(h.client.who_am_i(request).await, Code::PermissionDenied);
+    }
+    assert!(
+        mismatch_count() >= before + 2,
+        "tenant_mismatch_total must count both attempts"
+    );
+}
+
+#[tokio::test]
+async fn methods_missing_from_the_policy_and_low_roles_are_denied() {
+    let mut h = harness().await;
+    let viewer = h.key.sign(&claims(&alice(TenantRole::Viewer))).expect("sign");
+    let status = h
+        .client
+        .logout(with_header(LogoutRequest::default(), "authorization", &format!("Bearer {viewer}")))
+        .await
+        .expect_err("Logout is not in the table");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(status.message(), "method not allowed");
+
+    let status = h
+        .client
+        .create_user(with_header(
+            CreateUserRequest::default(),
+            "authorization",
+            &format!("Bearer {viewer}"),
+        ))
+        .await
+        .expect_err("a VIEWER cannot create users");
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    // An ADMIN passes the guard and reaches the (unimplemented) handler.
+    let admin = h.key.sign(&claims(&alice(TenantRole::Admin))).expect("sign");
+    let status = h
+        .client
+        .create_user(with_header(
+            CreateUserRequest::default(),
+            "authorization",
+            &format!("Bearer {admin}"),
+        ))
+        .await
+        .expect_err("stub");
+    assert_eq!(status.code(), Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn service_tokens_only_where_the_table_allows_services() {
+    let mut h = harness().await;
+    let service = ServiceIdentity {
+        name: "tenant".into(),
+        scopes: vec!["auth.revoke".into()],
+    };
+    let service_token = h
+        .key
+        .sign(&Claims::service(ISSUER, AUDIENCE, &service, Duration::from_secs(300)))
+        .expect("sign");
+    let user_token = h.key.sign(&claims(&alice(TenantRole::Owner))).expect("sign");
+
+    let status = h
+        .client
+        .revoke_sessions(with_header(
+            RevokeSessionsRequest::default(),
+            "x-service-authorization",
+            &format!("Bearer {service_token}"),
+        ))
+        .await
+        .expect_err("stub");
+    assert_eq!(status.code(), Code::Unimplemented, "the service passed the guard");
+
+    let status = h
+        .client
+        .revoke_sessions(with_header(
+            RevokeSessionsRequest::default(),
+            "authorization",
+            &format!("Bearer {user_token}"),
+        ))
+        .await
+        .expect_err("users may not call internal RPCs");
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    // A token of the wrong kind in either header is refused.
+    assert_refused(h.client.who_am_i(bearer(&service_token)).await, Code::Unauthenticated);
+    let swapped = with_header(
+        RevokeSessionsRequest::default(),
+        "x-service-authorization",
+        &format!("Bearer {user_token}"),
+    );
+    let status = h.client.revoke_sessions(swapped).await.expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn revoked_sessions_are_refused_even_when_cached() {
+    let mut h = harness().await;
+    let user = alice(TenantRole::Member);
+    let token = h.key.sign(&claims(&user)).expect("sign");
+    h.client.who_am_i(bearer(&token)).await.expect("valid first");
+    h.revoked.revoke(
+        user.session_id,
+        std::time::SystemTime::now() + Duration::from_secs(900),
+    );
+    assert_refused(h.client.who_am_i(bearer(&token)).await, Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn public_methods_need_no_token_and_get_no_context() {
+    let mut h = harness().await;
+    h.client
+        .get_jwks(GetJwksRequest {})
+        .await
+        .expect("public method");
+}
