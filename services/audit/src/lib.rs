@@ -1,1 +1,64 @@
-//! placeholder
+//! The Bulkhead audit service: the append-only, hash-chained audit log.
+//!
+//! Its RPCs land with the Audit issue; until then every RPC answers `UNIMPLEMENTED` (after
+//! the guard: callers still need a valid token and the role the policy table asks).
+
+use bulkhead_context::TenantRole;
+use bulkhead_db::Db;
+use bulkhead_db::schema::ServiceSchema;
+use bulkhead_guard::{Policy, Rule};
+use bulkhead_proto::audit::v1::audit_service_server::{AuditService, AuditServiceServer};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
+/// The fully-qualified gRPC service name.
+pub const SERVICE_NAME: &str = "bulkhead.audit.v1.AuditService";
+
+static MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// The service's roles, database and migrations.
+pub static SCHEMA: ServiceSchema = ServiceSchema::new("audit", &MIGRATIONS);
+
+/// Who may call each RPC (ARCHITECTURE.md §1 roles). A method missing here is denied.
+#[must_use]
+pub fn policy() -> Policy {
+    Policy::new()
+        .allow(SERVICE_NAME, "AppendEvents", Rule::service())
+        .allow(SERVICE_NAME, "QueryEvents", Rule::tenant_role(TenantRole::Admin))
+        .allow(SERVICE_NAME, "ExportEvents", Rule::tenant_role(TenantRole::Admin))
+        .allow(SERVICE_NAME, "VerifyChain", Rule::tenant_role(TenantRole::Admin))
+}
+
+/// The gRPC handlers.
+#[derive(Debug, Clone)]
+pub struct AuditApi {
+    #[expect(dead_code, reason = "read by the RPCs of the Audit issue")]
+    db: Db,
+}
+
+impl AuditApi {
+    /// Handlers over the service's pool (connected as `audit_app`).
+    #[must_use]
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The tonic service to mount.
+    #[must_use]
+    pub fn into_server(self) -> AuditServiceServer<Self> {
+        AuditServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditApi {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rpc_has_a_policy_entry() {
+        let missing = policy().methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, SERVICE_NAME);
+        assert!(missing.is_empty(), "RPCs without a rule: {missing:?}");
+    }
+}

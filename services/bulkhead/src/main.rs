@@ -1,1 +1,209 @@
-fn main() {}
+//! `bulkhead`: run the suite on a laptop (`up`), one service in deployment
+//! (`serve`), migrations (`migrate`), or mint a break-glass token (`token`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bulkhead::services::{ServiceKind, SharedGuard};
+use bulkhead::{keys, provision, up};
+use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
+use bulkhead_guard::token::Claims;
+use bulkhead_guard::{RevokedSessions, VerifierConfig};
+use bulkhead_telemetry::LogFormat;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "bulkhead", version, about = "Zero-trust multi-tenant gRPC services")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// All four services in one process on a private Postgres (for a laptop).
+    Up {
+        /// Holds the Postgres cluster and Auth's signing key.
+        #[arg(long, env = "BULKHEAD_DATA_DIR", default_value = ".bulkhead")]
+        data_dir: PathBuf,
+        /// Address to listen on (ports 50051–50054).
+        #[arg(long, env = "BULKHEAD_HOST", default_value = "127.0.0.1")]
+        host: IpAddr,
+    },
+    /// One service, for deployment.
+    Serve {
+        /// Which service.
+        service: ServiceKind,
+        /// Where to listen (default: 0.0.0.0 and the service's port).
+        #[arg(long, env = "BULKHEAD_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Postgres URL as the service's runtime role `<svc>_app`.
+        #[arg(long, env = "BULKHEAD_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// Auth's public keys (RFC 7517 JWK set, JSON).
+        #[arg(long, env = "BULKHEAD_JWKS_FILE", required_unless_present = "signing_key_file")]
+        jwks_file: Option<PathBuf>,
+        /// Auth's signing key (PKCS#8 PEM); its public half verifies tokens.
+        #[arg(long, env = "BULKHEAD_SIGNING_KEY_FILE")]
+        signing_key_file: Option<PathBuf>,
+        /// Accepted token issuer.
+        #[arg(long, env = "BULKHEAD_TOKEN_ISSUER", default_value = "bulkhead-auth")]
+        issuer: String,
+        /// Accepted token audience.
+        #[arg(long, env = "BULKHEAD_TOKEN_AUDIENCE", default_value = "bulkhead")]
+        audience: String,
+    },
+    /// Create a service's roles and database (with --admin-url) and run its migrations.
+    Migrate {
+        /// Which service.
+        service: ServiceKind,
+        /// Postgres URL as the owner role `<svc>_owner`, to the service's database.
+        #[arg(long, env = "BULKHEAD_OWNER_DATABASE_URL", hide_env_values = true)]
+        owner_url: String,
+        /// Superuser URL to the cluster's `postgres` database: also create roles and database.
+        #[arg(long, env = "BULKHEAD_ADMIN_DATABASE_URL", hide_env_values = true)]
+        admin_url: Option<String>,
+    },
+    /// Mint an access token with the local signing key (break-glass; for `up`).
+    Token {
+        /// The `up` data folder holding the key.
+        #[arg(long, env = "BULKHEAD_DATA_DIR", default_value = ".bulkhead")]
+        data_dir: PathBuf,
+        /// Tenant id (default: a random one).
+        #[arg(long)]
+        tenant_id: Option<String>,
+        /// Tenant slug.
+        #[arg(long, default_value = "break-glass")]
+        tenant_slug: String,
+        /// User id (default: a random one).
+        #[arg(long)]
+        user_id: Option<String>,
+        /// Tenant role.
+        #[arg(long, value_enum, default_value = "viewer")]
+        role: Role,
+        /// Platform role SUPER_ADMIN.
+        #[arg(long)]
+        super_admin: bool,
+        /// Lifetime in minutes.
+        #[arg(long, default_value_t = 15)]
+        ttl_minutes: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+enum Role {
+    Owner,
+    Admin,
+    Member,
+    Viewer,
+}
+
+impl From<Role> for TenantRole {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Owner => Self::Owner,
+            Role::Admin => Self::Admin,
+            Role::Member => Self::Member,
+            Role::Viewer => Self::Viewer,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up { data_dir, host } => {
+            let _telemetry = bulkhead_telemetry::init("bulkhead", LogFormat::Pretty)?;
+            up::run(up::UpConfig { data_dir, host }).await
+        }
+        Command::Serve {
+            service,
+            listen,
+            database_url,
+            jwks_file,
+            signing_key_file,
+            issuer,
+            audience,
+        } => {
+            let _telemetry = bulkhead_telemetry::init(service.name(), LogFormat::Json)?;
+            let config = VerifierConfig {
+                issuer,
+                audience,
+                ..VerifierConfig::default()
+            };
+            let verifier = match (jwks_file, signing_key_file) {
+                (Some(jwks), _) => keys::verifier_from_jwks_file(&jwks, config)?,
+                (None, Some(key)) => keys::verifier_for(&keys::load(&key)?, config),
+                (None, None) => anyhow::bail!("--jwks-file or --signing-key-file is required"),
+            };
+            let guard = SharedGuard {
+                verifier,
+                revoked: RevokedSessions::default(),
+            };
+            let addr = listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_port())));
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(service = service.name(), %addr, "listening");
+            let suite = up::Suite::start(vec![(service, database_url, listener)], &guard).await?;
+            tokio::signal::ctrl_c().await?;
+            suite.stop().await;
+            Ok(())
+        }
+        Command::Migrate {
+            service,
+            owner_url,
+            admin_url,
+        } => {
+            let _telemetry = bulkhead_telemetry::init("bulkhead", LogFormat::Pretty)?;
+            let schema = service.schema();
+            match admin_url {
+                Some(admin) => provision::provision(schema, &admin, &owner_url).await?,
+                None => schema.migrate(&owner_url).await?,
+            }
+            println!("{}: migrated", service.name());
+            Ok(())
+        }
+        Command::Token {
+            data_dir,
+            tenant_id,
+            tenant_slug,
+            user_id,
+            role,
+            super_admin,
+            ttl_minutes,
+        } => {
+            let key = keys::load(&data_dir.join("keys").join("auth-signing.pem"))?;
+            let user = TenantUser {
+                user_id: user_id.as_deref().map_or_else(|| Ok(UserId::new_v7()), UserId::parse)?,
+                session_id: SessionId::new_v7(),
+                tenant_id: tenant_id
+                    .as_deref()
+                    .map_or_else(|| Ok(TenantId::new_v7()), TenantId::parse)?,
+                tenant_slug,
+                tenant_role: role.into(),
+                platform_role: if super_admin {
+                    PlatformRole::SuperAdmin
+                } else {
+                    PlatformRole::User
+                },
+            };
+            let config = VerifierConfig::default();
+            let claims = Claims::access(
+                &config.issuer,
+                &config.audience,
+                &user,
+                Duration::from_secs(ttl_minutes * 60),
+            );
+            eprintln!(
+                "break-glass token for user {} in tenant {} ({}); this mint is not audited until the Audit service lands",
+                user.user_id,
+                user.tenant_id,
+                user.tenant_role.as_str()
+            );
+            println!("{}", key.sign(&claims)?);
+            Ok(())
+        }
+    }
+}

@@ -1,1 +1,67 @@
-//! placeholder
+//! The Bulkhead task service: tasks, compliance records and their analytics.
+//!
+//! Its RPCs land with the Task issue; until then every RPC answers `UNIMPLEMENTED` (after
+//! the guard: callers still need a valid token and the role the policy table asks).
+
+use bulkhead_context::TenantRole;
+use bulkhead_db::Db;
+use bulkhead_db::schema::ServiceSchema;
+use bulkhead_guard::{Policy, Rule};
+use bulkhead_proto::task::v1::task_service_server::{TaskService, TaskServiceServer};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
+/// The fully-qualified gRPC service name.
+pub const SERVICE_NAME: &str = "bulkhead.task.v1.TaskService";
+
+static MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// The service's roles, database and migrations.
+pub static SCHEMA: ServiceSchema = ServiceSchema::new("task", &MIGRATIONS);
+
+/// Who may call each RPC (ARCHITECTURE.md §1 roles). A method missing here is denied.
+#[must_use]
+pub fn policy() -> Policy {
+    Policy::new()
+        .allow(SERVICE_NAME, "CreateTask", Rule::tenant_role(TenantRole::Member))
+        .allow(SERVICE_NAME, "GetTask", Rule::tenant_role(TenantRole::Viewer))
+        .allow(SERVICE_NAME, "UpdateTask", Rule::tenant_role(TenantRole::Member))
+        .allow(SERVICE_NAME, "DeleteTask", Rule::tenant_role(TenantRole::Admin))
+        .allow(SERVICE_NAME, "ListTasks", Rule::tenant_role(TenantRole::Viewer))
+        .allow(SERVICE_NAME, "BulkUpdateTaskStatus", Rule::tenant_role(TenantRole::Member))
+        .allow(SERVICE_NAME, "GetTaskAnalytics", Rule::tenant_role(TenantRole::Viewer))
+}
+
+/// The gRPC handlers.
+#[derive(Debug, Clone)]
+pub struct TaskApi {
+    #[expect(dead_code, reason = "read by the RPCs of the Task issue")]
+    db: Db,
+}
+
+impl TaskApi {
+    /// Handlers over the service's pool (connected as `task_app`).
+    #[must_use]
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The tonic service to mount.
+    #[must_use]
+    pub fn into_server(self) -> TaskServiceServer<Self> {
+        TaskServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl TaskService for TaskApi {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rpc_has_a_policy_entry() {
+        let missing = policy().methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, SERVICE_NAME);
+        assert!(missing.is_empty(), "RPCs without a rule: {missing:?}");
+    }
+}

@@ -1,1 +1,80 @@
-//! placeholder
+//! One place that sets up logs and traces for a Bulkhead process.
+//!
+//! * Logs: JSON lines (`BULKHEAD_LOG_FORMAT=json`, the default for `serve`) or
+//!   human-readable (`pretty`, the default for `up`), filtered by `RUST_LOG`.
+//! * Traces: exported with OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+//!   (Jaeger accepts OTLP); otherwise spans stay local.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for collectors.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// Keeps the trace exporter alive; flushes it when dropped.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber for process `service_name`.
+///
+/// # Errors
+/// When the OTLP exporter cannot be built or a subscriber is already installed.
+pub fn init(service_name: &'static str, default_format: LogFormat) -> anyhow::Result<Telemetry> {
+    let format = match std::env::var("BULKHEAD_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        Ok("pretty") => LogFormat::Pretty,
+        _ => default_format,
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
+    };
+    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .build()?;
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(Resource::builder().with_service_name(service_name).build())
+                    .build(),
+            )
+        }
+        _ => None,
+    };
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name)));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()?;
+    Ok(Telemetry { provider })
+}

@@ -1,0 +1,5 @@
+-- Only the owner creates objects in this database; the runtime role audit_app
+-- may use the schema and gets DML grants table by table, in the migration that
+-- creates each table.
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO audit_app;

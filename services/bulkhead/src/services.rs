@@ -1,0 +1,158 @@
+//! The four services and how one is started.
+
+use std::sync::Arc;
+
+use bulkhead_db::schema::ServiceSchema;
+use bulkhead_db::{Db, PoolConfig};
+use bulkhead_guard::{GuardLayer, Policy, RevokedSessions, TokenVerifier};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A Bulkhead service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum ServiceKind {
+    /// Users, logins, tokens.
+    Auth,
+    /// Tenants, memberships, settings.
+    Tenant,
+    /// Tasks and compliance records.
+    Task,
+    /// The audit log.
+    Audit,
+}
+
+impl ServiceKind {
+    /// All four, in port order.
+    pub const ALL: [Self; 4] = [Self::Auth, Self::Tenant, Self::Task, Self::Audit];
+
+    /// The short name (`tenant`).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Tenant => "tenant",
+            Self::Task => "task",
+            Self::Audit => "audit",
+        }
+    }
+
+    /// The fully-qualified gRPC service name.
+    #[must_use]
+    pub const fn grpc_name(self) -> &'static str {
+        match self {
+            Self::Auth => bulkhead_auth::SERVICE_NAME,
+            Self::Tenant => bulkhead_tenant::SERVICE_NAME,
+            Self::Task => bulkhead_task::SERVICE_NAME,
+            Self::Audit => bulkhead_audit::SERVICE_NAME,
+        }
+    }
+
+    /// The port `bulkhead up` serves it on.
+    #[must_use]
+    pub const fn default_port(self) -> u16 {
+        match self {
+            Self::Auth => 50051,
+            Self::Tenant => 50052,
+            Self::Task => 50053,
+            Self::Audit => 50054,
+        }
+    }
+
+    /// Its roles, database and migrations.
+    #[must_use]
+    pub fn schema(self) -> &'static ServiceSchema {
+        match self {
+            Self::Auth => &bulkhead_auth::SCHEMA,
+            Self::Tenant => &bulkhead_tenant::SCHEMA,
+            Self::Task => &bulkhead_task::SCHEMA,
+            Self::Audit => &bulkhead_audit::SCHEMA,
+        }
+    }
+
+    /// Its policy table.
+    #[must_use]
+    pub fn policy(self) -> Policy {
+        match self {
+            Self::Auth => bulkhead_auth::policy(),
+            Self::Tenant => bulkhead_tenant::policy(),
+            Self::Task => bulkhead_task::policy(),
+            Self::Audit => bulkhead_audit::policy(),
+        }
+    }
+}
+
+/// What every service of a process shares: the token verifier and the revoked set.
+#[derive(Debug, Clone)]
+pub struct SharedGuard {
+    /// Verifies tokens against Auth's key set.
+    pub verifier: Arc<TokenVerifier>,
+    /// Sessions revoked by Auth.
+    pub revoked: RevokedSessions,
+}
+
+/// Connects `kind`'s pool as its runtime role and checks that the role cannot
+/// bypass row-level security; then serves it on `listener` (in a task) until
+/// `shutdown` flips to true. Health reports SERVING only after those checks.
+///
+/// # Errors
+/// When the database cannot be reached or the RLS check fails; the task's own
+/// result says whether the server failed later.
+pub async fn start_service(
+    kind: ServiceKind,
+    app_url: &str,
+    listener: TcpListener,
+    guard: SharedGuard,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let health = bulkhead_server::health_for(kind.grpc_name()).await;
+    let db = Db::connect(app_url, &PoolConfig::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", kind.name()))?;
+    let report = db
+        .verify_rls()
+        .await
+        .map_err(|e| anyhow::anyhow!("{} refuses to start: {e}", kind.name()))?;
+    tracing::info!(
+        service = kind.name(),
+        role = report.role,
+        tenant_tables = ?report.tenant_tables,
+        "row-level security verified"
+    );
+    let layer = GuardLayer::new(guard.verifier, kind.policy(), guard.revoked);
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    bulkhead_server::mark_serving(&health, kind.grpc_name()).await;
+    Ok(tokio::spawn(async move {
+        serve(kind, db, listener, layer, health, stop).await
+    }))
+}
+
+async fn serve(
+    kind: ServiceKind,
+    db: Db,
+    listener: TcpListener,
+    layer: GuardLayer,
+    health: tonic_health::server::HealthReporter,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    match kind {
+        ServiceKind::Auth => {
+            let svc = bulkhead_auth::AuthApi::new(db).into_server();
+            bulkhead_server::serve(listener, svc, layer, health, stop).await?;
+        }
+        ServiceKind::Tenant => {
+            let svc = bulkhead_tenant::TenantApi::new(db).into_server();
+            bulkhead_server::serve(listener, svc, layer, health, stop).await?;
+        }
+        ServiceKind::Task => {
+            let svc = bulkhead_task::TaskApi::new(db).into_server();
+            bulkhead_server::serve(listener, svc, layer, health, stop).await?;
+        }
+        ServiceKind::Audit => {
+            let svc = bulkhead_audit::AuditApi::new(db).into_server();
+            bulkhead_server::serve(listener, svc, layer, health, stop).await?;
+        }
+    }
+    Ok(())
+}

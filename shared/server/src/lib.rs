@@ -1,0 +1,107 @@
+//! Assembles one Bulkhead gRPC server, the same way for every service:
+//!
+//! ```text
+//! request id → guard (authenticate, tenant check, authorize) → health | reflection | service
+//! ```
+//!
+//! * **request id** is outermost so that refusals carry the id too;
+//! * the **guard** runs for every path; health and reflection are public entries of
+//!   every policy table, so `grpcurl list` and probes need no token;
+//! * **health** (`grpc.health.v1`) reports the service SERVING only once the caller
+//!   says its start-up checks (database, RLS) passed;
+//! * **reflection** is served in `grpc.reflection.v1` and `v1alpha` (grpcurl 1.8.6
+//!   speaks only v1alpha) and advertises just this port's service.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use bulkhead_guard::{GuardLayer, RequestIdLayer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// Why a server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The reflection service could not be built from the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `service` on `listener` until `shutdown` completes.
+///
+/// `ready` receives the health reporter once the server is listening; the service
+/// is advertised `NOT_SERVING` until the caller sets it (see [`mark_serving`]).
+///
+/// # Errors
+/// [`ServeError`] when reflection cannot be built or the transport fails.
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    guard: GuardLayer,
+    health: HealthReporter,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError>
+where
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let health_service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(health),
+    );
+    let reflection_v1 = reflection_builder(S::NAME).build_v1()?;
+    let reflection_v1alpha = reflection_builder(S::NAME).build_v1alpha()?;
+
+    tonic::transport::Server::builder()
+        // gRPC keeps connections for long: recycle them so new replicas get traffic.
+        .max_connection_age(Duration::from_secs(300))
+        .layer(RequestIdLayer)
+        .layer(guard)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+fn reflection_builder(service: &'static str) -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(bulkhead_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(service)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+}
+
+/// A health reporter and the status of `service`: `NOT_SERVING` until
+/// [`mark_serving`].
+pub async fn health_for(service: &'static str) -> HealthReporter {
+    let reporter = HealthReporter::new();
+    reporter
+        .set_service_status(service, ServingStatus::NotServing)
+        .await;
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter
+}
+
+/// Marks `service` (and the server as a whole) SERVING.
+pub async fn mark_serving(health: &HealthReporter, service: &'static str) {
+    health.set_service_status(service, ServingStatus::Serving).await;
+    health.set_service_status("", ServingStatus::Serving).await;
+}
