@@ -1,1 +1,70 @@
-//! placeholder
+//! Helpers for end-to-end tests: the whole suite, in process, on port-0 sockets,
+//! each service on its own fresh database of a private Postgres.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bulkhead::services::{ServiceKind, SharedGuard};
+use bulkhead::up::Suite;
+use bulkhead_guard::token::{Claims, SigningKey};
+use bulkhead_guard::{RevokedSessions, VerifierConfig};
+use bulkhead_postgres::testing::test_database;
+
+/// The running suite and the key its tokens are signed with.
+#[derive(Debug)]
+pub struct TestSuite {
+    /// The four services.
+    pub suite: Suite,
+    /// Auth's signing key (until Auth issues tokens itself, tests mint them).
+    pub key: SigningKey,
+}
+
+impl TestSuite {
+    /// Where `kind` listens.
+    ///
+    /// # Panics
+    /// Never: every kind is started.
+    #[must_use]
+    pub fn addr(&self, kind: ServiceKind) -> SocketAddr {
+        self.suite.addrs[kind.name()]
+    }
+
+    /// `http://addr` of `kind`, for tonic clients.
+    #[must_use]
+    pub fn endpoint(&self, kind: ServiceKind) -> String {
+        format!("http://{}", self.addr(kind))
+    }
+
+    /// A signed access token for `user`.
+    ///
+    /// # Panics
+    /// When signing fails.
+    #[must_use]
+    pub fn token(&self, user: &bulkhead_context::TenantUser) -> String {
+        let config = VerifierConfig::default();
+        let claims = Claims::access(&config.issuer, &config.audience, user, Duration::from_secs(900));
+        self.key.sign(&claims).expect("signing")
+    }
+}
+
+/// Starts all four services on fresh databases.
+///
+/// # Panics
+/// When Postgres cannot be had or a service cannot start.
+pub async fn spawn_suite() -> TestSuite {
+    let key = SigningKey::generate();
+    let guard = SharedGuard {
+        verifier: bulkhead::keys::verifier_for(&key, VerifierConfig::default()),
+        revoked: RevokedSessions::default(),
+    };
+    let mut services = Vec::new();
+    for kind in ServiceKind::ALL {
+        let database = test_database(kind.schema()).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a port");
+        services.push((kind, database.app_url, listener));
+    }
+    let suite = Suite::start(services, &guard).await.expect("the suite starts");
+    TestSuite { suite, key }
+}

@@ -146,8 +146,9 @@ async fn main() -> anyhow::Result<()> {
             let addr = listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_port())));
             let listener = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(service = service.name(), %addr, "listening");
+            let stop = up::stop_signal()?;
             let suite = up::Suite::start(vec![(service, database_url, listener)], &guard).await?;
-            tokio::signal::ctrl_c().await?;
+            stop.await;
             suite.stop().await;
             Ok(())
         }

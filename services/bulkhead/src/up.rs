@@ -121,9 +121,12 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
         verifier: keys::verifier_for(&key, VerifierConfig::default()),
         revoked: RevokedSessions::default(),
     };
+    // Listen for the stop signals before saying we are up: a signal sent right
+    // after the banner must stop us cleanly, not kill us.
+    let stop = stop_signal()?;
     let suite = Suite::start(services, &guard).await?;
     println!("{}", banner(&suite, cluster, config));
-    wait_for_signal().await;
+    stop.await;
     suite.stop().await;
     Ok(())
 }
@@ -154,17 +157,18 @@ fn banner(suite: &Suite, cluster: &Cluster, config: &UpConfig) -> String {
     out
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
+/// Completes on Ctrl-C or SIGTERM; the handlers are installed when this returns.
+///
+/// # Errors
+/// When a signal handler cannot be installed.
+pub fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
 }
