@@ -7,14 +7,14 @@ use bulkhead_e2e::{TestSuite, spawn_suite};
 use prost::Message as _;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
-use tonic_prost::ProstCodec;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_prost::ProstCodec;
+use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
 use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
 
 /// The methods that need no token (credentials are in the request itself).
 const PUBLIC: [&str; 4] = [
@@ -31,7 +31,11 @@ fn methods_of(service: &str) -> Vec<String> {
         .iter()
         .flat_map(|f| f.service.iter().map(move |s| (f.package(), s)))
         .filter(|(package, s)| format!("{package}.{}", s.name()) == service)
-        .flat_map(|(_, s)| s.method.iter().map(move |m| format!("/{service}/{}", m.name())))
+        .flat_map(|(_, s)| {
+            s.method
+                .iter()
+                .map(move |m| format!("/{service}/{}", m.name()))
+        })
         .collect()
 }
 
@@ -107,7 +111,12 @@ async fn every_port_lists_its_service_health_and_reflection() {
             "grpc.reflection.v1alpha.ServerReflection".to_owned(),
         ];
         expected.sort();
-        assert_eq!(listed_services(&suite, kind).await, expected, "{}", kind.name());
+        assert_eq!(
+            listed_services(&suite, kind).await,
+            expected,
+            "{}",
+            kind.name()
+        );
     }
     suite.suite.stop().await;
 }
@@ -126,7 +135,12 @@ async fn every_service_reports_serving_after_its_rls_check() {
                 .expect("health answers without a token")
                 .into_inner()
                 .status;
-            assert_eq!(status, ServingStatus::Serving as i32, "{} {service:?}", kind.name());
+            assert_eq!(
+                status,
+                ServingStatus::Serving as i32,
+                "{} {service:?}",
+                kind.name()
+            );
         }
     }
     suite.suite.stop().await;
@@ -161,10 +175,18 @@ async fn a_valid_token_passes_the_guard_and_a_foreign_tenant_header_does_not() {
     let endpoint = suite.endpoint(ServiceKind::Tenant);
     let path = "/bulkhead.tenant.v1.TenantService/ListMembers";
 
-    let status = call_empty(&endpoint, path, &[("authorization", format!("Bearer {token}"))])
-        .await
-        .expect_err("stub");
-    assert_eq!(status.code(), Code::Unimplemented, "the guard let the owner through");
+    let status = call_empty(
+        &endpoint,
+        path,
+        &[("authorization", format!("Bearer {token}"))],
+    )
+    .await
+    .expect_err("stub");
+    assert_eq!(
+        status.code(),
+        Code::Unimplemented,
+        "the guard let the owner through"
+    );
 
     let status = call_empty(
         &endpoint,

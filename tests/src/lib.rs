@@ -42,7 +42,12 @@ impl TestSuite {
     #[must_use]
     pub fn token(&self, user: &bulkhead_context::TenantUser) -> String {
         let config = VerifierConfig::default();
-        let claims = Claims::access(&config.issuer, &config.audience, user, Duration::from_secs(900));
+        let claims = Claims::access(
+            &config.issuer,
+            &config.audience,
+            user,
+            Duration::from_secs(900),
+        );
         self.key.sign(&claims).expect("signing")
     }
 }
@@ -65,6 +70,8 @@ pub async fn spawn_suite() -> TestSuite {
             .expect("binding a port");
         services.push((kind, database.app_url, listener));
     }
-    let suite = Suite::start(services, &guard).await.expect("the suite starts");
+    let suite = Suite::start(services, &guard)
+        .await
+        .expect("the suite starts");
     TestSuite { suite, key }
 }

@@ -23,9 +23,21 @@ pub static SCHEMA: ServiceSchema = ServiceSchema::new("audit", &MIGRATIONS);
 pub fn policy() -> Policy {
     Policy::new()
         .allow(SERVICE_NAME, "AppendEvents", Rule::service())
-        .allow(SERVICE_NAME, "QueryEvents", Rule::tenant_role(TenantRole::Admin))
-        .allow(SERVICE_NAME, "ExportEvents", Rule::tenant_role(TenantRole::Admin))
-        .allow(SERVICE_NAME, "VerifyChain", Rule::tenant_role(TenantRole::Admin))
+        .allow(
+            SERVICE_NAME,
+            "QueryEvents",
+            Rule::tenant_role(TenantRole::Admin),
+        )
+        .allow(
+            SERVICE_NAME,
+            "ExportEvents",
+            Rule::tenant_role(TenantRole::Admin),
+        )
+        .allow(
+            SERVICE_NAME,
+            "VerifyChain",
+            Rule::tenant_role(TenantRole::Admin),
+        )
 }
 
 /// The gRPC handlers.
@@ -58,7 +70,8 @@ mod tests {
 
     #[test]
     fn every_rpc_has_a_policy_entry() {
-        let missing = policy().methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, SERVICE_NAME);
+        let missing =
+            policy().methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, SERVICE_NAME);
         assert!(missing.is_empty(), "RPCs without a rule: {missing:?}");
     }
 }

@@ -22,15 +22,35 @@ pub static SCHEMA: ServiceSchema = ServiceSchema::new("auth", &MIGRATIONS);
 #[must_use]
 pub fn policy() -> Policy {
     Policy::new()
-        .allow(SERVICE_NAME, "Login", Rule::public())  // credentials are the authentication
-        .allow(SERVICE_NAME, "Refresh", Rule::public())  // the refresh token is the credential
+        .allow(SERVICE_NAME, "Login", Rule::public()) // credentials are the authentication
+        .allow(SERVICE_NAME, "Refresh", Rule::public()) // the refresh token is the credential
         .allow(SERVICE_NAME, "GetJwks", Rule::public())
-        .allow(SERVICE_NAME, "IssueServiceToken", Rule::public())  // client credentials are the authentication
-        .allow(SERVICE_NAME, "SwitchTenant", Rule::tenant_role(TenantRole::Viewer))
-        .allow(SERVICE_NAME, "Logout", Rule::tenant_role(TenantRole::Viewer))
-        .allow(SERVICE_NAME, "WhoAmI", Rule::tenant_role(TenantRole::Viewer))
-        .allow(SERVICE_NAME, "ChangePassword", Rule::tenant_role(TenantRole::Viewer))
-        .allow(SERVICE_NAME, "CreateUser", Rule::tenant_role(TenantRole::Admin).or_super_admin())
+        .allow(SERVICE_NAME, "IssueServiceToken", Rule::public()) // client credentials are the authentication
+        .allow(
+            SERVICE_NAME,
+            "SwitchTenant",
+            Rule::tenant_role(TenantRole::Viewer),
+        )
+        .allow(
+            SERVICE_NAME,
+            "Logout",
+            Rule::tenant_role(TenantRole::Viewer),
+        )
+        .allow(
+            SERVICE_NAME,
+            "WhoAmI",
+            Rule::tenant_role(TenantRole::Viewer),
+        )
+        .allow(
+            SERVICE_NAME,
+            "ChangePassword",
+            Rule::tenant_role(TenantRole::Viewer),
+        )
+        .allow(
+            SERVICE_NAME,
+            "CreateUser",
+            Rule::tenant_role(TenantRole::Admin).or_super_admin(),
+        )
         .allow(SERVICE_NAME, "RevokeSessions", Rule::service())
         .allow(SERVICE_NAME, "WatchRevocations", Rule::service())
 }
@@ -65,7 +85,8 @@ mod tests {
 
     #[test]
     fn every_rpc_has_a_policy_entry() {
-        let missing = policy().methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, SERVICE_NAME);
+        let missing =
+            policy().methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, SERVICE_NAME);
         assert!(missing.is_empty(), "RPCs without a rule: {missing:?}");
     }
 }

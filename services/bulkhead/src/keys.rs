@@ -52,7 +52,10 @@ pub fn verifier_for(key: &SigningKey, config: VerifierConfig) -> Arc<TokenVerifi
 ///
 /// # Errors
 /// When the file is missing or not a JWK set.
-pub fn verifier_from_jwks_file(path: &Path, config: VerifierConfig) -> anyhow::Result<Arc<TokenVerifier>> {
+pub fn verifier_from_jwks_file(
+    path: &Path,
+    config: VerifierConfig,
+) -> anyhow::Result<Arc<TokenVerifier>> {
     let text = fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("reading JWK set {}: {e}", path.display()))?;
     let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)?;

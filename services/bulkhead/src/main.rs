@@ -14,7 +14,11 @@ use bulkhead_telemetry::LogFormat;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "bulkhead", version, about = "Zero-trust multi-tenant gRPC services")]
+#[command(
+    name = "bulkhead",
+    version,
+    about = "Zero-trust multi-tenant gRPC services"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,7 +46,11 @@ enum Command {
         #[arg(long, env = "BULKHEAD_DATABASE_URL", hide_env_values = true)]
         database_url: String,
         /// Auth's public keys (RFC 7517 JWK set, JSON).
-        #[arg(long, env = "BULKHEAD_JWKS_FILE", required_unless_present = "signing_key_file")]
+        #[arg(
+            long,
+            env = "BULKHEAD_JWKS_FILE",
+            required_unless_present = "signing_key_file"
+        )]
         jwks_file: Option<PathBuf>,
         /// Auth's signing key (PKCS#8 PEM); its public half verifies tokens.
         #[arg(long, env = "BULKHEAD_SIGNING_KEY_FILE")]
@@ -143,7 +151,8 @@ async fn main() -> anyhow::Result<()> {
                 verifier,
                 revoked: RevokedSessions::default(),
             };
-            let addr = listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_port())));
+            let addr =
+                listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_port())));
             let listener = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(service = service.name(), %addr, "listening");
             let stop = up::stop_signal()?;
@@ -177,7 +186,9 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let key = keys::load(&data_dir.join("keys").join("auth-signing.pem"))?;
             let user = TenantUser {
-                user_id: user_id.as_deref().map_or_else(|| Ok(UserId::new_v7()), UserId::parse)?,
+                user_id: user_id
+                    .as_deref()
+                    .map_or_else(|| Ok(UserId::new_v7()), UserId::parse)?,
                 session_id: SessionId::new_v7(),
                 tenant_id: tenant_id
                     .as_deref()

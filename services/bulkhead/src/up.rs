@@ -111,9 +111,16 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
         .await?;
         let addr = SocketAddr::new(config.host, kind.default_port());
         let listener = TcpListener::bind(addr).await.map_err(|e| {
-            anyhow::anyhow!("cannot listen on {addr} for {}: {e} (is another `bulkhead up` running?)", kind.name())
+            anyhow::anyhow!(
+                "cannot listen on {addr} for {}: {e} (is another `bulkhead up` running?)",
+                kind.name()
+            )
         })?;
-        services.push((kind, cluster.url(&schema.app_role(), &schema.database()), listener));
+        services.push((
+            kind,
+            cluster.url(&schema.app_role(), &schema.database()),
+            listener,
+        ));
     }
     let key_path = config.data_dir.join("keys").join("auth-signing.pem");
     let key = keys::load_or_create(&key_path)?;

@@ -71,7 +71,10 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
         assert_eq!(status, ServingStatus::Serving as i32, "{service}");
     }
     let pid_file = data.path().join("postgres/data/postmaster.pid");
-    assert!(pid_file.exists(), "the private cluster runs under the data folder");
+    assert!(
+        pid_file.exists(),
+        "the private cluster runs under the data folder"
+    );
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
@@ -83,7 +86,10 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "up did not stop");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "up did not stop"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(status.success(), "up exits cleanly: {status:?}");

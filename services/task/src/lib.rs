@@ -22,13 +22,41 @@ pub static SCHEMA: ServiceSchema = ServiceSchema::new("task", &MIGRATIONS);
 #[must_use]
 pub fn policy() -> Policy {
     Policy::new()
-        .allow(SERVICE_NAME, "CreateTask", Rule::tenant_role(TenantRole::Member))
-        .allow(SERVICE_NAME, "GetTask", Rule::tenant_role(TenantRole::Viewer))
-        .allow(SERVICE_NAME, "UpdateTask", Rule::tenant_role(TenantRole::Member))
-        .allow(SERVICE_NAME, "DeleteTask", Rule::tenant_role(TenantRole::Admin))
-        .allow(SERVICE_NAME, "ListTasks", Rule::tenant_role(TenantRole::Viewer))
-        .allow(SERVICE_NAME, "BulkUpdateTaskStatus", Rule::tenant_role(TenantRole::Member))
-        .allow(SERVICE_NAME, "GetTaskAnalytics", Rule::tenant_role(TenantRole::Viewer))
+        .allow(
+            SERVICE_NAME,
+            "CreateTask",
+            Rule::tenant_role(TenantRole::Member),
+        )
+        .allow(
+            SERVICE_NAME,
+            "GetTask",
+            Rule::tenant_role(TenantRole::Viewer),
+        )
+        .allow(
+            SERVICE_NAME,
+            "UpdateTask",
+            Rule::tenant_role(TenantRole::Member),
+        )
+        .allow(
+            SERVICE_NAME,
+            "DeleteTask",
+            Rule::tenant_role(TenantRole::Admin),
+        )
+        .allow(
+            SERVICE_NAME,
+            "ListTasks",
+            Rule::tenant_role(TenantRole::Viewer),
+        )
+        .allow(
+            SERVICE_NAME,
+            "BulkUpdateTaskStatus",
+            Rule::tenant_role(TenantRole::Member),
+        )
+        .allow(
+            SERVICE_NAME,
+            "GetTaskAnalytics",
+            Rule::tenant_role(TenantRole::Viewer),
+        )
 }
 
 /// The gRPC handlers.
@@ -61,7 +89,8 @@ mod tests {
 
     #[test]
     fn every_rpc_has_a_policy_entry() {
-        let missing = policy().methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, SERVICE_NAME);
+        let missing =
+            policy().methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, SERVICE_NAME);
         assert!(missing.is_empty(), "RPCs without a rule: {missing:?}");
     }
 }

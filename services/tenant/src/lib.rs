@@ -23,16 +23,52 @@ pub static SCHEMA: ServiceSchema = ServiceSchema::new("tenant", &MIGRATIONS);
 pub fn policy() -> Policy {
     Policy::new()
         .allow(SERVICE_NAME, "CreateTenant", Rule::super_admin())
-        .allow(SERVICE_NAME, "GetTenant", Rule::tenant_role(TenantRole::Viewer).or_super_admin())
-        .allow(SERVICE_NAME, "ListTenants", Rule::tenant_role(TenantRole::Viewer).or_super_admin())
-        .allow(SERVICE_NAME, "UpdateTenant", Rule::tenant_role(TenantRole::Admin))
+        .allow(
+            SERVICE_NAME,
+            "GetTenant",
+            Rule::tenant_role(TenantRole::Viewer).or_super_admin(),
+        )
+        .allow(
+            SERVICE_NAME,
+            "ListTenants",
+            Rule::tenant_role(TenantRole::Viewer).or_super_admin(),
+        )
+        .allow(
+            SERVICE_NAME,
+            "UpdateTenant",
+            Rule::tenant_role(TenantRole::Admin),
+        )
         .allow(SERVICE_NAME, "SetTenantActive", Rule::super_admin())
-        .allow(SERVICE_NAME, "AddMember", Rule::tenant_role(TenantRole::Admin))
-        .allow(SERVICE_NAME, "RemoveMember", Rule::tenant_role(TenantRole::Admin))
-        .allow(SERVICE_NAME, "UpdateMemberRole", Rule::tenant_role(TenantRole::Admin))
-        .allow(SERVICE_NAME, "ListMembers", Rule::tenant_role(TenantRole::Viewer))
-        .allow(SERVICE_NAME, "GetSettings", Rule::tenant_role(TenantRole::Viewer))
-        .allow(SERVICE_NAME, "UpdateSettings", Rule::tenant_role(TenantRole::Admin).or_super_admin())
+        .allow(
+            SERVICE_NAME,
+            "AddMember",
+            Rule::tenant_role(TenantRole::Admin),
+        )
+        .allow(
+            SERVICE_NAME,
+            "RemoveMember",
+            Rule::tenant_role(TenantRole::Admin),
+        )
+        .allow(
+            SERVICE_NAME,
+            "UpdateMemberRole",
+            Rule::tenant_role(TenantRole::Admin),
+        )
+        .allow(
+            SERVICE_NAME,
+            "ListMembers",
+            Rule::tenant_role(TenantRole::Viewer),
+        )
+        .allow(
+            SERVICE_NAME,
+            "GetSettings",
+            Rule::tenant_role(TenantRole::Viewer),
+        )
+        .allow(
+            SERVICE_NAME,
+            "UpdateSettings",
+            Rule::tenant_role(TenantRole::Admin).or_super_admin(),
+        )
         .allow(SERVICE_NAME, "ListUserMemberships", Rule::service())
         .allow(SERVICE_NAME, "CheckMembership", Rule::service())
 }
@@ -67,7 +103,8 @@ mod tests {
 
     #[test]
     fn every_rpc_has_a_policy_entry() {
-        let missing = policy().methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, SERVICE_NAME);
+        let missing =
+            policy().methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, SERVICE_NAME);
         assert!(missing.is_empty(), "RPCs without a rule: {missing:?}");
     }
 }

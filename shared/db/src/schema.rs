@@ -47,8 +47,14 @@ impl ServiceSchema {
     #[must_use]
     pub const fn new(service: &'static str, migrations: &'static EmbeddedMigrations) -> Self {
         let bytes = service.as_bytes();
-        assert!(!bytes.is_empty() && bytes.len() <= 40, "service name length");
-        assert!(bytes[0].is_ascii_lowercase(), "service name must start with a-z");
+        assert!(
+            !bytes.is_empty() && bytes.len() <= 40,
+            "service name length"
+        );
+        assert!(
+            bytes[0].is_ascii_lowercase(),
+            "service name must start with a-z"
+        );
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -288,7 +294,10 @@ impl Db {
                 problems.push(format!("table {} has row-level security disabled", t.name));
             }
             if !t.forced {
-                problems.push(format!("table {} does not FORCE row-level security", t.name));
+                problems.push(format!(
+                    "table {} does not FORCE row-level security",
+                    t.name
+                ));
             }
             if t.acts_as_owner {
                 problems.push(format!("role {} owns table {}", role.role, t.name));

@@ -21,7 +21,9 @@
 
 use diesel::connection::TransactionManagerStatus;
 use diesel_async::pooled_connection::bb8::PooledConnection;
-use diesel_async::{AnsiTransactionManager, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
+use diesel_async::{
+    AnsiTransactionManager, AsyncPgConnection, SimpleAsyncConnection, TransactionManager,
+};
 
 use bulkhead_context::TenantId;
 
@@ -118,7 +120,11 @@ impl Db {
         // `Uuid`'s hyphenated form is hex digits and dashes only: nothing to escape.
         let begin = format!(
             "BEGIN{}; SET LOCAL app.tenant_id = '{}'",
-            if mode == Mode::ReadOnly { " READ ONLY" } else { "" },
+            if mode == Mode::ReadOnly {
+                " READ ONLY"
+            } else {
+                ""
+            },
             tenant.as_uuid().hyphenated()
         );
         let shared: &AsyncPgConnection = &conn;

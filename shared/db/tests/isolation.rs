@@ -100,19 +100,17 @@ struct Setting {
 }
 
 async fn tenant_setting(conn: &mut bulkhead_db::AsyncPgConnection) -> Option<String> {
-    let row: Setting =
-        diesel::sql_query("SELECT current_setting('app.tenant_id', true) AS value")
-            .get_result(conn)
-            .await
-            .expect("reading the setting");
+    let row: Setting = diesel::sql_query("SELECT current_setting('app.tenant_id', true) AS value")
+        .get_result(conn)
+        .await
+        .expect("reading the setting");
     row.value.filter(|v| !v.is_empty())
 }
 
 async fn setting_in_scope(tx: TenantConn<'_>) -> Result<Option<String>, DbError> {
-    let row: Setting =
-        diesel::sql_query("SELECT current_setting('app.tenant_id', true) AS value")
-            .get_result(&mut tx.pg())
-            .await?;
+    let row: Setting = diesel::sql_query("SELECT current_setting('app.tenant_id', true) AS value")
+        .get_result(&mut tx.pg())
+        .await?;
     Ok(row.value)
 }
 
@@ -132,12 +130,16 @@ async fn world(pool_size: u32) -> World {
     let db = database.app_db(pool_size).await;
     let (a, b) = (TenantId::new_v7(), TenantId::new_v7());
     let (a_project, b_project) = (Uuid::now_v7(), Uuid::now_v7());
-    db.tenant_tx(a, async |tx| insert_project(tx, a_project, "a-project").await)
-        .await
-        .expect("A inserts its project");
-    db.tenant_tx(b, async |tx| insert_project(tx, b_project, "b-project").await)
-        .await
-        .expect("B inserts its project");
+    db.tenant_tx(a, async |tx| {
+        insert_project(tx, a_project, "a-project").await
+    })
+    .await
+    .expect("A inserts its project");
+    db.tenant_tx(b, async |tx| {
+        insert_project(tx, b_project, "b-project").await
+    })
+    .await
+    .expect("B inserts its project");
     World {
         db,
         database,
@@ -175,36 +177,41 @@ async fn tenant_sees_only_its_own_rows() {
 async fn tenant_cannot_update_or_delete_another_tenants_rows() {
     let w = world(4).await;
     let b_project = w.b_project;
-    let renamed = w
-        .db
-        .tenant_tx(w.a, async |tx| {
+    let renamed =
+        w.db.tenant_tx(w.a, async |tx| {
             rename_any_project(tx, b_project, "stolen").await
         })
         .await
         .expect("update runs");
     assert_eq!(renamed, 0, "A's update must not reach B's row");
-    let deleted = w
-        .db
-        .tenant_tx(w.a, async |tx| delete_any_project(tx, b_project).await)
-        .await
-        .expect("delete runs");
+    let deleted =
+        w.db.tenant_tx(w.a, async |tx| delete_any_project(tx, b_project).await)
+            .await
+            .expect("delete runs");
     assert_eq!(deleted, 0, "A's delete must not reach B's row");
-    assert_eq!(names_of(&w, w.b).await, vec!["b-project"], "B's row unchanged");
+    assert_eq!(
+        names_of(&w, w.b).await,
+        vec!["b-project"],
+        "B's row unchanged"
+    );
 }
 
 #[tokio::test]
 async fn insert_with_another_tenants_id_fails_with_check() {
     let w = world(4).await;
     let b = *w.b.as_uuid();
-    let err = w
-        .db
-        .tenant_tx(w.a, async |tx| {
+    let err =
+        w.db.tenant_tx(w.a, async |tx| {
             insert_project_for(tx, b, Uuid::now_v7(), "planted").await
         })
         .await
         .expect_err("WITH CHECK must refuse a row for another tenant");
     assert!(is_rls_violation(&err), "unexpected error: {err}");
-    assert_eq!(names_of(&w, w.b).await, vec!["b-project"], "nothing planted in B");
+    assert_eq!(
+        names_of(&w, w.b).await,
+        vec!["b-project"],
+        "nothing planted in B"
+    );
 }
 
 #[tokio::test]
@@ -233,17 +240,15 @@ async fn without_a_tenant_nothing_is_visible_and_inserts_fail() {
 async fn first_statement_of_the_scope_already_sees_the_tenant() {
     let w = world(1).await;
     for _ in 0..3 {
-        let in_tx = w
-            .db
-            .tenant_tx(w.a, async |tx| setting_in_scope(tx).await)
-            .await
-            .expect("scoped read");
+        let in_tx =
+            w.db.tenant_tx(w.a, async |tx| setting_in_scope(tx).await)
+                .await
+                .expect("scoped read");
         assert_eq!(in_tx, Some(w.a.to_string()));
-        let in_read = w
-            .db
-            .tenant_read(w.b, async |tx| setting_in_scope(tx).await)
-            .await
-            .expect("scoped read-only");
+        let in_read =
+            w.db.tenant_read(w.b, async |tx| setting_in_scope(tx).await)
+                .await
+                .expect("scoped read-only");
         assert_eq!(in_read, Some(w.b.to_string()));
     }
 }
@@ -272,9 +277,8 @@ async fn tenant_setting_does_not_leak_to_the_next_use_of_the_connection() {
     drop(conn);
 
     // After a scope that failed and rolled back.
-    let failed = w
-        .db
-        .tenant_tx(w.a, async |tx| {
+    let failed =
+        w.db.tenant_tx(w.a, async |tx| {
             insert_project(tx, a_project, "duplicate key").await
         })
         .await;
@@ -303,15 +307,17 @@ async fn tenant_setting_does_not_leak_to_the_next_use_of_the_connection() {
         .get_result(conn.pg())
         .await
         .expect("count");
-    assert_eq!(visible, 0, "no tenant leaked into the next user of the pool");
+    assert_eq!(
+        visible, 0,
+        "no tenant leaked into the next user of the pool"
+    );
 }
 
 #[tokio::test]
 async fn read_scope_refuses_writes() {
     let w = world(2).await;
-    let err = w
-        .db
-        .tenant_read(w.a, async |tx| {
+    let err =
+        w.db.tenant_read(w.a, async |tx| {
             insert_project(tx, Uuid::now_v7(), "write in read").await
         })
         .await
@@ -337,9 +343,11 @@ async fn concurrent_scopes_of_many_tenants_never_mix() {
             let t = *t;
             tasks.push(tokio::spawn(async move {
                 let names = if round % 2 == 0 {
-                    db.tenant_read(t, async |tx| all_project_names(tx).await).await
+                    db.tenant_read(t, async |tx| all_project_names(tx).await)
+                        .await
                 } else {
-                    db.tenant_tx(t, async |tx| all_project_names(tx).await).await
+                    db.tenant_tx(t, async |tx| all_project_names(tx).await)
+                        .await
                 };
                 (i, names.expect("read"))
             }));
@@ -358,11 +366,10 @@ async fn compound_foreign_key_rejects_a_reference_to_another_tenants_row() {
     w.db.tenant_tx(w.a, async |tx| insert_note(tx, a_project).await)
         .await
         .expect("a note on A's own project is fine");
-    let err = w
-        .db
-        .tenant_tx(w.a, async |tx| insert_note(tx, b_project).await)
-        .await
-        .expect_err("a note pointing at B's project must be refused");
+    let err =
+        w.db.tenant_tx(w.a, async |tx| insert_note(tx, b_project).await)
+            .await
+            .expect_err("a note pointing at B's project must be refused");
     assert!(err.is_foreign_key_violation(), "unexpected error: {err}");
 }
 

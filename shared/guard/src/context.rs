@@ -17,7 +17,11 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    pub(crate) fn new(principal: Principal, request_id: RequestId, trace_id: Option<String>) -> Self {
+    pub(crate) fn new(
+        principal: Principal,
+        request_id: RequestId,
+        trace_id: Option<String>,
+    ) -> Self {
         Self {
             principal,
             request_id,

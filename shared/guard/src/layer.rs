@@ -173,7 +173,8 @@ fn check_tenant_assertion(
 fn trace_id(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(TRACEPARENT)?.to_str().ok()?;
     let mut parts = value.split('-');
-    let (_version, trace, span, _flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (_version, trace, span, _flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     (hex(trace, 32) && hex(span, 16) && trace != "0".repeat(32)).then(|| trace.to_owned())
 }

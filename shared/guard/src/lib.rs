@@ -30,7 +30,7 @@ pub use layer::{Guard, GuardLayer};
 pub use policy::{Policy, Rule};
 pub use request_id::{RequestId, RequestIdLayer, RequestIdService};
 pub use revocation::RevokedSessions;
-pub use verifier::{TokenVerifier, VerifierConfig, Verified};
+pub use verifier::{TokenVerifier, Verified, VerifierConfig};
 
 /// The metadata keys of the wire contract (ARCHITECTURE.md §2).
 pub mod headers {

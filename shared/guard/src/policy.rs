@@ -86,7 +86,8 @@ impl Rule {
     #[must_use]
     pub fn allows(&self, principal: &Principal) -> bool {
         let user_ok = principal.user().is_some_and(|user| {
-            self.min_tenant_role.is_some_and(|min| user.tenant_role >= min)
+            self.min_tenant_role
+                .is_some_and(|min| user.tenant_role >= min)
                 || (self.super_admin && user.platform_role == PlatformRole::SuperAdmin)
         });
         let service_ok = self.service && principal.service().is_some();
@@ -208,6 +209,10 @@ mod tests {
         let rule = Rule::service();
         assert!(rule.allows(&service()));
         assert!(!rule.allows(&user(TenantRole::Owner, PlatformRole::SuperAdmin)));
-        assert!(Rule::tenant_role(TenantRole::Owner).or_service().allows(&service()));
+        assert!(
+            Rule::tenant_role(TenantRole::Owner)
+                .or_service()
+                .allows(&service())
+        );
     }
 }

@@ -3,8 +3,8 @@
 use std::time::{Duration, SystemTime};
 
 use bulkhead_context::SessionId;
-use moka::sync::Cache;
 use moka::Expiry;
+use moka::sync::Cache;
 
 /// Revoked session ids, each kept until its tokens would have expired anyway, so
 /// the set stays small and needs no database lookup per request.

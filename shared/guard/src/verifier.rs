@@ -86,7 +86,12 @@ struct UntilTokenExpiry {
 }
 
 impl Expiry<[u8; 32], Arc<Verified>> for UntilTokenExpiry {
-    fn expire_after_create(&self, _: &[u8; 32], verified: &Arc<Verified>, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        verified: &Arc<Verified>,
+        _: Instant,
+    ) -> Option<Duration> {
         let left = verified.expires_at.saturating_sub(unix_now());
         Some(Duration::from_secs(left).min(self.cap))
     }
@@ -135,7 +140,10 @@ impl TokenVerifier {
             })
             .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
             .collect();
-        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
     }
 
     /// Verifies `token`, expecting `token_use`.
@@ -175,7 +183,10 @@ impl TokenVerifier {
             return Err(GuardError::InvalidToken);
         }
         let kid = header.kid.ok_or(GuardError::InvalidToken)?;
-        let keys = self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = keys.get(&kid).ok_or(GuardError::InvalidToken)?;
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
@@ -185,7 +196,10 @@ impl TokenVerifier {
             }
         })?;
         let expires_at = data.claims.exp;
-        let identity = data.claims.into_verified().ok_or(GuardError::InvalidToken)?;
+        let identity = data
+            .claims
+            .into_verified()
+            .ok_or(GuardError::InvalidToken)?;
         Ok(Verified {
             identity,
             expires_at,

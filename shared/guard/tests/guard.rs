@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bulkhead_context::{PlatformRole, ServiceIdentity, SessionId, TenantId, TenantRole, TenantUser, UserId};
+use bulkhead_context::{
+    PlatformRole, ServiceIdentity, SessionId, TenantId, TenantRole, TenantUser, UserId,
+};
 use bulkhead_guard::token::{Claims, SigningKey, unix_now};
 use bulkhead_guard::{
     GuardLayer, Policy, RequestContext, RequestIdLayer, RevokedSessions, Rule, TokenVerifier,
@@ -63,7 +65,11 @@ fn policy() -> Policy {
     // Logout is deliberately missing: a method not in the table is denied.
     Policy::new()
         .allow(AUTH, "WhoAmI", Rule::tenant_role(TenantRole::Viewer))
-        .allow(AUTH, "CreateUser", Rule::tenant_role(TenantRole::Admin).or_super_admin())
+        .allow(
+            AUTH,
+            "CreateUser",
+            Rule::tenant_role(TenantRole::Admin).or_super_admin(),
+        )
         .allow(AUTH, "GetJwks", Rule::public())
         .allow(AUTH, "RevokeSessions", Rule::service())
 }
@@ -76,9 +82,14 @@ struct Harness {
 
 async fn harness() -> Harness {
     let key = SigningKey::generate();
-    let verifier = Arc::new(TokenVerifier::new(VerifierConfig::default(), &key.jwk_set()));
+    let verifier = Arc::new(TokenVerifier::new(
+        VerifierConfig::default(),
+        &key.jwk_set(),
+    ));
     let revoked = RevokedSessions::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     let guard = GuardLayer::new(verifier, policy(), revoked.clone());
     tokio::spawn(async move {
@@ -124,7 +135,11 @@ fn with_header<T>(message: T, key: &'static str, value: &str) -> Request<T> {
 }
 
 fn bearer(token: &str) -> Request<WhoAmIRequest> {
-    with_header(WhoAmIRequest {}, "authorization", &format!("Bearer {token}"))
+    with_header(
+        WhoAmIRequest {},
+        "authorization",
+        &format!("Bearer {token}"),
+    )
 }
 
 /// Every refusal's message comes from this fixed set: no keys, claims or stacks.
@@ -142,12 +157,20 @@ fn assert_refused(result: Result<Response<WhoAmIResponse>, Status>, code: Code) 
         "method not allowed",
         "permission denied",
     ];
-    assert!(safe.contains(&status.message()), "unsafe message: {:?}", status.message());
+    assert!(
+        safe.contains(&status.message()),
+        "unsafe message: {:?}",
+        status.message()
+    );
 }
 
 fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().expect("recorder"))
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .install_recorder()
+            .expect("recorder")
+    })
 }
 
 fn mismatch_count() -> u64 {
@@ -170,7 +193,10 @@ async fn valid_token_reaches_the_handler_with_exactly_its_identity() {
         .insert("x-request-id", "req-123".parse().expect("ascii"));
     let response = h.client.who_am_i(request).await.expect("allowed");
     assert_eq!(
-        response.metadata().get("x-request-id").map(|v| v.to_str().expect("ascii")),
+        response
+            .metadata()
+            .get("x-request-id")
+            .map(|v| v.to_str().expect("ascii")),
         Some("req-123"),
         "the request id is echoed"
     );
@@ -179,7 +205,10 @@ async fn valid_token_reaches_the_handler_with_exactly_its_identity() {
     assert_eq!(body.tenant_id, user.tenant_id.to_string());
     assert_eq!(body.session_id, user.session_id.to_string());
     assert_eq!(body.tenant_slug, "acme");
-    assert_eq!(body.email, "req-123", "the handler sees the same request id");
+    assert_eq!(
+        body.email, "req-123",
+        "the handler sees the same request id"
+    );
 
     // Cached on the second call: still exactly the same identity.
     let again = h.client.who_am_i(bearer(&token)).await.expect("allowed");
@@ -191,13 +220,21 @@ async fn valid_token_reaches_the_handler_with_exactly_its_identity() {
 #[tokio::test]
 async fn invalid_request_ids_are_replaced() {
     let mut h = harness().await;
-    let token = h.key.sign(&claims(&alice(TenantRole::Viewer))).expect("sign");
+    let token = h
+        .key
+        .sign(&claims(&alice(TenantRole::Viewer)))
+        .expect("sign");
     let mut request = bearer(&token);
     request
         .metadata_mut()
         .insert("x-request-id", "bad id with spaces".parse().expect("ascii"));
     let response = h.client.who_am_i(request).await.expect("allowed");
-    let echoed = response.metadata().get("x-request-id").expect("id").to_str().expect("ascii");
+    let echoed = response
+        .metadata()
+        .get("x-request-id")
+        .expect("id")
+        .to_str()
+        .expect("ascii");
     assert_ne!(echoed, "bad id with spaces");
     assert_eq!(echoed, response.get_ref().email);
 }
@@ -205,10 +242,22 @@ async fn invalid_request_ids_are_replaced() {
 #[tokio::test]
 async fn missing_and_malformed_tokens_are_unauthenticated() {
     let mut h = harness().await;
-    assert_refused(h.client.who_am_i(WhoAmIRequest {}).await, Code::Unauthenticated);
-    assert_refused(h.client.who_am_i(bearer("garbage")).await, Code::Unauthenticated);
-    assert_refused(h.client.who_am_i(bearer("a.b.c")).await, Code::Unauthenticated);
-    let token = h.key.sign(&claims(&alice(TenantRole::Viewer))).expect("sign");
+    assert_refused(
+        h.client.who_am_i(WhoAmIRequest {}).await,
+        Code::Unauthenticated,
+    );
+    assert_refused(
+        h.client.who_am_i(bearer("garbage")).await,
+        Code::Unauthenticated,
+    );
+    assert_refused(
+        h.client.who_am_i(bearer("a.b.c")).await,
+        Code::Unauthenticated,
+    );
+    let token = h
+        .key
+        .sign(&claims(&alice(TenantRole::Viewer)))
+        .expect("sign");
     let not_bearer = with_header(WhoAmIRequest {}, "authorization", &format!("Basic {token}"));
     assert_refused(h.client.who_am_i(not_bearer).await, Code::Unauthenticated);
 }
@@ -216,18 +265,34 @@ async fn missing_and_malformed_tokens_are_unauthenticated() {
 #[tokio::test]
 async fn a_token_with_one_byte_changed_is_refused() {
     let mut h = harness().await;
-    let token = h.key.sign(&claims(&alice(TenantRole::Viewer))).expect("sign");
+    let token = h
+        .key
+        .sign(&claims(&alice(TenantRole::Viewer)))
+        .expect("sign");
     let parts: Vec<&str> = token.split('.').collect();
     // Change one byte of the payload (a different tenant slug, say) and of the signature.
     let mut payload = URL_SAFE_NO_PAD.decode(parts[1]).expect("payload");
     let at = payload.len() / 2;
     payload[at] ^= 0x01;
-    let forged_payload = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(&payload), parts[2]);
+    let forged_payload = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(&payload),
+        parts[2]
+    );
     let mut signature = URL_SAFE_NO_PAD.decode(parts[2]).expect("signature");
     signature[0] ^= 0x01;
-    let forged_signature = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(&signature));
+    let forged_signature = format!(
+        "{}.{}.{}",
+        parts[0],
+        parts[1],
+        URL_SAFE_NO_PAD.encode(&signature)
+    );
     for forged in [forged_payload, forged_signature] {
-        assert_refused(h.client.who_am_i(bearer(&forged)).await, Code::Unauthenticated);
+        assert_refused(
+            h.client.who_am_i(bearer(&forged)).await,
+            Code::Unauthenticated,
+        );
     }
 }
 
@@ -236,11 +301,16 @@ async fn alg_none_and_hs256_key_confusion_are_refused() {
     let mut h = harness().await;
     let user = alice(TenantRole::Owner);
     let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(&user)).expect("json"));
-    let none_header = URL_SAFE_NO_PAD.encode(
-        serde_json::json!({"alg": "none", "typ": "JWT", "kid": h.key.kid()}).to_string(),
-    );
-    for unsigned in [format!("{none_header}.{body}."), format!("{none_header}.{body}")] {
-        assert_refused(h.client.who_am_i(bearer(&unsigned)).await, Code::Unauthenticated);
+    let none_header = URL_SAFE_NO_PAD
+        .encode(serde_json::json!({"alg": "none", "typ": "JWT", "kid": h.key.kid()}).to_string());
+    for unsigned in [
+        format!("{none_header}.{body}."),
+        format!("{none_header}.{body}"),
+    ] {
+        assert_refused(
+            h.client.who_am_i(bearer(&unsigned)).await,
+            Code::Unauthenticated,
+        );
     }
 
     // HS256 "signed" with the public key, as raw bytes and as its JWK text.
@@ -256,7 +326,10 @@ async fn alg_none_and_hs256_key_confusion_are_refused() {
             &jsonwebtoken::EncodingKey::from_secret(&secret),
         )
         .expect("hs256");
-        assert_refused(h.client.who_am_i(bearer(&confused)).await, Code::Unauthenticated);
+        assert_refused(
+            h.client.who_am_i(bearer(&confused)).await,
+            Code::Unauthenticated,
+        );
     }
 }
 
@@ -279,13 +352,19 @@ async fn expired_not_yet_valid_and_foreign_tokens_are_refused() {
     wrong_aud.aud = "another-product".into();
     for bad in [expired, early, wrong_iss, wrong_aud] {
         let token = h.key.sign(&bad).expect("sign");
-        assert_refused(h.client.who_am_i(bearer(&token)).await, Code::Unauthenticated);
+        assert_refused(
+            h.client.who_am_i(bearer(&token)).await,
+            Code::Unauthenticated,
+        );
     }
 
     // Signed by a key the verifier does not know (unknown kid).
     let stranger = SigningKey::generate();
     let token = stranger.sign(&claims(&user)).expect("sign");
-    assert_refused(h.client.who_am_i(bearer(&token)).await, Code::Unauthenticated);
+    assert_refused(
+        h.client.who_am_i(bearer(&token)).await,
+        Code::Unauthenticated,
+    );
 }
 
 #[tokio::test]
@@ -295,7 +374,10 @@ async fn oversize_tokens_are_refused_before_parsing() {
     user.tenant_slug = "x".repeat(6000);
     let token = h.key.sign(&claims(&user)).expect("sign");
     assert!(token.len() > 4096);
-    assert_refused(h.client.who_am_i(bearer(&token)).await, Code::Unauthenticated);
+    assert_refused(
+        h.client.who_am_i(bearer(&token)).await,
+        Code::Unauthenticated,
+    );
 }
 
 #[tokio::test]
@@ -305,10 +387,14 @@ async fn tenant_header_mismatch_is_denied_and_counted() {
     let token = h.key.sign(&claims(&user)).expect("sign");
 
     let mut matching = bearer(&token);
-    matching
-        .metadata_mut()
-        .insert("x-tenant-id", user.tenant_id.to_string().parse().expect("ascii"));
-    h.client.who_am_i(matching).await.expect("the token's own tenant is fine");
+    matching.metadata_mut().insert(
+        "x-tenant-id",
+        user.tenant_id.to_string().parse().expect("ascii"),
+    );
+    h.client
+        .who_am_i(matching)
+        .await
+        .expect("the token's own tenant is fine");
 
     let before = mismatch_count();
     for asserted in [TenantId::new_v7().to_string(), "not-a-uuid".to_owned()] {
@@ -327,10 +413,17 @@ async fn tenant_header_mismatch_is_denied_and_counted() {
 #[tokio::test]
 async fn methods_missing_from_the_policy_and_low_roles_are_denied() {
     let mut h = harness().await;
-    let viewer = h.key.sign(&claims(&alice(TenantRole::Viewer))).expect("sign");
+    let viewer = h
+        .key
+        .sign(&claims(&alice(TenantRole::Viewer)))
+        .expect("sign");
     let status = h
         .client
-        .logout(with_header(LogoutRequest::default(), "authorization", &format!("Bearer {viewer}")))
+        .logout(with_header(
+            LogoutRequest::default(),
+            "authorization",
+            &format!("Bearer {viewer}"),
+        ))
         .await
         .expect_err("Logout is not in the table");
     assert_eq!(status.code(), Code::PermissionDenied);
@@ -348,7 +441,10 @@ async fn methods_missing_from_the_policy_and_low_roles_are_denied() {
     assert_eq!(status.code(), Code::PermissionDenied);
 
     // An ADMIN passes the guard and reaches the (unimplemented) handler.
-    let admin = h.key.sign(&claims(&alice(TenantRole::Admin))).expect("sign");
+    let admin = h
+        .key
+        .sign(&claims(&alice(TenantRole::Admin)))
+        .expect("sign");
     let status = h
         .client
         .create_user(with_header(
@@ -370,9 +466,17 @@ async fn service_tokens_only_where_the_table_allows_services() {
     };
     let service_token = h
         .key
-        .sign(&Claims::service(ISSUER, AUDIENCE, &service, Duration::from_secs(300)))
+        .sign(&Claims::service(
+            ISSUER,
+            AUDIENCE,
+            &service,
+            Duration::from_secs(300),
+        ))
         .expect("sign");
-    let user_token = h.key.sign(&claims(&alice(TenantRole::Owner))).expect("sign");
+    let user_token = h
+        .key
+        .sign(&claims(&alice(TenantRole::Owner)))
+        .expect("sign");
 
     let status = h
         .client
@@ -383,7 +487,11 @@ async fn service_tokens_only_where_the_table_allows_services() {
         ))
         .await
         .expect_err("stub");
-    assert_eq!(status.code(), Code::Unimplemented, "the service passed the guard");
+    assert_eq!(
+        status.code(),
+        Code::Unimplemented,
+        "the service passed the guard"
+    );
 
     let status = h
         .client
@@ -397,13 +505,20 @@ async fn service_tokens_only_where_the_table_allows_services() {
     assert_eq!(status.code(), Code::PermissionDenied);
 
     // A token of the wrong kind in either header is refused.
-    assert_refused(h.client.who_am_i(bearer(&service_token)).await, Code::Unauthenticated);
+    assert_refused(
+        h.client.who_am_i(bearer(&service_token)).await,
+        Code::Unauthenticated,
+    );
     let swapped = with_header(
         RevokeSessionsRequest::default(),
         "x-service-authorization",
         &format!("Bearer {user_token}"),
     );
-    let status = h.client.revoke_sessions(swapped).await.expect_err("refused");
+    let status = h
+        .client
+        .revoke_sessions(swapped)
+        .await
+        .expect_err("refused");
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
@@ -412,12 +527,18 @@ async fn revoked_sessions_are_refused_even_when_cached() {
     let mut h = harness().await;
     let user = alice(TenantRole::Member);
     let token = h.key.sign(&claims(&user)).expect("sign");
-    h.client.who_am_i(bearer(&token)).await.expect("valid first");
+    h.client
+        .who_am_i(bearer(&token))
+        .await
+        .expect("valid first");
     h.revoked.revoke(
         user.session_id,
         std::time::SystemTime::now() + Duration::from_secs(900),
     );
-    assert_refused(h.client.who_am_i(bearer(&token)).await, Code::Unauthenticated);
+    assert_refused(
+        h.client.who_am_i(bearer(&token)).await,
+        Code::Unauthenticated,
+    );
 }
 
 #[tokio::test]

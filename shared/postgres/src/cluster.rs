@@ -18,10 +18,14 @@ pub enum PgError {
     )]
     BinariesNotFound,
     /// Running as root, but there is no `postgres` OS user to run the server as.
-    #[error("running as root and no `postgres` OS user exists: create one (`useradd -r postgres`) or run as an ordinary user")]
+    #[error(
+        "running as root and no `postgres` OS user exists: create one (`useradd -r postgres`) or run as an ordinary user"
+    )]
     NoPostgresUser,
     /// The data folder cannot be used by the server's OS user.
-    #[error("the data folder {0} is not reachable by the `postgres` OS user: choose another with --data-dir (e.g. /var/tmp/bulkhead)")]
+    #[error(
+        "the data folder {0} is not reachable by the `postgres` OS user: choose another with --data-dir (e.g. /var/tmp/bulkhead)"
+    )]
     Unreachable(PathBuf),
     /// A command failed; its output says why.
     #[error("`{command}` failed: {output}")]
@@ -108,7 +112,10 @@ impl Cluster {
             cluster.initdb(options)?;
         }
         if !cluster.is_running() {
-            cluster.pg_ctl(&["start", "-w", "-t", "60", "-l"], Some(&cluster.log_file()))?;
+            cluster.pg_ctl(
+                &["start", "-w", "-t", "60", "-l"],
+                Some(&cluster.log_file()),
+            )?;
         }
         Ok(cluster)
     }
@@ -212,15 +219,13 @@ impl Cluster {
 
     fn initdb(&self, options: &ClusterOptions) -> Result<(), PgError> {
         let mut cmd = self.command("initdb");
-        cmd.arg("-D")
-            .arg(self.data_dir())
-            .args([
-                "-U",
-                SUPERUSER,
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-            ]);
+        cmd.arg("-D").arg(self.data_dir()).args([
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+        ]);
         if options.ephemeral {
             cmd.arg("--no-sync");
         }
@@ -309,7 +314,10 @@ fn find_bin_dir() -> Result<PathBuf, PgError> {
         })
         .collect();
     versions.sort();
-    versions.pop().map(|(_, bin)| bin).ok_or(PgError::BinariesNotFound)
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or(PgError::BinariesNotFound)
 }
 
 /// As root, the `postgres` OS user's ids; otherwise none (run as ourselves).
@@ -326,7 +334,7 @@ fn server_user() -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, PgError
 
 /// Whether every ancestor of `path` lets other users through (`o+x`).
 fn reachable_by_others(path: &Path) -> bool {
-    path.ancestors().skip(1).all(|dir| {
-        fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
-    })
+    path.ancestors()
+        .skip(1)
+        .all(|dir| fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
 }

@@ -178,7 +178,9 @@ async fn template(server: &Server, schema: &ServiceSchema) -> String {
             }
         }
         schema.create_database(&mut admin, &name, None).await?;
-        schema.migrate(&server.url(&schema.owner_role(), &name)).await
+        schema
+            .migrate(&server.url(&schema.owner_role(), &name))
+            .await
     };
     setup
         .await

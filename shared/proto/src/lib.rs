@@ -1,7 +1,12 @@
 //! All generated protobuf and gRPC code of Bulkhead, one module per service package,
 //! plus the encoded file descriptor set that server reflection serves.
 
-#![allow(clippy::all, clippy::pedantic, missing_docs, missing_debug_implementations)]
+#![allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_docs,
+    missing_debug_implementations
+)]
 
 /// `bulkhead.auth.v1`: users, logins, tokens and revocation.
 pub mod auth {

@@ -51,8 +51,11 @@ pub async fn serve<S>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError>
 where
-    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-        + NamedService
+    S: tower_service::Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+        > + NamedService
         + Clone
         + Send
         + Sync
@@ -96,12 +99,16 @@ pub async fn health_for(service: &'static str) -> HealthReporter {
     reporter
         .set_service_status(service, ServingStatus::NotServing)
         .await;
-    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
     reporter
 }
 
 /// Marks `service` (and the server as a whole) SERVING.
 pub async fn mark_serving(health: &HealthReporter, service: &'static str) {
-    health.set_service_status(service, ServingStatus::Serving).await;
+    health
+        .set_service_status(service, ServingStatus::Serving)
+        .await;
     health.set_service_status("", ServingStatus::Serving).await;
 }
