@@ -5,6 +5,9 @@
 //! * [`Db::tenant_tx`] / [`Db::tenant_read`] run work in a tenant-scoped transaction
 //!   and hand it a [`TenantConn`]: the only connection type repository functions for
 //!   tenant tables accept, so an unscoped query on a tenant table does not compile.
+//! * [`Db::platform_tx`] runs work as the service's `<svc>_support` role, whose
+//!   own policies span tenants: SUPER_ADMIN operations, internal cross-tenant
+//!   lookups, the outbox relay.
 //! * [`Db::system`] is the separately named path for work that is not about one
 //!   tenant (global tables, health checks); row-level security still applies to it.
 //! * [`schema`] holds what the migrating side needs: roles, databases, embedded
@@ -20,7 +23,7 @@ mod scoped;
 
 pub use error::DbError;
 pub use pool::{Db, PoolConfig, SystemConn};
-pub use scoped::TenantConn;
+pub use scoped::{PlatformConn, TenantConn};
 
 /// Re-exported so repository code names one connection type without depending on
 /// diesel-async directly.

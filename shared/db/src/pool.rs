@@ -17,6 +17,9 @@ pub struct PoolConfig {
     pub max_size: u32,
     /// How long a caller waits for a connection before `UNAVAILABLE`.
     pub connection_timeout: Duration,
+    /// The service's `<svc>_support` role, for [`Db::platform_tx`]; `None` disables
+    /// platform transactions.
+    pub support_role: Option<String>,
 }
 
 impl Default for PoolConfig {
@@ -24,6 +27,7 @@ impl Default for PoolConfig {
         Self {
             max_size: 16,
             connection_timeout: Duration::from_secs(5),
+            support_role: None,
         }
     }
 }
@@ -32,6 +36,7 @@ impl Default for PoolConfig {
 #[derive(Clone)]
 pub struct Db {
     pub(crate) pool: Pool<AsyncPgConnection>,
+    pub(crate) support_role: Option<String>,
 }
 
 impl std::fmt::Debug for Db {
@@ -62,7 +67,13 @@ impl Db {
             .await
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
         drop(pool.get().await?);
-        Ok(Self { pool })
+        if let Some(role) = &config.support_role {
+            crate::schema::check_identifier(role)?;
+        }
+        Ok(Self {
+            pool,
+            support_role: config.support_role.clone(),
+        })
     }
 
     /// A connection for work that is not about one tenant: global tables, health

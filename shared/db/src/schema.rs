@@ -20,6 +20,7 @@ use crate::{Db, DbError};
 pub struct ServiceSchema {
     service: &'static str,
     migrations: &'static EmbeddedMigrations,
+    shared: &'static [&'static EmbeddedMigrations],
 }
 
 impl std::fmt::Debug for ServiceSchema {
@@ -67,7 +68,18 @@ impl ServiceSchema {
         Self {
             service,
             migrations,
+            shared: &[],
         }
+    }
+
+    /// Adds migrations of shared crates (e.g. the outbox), run after the service's
+    /// own. They are written for any service: they find the role names from
+    /// `current_user` (`<svc>_owner`), so their versions must not clash with the
+    /// service's.
+    #[must_use]
+    pub const fn with_shared(mut self, shared: &'static [&'static EmbeddedMigrations]) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// The service name (`tenant`).
@@ -88,6 +100,23 @@ impl ServiceSchema {
         format!("{}_app", self.service)
     }
 
+    /// The role of platform transactions (`tenant_support`): `NOLOGIN`, not
+    /// `BYPASSRLS`; the runtime role may `SET ROLE` to it, and its own policies
+    /// (`TO <svc>_support`) say what it may reach across tenants.
+    #[must_use]
+    pub fn support_role(&self) -> String {
+        format!("{}_support", self.service)
+    }
+
+    /// Pool settings for this service's runtime role.
+    #[must_use]
+    pub fn pool_config(&self) -> crate::PoolConfig {
+        crate::PoolConfig {
+            support_role: Some(self.support_role()),
+            ..crate::PoolConfig::default()
+        }
+    }
+
     /// The service's database in a shared cluster (`bulkhead_tenant`).
     #[must_use]
     pub fn database(&self) -> String {
@@ -102,6 +131,7 @@ impl ServiceSchema {
     pub async fn ensure_roles(&self, admin: &mut AsyncPgConnection) -> Result<(), DbError> {
         let owner = self.owner_role();
         let app = self.app_role();
+        let support = self.support_role();
         // One advisory lock serialises concurrent test processes creating roles.
         admin
             .batch_execute(&format!(
@@ -114,8 +144,13 @@ impl ServiceSchema {
                    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{app}') THEN
                      CREATE ROLE {app} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT;
                    END IF;
+                   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{support}') THEN
+                     CREATE ROLE {support} NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+                   END IF;
                  END $$;
                  ALTER ROLE {app} NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION;
+                 ALTER ROLE {support} NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION;
+                 GRANT {support} TO {app};
                  COMMIT;"
             ))
             .await?;
@@ -184,22 +219,26 @@ impl ServiceSchema {
     /// [`DbError::Migration`] when a migration fails.
     pub async fn migrate(&self, owner_url: &str) -> Result<(), DbError> {
         let url = owner_url.to_owned();
-        let migrations = self.migrations;
+        let sources: Vec<&'static EmbeddedMigrations> = std::iter::once(self.migrations)
+            .chain(self.shared.iter().copied())
+            .collect();
         tokio::task::spawn_blocking(move || {
             // Diesel's migration harness is synchronous; the wrapper drives the async
             // connection from this blocking thread (no libpq needed).
             let mut conn: AsyncConnectionWrapper<AsyncPgConnection> =
                 diesel::Connection::establish(&url)?;
-            conn.run_pending_migrations(StaticMigrations(migrations))
-                .map(drop)
-                .map_err(|e| DbError::Migration(e.to_string()))
+            for source in sources {
+                conn.run_pending_migrations(StaticMigrations(source))
+                    .map_err(|e| DbError::Migration(e.to_string()))?;
+            }
+            Ok(())
         })
         .await
         .map_err(|e| DbError::Migration(e.to_string()))?
     }
 }
 
-fn check_identifier(name: &str) -> Result<(), DbError> {
+pub(crate) fn check_identifier(name: &str) -> Result<(), DbError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -258,9 +297,11 @@ impl Db {
     /// [`DbError::UnsafeSchema`] listing every problem found.
     pub async fn verify_rls(&self) -> Result<RlsReport, DbError> {
         let mut conn = self.system().await?;
+        // The runtime role and every role it can SET ROLE to (its support role).
         let role: RoleRow = diesel::sql_query(
-            "SELECT current_user::text AS role, rolsuper, rolbypassrls
-               FROM pg_roles WHERE rolname = current_user",
+            "SELECT current_user::text AS role,
+                    bool_or(rolsuper) AS rolsuper, bool_or(rolbypassrls) AS rolbypassrls
+               FROM pg_roles WHERE pg_has_role(current_user, oid, 'MEMBER')",
         )
         .get_result(conn.pg())
         .await?;
@@ -284,10 +325,13 @@ impl Db {
 
         let mut problems = Vec::new();
         if role.rolsuper {
-            problems.push(format!("role {} is a superuser", role.role));
+            problems.push(format!("role {} is (or can become) a superuser", role.role));
         }
         if role.rolbypassrls {
-            problems.push(format!("role {} has BYPASSRLS", role.role));
+            problems.push(format!(
+                "role {} has (or can become a role with) BYPASSRLS",
+                role.role
+            ));
         }
         for t in &tables {
             if !t.enabled {

@@ -64,6 +64,30 @@ impl<'c> TenantConn<'c> {
     }
 }
 
+/// A connection inside a *platform* transaction: the service's `<svc>_support`
+/// role, whose policies span tenants (`SET LOCAL ROLE`, never an `OR` in the
+/// tenant policy). For SUPER_ADMIN operations, internal cross-tenant lookups
+/// and the outbox relay; handlers reach it only after the policy table allowed
+/// the caller, and audit what they do with it.
+#[derive(Clone, Copy)]
+pub struct PlatformConn<'c> {
+    conn: &'c AsyncPgConnection,
+}
+
+impl std::fmt::Debug for PlatformConn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlatformConn")
+    }
+}
+
+impl<'c> PlatformConn<'c> {
+    /// The connection, for diesel queries: `query.load(&mut tx.pg())`.
+    #[must_use]
+    pub const fn pg(&self) -> &'c AsyncPgConnection {
+        self.conn
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     ReadWrite,
@@ -85,7 +109,15 @@ impl Db {
     where
         E: From<DbError>,
     {
-        self.scoped(tenant, Mode::ReadWrite, work).await
+        let begin = tenant_begin(tenant, Mode::ReadWrite);
+        self.scoped(begin, Mode::ReadWrite, async |conn| {
+            work(TenantConn {
+                conn,
+                tenant_id: tenant,
+            })
+            .await
+        })
+        .await
     }
 
     /// Runs `work` in a `READ ONLY` transaction scoped to `tenant`. The result is
@@ -102,14 +134,45 @@ impl Db {
     where
         E: From<DbError>,
     {
-        self.scoped(tenant, Mode::ReadOnly, work).await
+        let begin = tenant_begin(tenant, Mode::ReadOnly);
+        self.scoped(begin, Mode::ReadOnly, async |conn| {
+            work(TenantConn {
+                conn,
+                tenant_id: tenant,
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Runs `work` in a read-write platform transaction (see [`PlatformConn`]).
+    ///
+    /// # Errors
+    /// As [`Db::tenant_tx`]; [`DbError::UnsafeSchema`] when the pool was opened
+    /// without a support role.
+    pub async fn platform_tx<T, E>(
+        &self,
+        work: impl AsyncFnOnce(PlatformConn<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        let role = self.support_role.as_deref().ok_or_else(|| {
+            DbError::UnsafeSchema("this pool has no support role for platform transactions".into())
+        })?;
+        // The role name was checked to be a plain identifier when the pool was built.
+        let begin = format!("BEGIN; SET LOCAL ROLE {role}");
+        self.scoped(begin, Mode::ReadWrite, async |conn| {
+            work(PlatformConn { conn }).await
+        })
+        .await
     }
 
     async fn scoped<T, E>(
         &self,
-        tenant: TenantId,
+        begin: String,
         mode: Mode,
-        work: impl AsyncFnOnce(TenantConn<'_>) -> Result<T, E>,
+        work: impl AsyncFnOnce(&AsyncPgConnection) -> Result<T, E>,
     ) -> Result<T, E>
     where
         E: From<DbError>,
@@ -117,16 +180,6 @@ impl Db {
         let mut conn = self.pool.get_owned().await.map_err(DbError::from)?;
         mark_in_transaction(&mut conn);
 
-        // `Uuid`'s hyphenated form is hex digits and dashes only: nothing to escape.
-        let begin = format!(
-            "BEGIN{}; SET LOCAL app.tenant_id = '{}'",
-            if mode == Mode::ReadOnly {
-                " READ ONLY"
-            } else {
-                ""
-            },
-            tenant.as_uuid().hyphenated()
-        );
         let shared: &AsyncPgConnection = &conn;
         let begin = async move {
             let mut shared = shared;
@@ -134,14 +187,7 @@ impl Db {
         };
         // `join` polls `begin` first, so its batch is queued on the connection before
         // any statement of `work`; both go out in one flight.
-        let (began, worked) = futures_util::future::join(
-            begin,
-            work(TenantConn {
-                conn: shared,
-                tenant_id: tenant,
-            }),
-        )
-        .await;
+        let (began, worked) = futures_util::future::join(begin, work(shared)).await;
         if let Err(err) = began {
             // The connection's state is unknown: it stays marked and is discarded.
             return Err(DbError::from(err).into());
@@ -162,6 +208,20 @@ impl Db {
             }
         }
     }
+}
+
+/// `BEGIN; SET LOCAL app.tenant_id = '<uuid>'`. A `Uuid`'s hyphenated form is hex
+/// digits and dashes only: nothing to escape, nothing to inject.
+fn tenant_begin(tenant: TenantId, mode: Mode) -> String {
+    format!(
+        "BEGIN{}; SET LOCAL app.tenant_id = '{}'",
+        if mode == Mode::ReadOnly {
+            " READ ONLY"
+        } else {
+            ""
+        },
+        tenant.as_uuid().hyphenated()
+    )
 }
 
 /// Ends the transaction and, only if that succeeded, clears the broken mark so the

@@ -430,3 +430,37 @@ fn repository_functions_refuse_unscoped_connections() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/*.rs");
 }
+
+#[tokio::test]
+async fn platform_transactions_reach_only_what_support_policies_allow() {
+    let w = world(2).await;
+    let db = Db::connect(&w.database.app_url, &SAMPLE.pool_config())
+        .await
+        .expect("pool with the support role");
+    // sample_support was granted nothing on the sample tables: refused outright.
+    let err = db
+        .platform_tx(async |tx| {
+            Ok::<i64, DbError>(projects::table.count().get_result(&mut tx.pg()).await?)
+        })
+        .await
+        .expect_err("no grant, no access");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    // A pool without a support role refuses platform transactions.
+    let err =
+        w.db.platform_tx(async |_tx| Ok::<_, DbError>(()))
+            .await
+            .expect_err("no support role configured");
+    assert!(err.to_string().contains("support role"), "{err}");
+    // And the role switch does not outlive the transaction.
+    let mut conn = db.system().await.expect("system");
+    #[derive(QueryableByName)]
+    struct Who {
+        #[diesel(sql_type = Text)]
+        name: String,
+    }
+    let who: Who = diesel::sql_query("SELECT current_user::text AS name")
+        .get_result(conn.pg())
+        .await
+        .expect("who");
+    assert_eq!(who.name, "sample_app");
+}

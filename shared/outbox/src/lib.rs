@@ -1,0 +1,91 @@
+//! The transactional outbox (ARCHITECTURE.md §5): every message that must survive
+//! a crash between a change and its delivery (audit events, revocation requests)
+//! is written by [`enqueue`] in the *same* transaction as the change, and a
+//! [`Relay`] delivers it afterwards — in batches, retried with exponential backoff
+//! and jitter, in commit order per tenant and topic, marked delivered row by row.
+//!
+//! Receivers must be idempotent by message id: a relay that crashes after a
+//! delivery and before marking it delivers again. Nothing is ever dropped: a
+//! message whose sink keeps failing stays pending (and shows in [`OutboxStats`]).
+
+mod relay;
+
+use bulkhead_context::TenantId;
+use bulkhead_db::{AsyncPgConnection, DbError, PlatformConn, TenantConn};
+use diesel::sql_types::{Jsonb, Text, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use uuid::Uuid;
+
+pub use relay::{OutboxStats, Relay, RelayConfig, RoundReport, Sink, SinkError, SinkFuture};
+
+/// The outbox tables, for [`bulkhead_db::schema::ServiceSchema::with_shared`].
+pub static MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// A message as the relay hands it to a sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The tenant the message belongs to.
+    pub tenant_id: TenantId,
+    /// Its place in the tenant's commit order.
+    pub seq: i64,
+    /// Its id: the receiver's idempotency key.
+    pub id: Uuid,
+    /// Which sink it goes to (`audit`, `auth.revoke`).
+    pub topic: String,
+    /// What the writer stored.
+    pub payload: serde_json::Value,
+}
+
+/// Stores a message for `topic` in the current tenant-scoped transaction: it
+/// commits or rolls back with the change.
+///
+/// # Errors
+/// [`DbError`] when the insert fails (the whole transaction then fails with it).
+pub async fn enqueue(
+    tx: TenantConn<'_>,
+    topic: &str,
+    payload: &serde_json::Value,
+) -> Result<Uuid, DbError> {
+    insert(tx.pg(), tx.tenant_id(), topic, payload).await
+}
+
+/// Stores a message for `tenant` from a platform transaction (e.g. the tenant a
+/// SUPER_ADMIN just created).
+///
+/// # Errors
+/// As [`enqueue`].
+pub async fn enqueue_for(
+    tx: PlatformConn<'_>,
+    tenant: TenantId,
+    topic: &str,
+    payload: &serde_json::Value,
+) -> Result<Uuid, DbError> {
+    insert(tx.pg(), tenant, topic, payload).await
+}
+
+async fn insert(
+    conn: &AsyncPgConnection,
+    tenant: TenantId,
+    topic: &str,
+    payload: &serde_json::Value,
+) -> Result<Uuid, DbError> {
+    let id = Uuid::now_v7();
+    // The upsert takes the tenant's sequence row lock until commit: a second writer
+    // of the same tenant waits, so sequence numbers follow commit order.
+    diesel::sql_query(
+        "WITH next AS (
+             INSERT INTO outbox_sequence (tenant_id, last_seq) VALUES ($1, 1)
+             ON CONFLICT (tenant_id) DO UPDATE SET last_seq = outbox_sequence.last_seq + 1
+             RETURNING last_seq)
+         INSERT INTO outbox (tenant_id, seq, id, topic, payload)
+         SELECT $1, next.last_seq, $2, $3, $4 FROM next",
+    )
+    .bind::<SqlUuid, _>(tenant.as_uuid())
+    .bind::<SqlUuid, _>(id)
+    .bind::<Text, _>(topic)
+    .bind::<Jsonb, _>(payload)
+    .execute(&mut &*conn)
+    .await?;
+    Ok(id)
+}
