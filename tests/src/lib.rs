@@ -7,7 +7,7 @@ use std::time::Duration;
 use bulkhead::services::{ServiceKind, SharedGuard};
 use bulkhead::up::Suite;
 use bulkhead_guard::token::{Claims, SigningKey};
-use bulkhead_guard::{RevokedSessions, VerifierConfig};
+use bulkhead_guard::{InactiveTenants, RevokedSessions, VerifierConfig};
 use bulkhead_postgres::testing::test_database;
 
 /// The running suite and the key its tokens are signed with.
@@ -61,6 +61,7 @@ pub async fn spawn_suite() -> TestSuite {
     let guard = SharedGuard {
         verifier: bulkhead::keys::verifier_for(&key, VerifierConfig::default()),
         revoked: RevokedSessions::default(),
+        inactive: InactiveTenants::default(),
     };
     let mut services = Vec::new();
     for kind in ServiceKind::ALL {

@@ -9,7 +9,7 @@ use bulkhead::services::{ServiceKind, SharedGuard};
 use bulkhead::{keys, provision, up};
 use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
 use bulkhead_guard::token::Claims;
-use bulkhead_guard::{RevokedSessions, VerifierConfig};
+use bulkhead_guard::{InactiveTenants, RevokedSessions, VerifierConfig};
 use bulkhead_telemetry::LogFormat;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -150,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
             let guard = SharedGuard {
                 verifier,
                 revoked: RevokedSessions::default(),
+                inactive: InactiveTenants::default(),
             };
             let addr =
                 listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_port())));

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use bulkhead_db::Db;
 use bulkhead_db::schema::ServiceSchema;
-use bulkhead_db::{Db, PoolConfig};
-use bulkhead_guard::{GuardLayer, Policy, RevokedSessions, TokenVerifier};
+use bulkhead_guard::{GuardLayer, InactiveTenants, Policy, RevokedSessions, TokenVerifier};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -88,6 +88,8 @@ pub struct SharedGuard {
     pub verifier: Arc<TokenVerifier>,
     /// Sessions revoked by Auth.
     pub revoked: RevokedSessions,
+    /// Deactivated tenants, kept by the Tenant service.
+    pub inactive: InactiveTenants,
 }
 
 /// Connects `kind`'s pool as its runtime role and checks that the role cannot
@@ -105,7 +107,7 @@ pub async fn start_service(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let health = bulkhead_server::health_for(kind.grpc_name()).await;
-    let db = Db::connect(app_url, &PoolConfig::default())
+    let db = Db::connect(app_url, &kind.schema().pool_config())
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", kind.name()))?;
     let report = db
@@ -118,19 +120,30 @@ pub async fn start_service(
         tenant_tables = ?report.tenant_tables,
         "row-level security verified"
     );
-    let layer = GuardLayer::new(guard.verifier, kind.policy(), guard.revoked);
+    let layer = GuardLayer::new(guard.verifier, kind.policy(), guard.revoked)
+        .with_inactive_tenants(guard.inactive.clone());
+    let tenant_api = if kind == ServiceKind::Tenant {
+        let api = bulkhead_tenant::TenantApi::new(db.clone()).with_inactive_tenants(guard.inactive);
+        api.load_inactive_tenants()
+            .await
+            .map_err(|e| anyhow::anyhow!("tenant: loading inactive tenants: {e}"))?;
+        Some(api)
+    } else {
+        None
+    };
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
     bulkhead_server::mark_serving(&health, kind.grpc_name()).await;
     Ok(tokio::spawn(async move {
-        serve(kind, db, listener, layer, health, stop).await
+        serve(kind, db, tenant_api, listener, layer, health, stop).await
     }))
 }
 
 async fn serve(
     kind: ServiceKind,
     db: Db,
+    tenant_api: Option<bulkhead_tenant::TenantApi>,
     listener: TcpListener,
     layer: GuardLayer,
     health: tonic_health::server::HealthReporter,
@@ -142,7 +155,8 @@ async fn serve(
             bulkhead_server::serve(listener, svc, layer, health, stop).await?;
         }
         ServiceKind::Tenant => {
-            let svc = bulkhead_tenant::TenantApi::new(db).into_server();
+            let api = tenant_api.unwrap_or_else(|| bulkhead_tenant::TenantApi::new(db));
+            let svc = api.into_server();
             bulkhead_server::serve(listener, svc, layer, health, stop).await?;
         }
         ServiceKind::Task => {

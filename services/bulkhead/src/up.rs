@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use bulkhead_guard::{RevokedSessions, VerifierConfig};
+use bulkhead_guard::{InactiveTenants, RevokedSessions, VerifierConfig};
 use bulkhead_postgres::{Cluster, ClusterOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -127,6 +127,7 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
     let guard = SharedGuard {
         verifier: keys::verifier_for(&key, VerifierConfig::default()),
         revoked: RevokedSessions::default(),
+        inactive: InactiveTenants::default(),
     };
     // Listen for the stop signals before saying we are up: a signal sent right
     // after the banner must stop us cleanly, not kill us.

@@ -1,24 +1,36 @@
-//! The Bulkhead tenant service: tenants, memberships and organization settings.
-//!
-//! Its RPCs land with #3; until then every RPC answers `UNIMPLEMENTED` (after
-//! the guard: callers still need a valid token and the role the policy table asks).
+//! The Bulkhead tenant service: tenants, memberships with roles, organization
+//! settings, all under row-level security, with every mutation audited through
+//! the shared outbox.
+
+mod audit;
+mod convert;
+pub mod domain;
+mod error;
+mod grpc;
+mod paging;
+mod repo;
+mod schema;
 
 use bulkhead_context::TenantRole;
-use bulkhead_db::Db;
 use bulkhead_db::schema::ServiceSchema;
 use bulkhead_guard::{Policy, Rule};
-use bulkhead_proto::tenant::v1::tenant_service_server::{TenantService, TenantServiceServer};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
+pub use audit::{AUDIT_TOPIC, REVOKE_TOPIC};
+pub use error::TenantError;
+pub use grpc::TenantApi;
 
 /// The fully-qualified gRPC service name.
 pub const SERVICE_NAME: &str = "bulkhead.tenant.v1.TenantService";
 
 static MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
-/// The service's roles, database and migrations.
-pub static SCHEMA: ServiceSchema = ServiceSchema::new("tenant", &MIGRATIONS);
+/// The service's roles, database and migrations (its own, then the outbox's).
+pub static SCHEMA: ServiceSchema =
+    ServiceSchema::new("tenant", &MIGRATIONS).with_shared(&[&bulkhead_outbox::MIGRATIONS]);
 
 /// Who may call each RPC (ARCHITECTURE.md §1 roles). A method missing here is denied.
+/// Handlers re-check the caller's live role in the database for every change.
 #[must_use]
 pub fn policy() -> Policy {
     Policy::new()
@@ -72,30 +84,6 @@ pub fn policy() -> Policy {
         .allow(SERVICE_NAME, "ListUserMemberships", Rule::service())
         .allow(SERVICE_NAME, "CheckMembership", Rule::service())
 }
-
-/// The gRPC handlers.
-#[derive(Debug, Clone)]
-pub struct TenantApi {
-    #[expect(dead_code, reason = "read by the RPCs of #3")]
-    db: Db,
-}
-
-impl TenantApi {
-    /// Handlers over the service's pool (connected as `tenant_app`).
-    #[must_use]
-    pub fn new(db: Db) -> Self {
-        Self { db }
-    }
-
-    /// The tonic service to mount.
-    #[must_use]
-    pub fn into_server(self) -> TenantServiceServer<Self> {
-        TenantServiceServer::new(self)
-    }
-}
-
-#[tonic::async_trait]
-impl TenantService for TenantApi {}
 
 #[cfg(test)]
 mod tests {

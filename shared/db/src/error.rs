@@ -35,6 +35,15 @@ impl DbError {
         )
     }
 
+    /// The violated constraint's name, for a constraint violation.
+    #[must_use]
+    pub fn constraint_name(&self) -> Option<&str> {
+        match self {
+            Self::Query(diesel::result::Error::DatabaseError(_, info)) => info.constraint_name(),
+            _ => None,
+        }
+    }
+
     /// True when the cause is a foreign-key violation (→ `FAILED_PRECONDITION`).
     #[must_use]
     pub fn is_foreign_key_violation(&self) -> bool {

@@ -35,6 +35,9 @@ pub enum GuardError {
     /// The principal lacks the role the method requires.
     #[error("permission denied")]
     Forbidden,
+    /// The token's tenant is deactivated.
+    #[error("tenant inactive")]
+    TenantInactive,
     /// A handler asked for a context the guard did not build.
     #[error("unauthenticated")]
     NoContext,
@@ -54,6 +57,7 @@ impl From<GuardError> for tonic::Status {
             GuardError::TenantMismatch | GuardError::MethodNotAllowed | GuardError::Forbidden => {
                 Self::permission_denied(message)
             }
+            GuardError::TenantInactive => Self::failed_precondition(message),
         }
     }
 }

@@ -10,7 +10,9 @@ use http::HeaderMap;
 
 use crate::headers::{AUTHORIZATION, SERVICE_AUTHORIZATION, TENANT_ID, TRACEPARENT};
 use crate::token::{Identity, TokenUse};
-use crate::{GuardError, Policy, RequestContext, RequestId, RevokedSessions, TokenVerifier};
+use crate::{
+    GuardError, InactiveTenants, Policy, RequestContext, RequestId, RevokedSessions, TokenVerifier,
+};
 
 /// Layer adding [`Guard`]; one per server, holding that service's policy table.
 #[derive(Debug, Clone)]
@@ -18,6 +20,7 @@ pub struct GuardLayer {
     verifier: Arc<TokenVerifier>,
     policy: Arc<Policy>,
     revoked: RevokedSessions,
+    inactive: InactiveTenants,
 }
 
 impl GuardLayer {
@@ -29,7 +32,15 @@ impl GuardLayer {
             verifier,
             policy: Arc::new(policy),
             revoked,
+            inactive: InactiveTenants::default(),
         }
+    }
+
+    /// Refuses requests in the tenants of `inactive` with `FAILED_PRECONDITION`.
+    #[must_use]
+    pub fn with_inactive_tenants(mut self, inactive: InactiveTenants) -> Self {
+        self.inactive = inactive;
+        self
     }
 }
 
@@ -87,6 +98,12 @@ impl GuardLayer {
         let rule = rule.ok_or(GuardError::MethodNotAllowed)?;
         if !rule.allows(&principal) {
             return Err(GuardError::Forbidden);
+        }
+        if principal
+            .tenant_id()
+            .is_some_and(|t| self.inactive.contains(t))
+        {
+            return Err(GuardError::TenantInactive);
         }
         let request_id = request
             .extensions()

@@ -29,7 +29,7 @@ pub use error::GuardError;
 pub use layer::{Guard, GuardLayer};
 pub use policy::{Policy, Rule};
 pub use request_id::{RequestId, RequestIdLayer, RequestIdService};
-pub use revocation::RevokedSessions;
+pub use revocation::{InactiveTenants, RevokedSessions};
 pub use verifier::{TokenVerifier, Verified, VerifierConfig};
 
 /// The metadata keys of the wire contract (ARCHITECTURE.md §2).

@@ -2,7 +2,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use bulkhead_context::SessionId;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use bulkhead_context::{SessionId, TenantId};
 use moka::Expiry;
 use moka::sync::Cache;
 
@@ -59,5 +62,46 @@ impl RevokedSessions {
     #[must_use]
     pub fn is_revoked(&self, session: SessionId) -> bool {
         self.sessions.contains_key(&session)
+    }
+}
+
+/// Deactivated tenants: every request in one answers `FAILED_PRECONDITION`
+/// "tenant inactive". Fed by the Tenant service (at start and on every change);
+/// the services of one process share one set, so a deactivation is in force at
+/// once in all of them.
+#[derive(Debug, Clone, Default)]
+pub struct InactiveTenants {
+    tenants: Arc<RwLock<HashSet<TenantId>>>,
+}
+
+impl InactiveTenants {
+    /// Records `tenant` as active or not.
+    pub fn set(&self, tenant: TenantId, active: bool) {
+        let mut set = self
+            .tenants
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if active {
+            set.remove(&tenant);
+        } else {
+            set.insert(tenant);
+        }
+    }
+
+    /// Replaces the whole set (at start-up).
+    pub fn replace(&self, inactive: impl IntoIterator<Item = TenantId>) {
+        *self
+            .tenants
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = inactive.into_iter().collect();
+    }
+
+    /// Whether `tenant` is deactivated.
+    #[must_use]
+    pub fn contains(&self, tenant: TenantId) -> bool {
+        self.tenants
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&tenant)
     }
 }

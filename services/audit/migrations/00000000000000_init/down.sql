@@ -1,2 +1,2 @@
-REVOKE USAGE ON SCHEMA public FROM audit_app;
+REVOKE USAGE ON SCHEMA public FROM audit_app, audit_support;
 GRANT USAGE ON SCHEMA public TO PUBLIC;

@@ -1,0 +1,3 @@
+DROP TABLE organization_settings;
+DROP TABLE memberships;
+DROP TABLE tenants;

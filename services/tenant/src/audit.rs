@@ -1,0 +1,164 @@
+//! Messages this service leaves in its outbox, in the same transaction as the
+//! change: audit events (topic `audit`) for every tenant, membership and settings
+//! mutation, and revocation requests to Auth (topic `auth.revoke`) whenever a
+//! change lowers or ends someone's access.
+
+use bulkhead_context::{TenantId, UserId};
+use bulkhead_db::{PlatformConn, TenantConn};
+use bulkhead_guard::RequestContext;
+use serde_json::{Value, json};
+
+use crate::error::TenantError;
+use crate::repo::{Membership, SettingsRow, Tenant};
+
+/// The outbox topic of audit events.
+pub const AUDIT_TOPIC: &str = "audit";
+/// The outbox topic of revocation requests for Auth's `RevokeSessions`.
+pub const REVOKE_TOPIC: &str = "auth.revoke";
+
+/// One audit event: who did what to which resource, before and after.
+#[derive(Debug)]
+pub struct Event {
+    action: &'static str,
+    resource_type: &'static str,
+    resource_id: String,
+    old: Value,
+    new: Value,
+}
+
+impl Event {
+    /// An event of `action` on `resource_type` `resource_id`.
+    #[must_use]
+    pub fn new(
+        action: &'static str,
+        resource_type: &'static str,
+        resource_id: impl ToString,
+    ) -> Self {
+        Self {
+            action,
+            resource_type,
+            resource_id: resource_id.to_string(),
+            old: Value::Null,
+            new: Value::Null,
+        }
+    }
+
+    /// The resource before.
+    #[must_use]
+    pub fn old(mut self, old: Value) -> Self {
+        self.old = old;
+        self
+    }
+
+    /// The resource after.
+    #[must_use]
+    pub fn new_value(mut self, new: Value) -> Self {
+        self.new = new;
+        self
+    }
+
+    fn payload(&self, tenant: TenantId, ctx: &RequestContext) -> Value {
+        json!({
+            "tenant_id": tenant.to_string(),
+            "actor_user_id": ctx.user().map(|u| u.user_id.to_string()),
+            "actor_service": ctx.principal().service().map(|s| s.name.clone()),
+            "action": self.action,
+            "resource_type": self.resource_type,
+            "resource_id": self.resource_id,
+            "old_value": self.old,
+            "new_value": self.new,
+            "request_id": ctx.request_id().as_str(),
+            "trace_id": ctx.trace_id(),
+            "occur_time": chrono::Utc::now().to_rfc3339(),
+        })
+    }
+}
+
+/// Stores `event` for the transaction's tenant.
+///
+/// # Errors
+/// When the outbox insert fails (the change fails with it).
+pub async fn record(
+    tx: TenantConn<'_>,
+    ctx: &RequestContext,
+    event: Event,
+) -> Result<(), TenantError> {
+    let payload = event.payload(tx.tenant_id(), ctx);
+    bulkhead_outbox::enqueue(tx, AUDIT_TOPIC, &payload).await?;
+    Ok(())
+}
+
+/// Stores `event` for `tenant` from a platform transaction.
+///
+/// # Errors
+/// When the outbox insert fails.
+pub async fn record_platform(
+    tx: PlatformConn<'_>,
+    tenant: TenantId,
+    ctx: &RequestContext,
+    event: Event,
+) -> Result<(), TenantError> {
+    let payload = event.payload(tenant, ctx);
+    bulkhead_outbox::enqueue_for(tx, tenant, AUDIT_TOPIC, &payload).await?;
+    Ok(())
+}
+
+fn revocation(tenant: TenantId, user: Option<UserId>, reason: &str) -> Value {
+    json!({
+        "tenant_id": tenant.to_string(),
+        "user_id": user.map(|u| u.to_string()),
+        "reason": reason,
+    })
+}
+
+/// Asks Auth (through the outbox) to end `user`'s sessions in the transaction's tenant.
+///
+/// # Errors
+/// When the outbox insert fails.
+pub async fn revoke_user(
+    tx: TenantConn<'_>,
+    user: UserId,
+    reason: &str,
+) -> Result<(), TenantError> {
+    let payload = revocation(tx.tenant_id(), Some(user), reason);
+    bulkhead_outbox::enqueue(tx, REVOKE_TOPIC, &payload).await?;
+    Ok(())
+}
+
+/// Asks Auth (through the outbox) to end every session in `tenant`.
+///
+/// # Errors
+/// When the outbox insert fails.
+pub async fn revoke_tenant(
+    tx: PlatformConn<'_>,
+    tenant: TenantId,
+    reason: &str,
+) -> Result<(), TenantError> {
+    let payload = revocation(tenant, None, reason);
+    bulkhead_outbox::enqueue_for(tx, tenant, REVOKE_TOPIC, &payload).await?;
+    Ok(())
+}
+
+/// A tenant as audit data.
+#[must_use]
+pub fn tenant_json(t: &Tenant) -> Value {
+    json!({
+        "id": t.id, "slug": t.slug, "name": t.name, "domain": t.domain,
+        "is_active": t.is_active, "is_default": t.is_default,
+    })
+}
+
+/// A membership as audit data.
+#[must_use]
+pub fn membership_json(m: &Membership) -> Value {
+    json!({ "tenant_id": m.tenant_id, "user_id": m.user_id, "role": m.role, "is_default": m.is_default })
+}
+
+/// Settings as audit data.
+#[must_use]
+pub fn settings_json(s: &SettingsRow) -> Value {
+    json!({
+        "display_name": s.display_name, "logo_url": s.logo_url,
+        "timezone": s.timezone, "locale": s.locale,
+    })
+}

@@ -1,0 +1,237 @@
+//! `spawn_service()`: the Tenant service behind the real guard on a port-0 socket,
+//! on a fresh database; tokens minted with a test key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_context::{
+    PlatformRole, ServiceIdentity, SessionId, TenantId, TenantRole, TenantUser, UserId,
+};
+use bulkhead_db::Db;
+use bulkhead_guard::token::{Claims, SigningKey};
+use bulkhead_guard::{GuardLayer, InactiveTenants, RevokedSessions, TokenVerifier, VerifierConfig};
+use bulkhead_postgres::testing::{TestDatabase, test_database};
+use bulkhead_proto::tenant::v1 as pb;
+use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
+use bulkhead_tenant::{SCHEMA, SERVICE_NAME, TenantApi, policy};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt as _;
+
+pub struct Harness {
+    pub client: TenantServiceClient<Channel>,
+    pub key: Arc<SigningKey>,
+    pub database: TestDatabase,
+}
+
+pub async fn spawn_service() -> Harness {
+    let database = test_database(&SCHEMA).await;
+    let db = Db::connect(&database.app_url, &SCHEMA.pool_config())
+        .await
+        .expect("pool");
+    db.verify_rls()
+        .await
+        .expect("the tenant schema passes the RLS check");
+    let key = Arc::new(SigningKey::generate());
+    let verifier = Arc::new(TokenVerifier::new(
+        VerifierConfig::default(),
+        &key.jwk_set(),
+    ));
+    let inactive = InactiveTenants::default();
+    let guard = GuardLayer::new(verifier, policy(), RevokedSessions::default())
+        .with_inactive_tenants(inactive.clone());
+    let api = TenantApi::new(db).with_inactive_tenants(inactive);
+    api.load_inactive_tenants().await.expect("load");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let health = bulkhead_server::health_for(SERVICE_NAME).await;
+    tokio::spawn(bulkhead_server::serve(
+        listener,
+        api.into_server(),
+        guard,
+        health,
+        std::future::pending(),
+    ));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    Harness {
+        client: TenantServiceClient::new(channel),
+        key,
+        database,
+    }
+}
+
+/// Who makes a call.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    User(TenantUser),
+    Service,
+    ServiceFor(TenantUser),
+    Nobody,
+}
+
+impl Caller {
+    pub fn user(&self) -> &TenantUser {
+        match self {
+            Self::User(u) | Self::ServiceFor(u) => u,
+            _ => panic!("not a user"),
+        }
+    }
+}
+
+pub fn user_in(tenant: &pb::Tenant, user: UserId, role: TenantRole) -> Caller {
+    Caller::User(TenantUser {
+        user_id: user,
+        session_id: SessionId::new_v7(),
+        tenant_id: TenantId::parse(&tenant.id).expect("tenant id"),
+        tenant_slug: tenant.slug.clone(),
+        tenant_role: role,
+        platform_role: PlatformRole::User,
+    })
+}
+
+pub fn super_admin() -> Caller {
+    Caller::User(TenantUser {
+        user_id: UserId::new_v7(),
+        session_id: SessionId::new_v7(),
+        tenant_id: TenantId::new_v7(),
+        tenant_slug: "platform".into(),
+        tenant_role: TenantRole::Owner,
+        platform_role: PlatformRole::SuperAdmin,
+    })
+}
+
+impl Harness {
+    pub fn request<T>(&self, caller: &Caller, message: T) -> Request<T> {
+        let config = VerifierConfig::default();
+        let ttl = Duration::from_secs(600);
+        let mut request = Request::new(message);
+        let service = ServiceIdentity {
+            name: "task".into(),
+            scopes: vec![],
+        };
+        let mut put = |key: &'static str, claims: &Claims| {
+            let token = self.key.sign(claims).expect("sign");
+            request
+                .metadata_mut()
+                .insert(key, format!("Bearer {token}").parse().expect("ascii"));
+        };
+        match caller {
+            Caller::User(user) => put(
+                "authorization",
+                &Claims::access(&config.issuer, &config.audience, user, ttl),
+            ),
+            Caller::Service => put(
+                "x-service-authorization",
+                &Claims::service(&config.issuer, &config.audience, &service, ttl),
+            ),
+            Caller::ServiceFor(user) => {
+                put(
+                    "authorization",
+                    &Claims::access(&config.issuer, &config.audience, user, ttl),
+                );
+                put(
+                    "x-service-authorization",
+                    &Claims::service(&config.issuer, &config.audience, &service, ttl),
+                );
+            }
+            Caller::Nobody => {}
+        }
+        request
+    }
+
+    /// A new tenant (by a SUPER_ADMIN) owned by a new user; returns it and its owner.
+    pub async fn tenant(&self, slug: &str) -> (pb::Tenant, Caller) {
+        let owner = UserId::new_v7();
+        let response = self
+            .client
+            .clone()
+            .create_tenant(self.request(
+                &super_admin(),
+                pb::CreateTenantRequest {
+                    slug: slug.into(),
+                    name: format!("{slug} inc"),
+                    domain: String::new(),
+                    owner_user_id: owner.to_string(),
+                },
+            ))
+            .await
+            .expect("create tenant")
+            .into_inner();
+        let tenant = response.tenant.expect("tenant");
+        let caller = user_in(&tenant, owner, TenantRole::Owner);
+        (tenant, caller)
+    }
+
+    /// Adds a member with `role` (as `by`) and returns a caller for them.
+    pub async fn member(&self, tenant: &pb::Tenant, by: &Caller, role: TenantRole) -> Caller {
+        let user = UserId::new_v7();
+        self.client
+            .clone()
+            .add_member(self.request(
+                by,
+                pb::AddMemberRequest {
+                    user_id: user.to_string(),
+                    role: proto_role(role).into(),
+                },
+            ))
+            .await
+            .expect("add member");
+        user_in(tenant, user, role)
+    }
+
+    /// Outbox messages of `topic` for `tenant`, read as the database owner.
+    pub async fn outbox(&self, tenant: &str, topic: &str) -> Vec<serde_json::Value> {
+        use diesel_async::RunQueryDsl as _;
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Jsonb)]
+            payload: serde_json::Value,
+        }
+        let mut conn = self.database.admin_connection().await;
+        let rows: Vec<Row> = diesel::sql_query(
+            "SELECT payload FROM outbox WHERE tenant_id = $1::uuid AND topic = $2 ORDER BY seq",
+        )
+        .bind::<diesel::sql_types::Text, _>(tenant)
+        .bind::<diesel::sql_types::Text, _>(topic)
+        .load(&mut conn)
+        .await
+        .expect("outbox");
+        rows.into_iter().map(|r| r.payload).collect()
+    }
+}
+
+pub fn proto_role(role: TenantRole) -> pb::TenantRole {
+    match role {
+        TenantRole::Owner => pb::TenantRole::Owner,
+        TenantRole::Admin => pb::TenantRole::Admin,
+        TenantRole::Member => pb::TenantRole::Member,
+        TenantRole::Viewer => pb::TenantRole::Viewer,
+    }
+}
+
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    let status = result.expect_err(&format!("expected {code:?}"));
+    assert_eq!(status.code(), code, "{status:?}");
+    status
+}
+
+/// The fields named in the BadRequest details of an INVALID_ARGUMENT.
+pub fn violated_fields<T: std::fmt::Debug>(result: Result<T, Status>) -> Vec<String> {
+    let status = assert_code(result, Code::InvalidArgument);
+    let details = status.get_error_details();
+    let mut fields: Vec<String> = details
+        .bad_request()
+        .expect("BadRequest details")
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
+    fields.sort();
+    fields
+}
