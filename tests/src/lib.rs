@@ -71,7 +71,7 @@ pub async fn spawn_suite() -> TestSuite {
             .expect("binding a port");
         services.push((kind, database.app_url, listener));
     }
-    let suite = Suite::start(services, &guard)
+    let suite = Suite::start(services, &guard, &bulkhead::services::Peers::default())
         .await
         .expect("the suite starts");
     TestSuite { suite, key }

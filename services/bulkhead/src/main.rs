@@ -61,6 +61,12 @@ enum Command {
         /// Accepted token audience.
         #[arg(long, env = "BULKHEAD_TOKEN_AUDIENCE", default_value = "bulkhead")]
         audience: String,
+        /// Auth's URL (`http://auth:50051`), where revocation requests go.
+        #[arg(long, env = "BULKHEAD_AUTH_URL")]
+        auth_url: Option<String>,
+        /// Audit's URL (`http://audit:50054`), where audit events go.
+        #[arg(long, env = "BULKHEAD_AUDIT_URL")]
+        audit_url: Option<String>,
     },
     /// Create a service's roles and database (with --admin-url) and run its migrations.
     Migrate {
@@ -135,6 +141,8 @@ async fn main() -> anyhow::Result<()> {
             signing_key_file,
             issuer,
             audience,
+            auth_url,
+            audit_url,
         } => {
             let _telemetry = bulkhead_telemetry::init(service.name(), LogFormat::Json)?;
             let config = VerifierConfig {
@@ -157,7 +165,14 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(service = service.name(), %addr, "listening");
             let stop = up::stop_signal()?;
-            let suite = up::Suite::start(vec![(service, database_url, listener)], &guard).await?;
+            let peers = bulkhead::services::Peers {
+                auth: auth_url,
+                audit: audit_url,
+                // Service tokens from Auth's IssueServiceToken land with the Auth service.
+                credentials: None,
+            };
+            let suite =
+                up::Suite::start(vec![(service, database_url, listener)], &guard, &peers).await?;
             stop.await;
             suite.stop().await;
             Ok(())

@@ -92,6 +92,62 @@ pub struct SharedGuard {
     pub inactive: InactiveTenants,
 }
 
+/// Where a service's outbox relay delivers, and with which credentials.
+#[derive(Clone, Default)]
+pub struct Peers {
+    /// Auth's URL (`http://host:port`), for revocation requests.
+    pub auth: Option<String>,
+    /// Audit's URL, for audit events.
+    pub audit: Option<String>,
+    /// This process's service token source.
+    pub credentials: Option<Arc<dyn bulkhead_clients::ServiceCredentials>>,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers")
+            .field("auth", &self.auth)
+            .field("audit", &self.audit)
+            .field("credentials", &self.credentials.is_some())
+            .finish()
+    }
+}
+
+/// The outbox relay of a writer service: audit events to Audit, revocation
+/// requests to Auth. Until those answer, messages wait (never dropped).
+fn spawn_relay(
+    kind: ServiceKind,
+    db: Db,
+    peers: &Peers,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(credentials) = peers.credentials.clone() else {
+        tracing::warn!(
+            service = kind.name(),
+            "no service credentials: outbox messages stay pending"
+        );
+        return Ok(());
+    };
+    let mut relay = bulkhead_outbox::Relay::new(db, bulkhead_outbox::RelayConfig::default());
+    if let Some(audit) = &peers.audit {
+        let channel = tonic::transport::Endpoint::from_shared(audit.clone())?.connect_lazy();
+        let sink = bulkhead_clients::AuditSink::new(channel, credentials.clone(), kind.name());
+        relay = relay.route(bulkhead_tenant::AUDIT_TOPIC, Arc::new(sink));
+    }
+    if let Some(auth) = &peers.auth {
+        let channel = tonic::transport::Endpoint::from_shared(auth.clone())?.connect_lazy();
+        let sink = bulkhead_clients::RevokeSink::new(channel, credentials);
+        relay = relay.route(bulkhead_tenant::REVOKE_TOPIC, Arc::new(sink));
+    }
+    let (stop_relay, relay_stop) = watch::channel(false);
+    tokio::spawn(relay.run(relay_stop));
+    tokio::spawn(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        let _ = stop_relay.send(true);
+    });
+    Ok(())
+}
+
 /// Connects `kind`'s pool as its runtime role and checks that the role cannot
 /// bypass row-level security; then serves it on `listener` (in a task) until
 /// `shutdown` flips to true. Health reports SERVING only after those checks.
@@ -104,6 +160,7 @@ pub async fn start_service(
     app_url: &str,
     listener: TcpListener,
     guard: SharedGuard,
+    peers: &Peers,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let health = bulkhead_server::health_for(kind.grpc_name()).await;
@@ -127,6 +184,7 @@ pub async fn start_service(
         api.load_inactive_tenants()
             .await
             .map_err(|e| anyhow::anyhow!("tenant: loading inactive tenants: {e}"))?;
+        spawn_relay(kind, db.clone(), peers, shutdown.clone())?;
         Some(api)
     } else {
         None

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::services::{ServiceKind, SharedGuard, start_service};
+use crate::services::{Peers, ServiceKind, SharedGuard, start_service};
 use crate::{keys, provision};
 
 /// Where `up` keeps its state and where it listens.
@@ -50,6 +50,7 @@ impl Suite {
     pub async fn start(
         services: Vec<(ServiceKind, String, TcpListener)>,
         guard: &SharedGuard,
+        peers: &Peers,
     ) -> anyhow::Result<Self> {
         let (shutdown, stop) = watch::channel(false);
         let mut suite = Self {
@@ -59,7 +60,8 @@ impl Suite {
         };
         for (kind, app_url, listener) in services {
             suite.addrs.insert(kind.name(), listener.local_addr()?);
-            match start_service(kind, &app_url, listener, guard.clone(), stop.clone()).await {
+            match start_service(kind, &app_url, listener, guard.clone(), peers, stop.clone()).await
+            {
                 Ok(task) => suite.tasks.push(task),
                 Err(err) => {
                     suite.stop().await;
@@ -123,7 +125,24 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
         ));
     }
     let key_path = config.data_dir.join("keys").join("auth-signing.pem");
-    let key = keys::load_or_create(&key_path)?;
+    let key = std::sync::Arc::new(keys::load_or_create(&key_path)?);
+    let peers = Peers {
+        auth: Some(format!(
+            "http://{}",
+            SocketAddr::new(config.host, ServiceKind::Auth.default_port())
+        )),
+        audit: Some(format!(
+            "http://{}",
+            SocketAddr::new(config.host, ServiceKind::Audit.default_port())
+        )),
+        credentials: Some(std::sync::Arc::new(
+            bulkhead_clients::LocalServiceTokens::new(
+                key.clone(),
+                "tenant",
+                VerifierConfig::default(),
+            ),
+        )),
+    };
     let guard = SharedGuard {
         verifier: keys::verifier_for(&key, VerifierConfig::default()),
         revoked: RevokedSessions::default(),
@@ -132,7 +151,7 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
     // Listen for the stop signals before saying we are up: a signal sent right
     // after the banner must stop us cleanly, not kill us.
     let stop = stop_signal()?;
-    let suite = Suite::start(services, &guard).await?;
+    let suite = Suite::start(services, &guard, &peers).await?;
     println!("{}", banner(&suite, cluster, config));
     stop.await;
     suite.stop().await;

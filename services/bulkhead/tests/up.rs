@@ -23,7 +23,7 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
         .arg(data.path())
         .args(["--host", &host])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(data.path().join("stderr.log")).expect("stderr file"))
         .spawn()
         .expect("bulkhead up starts");
 
@@ -92,6 +92,7 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(status.success(), "up exits cleanly: {status:?}");
+    let stderr = std::fs::read_to_string(data.path().join("stderr.log")).unwrap_or_default();
+    assert!(status.success(), "up exits cleanly: {status:?}\n{stderr}");
     assert!(!pid_file.exists(), "postgres was stopped with it");
 }

@@ -65,6 +65,8 @@ impl From<TenantError> for Status {
         let message = err.to_string();
         match err {
             TenantError::Invalid(violations) => {
+                let fields: Vec<&str> = violations.iter().map(|(f, _)| f.as_str()).collect();
+                let message = format!("invalid request: check {}", fields.join(", "));
                 let mut details = ErrorDetails::new();
                 for (field, description) in violations {
                     details.add_bad_request_violation(field, description);

@@ -86,6 +86,8 @@ fn reflection_builder(service: &'static str) -> tonic_reflection::server::Builde
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(bulkhead_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // google.rpc error details, so grpcurl can show BadRequest field violations.
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .with_service_name(service)
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")

@@ -1,0 +1,10 @@
+//! Typed clients for calls between services. Every call carries the calling
+//! service's token in `x-service-authorization`; the outbox sinks here deliver a
+//! writer service's pending messages to Audit (`AppendEvents`) and Auth
+//! (`RevokeSessions`), both idempotent by message id.
+
+mod credentials;
+mod sinks;
+
+pub use credentials::{LocalServiceTokens, ServiceCredentials};
+pub use sinks::{AuditSink, RevokeSink, json_to_struct};
