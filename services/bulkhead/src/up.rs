@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use bulkhead_guard::{InactiveTenants, RevokedSessions, VerifierConfig};
@@ -152,7 +153,8 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
     // after the banner must stop us cleanly, not kill us.
     let stop = stop_signal()?;
     let suite = Suite::start(services, &guard, &peers).await?;
-    println!("{}", banner(&suite, cluster, config));
+    // A closed stdout (the terminal went away) must not bring the services down.
+    let _ = writeln!(std::io::stdout(), "{}", banner(&suite, cluster, config));
     stop.await;
     suite.stop().await;
     Ok(())

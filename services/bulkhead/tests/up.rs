@@ -29,8 +29,9 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
 
     let stdout = child.stdout.take().expect("stdout");
     let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
         let mut seen = String::new();
-        for line in BufReader::new(stdout).lines() {
+        for line in lines.by_ref() {
             let line = line.expect("utf-8 output");
             seen.push_str(&line);
             seen.push('\n');
@@ -38,6 +39,8 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
                 break;
             }
         }
+        // Keep reading (the logs) so the pipe stays open until up exits.
+        std::thread::spawn(move || lines.for_each(drop));
         seen
     });
     let banner = tokio::time::timeout(Duration::from_secs(120), banner)
