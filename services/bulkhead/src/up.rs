@@ -2,8 +2,8 @@
 //! provisioned and migrated, served on 127.0.0.1:50051–50054, and what to try.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use bulkhead_guard::{InactiveTenants, RevokedSessions, VerifierConfig};

@@ -101,7 +101,9 @@ pub fn super_admin() -> Caller {
         session_id: SessionId::new_v7(),
         tenant_id: TenantId::new_v7(),
         tenant_slug: "platform".into(),
-        tenant_role: TenantRole::Owner,
+        // A SUPER_ADMIN is a plain VIEWER of the tenant their token is for: the
+        // platform role, not a tenant role, is what lets them through.
+        tenant_role: TenantRole::Viewer,
         platform_role: PlatformRole::SuperAdmin,
     })
 }

@@ -1173,3 +1173,223 @@ async fn an_owner_of_a_sees_and_changes_nothing_of_b_through_any_rpc() {
     assert_eq!(b_settings.display_name, "Bulkhead");
     assert!(!b_settings.has_tenant_override);
 }
+
+// --- the role matrix ------------------------------------------------------------------
+
+/// What a caller gets from an RPC: refused by the guard or the live-role check, or
+/// let through (whatever the handler then answers about the request itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Allowed,
+    Denied,
+    Unauthenticated,
+}
+
+fn outcome(result: Result<(), tonic::Status>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Allowed,
+        Err(s) if s.code() == Code::Unauthenticated => Outcome::Unauthenticated,
+        Err(s) if s.code() == Code::PermissionDenied => Outcome::Denied,
+        Err(_) => Outcome::Allowed,
+    }
+}
+
+/// Every RPC against every kind of caller: VIEWER, MEMBER, ADMIN, OWNER,
+/// SUPER_ADMIN, a service, a service acting for an OWNER, and nobody.
+#[tokio::test]
+async fn every_rpc_admits_exactly_the_roles_its_rule_names() {
+    use Outcome::{Allowed as A, Denied as D, Unauthenticated as U};
+    let h = spawn_service().await;
+    let (tenant, owner) = h.tenant("acme").await;
+    let admin = h.member(&tenant, &owner, TenantRole::Admin).await;
+    let member = h.member(&tenant, &owner, TenantRole::Member).await;
+    let viewer = h.member(&tenant, &owner, TenantRole::Viewer).await;
+    let callers = [
+        viewer.clone(),
+        member.clone(),
+        admin.clone(),
+        owner.clone(),
+        super_admin(),
+        Caller::Service,
+        Caller::ServiceFor(owner.user().clone()),
+        Caller::Nobody,
+    ];
+    let someone = UserId::new_v7().to_string();
+    let new_member = |role: pb::TenantRole| pb::AddMemberRequest {
+        user_id: UserId::new_v7().to_string(),
+        role: role.into(),
+    };
+
+    //                                 viewer member admin owner super service svc+owner nobody
+    let table: Vec<(&str, [Outcome; 8])> = vec![
+        ("CreateTenant", [D, D, D, D, A, D, D, U]),
+        ("GetTenant", [A, A, A, A, A, D, A, U]),
+        ("ListTenants", [A, A, A, A, A, D, A, U]),
+        ("UpdateTenant", [D, D, A, A, D, D, A, U]),
+        ("SetTenantActive", [D, D, D, D, A, D, D, U]),
+        ("AddMember", [D, D, A, A, D, D, A, U]),
+        ("RemoveMember", [D, D, A, A, D, D, A, U]),
+        ("UpdateMemberRole", [D, D, A, A, D, D, A, U]),
+        ("ListMembers", [A, A, A, A, A, D, A, U]),
+        ("GetSettings", [A, A, A, A, A, D, A, U]),
+        ("UpdateSettings", [D, D, A, A, A, D, A, U]),
+        ("ListUserMemberships", [D, D, D, D, D, A, A, U]),
+        // "The caller's tenant" is the user's the service acts for: a bare service has none.
+        ("CheckMembership", [D, D, D, D, D, D, A, U]),
+    ];
+    let methods: Vec<String> = {
+        use prost::Message as _;
+        let set = prost_types::FileDescriptorSet::decode(bulkhead_proto::FILE_DESCRIPTOR_SET)
+            .expect("fds");
+        set.file
+            .iter()
+            .flat_map(|f| f.service.iter())
+            .filter(|s| s.name() == "TenantService")
+            .flat_map(|s| s.method.iter().map(|m| m.name().to_owned()))
+            .collect()
+    };
+    let mut listed: Vec<&str> = table.iter().map(|(m, _)| *m).collect();
+    listed.sort_unstable();
+    let mut all: Vec<&str> = methods.iter().map(String::as_str).collect();
+    all.sort_unstable();
+    assert_eq!(listed, all, "the matrix lists every RPC of TenantService");
+
+    for (method, expected) in &table {
+        for (caller, want) in callers.iter().zip(expected) {
+            let mut c = h.client.clone();
+            let got = match *method {
+                "CreateTenant" => outcome(
+                    c.create_tenant(h.request(
+                        caller,
+                        pb::CreateTenantRequest {
+                            slug: "x-y-z".into(),
+                            name: "x".into(),
+                            domain: String::new(),
+                            owner_user_id: someone.clone(),
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                ),
+                // A nonsense slug: the rule is checked before the lookup answers NOT_FOUND.
+                "GetTenant" => outcome(
+                    c.get_tenant(h.request(
+                        caller,
+                        pb::GetTenantRequest {
+                            tenant: Some(pb::get_tenant_request::Tenant::TenantSlug(
+                                "no-such".into(),
+                            )),
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                ),
+                "ListTenants" => outcome(
+                    c.list_tenants(h.request(caller, pb::ListTenantsRequest::default()))
+                        .await
+                        .map(drop),
+                ),
+                "UpdateTenant" => outcome(
+                    c.update_tenant(h.request(
+                        caller,
+                        pb::UpdateTenantRequest {
+                            name: "Acme".into(),
+                            domain: String::new(),
+                            update_mask: mask(&["name"]),
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                ),
+                "SetTenantActive" => outcome(
+                    c.set_tenant_active(h.request(
+                        caller,
+                        pb::SetTenantActiveRequest {
+                            tenant_id: tenant.id.clone(),
+                            is_active: true,
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                ),
+                "AddMember" => outcome(
+                    c.add_member(h.request(caller, new_member(pb::TenantRole::Viewer)))
+                        .await
+                        .map(drop),
+                ),
+                "RemoveMember" => outcome(
+                    c.remove_member(h.request(
+                        caller,
+                        pb::RemoveMemberRequest {
+                            user_id: someone.clone(),
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                ),
+                "UpdateMemberRole" => outcome(
+                    c.update_member_role(h.request(
+                        caller,
+                        pb::UpdateMemberRoleRequest {
+                            user_id: someone.clone(),
+                            role: pb::TenantRole::Viewer.into(),
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                ),
+                "ListMembers" => outcome(
+                    c.list_members(h.request(caller, pb::ListMembersRequest::default()))
+                        .await
+                        .map(drop),
+                ),
+                "GetSettings" => outcome(
+                    c.get_settings(h.request(caller, pb::GetSettingsRequest::default()))
+                        .await
+                        .map(drop),
+                ),
+                "UpdateSettings" => {
+                    // SUPER_ADMIN edits the global default; tenant roles their own tenant's.
+                    let global = matches!(caller, Caller::User(u) if u.platform_role == bulkhead_context::PlatformRole::SuperAdmin);
+                    outcome(
+                        c.update_settings(h.request(
+                            caller,
+                            pb::UpdateSettingsRequest {
+                                settings: Some(pb::OrganizationSettings {
+                                    locale: "en-GB".into(),
+                                    ..Default::default()
+                                }),
+                                update_mask: mask(&["locale"]),
+                                global_default: global,
+                            },
+                        ))
+                        .await
+                        .map(drop),
+                    )
+                }
+                "ListUserMemberships" => outcome(
+                    c.list_user_memberships(h.request(
+                        caller,
+                        pb::ListUserMembershipsRequest {
+                            user_id: someone.clone(),
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                ),
+                "CheckMembership" => outcome(
+                    c.check_membership(h.request(
+                        caller,
+                        pb::CheckMembershipRequest {
+                            user_id: someone.clone(),
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                ),
+                other => panic!("no call for {other}"),
+            };
+            assert_eq!(got, *want, "{method} as {caller:?}");
+        }
+    }
+}
