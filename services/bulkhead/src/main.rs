@@ -34,6 +34,13 @@ enum Command {
         /// Address to listen on (ports 50051–50054).
         #[arg(long, env = "BULKHEAD_HOST", default_value = "127.0.0.1")]
         host: IpAddr,
+        /// Where Prometheus metrics are served (`/metrics`).
+        #[arg(
+            long,
+            env = "BULKHEAD_METRICS_LISTEN",
+            default_value = "127.0.0.1:9464"
+        )]
+        metrics_listen: SocketAddr,
     },
     /// One service, for deployment.
     Serve {
@@ -67,6 +74,9 @@ enum Command {
         /// Audit's URL (`http://audit:50054`), where audit events go.
         #[arg(long, env = "BULKHEAD_AUDIT_URL")]
         audit_url: Option<String>,
+        /// Where Prometheus metrics are served (`/metrics`).
+        #[arg(long, env = "BULKHEAD_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
+        metrics_listen: SocketAddr,
     },
     /// Create a service's roles and database (with --admin-url) and run its migrations.
     Migrate {
@@ -94,7 +104,7 @@ enum Command {
         #[arg(long)]
         user_id: Option<String>,
         /// Tenant role.
-        #[arg(long, value_enum, default_value = "viewer")]
+        #[arg(long, value_enum, ignore_case = true, default_value = "VIEWER")]
         role: Role,
         /// Platform role SUPER_ADMIN.
         #[arg(long)]
@@ -129,9 +139,19 @@ impl From<Role> for TenantRole {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Up { data_dir, host } => {
+        Command::Up {
+            data_dir,
+            host,
+            metrics_listen,
+        } => {
             let _telemetry = bulkhead_telemetry::init("bulkhead", LogFormat::Pretty)?;
-            up::run(up::UpConfig { data_dir, host }).await
+            bulkhead_telemetry::serve_metrics(metrics_listen)?;
+            up::run(up::UpConfig {
+                data_dir,
+                host,
+                metrics: Some(metrics_listen),
+            })
+            .await
         }
         Command::Serve {
             service,
@@ -143,8 +163,10 @@ async fn main() -> anyhow::Result<()> {
             audience,
             auth_url,
             audit_url,
+            metrics_listen,
         } => {
             let _telemetry = bulkhead_telemetry::init(service.name(), LogFormat::Json)?;
+            bulkhead_telemetry::serve_metrics(metrics_listen)?;
             let config = VerifierConfig {
                 issuer,
                 audience,

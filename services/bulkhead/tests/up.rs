@@ -22,6 +22,7 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
         .args(["up", "--data-dir"])
         .arg(data.path())
         .args(["--host", &host])
+        .args(["--metrics-listen", &format!("{host}:9464")])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(data.path().join("stderr.log")).expect("stderr file"))
         .spawn()
@@ -73,6 +74,13 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
             .status;
         assert_eq!(status, ServingStatus::Serving as i32, "{service}");
     }
+    let metrics = http_get(&format!("{host}:9464"), "/metrics").await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("outbox_pending"),
+        "the relay publishes its backlog: {metrics}"
+    );
+
     let pid_file = data.path().join("postgres/data/postmaster.pid");
     assert!(
         pid_file.exists(),
@@ -98,4 +106,19 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
     let stderr = std::fs::read_to_string(data.path().join("stderr.log")).unwrap_or_default();
     assert!(status.success(), "up exits cleanly: {status:?}\n{stderr}");
     assert!(!pid_file.exists(), "postgres was stopped with it");
+}
+
+/// A bare HTTP/1.1 GET (the metrics endpoint needs nothing more).
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
 }

@@ -78,3 +78,25 @@ pub fn init(service_name: &'static str, default_format: LogFormat) -> anyhow::Re
         .try_init()?;
     Ok(Telemetry { provider })
 }
+
+/// Serves Prometheus metrics (text format) at `http://addr/metrics` and installs
+/// the global recorder: request outcomes, `tenant_mismatch_total`, outbox backlog.
+/// Must be called inside a Tokio runtime.
+///
+/// # Errors
+/// When the listener cannot be bound or a recorder is already installed.
+pub fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()?;
+    metrics::describe_counter!(
+        "tenant_mismatch_total",
+        "requests whose x-tenant-id named another tenant than their token"
+    );
+    metrics::describe_gauge!("outbox_pending", "outbox messages not yet delivered");
+    metrics::describe_gauge!(
+        "outbox_oldest_age_seconds",
+        "age of the oldest undelivered outbox message"
+    );
+    Ok(())
+}
