@@ -15,8 +15,11 @@ use bulkhead_postgres::testing::test_database;
 pub struct TestSuite {
     /// The four services.
     pub suite: Suite,
-    /// Auth's signing key (until Auth issues tokens itself, tests mint them).
-    pub key: SigningKey,
+    /// Auth's signing key (tests also mint tokens with it).
+    pub key: std::sync::Arc<SigningKey>,
+    /// Each service's database, by service name.
+    pub databases:
+        std::collections::BTreeMap<&'static str, bulkhead_postgres::testing::TestDatabase>,
 }
 
 impl TestSuite {
@@ -57,22 +60,48 @@ impl TestSuite {
 /// # Panics
 /// When Postgres cannot be had or a service cannot start.
 pub async fn spawn_suite() -> TestSuite {
-    let key = SigningKey::generate();
+    let key = std::sync::Arc::new(SigningKey::generate());
     let guard = SharedGuard {
         verifier: bulkhead::keys::verifier_for(&key, VerifierConfig::default()),
         revoked: RevokedSessions::default(),
         inactive: InactiveTenants::default(),
     };
     let mut services = Vec::new();
+    let mut databases = std::collections::BTreeMap::new();
     for kind in ServiceKind::ALL {
         let database = test_database(kind.schema()).await;
+        databases.insert(kind.name(), database.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding a port");
         services.push((kind, database.app_url, listener));
     }
-    let suite = Suite::start(services, &guard, &bulkhead::services::Peers::default())
+    let addr = |kind: ServiceKind| {
+        services
+            .iter()
+            .find(|(k, _, _)| *k == kind)
+            .map(|(_, _, l)| format!("http://{}", l.local_addr().expect("addr")))
+    };
+    let minting_key = key.clone();
+    let peers = bulkhead::services::Peers {
+        auth: addr(ServiceKind::Auth),
+        audit: addr(ServiceKind::Audit),
+        tenant: addr(ServiceKind::Tenant),
+        credentials: Some(std::sync::Arc::new(move |service: &str| {
+            std::sync::Arc::new(bulkhead_clients::LocalServiceTokens::new(
+                minting_key.clone(),
+                service,
+                VerifierConfig::default(),
+            )) as std::sync::Arc<dyn bulkhead_clients::ServiceCredentials>
+        })),
+        signing_key: Some(key.clone()),
+    };
+    let suite = Suite::start(services, &guard, &peers)
         .await
         .expect("the suite starts");
-    TestSuite { suite, key }
+    TestSuite {
+        suite,
+        key,
+        databases,
+    }
 }

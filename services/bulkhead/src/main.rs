@@ -190,8 +190,10 @@ async fn main() -> anyhow::Result<()> {
             let peers = bulkhead::services::Peers {
                 auth: auth_url,
                 audit: audit_url,
+                tenant: None,
                 // Service tokens from Auth's IssueServiceToken land with the Auth service.
                 credentials: None,
+                signing_key: None,
             };
             let suite =
                 up::Suite::start(vec![(service, database_url, listener)], &guard, &peers).await?;

@@ -92,6 +92,10 @@ pub struct SharedGuard {
     pub inactive: InactiveTenants,
 }
 
+/// Gives the credentials of the named service (`tenant`, `auth`…).
+pub type CredentialsFactory =
+    Arc<dyn Fn(&str) -> Arc<dyn bulkhead_clients::ServiceCredentials> + Send + Sync>;
+
 /// Where a service's outbox relay delivers, and with which credentials.
 #[derive(Clone, Default)]
 pub struct Peers {
@@ -99,8 +103,12 @@ pub struct Peers {
     pub auth: Option<String>,
     /// Audit's URL, for audit events.
     pub audit: Option<String>,
-    /// This process's service token source.
-    pub credentials: Option<Arc<dyn bulkhead_clients::ServiceCredentials>>,
+    /// Tenant's URL, where Auth reads memberships.
+    pub tenant: Option<String>,
+    /// Mints this process's service tokens, as service `name` (`tenant`, `auth`…).
+    pub credentials: Option<CredentialsFactory>,
+    /// Auth's signing key (used by the Auth service only).
+    pub signing_key: Option<Arc<bulkhead_guard::token::SigningKey>>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -108,6 +116,7 @@ impl std::fmt::Debug for Peers {
         f.debug_struct("Peers")
             .field("auth", &self.auth)
             .field("audit", &self.audit)
+            .field("tenant", &self.tenant)
             .field("credentials", &self.credentials.is_some())
             .finish()
     }
@@ -121,7 +130,7 @@ fn spawn_relay(
     peers: &Peers,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let Some(credentials) = peers.credentials.clone() else {
+    let Some(credentials) = peers.credentials.as_ref().map(|mint| mint(kind.name())) else {
         tracing::warn!(
             service = kind.name(),
             "no service credentials: outbox messages stay pending"
@@ -177,8 +186,38 @@ pub async fn start_service(
         tenant_tables = ?report.tenant_tables,
         "row-level security verified"
     );
-    let layer = GuardLayer::new(guard.verifier, kind.policy(), guard.revoked)
+    let layer = GuardLayer::new(guard.verifier, kind.policy(), guard.revoked.clone())
         .with_inactive_tenants(guard.inactive.clone());
+    let auth_api = if kind == ServiceKind::Auth {
+        let key = peers
+            .signing_key
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("auth needs a signing key"))?;
+        let tenant_url = peers
+            .tenant
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("auth needs the tenant service's URL"))?;
+        let credentials = peers
+            .credentials
+            .as_ref()
+            .map(|mint| mint("auth"))
+            .ok_or_else(|| anyhow::anyhow!("auth needs service credentials to ask Tenant"))?;
+        let channel = tonic::transport::Endpoint::from_shared(tenant_url)?.connect_lazy();
+        let directory = bulkhead_clients::TenantDirectory::new(channel, credentials);
+        let api = bulkhead_auth::AuthApi::new(
+            db.clone(),
+            key,
+            bulkhead_auth::AuthConfig::default(),
+            directory,
+            guard.revoked.clone(),
+        );
+        api.load_revoked()
+            .await
+            .map_err(|e| anyhow::anyhow!("auth: loading revoked sessions: {e}"))?;
+        Some(api)
+    } else {
+        None
+    };
     let tenant_api = if kind == ServiceKind::Tenant {
         let api = bulkhead_tenant::TenantApi::new(db.clone()).with_inactive_tenants(guard.inactive);
         api.load_inactive_tenants()
@@ -194,13 +233,21 @@ pub async fn start_service(
     };
     bulkhead_server::mark_serving(&health, kind.grpc_name()).await;
     Ok(tokio::spawn(async move {
-        serve(kind, db, tenant_api, listener, layer, health, stop).await
+        serve(
+            kind, db, auth_api, tenant_api, listener, layer, health, stop,
+        )
+        .await
     }))
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site, each argument distinct"
+)]
 async fn serve(
     kind: ServiceKind,
     db: Db,
+    auth_api: Option<bulkhead_auth::AuthApi>,
     tenant_api: Option<bulkhead_tenant::TenantApi>,
     listener: TcpListener,
     layer: GuardLayer,
@@ -209,8 +256,9 @@ async fn serve(
 ) -> anyhow::Result<()> {
     match kind {
         ServiceKind::Auth => {
-            let svc = bulkhead_auth::AuthApi::new(db).into_server();
-            bulkhead_server::serve(listener, svc, layer, health, stop).await?;
+            let api = auth_api.ok_or_else(|| anyhow::anyhow!("auth was not prepared"))?;
+            drop(db);
+            bulkhead_server::serve(listener, api.into_server(), layer, health, stop).await?;
         }
         ServiceKind::Tenant => {
             let api = tenant_api.unwrap_or_else(|| bulkhead_tenant::TenantApi::new(db));

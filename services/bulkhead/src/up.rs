@@ -130,22 +130,25 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
     }
     let key_path = config.data_dir.join("keys").join("auth-signing.pem");
     let key = std::sync::Arc::new(keys::load_or_create(&key_path)?);
+    let url = |kind: ServiceKind| {
+        format!(
+            "http://{}",
+            SocketAddr::new(config.host, kind.default_port())
+        )
+    };
+    let minting_key = key.clone();
     let peers = Peers {
-        auth: Some(format!(
-            "http://{}",
-            SocketAddr::new(config.host, ServiceKind::Auth.default_port())
-        )),
-        audit: Some(format!(
-            "http://{}",
-            SocketAddr::new(config.host, ServiceKind::Audit.default_port())
-        )),
-        credentials: Some(std::sync::Arc::new(
-            bulkhead_clients::LocalServiceTokens::new(
-                key.clone(),
-                "tenant",
+        auth: Some(url(ServiceKind::Auth)),
+        audit: Some(url(ServiceKind::Audit)),
+        tenant: Some(url(ServiceKind::Tenant)),
+        credentials: Some(std::sync::Arc::new(move |service: &str| {
+            std::sync::Arc::new(bulkhead_clients::LocalServiceTokens::new(
+                minting_key.clone(),
+                service,
                 VerifierConfig::default(),
-            ),
-        )),
+            )) as std::sync::Arc<dyn bulkhead_clients::ServiceCredentials>
+        })),
+        signing_key: Some(key.clone()),
     };
     let guard = SharedGuard {
         verifier: keys::verifier_for(&key, VerifierConfig::default()),
@@ -156,16 +159,113 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
     // after the banner must stop us cleanly, not kill us.
     let stop = stop_signal()?;
     let suite = Suite::start(services, &guard, &peers).await?;
+    let admin = bootstrap(cluster, config, &key, &suite).await?;
     // A closed stdout (the terminal went away) must not bring the services down.
-    let _ = writeln!(std::io::stdout(), "{}", banner(&suite, cluster, config));
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        banner(&suite, cluster, config, &admin)
+    );
     stop.await;
     suite.stop().await;
     Ok(())
 }
 
-fn banner(suite: &Suite, cluster: &Cluster, config: &UpConfig) -> String {
+/// The bootstrapped SUPER_ADMIN, for the banner.
+#[derive(Debug)]
+struct Admin {
+    email: String,
+    /// Set when created now (or read back from the data folder).
+    password: Option<String>,
+}
+
+/// Makes sure the first SUPER_ADMIN exists, and owns the `default` tenant so that
+/// they can log in. The generated password is kept (0600) in the data folder.
+async fn bootstrap(
+    cluster: &Cluster,
+    config: &UpConfig,
+    key: &std::sync::Arc<bulkhead_guard::token::SigningKey>,
+    suite: &Suite,
+) -> anyhow::Result<Admin> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let email =
+        std::env::var("BULKHEAD_ADMIN_EMAIL").unwrap_or_else(|_| "admin@bulkhead.local".into());
+    let password_file = config.data_dir.join("admin-password");
+    let password = match std::env::var("BULKHEAD_ADMIN_PASSWORD") {
+        Ok(p) => p,
+        Err(_) if password_file.exists() => {
+            std::fs::read_to_string(&password_file)?.trim().to_owned()
+        }
+        Err(_) => {
+            let generated = uuid::Uuid::new_v4().simple().to_string();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&password_file)?;
+            file.write_all(generated.as_bytes())?;
+            generated
+        }
+    };
+    let schema = ServiceKind::Auth.schema();
+    let auth_db = bulkhead_db::Db::connect(
+        &cluster.url(&schema.app_role(), &schema.database()),
+        &schema.pool_config(),
+    )
+    .await?;
+    let (admin_id, _) = bulkhead_auth::bootstrap_admin(&auth_db, &email, &password).await?;
+
+    // The default tenant, owned by the admin: created through Tenant's own API.
+    let claims = bulkhead_guard::token::Claims::access(
+        &VerifierConfig::default().issuer,
+        &VerifierConfig::default().audience,
+        &bulkhead_context::TenantUser {
+            user_id: admin_id,
+            session_id: bulkhead_context::SessionId::new_v7(),
+            tenant_id: bulkhead_context::TenantId::new_v7(),
+            tenant_slug: "bootstrap".into(),
+            tenant_role: bulkhead_context::TenantRole::Viewer,
+            platform_role: bulkhead_context::PlatformRole::SuperAdmin,
+        },
+        std::time::Duration::from_secs(60),
+    );
+    let token = key.sign(&claims)?;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", suite.addrs["tenant"]))?
+            .connect()
+            .await?;
+    let mut tenants =
+        bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient::new(channel);
+    let mut request = tonic::Request::new(bulkhead_proto::tenant::v1::CreateTenantRequest {
+        slug: "default".into(),
+        name: "Default".into(),
+        domain: String::new(),
+        owner_user_id: admin_id.to_string(),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    match tenants.create_tenant(request).await {
+        Ok(_) => {}
+        Err(status) if status.code() == tonic::Code::AlreadyExists => {}
+        Err(status) => anyhow::bail!("creating the default tenant: {status}"),
+    }
+    Ok(Admin {
+        email,
+        password: Some(password),
+    })
+}
+
+fn banner(suite: &Suite, cluster: &Cluster, config: &UpConfig, admin: &Admin) -> String {
     use std::fmt::Write as _;
     let mut out = String::from("\nBulkhead is up.\n\n");
+    let _ = writeln!(
+        out,
+        "  SUPER_ADMIN {} / {}  (owner of tenant `default`; password kept in {}/admin-password)\n",
+        admin.email,
+        admin.password.as_deref().unwrap_or("<as set before>"),
+        config.data_dir.display()
+    );
     for kind in ServiceKind::ALL {
         let addr = suite.addrs[kind.name()];
         let _ = writeln!(out, "  {:<7} {addr:<17} {}", kind.name(), kind.grpc_name());

@@ -5,6 +5,8 @@
 
 mod credentials;
 mod sinks;
+mod tenant;
 
 pub use credentials::{LocalServiceTokens, ServiceCredentials};
 pub use sinks::{AuditSink, RevokeSink, json_to_struct};
+pub use tenant::{MembershipView, TenantDirectory};

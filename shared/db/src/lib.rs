@@ -23,7 +23,7 @@ mod scoped;
 
 pub use error::DbError;
 pub use pool::{Db, PoolConfig, SystemConn};
-pub use scoped::{PlatformConn, TenantConn};
+pub use scoped::{PlatformConn, TenantConn, UserConn};
 
 /// Re-exported so repository code names one connection type without depending on
 /// diesel-async directly.

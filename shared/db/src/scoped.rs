@@ -25,7 +25,7 @@ use diesel_async::{
     AnsiTransactionManager, AsyncPgConnection, SimpleAsyncConnection, TransactionManager,
 };
 
-use bulkhead_context::TenantId;
+use bulkhead_context::{TenantId, UserId};
 
 use crate::{Db, DbError};
 
@@ -88,6 +88,36 @@ impl<'c> PlatformConn<'c> {
     }
 }
 
+/// A connection inside a transaction scoped to one *user* (`app.user_id`), for
+/// tables protected per user rather than per tenant (Auth's sessions).
+#[derive(Clone, Copy)]
+pub struct UserConn<'c> {
+    conn: &'c AsyncPgConnection,
+    user_id: UserId,
+}
+
+impl std::fmt::Debug for UserConn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConn")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'c> UserConn<'c> {
+    /// The user this transaction is scoped to.
+    #[must_use]
+    pub const fn user_id(&self) -> UserId {
+        self.user_id
+    }
+
+    /// The connection, for diesel queries: `query.load(&mut tx.pg())`.
+    #[must_use]
+    pub const fn pg(&self) -> &'c AsyncPgConnection {
+        self.conn
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     ReadWrite,
@@ -139,6 +169,34 @@ impl Db {
             work(TenantConn {
                 conn,
                 tenant_id: tenant,
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Runs `work` in a read-write transaction scoped to `user`
+    /// (`SET LOCAL app.user_id`), for per-user tables.
+    ///
+    /// # Errors
+    /// As [`Db::tenant_tx`].
+    pub async fn user_tx<T, E>(
+        &self,
+        user: UserId,
+        work: impl AsyncFnOnce(UserConn<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        // Like the tenant id: a parsed `Uuid`, hex digits and dashes only.
+        let begin = format!(
+            "BEGIN; SET LOCAL app.user_id = '{}'",
+            user.as_uuid().hyphenated()
+        );
+        self.scoped(begin, Mode::ReadWrite, async |conn| {
+            work(UserConn {
+                conn,
+                user_id: user,
             })
             .await
         })

@@ -1,0 +1,480 @@
+//! The gRPC handlers of Auth.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bulkhead_clients::{MembershipView, TenantDirectory};
+use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantUser, UserId};
+use bulkhead_db::Db;
+use bulkhead_guard::token::{Claims, SigningKey};
+use bulkhead_guard::{RequestContext, RevokedSessions};
+use bulkhead_proto::auth::v1 as pb;
+use bulkhead_proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
+use bulkhead_proto::tenant::v1::TenantRole as PbTenantRole;
+use chrono::{DateTime, Utc};
+use sha2::Digest as _;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::error::AuthError;
+use crate::password::Passwords;
+use crate::repo::{self, NewSession, Revoke, User};
+
+/// Token lifetimes and identity of the issuer.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `iss` of every token.
+    pub issuer: String,
+    /// `aud` of every token.
+    pub audience: String,
+    /// Access token lifetime (ARCHITECTURE §2: 15 minutes by default).
+    pub access_ttl: Duration,
+    /// Refresh token (session) lifetime.
+    pub refresh_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "bulkhead-auth".into(),
+            audience: "bulkhead".into(),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// The Auth service's handlers.
+#[derive(Clone)]
+pub struct AuthApi {
+    db: Db,
+    key: Arc<SigningKey>,
+    config: AuthConfig,
+    passwords: Passwords,
+    tenants: TenantDirectory,
+    revoked: RevokedSessions,
+}
+
+impl std::fmt::Debug for AuthApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthApi")
+            .field("kid", &self.key.kid())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthApi {
+    /// Handlers over `db` (as `auth_app`), signing with `key`, reading memberships
+    /// from `tenants`, and marking revoked sessions in `revoked` (the guards' set of
+    /// this process).
+    #[must_use]
+    pub fn new(
+        db: Db,
+        key: Arc<SigningKey>,
+        config: AuthConfig,
+        tenants: TenantDirectory,
+        revoked: RevokedSessions,
+    ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Self {
+            db,
+            key,
+            config,
+            passwords: Passwords::new(cores),
+            tenants,
+            revoked,
+        }
+    }
+
+    /// The tonic service to mount.
+    #[must_use]
+    pub fn into_server(self) -> AuthServiceServer<Self> {
+        AuthServiceServer::new(self)
+    }
+
+    async fn memberships(&self, user: Uuid) -> Result<Vec<MembershipView>, AuthError> {
+        self.tenants
+            .memberships(&user.to_string())
+            .await
+            .map_err(|s| AuthError::TenantUnavailable(s.message().to_owned()))
+    }
+
+    /// Signs an access token for `user` acting in `membership` under `session`.
+    fn access_token(
+        &self,
+        user: &User,
+        session: SessionId,
+        membership: &MembershipView,
+    ) -> Result<(String, DateTime<Utc>), AuthError> {
+        let identity = TenantUser {
+            user_id: UserId::from_uuid(user.id),
+            session_id: session,
+            tenant_id: membership.tenant_id,
+            tenant_slug: membership.slug.clone(),
+            tenant_role: membership.role,
+            platform_role: user.platform_role(),
+        };
+        let claims = Claims::access(
+            &self.config.issuer,
+            &self.config.audience,
+            &identity,
+            self.config.access_ttl,
+        );
+        let token = self
+            .key
+            .sign(&claims)
+            .map_err(|e| AuthError::Signing(e.to_string()))?;
+        let expires = DateTime::from_timestamp(i64::try_from(claims.exp).unwrap_or(i64::MAX), 0)
+            .unwrap_or_default();
+        Ok((token, expires))
+    }
+
+    fn mark_revoked(&self, revoked: &[(Uuid, DateTime<Utc>)]) {
+        for (session, expires) in revoked {
+            let expiry = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(u64::try_from(expires.timestamp()).unwrap_or(0));
+            self.revoked.revoke(SessionId::from_uuid(*session), expiry);
+        }
+    }
+}
+
+fn check_email(email: &str) -> Result<String, AuthError> {
+    let email = email.trim();
+    let plausible = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+    if plausible {
+        Ok(email.to_owned())
+    } else {
+        Err(AuthError::Invalid(
+            "email must be an address such as ada@example.com".into(),
+        ))
+    }
+}
+
+fn new_refresh_token() -> (String, Vec<u8>) {
+    let mut bytes = [0_u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let hash = refresh_hash(&token);
+    (token, hash)
+}
+
+fn refresh_hash(token: &str) -> Vec<u8> {
+    sha2::Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
+}
+
+fn tenant_access(m: &MembershipView) -> pb::TenantAccess {
+    pb::TenantAccess {
+        id: m.tenant_id.to_string(),
+        slug: m.slug.clone(),
+        role: role_to_proto(m.role).into(),
+        name: m.name.clone(),
+        is_default: m.is_default,
+    }
+}
+
+fn role_to_proto(role: bulkhead_context::TenantRole) -> PbTenantRole {
+    match role {
+        bulkhead_context::TenantRole::Owner => PbTenantRole::Owner,
+        bulkhead_context::TenantRole::Admin => PbTenantRole::Admin,
+        bulkhead_context::TenantRole::Member => PbTenantRole::Member,
+        bulkhead_context::TenantRole::Viewer => PbTenantRole::Viewer,
+    }
+}
+
+/// The requested tenant (must be a membership), else the default one, else the first.
+fn pick(memberships: &[MembershipView], slug: &str) -> Option<MembershipView> {
+    if slug.is_empty() {
+        memberships
+            .iter()
+            .find(|m| m.is_default)
+            .or_else(|| memberships.first())
+            .cloned()
+    } else {
+        memberships.iter().find(|m| m.slug == slug).cloned()
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
+        let r = request.into_inner();
+        // Malformed input gets the same answer as a wrong password: nothing to learn.
+        let email = check_email(&r.email).map_err(|_| AuthError::InvalidCredentials)?;
+        let user = self
+            .db
+            .platform_tx(async |tx| repo::user_by_email(tx, &email).await)
+            .await?;
+        // Always pay one Argon2 verification, known user or not (similar timing).
+        let verified = self
+            .passwords
+            .verify(r.password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await;
+        let Some(user) = user.filter(|u| verified && u.is_active) else {
+            tracing::info!(security = true, event = "login_failure", "login refused");
+            return Err(AuthError::InvalidCredentials.into());
+        };
+        let memberships = self.memberships(user.id).await?;
+        let Some(membership) = pick(&memberships, &r.tenant_slug) else {
+            tracing::info!(security = true, event = "login_failure", user_id = %user.id, "no accessible tenant");
+            return Err(AuthError::InvalidCredentials.into());
+        };
+        let session = SessionId::new_v7();
+        let (access_token, access_expires) = self.access_token(&user, session, &membership)?;
+        let (refresh_token, hash) = new_refresh_token();
+        let refresh_expires = Utc::now() + self.config.refresh_ttl;
+        let new = NewSession {
+            id: session,
+            user: UserId::from_uuid(user.id),
+            tenant: membership.tenant_id,
+            refresh_hash: &hash,
+            refresh_expires_at: refresh_expires,
+            access_expires_at: access_expires,
+        };
+        self.db
+            .platform_tx(async |tx| repo::create_session(tx, &new).await)
+            .await?;
+        tracing::info!(security = true, event = "login_success", user_id = %user.id, tenant_id = %membership.tenant_id, "login");
+        Ok(Response::new(pb::LoginResponse {
+            tokens: Some(pb::TokenPair {
+                access_token,
+                refresh_token,
+                access_token_expires_at: Some(timestamp(access_expires)),
+                refresh_token_expires_at: Some(timestamp(refresh_expires)),
+                session_id: session.to_string(),
+            }),
+            tenant: Some(tenant_access(&membership)),
+        }))
+    }
+
+    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Reply<pb::RefreshResponse> {
+        let hash = refresh_hash(&request.into_inner().refresh_token);
+        let found = self
+            .db
+            .platform_tx(async |tx| {
+                if let Some(session) = repo::session_by_refresh(tx, &hash).await? {
+                    return Ok::<_, AuthError>(Ok(session));
+                }
+                // A rotated token shown again: someone holds a copy. End the family.
+                if let Some(session) = repo::session_of_old_refresh(tx, &hash).await? {
+                    let revoked =
+                        repo::revoke(tx, Revoke::Session(session), "refresh token reused").await?;
+                    return Ok(Err(revoked));
+                }
+                Ok(Err(Vec::new()))
+            })
+            .await?;
+        let session = match found {
+            Ok(session) => session,
+            Err(revoked) => {
+                if !revoked.is_empty() {
+                    tracing::warn!(
+                        security = true,
+                        event = "refresh_reuse",
+                        "rotated refresh token reused: session revoked"
+                    );
+                    self.mark_revoked(&revoked);
+                }
+                return Err(AuthError::InvalidRefreshToken.into());
+            }
+        };
+        if session.revoked_at.is_some() || session.refresh_expires_at <= Utc::now() {
+            return Err(AuthError::InvalidRefreshToken.into());
+        }
+        let user = self
+            .db
+            .user_tx(UserId::from_uuid(session.user_id), async |tx| {
+                repo::own_user(tx).await
+            })
+            .await?
+            .filter(|u| u.is_active)
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        // The membership is read live: a removed member cannot refresh.
+        let memberships = self.memberships(user.id).await?;
+        let Some(membership) = memberships
+            .into_iter()
+            .find(|m| *m.tenant_id.as_uuid() == session.tenant_id)
+        else {
+            let revoked = self
+                .db
+                .platform_tx(async |tx| {
+                    repo::revoke(tx, Revoke::Session(session.id), "membership ended").await
+                })
+                .await?;
+            self.mark_revoked(&revoked);
+            return Err(AuthError::InvalidRefreshToken.into());
+        };
+        let sid = SessionId::from_uuid(session.id);
+        let (access_token, access_expires) = self.access_token(&user, sid, &membership)?;
+        let (refresh_token, new_hash) = new_refresh_token();
+        self.db
+            .platform_tx(async |tx| repo::rotate(tx, session.id, &new_hash, access_expires).await)
+            .await?;
+        Ok(Response::new(pb::RefreshResponse {
+            tokens: Some(pb::TokenPair {
+                access_token,
+                refresh_token,
+                access_token_expires_at: Some(timestamp(access_expires)),
+                refresh_token_expires_at: Some(timestamp(session.refresh_expires_at)),
+                session_id: session.id.to_string(),
+            }),
+            tenant: Some(tenant_access(&membership)),
+        }))
+    }
+
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Reply<pb::LogoutResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let user = ctx.tenant_user()?;
+        let which = if request.get_ref().all_sessions {
+            Revoke::User(user.user_id, None)
+        } else {
+            Revoke::Session(*user.session_id.as_uuid())
+        };
+        let revoked = self
+            .db
+            .platform_tx(async |tx| repo::revoke(tx, which, "logout").await)
+            .await?;
+        self.mark_revoked(&revoked);
+        Ok(Response::new(pb::LogoutResponse {
+            revoked_count: i32::try_from(revoked.len()).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Reply<pb::WhoAmIResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let user = ctx.tenant_user()?;
+        let row = self
+            .db
+            .user_tx(user.user_id, async |tx| repo::own_user(tx).await)
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        let memberships = self.memberships(row.id).await?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            user_id: user.user_id.to_string(),
+            email: row.email,
+            platform_role: match user.platform_role {
+                PlatformRole::SuperAdmin => pb::PlatformRole::SuperAdmin,
+                PlatformRole::User => pb::PlatformRole::User,
+            }
+            .into(),
+            tenant_id: user.tenant_id.to_string(),
+            tenant_slug: user.tenant_slug.clone(),
+            tenant_role: role_to_proto(user.tenant_role).into(),
+            session_id: user.session_id.to_string(),
+            switchable_tenants: memberships.iter().map(tenant_access).collect(),
+            access_token_expires_at: None,
+        }))
+    }
+
+    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
+        let jwk = self.key.public_jwk();
+        let text = |k: &str| jwk[k].as_str().unwrap_or_default().to_owned();
+        Ok(Response::new(pb::GetJwksResponse {
+            jwks_json: serde_json::json!({ "keys": [jwk] }).to_string(),
+            keys: vec![pb::Jwk {
+                kty: text("kty"),
+                crv: text("crv"),
+                kid: text("kid"),
+                alg: text("alg"),
+                r#use: text("use"),
+                x: text("x"),
+            }],
+        }))
+    }
+
+    async fn revoke_sessions(
+        &self,
+        request: Request<pb::RevokeSessionsRequest>,
+    ) -> Reply<pb::RevokeSessionsResponse> {
+        let _ctx = RequestContext::from_request(&request)?;
+        let r = request.into_inner();
+        let tenant = r
+            .tenant_id
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(TenantId::parse)
+            .transpose()
+            .map_err(|_| AuthError::Invalid("tenant_id must be a tenant id (UUID)".into()))?;
+        let which = if r.user_id.is_empty() {
+            Revoke::Tenant(
+                tenant
+                    .ok_or_else(|| AuthError::Invalid("set user_id, tenant_id or both".into()))?,
+            )
+        } else {
+            let user = UserId::parse(&r.user_id)
+                .map_err(|_| AuthError::Invalid("user_id must be a user id (UUID)".into()))?;
+            Revoke::User(user, tenant)
+        };
+        let reason = if r.reason.is_empty() {
+            "revoked".to_owned()
+        } else {
+            r.reason
+        };
+        // Idempotent: revoking what is already revoked changes nothing.
+        let revoked = self
+            .db
+            .platform_tx(async |tx| repo::revoke(tx, which, &reason).await)
+            .await?;
+        self.mark_revoked(&revoked);
+        Ok(Response::new(pb::RevokeSessionsResponse {
+            revoked_count: i32::try_from(revoked.len()).unwrap_or(i32::MAX),
+        }))
+    }
+}
+
+/// Creates the first SUPER_ADMIN if no user has this email (idempotent): the
+/// system path, before anyone can log in. Returns the user's id and whether it
+/// was created now.
+///
+/// # Errors
+/// When the database fails or the input is unusable.
+pub async fn bootstrap_admin(
+    db: &Db,
+    email: &str,
+    password: &str,
+) -> Result<(UserId, bool), AuthError> {
+    let email = check_email(email)?;
+    if password.chars().count() < 12 {
+        return Err(AuthError::Invalid(
+            "the password must have at least 12 characters".into(),
+        ));
+    }
+    let hash = Passwords::new(1)
+        .hash(password.to_owned())
+        .await
+        .map_err(AuthError::Invalid)?;
+    let (user, created) = db
+        .platform_tx(async |tx| {
+            repo::ensure_user(tx, &email, &hash, PlatformRole::SuperAdmin).await
+        })
+        .await?;
+    Ok((UserId::from_uuid(user.id), created))
+}
+
+impl AuthApi {
+    /// Fills the revoked set with the revoked, unexpired sessions (at start-up).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn load_revoked(&self) -> Result<(), AuthError> {
+        let revoked = self
+            .db
+            .platform_tx(async |tx| repo::revoked_unexpired(tx).await)
+            .await?;
+        self.mark_revoked(&revoked);
+        Ok(())
+    }
+}

@@ -1,0 +1,258 @@
+//! Repository functions for users and sessions.
+
+use bulkhead_context::{PlatformRole, SessionId, TenantId, UserId};
+use bulkhead_db::{PlatformConn, UserConn};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use crate::error::AuthError;
+use crate::schema::{refresh_tokens, sessions, users};
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
+/// A user row.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub platform_role: String,
+    pub is_active: bool,
+    pub password_hash: String,
+}
+
+impl User {
+    /// The platform role as a domain value.
+    #[must_use]
+    pub fn platform_role(&self) -> PlatformRole {
+        if self.platform_role == "SUPER_ADMIN" {
+            PlatformRole::SuperAdmin
+        } else {
+            PlatformRole::User
+        }
+    }
+}
+
+/// A session row.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = sessions)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+    pub refresh_expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A user by email, whatever its case.
+///
+/// # Errors
+/// On database failure.
+pub async fn user_by_email(tx: PlatformConn<'_>, email: &str) -> Result<Option<User>, AuthError> {
+    Ok(users::table
+        .filter(lower(users::email).eq(email.to_lowercase()))
+        .select(User::as_select())
+        .first(&mut tx.pg())
+        .await
+        .optional()?)
+}
+
+/// Creates a user unless one with that email exists; returns the user either way.
+///
+/// # Errors
+/// On database failure.
+pub async fn ensure_user(
+    tx: PlatformConn<'_>,
+    email: &str,
+    password_hash: &str,
+    role: PlatformRole,
+) -> Result<(User, bool), AuthError> {
+    if let Some(existing) = user_by_email(tx, email).await? {
+        return Ok((existing, false));
+    }
+    let role = match role {
+        PlatformRole::SuperAdmin => "SUPER_ADMIN",
+        PlatformRole::User => "USER",
+    };
+    let user = diesel::insert_into(users::table)
+        .values((
+            users::id.eq(Uuid::now_v7()),
+            users::email.eq(email),
+            users::platform_role.eq(role),
+            users::password_hash.eq(password_hash),
+        ))
+        .returning(User::as_returning())
+        .get_result(&mut tx.pg())
+        .await?;
+    Ok((user, true))
+}
+
+/// The transaction's own user.
+///
+/// # Errors
+/// On database failure.
+pub async fn own_user(tx: UserConn<'_>) -> Result<Option<User>, AuthError> {
+    Ok(users::table
+        .filter(users::id.eq(tx.user_id().as_uuid()))
+        .select(User::as_select())
+        .first(&mut tx.pg())
+        .await
+        .optional()?)
+}
+
+/// What a new session starts with.
+#[derive(Debug)]
+pub struct NewSession<'a> {
+    pub id: SessionId,
+    pub user: UserId,
+    pub tenant: TenantId,
+    pub refresh_hash: &'a [u8],
+    pub refresh_expires_at: DateTime<Utc>,
+    pub access_expires_at: DateTime<Utc>,
+}
+
+/// Stores a new session and its first refresh token.
+///
+/// # Errors
+/// On database failure.
+pub async fn create_session(tx: PlatformConn<'_>, s: &NewSession<'_>) -> Result<(), AuthError> {
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(s.id.as_uuid()),
+            sessions::user_id.eq(s.user.as_uuid()),
+            sessions::tenant_id.eq(s.tenant.as_uuid()),
+            sessions::refresh_hash.eq(s.refresh_hash),
+            sessions::refresh_expires_at.eq(s.refresh_expires_at),
+            sessions::access_expires_at.eq(s.access_expires_at),
+        ))
+        .execute(&mut tx.pg())
+        .await?;
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::hash.eq(s.refresh_hash),
+            refresh_tokens::session_id.eq(s.id.as_uuid()),
+        ))
+        .execute(&mut tx.pg())
+        .await?;
+    Ok(())
+}
+
+/// The session whose *current* refresh token has this hash, locked.
+///
+/// # Errors
+/// On database failure.
+pub async fn session_by_refresh(
+    tx: PlatformConn<'_>,
+    hash: &[u8],
+) -> Result<Option<Session>, AuthError> {
+    Ok(sessions::table
+        .filter(sessions::refresh_hash.eq(hash))
+        .select(Session::as_select())
+        .for_update()
+        .first(&mut tx.pg())
+        .await
+        .optional()?)
+}
+
+/// The session that once had a refresh token with this hash (a rotated one).
+///
+/// # Errors
+/// On database failure.
+pub async fn session_of_old_refresh(
+    tx: PlatformConn<'_>,
+    hash: &[u8],
+) -> Result<Option<Uuid>, AuthError> {
+    Ok(refresh_tokens::table
+        .filter(refresh_tokens::hash.eq(hash))
+        .select(refresh_tokens::session_id)
+        .first(&mut tx.pg())
+        .await
+        .optional()?)
+}
+
+/// Rotates a session's refresh token (and pushes its access expiry).
+///
+/// # Errors
+/// On database failure.
+pub async fn rotate(
+    tx: PlatformConn<'_>,
+    session: Uuid,
+    new_hash: &[u8],
+    access_expires_at: DateTime<Utc>,
+) -> Result<(), AuthError> {
+    diesel::update(sessions::table.filter(sessions::id.eq(session)))
+        .set((
+            sessions::refresh_hash.eq(new_hash),
+            sessions::access_expires_at.eq(access_expires_at),
+            sessions::update_time.eq(diesel::dsl::now),
+        ))
+        .execute(&mut tx.pg())
+        .await?;
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::hash.eq(new_hash),
+            refresh_tokens::session_id.eq(session),
+        ))
+        .execute(&mut tx.pg())
+        .await?;
+    Ok(())
+}
+
+/// Which sessions to revoke.
+#[derive(Debug, Clone, Copy)]
+pub enum Revoke {
+    /// One session.
+    Session(Uuid),
+    /// Every session of a user (optionally only in one tenant).
+    User(UserId, Option<TenantId>),
+    /// Every session in a tenant.
+    Tenant(TenantId),
+}
+
+/// Revokes the live sessions `which` names; returns their ids and access expiries.
+///
+/// # Errors
+/// On database failure.
+pub async fn revoke(
+    tx: PlatformConn<'_>,
+    which: Revoke,
+    reason: &str,
+) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {
+    let mut query = diesel::update(sessions::table)
+        .filter(sessions::revoked_at.is_null())
+        .into_boxed();
+    query = match which {
+        Revoke::Session(id) => query.filter(sessions::id.eq(id)),
+        Revoke::User(user, None) => query.filter(sessions::user_id.eq(*user.as_uuid())),
+        Revoke::User(user, Some(tenant)) => query
+            .filter(sessions::user_id.eq(*user.as_uuid()))
+            .filter(sessions::tenant_id.eq(*tenant.as_uuid())),
+        Revoke::Tenant(tenant) => query.filter(sessions::tenant_id.eq(*tenant.as_uuid())),
+    };
+    Ok(query
+        .set((
+            sessions::revoked_at.eq(diesel::dsl::now),
+            sessions::revoke_reason.eq(reason),
+            sessions::update_time.eq(diesel::dsl::now),
+        ))
+        .returning((sessions::id, sessions::access_expires_at))
+        .get_results(&mut tx.pg())
+        .await?)
+}
+
+/// Revoked sessions whose access tokens have not expired yet.
+///
+/// # Errors
+/// On database failure.
+pub async fn revoked_unexpired(
+    tx: PlatformConn<'_>,
+) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {
+    Ok(sessions::table
+        .filter(sessions::revoked_at.is_not_null())
+        .filter(sessions::access_expires_at.gt(diesel::dsl::now))
+        .select((sessions::id, sessions::access_expires_at))
+        .load(&mut tx.pg())
+        .await?)
+}

@@ -1,0 +1,93 @@
+//! Auth's view of the Tenant service: a user's live memberships.
+
+use std::sync::Arc;
+
+use bulkhead_context::{TenantId, TenantRole};
+use bulkhead_proto::tenant::v1 as pb;
+use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
+use tonic::transport::Channel;
+
+use crate::ServiceCredentials;
+
+/// One active membership of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipView {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Its slug.
+    pub slug: String,
+    /// Its name.
+    pub name: String,
+    /// The user's role there.
+    pub role: TenantRole,
+    /// Whether it is the user's default tenant.
+    pub is_default: bool,
+}
+
+/// Reads memberships from the Tenant service, live, as a service principal.
+#[derive(Clone)]
+pub struct TenantDirectory {
+    client: TenantServiceClient<Channel>,
+    credentials: Arc<dyn ServiceCredentials>,
+}
+
+impl std::fmt::Debug for TenantDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenantDirectory")
+    }
+}
+
+impl TenantDirectory {
+    /// A directory calling Tenant over `channel`.
+    #[must_use]
+    pub fn new(channel: Channel, credentials: Arc<dyn ServiceCredentials>) -> Self {
+        Self {
+            client: TenantServiceClient::new(channel),
+            credentials,
+        }
+    }
+
+    /// The user's memberships in active tenants.
+    ///
+    /// # Errors
+    /// The status Tenant answered (or `UNAVAILABLE` without credentials).
+    pub async fn memberships(&self, user_id: &str) -> Result<Vec<MembershipView>, tonic::Status> {
+        let token = self
+            .credentials
+            .token()
+            .ok_or_else(|| tonic::Status::unavailable("no service token"))?;
+        let mut request = tonic::Request::new(pb::ListUserMembershipsRequest {
+            user_id: user_id.to_owned(),
+        });
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| tonic::Status::internal("service token is not valid metadata"))?;
+        request
+            .metadata_mut()
+            .insert("x-service-authorization", value);
+        let response = self.client.clone().list_user_memberships(request).await?;
+        Ok(response
+            .into_inner()
+            .memberships
+            .into_iter()
+            .filter_map(|m| {
+                let membership = m.membership?;
+                let tenant = m.tenant?;
+                let role = match pb::TenantRole::try_from(membership.role).ok()? {
+                    pb::TenantRole::Owner => TenantRole::Owner,
+                    pb::TenantRole::Admin => TenantRole::Admin,
+                    pb::TenantRole::Member => TenantRole::Member,
+                    pb::TenantRole::Viewer => TenantRole::Viewer,
+                    pb::TenantRole::Unspecified => return None,
+                };
+                Some(MembershipView {
+                    tenant_id: TenantId::parse(&tenant.id).ok()?,
+                    slug: tenant.slug,
+                    name: tenant.name,
+                    role,
+                    is_default: membership.is_default,
+                })
+            })
+            .collect())
+    }
+}

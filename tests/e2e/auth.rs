@@ -1,0 +1,420 @@
+//! Auth and Tenant together on real sockets: logging in, refresh rotation and
+//! reuse detection, and a removed member's token refused by another service
+//! within two seconds (Tenant's outbox → Auth's RevokeSessions → the guards).
+
+use std::time::{Duration, Instant};
+
+use bulkhead::services::ServiceKind;
+use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
+use bulkhead_db::Db;
+use bulkhead_e2e::{TestSuite, spawn_suite};
+use bulkhead_proto::auth::v1 as auth;
+use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
+use bulkhead_proto::tenant::v1 as tenant;
+use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn channel(suite: &TestSuite, kind: ServiceKind) -> Channel {
+    tonic::transport::Endpoint::from_shared(suite.endpoint(kind))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+/// A user in Auth (created on the system path) and their tenants in Tenant.
+struct World {
+    /// Keeps the servers running.
+    _suite: TestSuite,
+    auth: AuthServiceClient<Channel>,
+    tenants: TenantServiceClient<Channel>,
+    alice: UserId,
+    bob: UserId,
+    acme: tenant::Tenant,
+    globex: tenant::Tenant,
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn world() -> World {
+    let suite = spawn_suite().await;
+    let auth_db = suite.databases["auth"].clone();
+    let db = Db::connect(&auth_db.app_url, &bulkhead_auth::SCHEMA.pool_config())
+        .await
+        .expect("auth pool");
+    let (alice, _) = bulkhead_auth::bootstrap_admin(&db, "alice@example.com", PASSWORD)
+        .await
+        .expect("alice");
+    let (bob, _) = bulkhead_auth::bootstrap_admin(&db, "bob@example.com", PASSWORD)
+        .await
+        .expect("bob");
+    let mut tenants = TenantServiceClient::new(channel(&suite, ServiceKind::Tenant).await);
+    let operator = suite.token(&TenantUser {
+        user_id: UserId::new_v7(),
+        session_id: SessionId::new_v7(),
+        tenant_id: TenantId::new_v7(),
+        tenant_slug: "ops".into(),
+        tenant_role: TenantRole::Viewer,
+        platform_role: PlatformRole::SuperAdmin,
+    });
+    let create = |slug: &str, owner: UserId| {
+        bearer(
+            &operator,
+            tenant::CreateTenantRequest {
+                slug: slug.into(),
+                name: slug.into(),
+                domain: String::new(),
+                owner_user_id: owner.to_string(),
+            },
+        )
+    };
+    let acme = tenants
+        .create_tenant(create("acme", alice))
+        .await
+        .expect("acme")
+        .into_inner()
+        .tenant
+        .expect("t");
+    let globex = tenants
+        .create_tenant(create("globex", bob))
+        .await
+        .expect("globex")
+        .into_inner()
+        .tenant
+        .expect("t");
+    let auth = AuthServiceClient::new(channel(&suite, ServiceKind::Auth).await);
+    World {
+        _suite: suite,
+        auth,
+        tenants,
+        alice,
+        bob,
+        acme,
+        globex,
+    }
+}
+
+async fn login(
+    w: &World,
+    email: &str,
+    password: &str,
+    slug: &str,
+) -> Result<auth::LoginResponse, tonic::Status> {
+    w.auth
+        .clone()
+        .login(auth::LoginRequest {
+            email: email.into(),
+            password: password.into(),
+            tenant_slug: slug.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_into_the_default_or_a_named_tenant() {
+    let w = world().await;
+    let default = login(&w, "ALICE@example.com", PASSWORD, "")
+        .await
+        .expect("login");
+    assert_eq!(default.tenant.as_ref().expect("tenant").slug, "acme");
+    let access = default.tokens.expect("tokens").access_token;
+    let me = w
+        .auth
+        .clone()
+        .who_am_i(bearer(&access, auth::WhoAmIRequest {}))
+        .await
+        .expect("whoami")
+        .into_inner();
+    assert_eq!(me.user_id, w.alice.to_string());
+    assert_eq!(me.tenant_id, w.acme.id);
+    assert_eq!(me.email, "alice@example.com");
+
+    // The access token works in another service, for exactly its tenant.
+    let members = w
+        .tenants
+        .clone()
+        .list_members(bearer(&access, tenant::ListMembersRequest::default()))
+        .await
+        .expect("tenant accepts Auth's token")
+        .into_inner();
+    assert!(members.memberships.iter().all(|m| m.tenant_id == w.acme.id));
+
+    // Bob joins acme as a VIEWER; he can now log into it by name.
+    let bob_in_globex = login(&w, "bob@example.com", PASSWORD, "")
+        .await
+        .expect("bob")
+        .tokens
+        .expect("t");
+    assert_eq!(
+        login(&w, "bob@example.com", PASSWORD, "acme")
+            .await
+            .expect_err("not yet")
+            .code(),
+        Code::Unauthenticated
+    );
+    w.tenants
+        .clone()
+        .add_member(bearer(
+            &access,
+            tenant::AddMemberRequest {
+                user_id: w.bob.to_string(),
+                role: tenant::TenantRole::Viewer.into(),
+            },
+        ))
+        .await
+        .expect("add bob");
+    let named = login(&w, "bob@example.com", PASSWORD, "acme")
+        .await
+        .expect("named tenant");
+    assert_eq!(
+        named.tenant.expect("tenant").role,
+        tenant::TenantRole::Viewer as i32
+    );
+    let _ = (bob_in_globex, &w.globex);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_unknown_user_and_no_tenant_look_the_same() {
+    let w = world().await;
+    let wrong = login(&w, "alice@example.com", "not the password", "")
+        .await
+        .expect_err("wrong");
+    let unknown = login(&w, "nobody@example.com", PASSWORD, "")
+        .await
+        .expect_err("unknown");
+    let foreign = login(&w, "alice@example.com", PASSWORD, "globex")
+        .await
+        .expect_err("no membership");
+    let garbage = login(&w, "not-an-email", PASSWORD, "")
+        .await
+        .expect_err("garbage");
+    for status in [&wrong, &unknown, &foreign, &garbage] {
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.message(), "invalid credentials");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_rotates_and_a_reused_token_ends_the_session_everywhere() {
+    let w = world().await;
+    let first = login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect("login")
+        .tokens
+        .expect("tokens");
+    let second = w
+        .auth
+        .clone()
+        .refresh(auth::RefreshRequest {
+            refresh_token: first.refresh_token.clone(),
+        })
+        .await
+        .expect("rotation")
+        .into_inner()
+        .tokens
+        .expect("tokens");
+    assert_ne!(second.refresh_token, first.refresh_token);
+    assert_eq!(second.session_id, first.session_id);
+    w.tenants
+        .clone()
+        .list_members(bearer(
+            &second.access_token,
+            tenant::ListMembersRequest::default(),
+        ))
+        .await
+        .expect("the new access token works");
+
+    // The first refresh token again: reuse. The whole session ends.
+    let reused = w
+        .auth
+        .clone()
+        .refresh(auth::RefreshRequest {
+            refresh_token: first.refresh_token,
+        })
+        .await
+        .expect_err("reuse");
+    assert_eq!(reused.code(), Code::Unauthenticated);
+    let status = w
+        .tenants
+        .clone()
+        .list_members(bearer(
+            &second.access_token,
+            tenant::ListMembersRequest::default(),
+        ))
+        .await
+        .expect_err("revoked in every service");
+    assert_eq!(status.message(), "session revoked");
+    let status = w
+        .auth
+        .clone()
+        .refresh(auth::RefreshRequest {
+            refresh_token: second.refresh_token,
+        })
+        .await
+        .expect_err("the family is dead");
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_members_token_stops_working_within_two_seconds() {
+    let w = world().await;
+    let alice = login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect("alice")
+        .tokens
+        .expect("t");
+    w.tenants
+        .clone()
+        .add_member(bearer(
+            &alice.access_token,
+            tenant::AddMemberRequest {
+                user_id: w.bob.to_string(),
+                role: tenant::TenantRole::Member.into(),
+            },
+        ))
+        .await
+        .expect("add bob");
+    let bob = login(&w, "bob@example.com", PASSWORD, "acme")
+        .await
+        .expect("bob")
+        .tokens
+        .expect("t");
+    w.tenants
+        .clone()
+        .list_members(bearer(
+            &bob.access_token,
+            tenant::ListMembersRequest::default(),
+        ))
+        .await
+        .expect("bob is in");
+
+    w.tenants
+        .clone()
+        .remove_member(bearer(
+            &alice.access_token,
+            tenant::RemoveMemberRequest {
+                user_id: w.bob.to_string(),
+            },
+        ))
+        .await
+        .expect("removed");
+    let removed_at = Instant::now();
+    loop {
+        let result = w
+            .tenants
+            .clone()
+            .list_members(bearer(
+                &bob.access_token,
+                tenant::ListMembersRequest::default(),
+            ))
+            .await;
+        if let Err(status) = result {
+            assert_eq!(status.message(), "session revoked", "{status:?}");
+            break;
+        }
+        assert!(
+            removed_at.elapsed() < Duration::from_secs(2),
+            "bob's token still works after 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = w
+        .auth
+        .clone()
+        .refresh(auth::RefreshRequest {
+            refresh_token: bob.refresh_token,
+        })
+        .await
+        .expect_err("no refresh after removal");
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_ends_this_session_and_internal_rpcs_need_a_service() {
+    let w = world().await;
+    let tokens = login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect("login")
+        .tokens
+        .expect("t");
+    let other = login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect("login")
+        .tokens
+        .expect("t");
+    let out = w
+        .auth
+        .clone()
+        .logout(bearer(
+            &tokens.access_token,
+            auth::LogoutRequest {
+                all_sessions: false,
+            },
+        ))
+        .await
+        .expect("logout")
+        .into_inner();
+    assert_eq!(out.revoked_count, 1);
+    assert_eq!(
+        w.auth
+            .clone()
+            .who_am_i(bearer(&tokens.access_token, auth::WhoAmIRequest {}))
+            .await
+            .expect_err("out")
+            .code(),
+        Code::Unauthenticated
+    );
+    w.auth
+        .clone()
+        .who_am_i(bearer(&other.access_token, auth::WhoAmIRequest {}))
+        .await
+        .expect("the other session lives");
+
+    let status = w
+        .auth
+        .clone()
+        .revoke_sessions(bearer(
+            &other.access_token,
+            auth::RevokeSessionsRequest {
+                user_id: w.alice.to_string(),
+                tenant_id: None,
+                reason: "x".into(),
+            },
+        ))
+        .await
+        .expect_err("users cannot call internal RPCs");
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    // The published key set verifies Auth's tokens.
+    let jwks = w
+        .auth
+        .clone()
+        .get_jwks(auth::GetJwksRequest {})
+        .await
+        .expect("jwks")
+        .into_inner();
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(&jwks.jwks_json).expect("RFC 7517 JSON");
+    let header = jsonwebtoken::decode_header(&other.access_token).expect("header");
+    let jwk = set
+        .find(header.kid.as_deref().expect("kid"))
+        .expect("kid in set");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("key");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["bulkhead"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(&other.access_token, &key, &validation)
+        .expect("verifies");
+    assert_eq!(claims.claims["sub"], w.alice.to_string());
+    assert_eq!(claims.claims["tid"], w.acme.id);
+}
