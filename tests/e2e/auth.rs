@@ -418,3 +418,260 @@ async fn logout_ends_this_session_and_internal_rpcs_need_a_service() {
     assert_eq!(claims.claims["sub"], w.alice.to_string());
     assert_eq!(claims.claims["tid"], w.acme.id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_tenant_is_checked_live_with_tenant() {
+    let w = world().await;
+    let alice = login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect("alice")
+        .tokens
+        .expect("t");
+    let bob = login(&w, "bob@example.com", PASSWORD, "")
+        .await
+        .expect("bob")
+        .tokens
+        .expect("t");
+    // Bob owns globex; he joins acme, then switches to it.
+    w.tenants
+        .clone()
+        .add_member(bearer(
+            &alice.access_token,
+            tenant::AddMemberRequest {
+                user_id: w.bob.to_string(),
+                role: tenant::TenantRole::Admin.into(),
+            },
+        ))
+        .await
+        .expect("add bob");
+    let switched = w
+        .auth
+        .clone()
+        .switch_tenant(bearer(
+            &bob.access_token,
+            auth::SwitchTenantRequest {
+                tenant: Some(auth::switch_tenant_request::Tenant::TenantSlug(
+                    "acme".into(),
+                )),
+            },
+        ))
+        .await
+        .expect("switch")
+        .into_inner();
+    let access = switched.tokens.expect("tokens").access_token;
+    let me = w
+        .auth
+        .clone()
+        .who_am_i(bearer(&access, auth::WhoAmIRequest {}))
+        .await
+        .expect("whoami")
+        .into_inner();
+    assert_eq!(me.tenant_id, w.acme.id);
+    assert_eq!(me.tenant_role, tenant::TenantRole::Admin as i32);
+    assert_eq!(me.switchable_tenants.len(), 2);
+
+    // Alice belongs to acme only: globex is refused.
+    let status = w
+        .auth
+        .clone()
+        .switch_tenant(bearer(
+            &alice.access_token,
+            auth::SwitchTenantRequest {
+                tenant: Some(auth::switch_tenant_request::Tenant::TenantId(
+                    w.globex.id.clone(),
+                )),
+            },
+        ))
+        .await
+        .expect_err("not a member");
+    assert_eq!(status.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_create_users_and_a_password_change_ends_other_sessions() {
+    let w = world().await;
+    let alice = login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect("alice")
+        .tokens
+        .expect("t");
+    let created = w
+        .auth
+        .clone()
+        .create_user(bearer(
+            &alice.access_token,
+            auth::CreateUserRequest {
+                email: "carol@example.com".into(),
+                password: "carol's long password".into(),
+                display_name: "Carol".into(),
+                platform_role: 0,
+            },
+        ))
+        .await
+        .expect("create")
+        .into_inner()
+        .user
+        .expect("user");
+    assert_eq!(created.platform_role, auth::PlatformRole::User as i32);
+    let again = w
+        .auth
+        .clone()
+        .create_user(bearer(
+            &alice.access_token,
+            auth::CreateUserRequest {
+                email: "CAROL@example.com".into(),
+                password: "another long password".into(),
+                display_name: String::new(),
+                platform_role: 0,
+            },
+        ))
+        .await
+        .expect_err("taken");
+    assert_eq!(again.code(), Code::AlreadyExists);
+    let bad = w
+        .auth
+        .clone()
+        .create_user(bearer(
+            &alice.access_token,
+            auth::CreateUserRequest {
+                email: "nope".into(),
+                password: "short".into(),
+                display_name: String::new(),
+                platform_role: 0,
+            },
+        ))
+        .await
+        .expect_err("invalid");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(
+        bad.message().contains("email") && bad.message().contains("password"),
+        "{}",
+        bad.message()
+    );
+
+    // Two sessions; changing the password from one ends the other.
+    let other = login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect("again")
+        .tokens
+        .expect("t");
+    let wrong = w
+        .auth
+        .clone()
+        .change_password(bearer(
+            &alice.access_token,
+            auth::ChangePasswordRequest {
+                current_password: "wrong".into(),
+                new_password: "a brand new password".into(),
+            },
+        ))
+        .await
+        .expect_err("current password required");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let changed = w
+        .auth
+        .clone()
+        .change_password(bearer(
+            &alice.access_token,
+            auth::ChangePasswordRequest {
+                current_password: PASSWORD.into(),
+                new_password: "a brand new password".into(),
+            },
+        ))
+        .await
+        .expect("changed")
+        .into_inner();
+    assert_eq!(changed.revoked_count, 1);
+    w.auth
+        .clone()
+        .who_am_i(bearer(&alice.access_token, auth::WhoAmIRequest {}))
+        .await
+        .expect("this session goes on");
+    let status = w
+        .auth
+        .clone()
+        .who_am_i(bearer(&other.access_token, auth::WhoAmIRequest {}))
+        .await
+        .expect_err("other ended");
+    assert_eq!(status.message(), "session revoked");
+    assert!(login(&w, "alice@example.com", PASSWORD, "").await.is_err());
+    login(&w, "alice@example.com", "a brand new password", "")
+        .await
+        .expect("the new password works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_get_tokens_with_client_credentials_and_watch_revocations() {
+    let w = world().await;
+    let bad = w
+        .auth
+        .clone()
+        .issue_service_token(auth::IssueServiceTokenRequest {
+            client_id: "task".into(),
+            client_secret: "wrong".into(),
+        })
+        .await
+        .expect_err("bad secret");
+    assert_eq!(bad.code(), Code::Unauthenticated);
+    let issued = w
+        .auth
+        .clone()
+        .issue_service_token(auth::IssueServiceTokenRequest {
+            client_id: "task".into(),
+            client_secret: bulkhead_e2e::TASK_CLIENT_SECRET.into(),
+        })
+        .await
+        .expect("issued")
+        .into_inner();
+    assert_eq!(issued.service_name, "task");
+
+    // The service token opens internal RPCs; a user's token does not.
+    let alice = login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect("alice")
+        .tokens
+        .expect("t");
+    let user_watch = w
+        .auth
+        .clone()
+        .watch_revocations(bearer(
+            &alice.access_token,
+            auth::WatchRevocationsRequest {},
+        ))
+        .await;
+    assert_eq!(
+        user_watch.expect_err("users cannot watch").code(),
+        Code::PermissionDenied
+    );
+    let mut watch = tonic::Request::new(auth::WatchRevocationsRequest {});
+    watch.metadata_mut().insert(
+        "x-service-authorization",
+        format!("Bearer {}", issued.access_token)
+            .parse()
+            .expect("ascii"),
+    );
+    let mut stream = w
+        .auth
+        .clone()
+        .watch_revocations(watch)
+        .await
+        .expect("watch")
+        .into_inner();
+
+    w.auth
+        .clone()
+        .logout(bearer(
+            &alice.access_token,
+            auth::LogoutRequest {
+                all_sessions: false,
+            },
+        ))
+        .await
+        .expect("logout");
+    let item = tokio::time::timeout(Duration::from_secs(2), stream.message())
+        .await
+        .expect("a revocation within 2 s")
+        .expect("stream")
+        .expect("an item");
+    assert_eq!(item.session_id, alice.session_id);
+}

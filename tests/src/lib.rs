@@ -10,6 +10,9 @@ use bulkhead_guard::token::{Claims, SigningKey};
 use bulkhead_guard::{InactiveTenants, RevokedSessions, VerifierConfig};
 use bulkhead_postgres::testing::test_database;
 
+/// The client secret the suite's Auth accepts for service `task`.
+pub const TASK_CLIENT_SECRET: &str = "task-secret-for-tests-only";
+
 /// The running suite and the key its tokens are signed with.
 #[derive(Debug)]
 pub struct TestSuite {
@@ -95,6 +98,11 @@ pub async fn spawn_suite() -> TestSuite {
             )) as std::sync::Arc<dyn bulkhead_clients::ServiceCredentials>
         })),
         signing_key: Some(key.clone()),
+        service_clients: vec![bulkhead_auth::ServiceClient {
+            client_id: "task".into(),
+            secret: TASK_CLIENT_SECRET.into(),
+            scopes: vec!["tenant.read".into()],
+        }],
     };
     let suite = Suite::start(services, &guard, &peers)
         .await

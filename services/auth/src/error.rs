@@ -17,6 +17,15 @@ pub enum AuthError {
     /// A request field is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// Fields of the request break their rules: `(field, description)`.
+    #[error("invalid request")]
+    Fields(Vec<(String, String)>),
+    /// The email is taken.
+    #[error("a user with this email already exists")]
+    EmailTaken,
+    /// The caller may not do this.
+    #[error("permission denied")]
+    Forbidden,
     /// No such thing the caller may see.
     #[error("not found")]
     NotFound,
@@ -33,7 +42,11 @@ pub enum AuthError {
 
 impl From<diesel::result::Error> for AuthError {
     fn from(err: diesel::result::Error) -> Self {
-        Self::Db(err.into())
+        let err = DbError::from(err);
+        if err.is_unique_violation() && err.constraint_name() == Some("users_email_key") {
+            return Self::EmailTaken;
+        }
+        Self::Db(err)
     }
 }
 
@@ -45,6 +58,21 @@ impl From<AuthError> for Status {
                 Self::unauthenticated(message)
             }
             AuthError::Invalid(_) => Self::invalid_argument(message),
+            AuthError::Fields(violations) => {
+                use tonic_types::StatusExt as _;
+                let fields: Vec<&str> = violations.iter().map(|(f, _)| f.as_str()).collect();
+                let mut details = tonic_types::ErrorDetails::new();
+                for (field, description) in &violations {
+                    details.add_bad_request_violation(field.clone(), description.clone());
+                }
+                Self::with_error_details(
+                    tonic::Code::InvalidArgument,
+                    format!("invalid request: check {}", fields.join(", ")),
+                    details,
+                )
+            }
+            AuthError::EmailTaken => Self::already_exists(message),
+            AuthError::Forbidden => Self::permission_denied(message),
             AuthError::NotFound => Self::not_found(message),
             AuthError::TenantUnavailable(cause) => {
                 tracing::warn!(%cause, "tenant service unavailable");

@@ -33,6 +33,30 @@ pub struct AuthConfig {
     pub access_ttl: Duration,
     /// Refresh token (session) lifetime.
     pub refresh_ttl: Duration,
+    /// Service lifetime of `IssueServiceToken` tokens.
+    pub service_ttl: Duration,
+    /// The services allowed to obtain tokens, with their secrets.
+    pub service_clients: Vec<ServiceClient>,
+}
+
+/// A service that may call `IssueServiceToken`.
+#[derive(Clone)]
+pub struct ServiceClient {
+    /// The client id, which is also the service's name in its tokens.
+    pub client_id: String,
+    /// The shared secret (from config; never logged).
+    pub secret: String,
+    /// Scopes its tokens carry.
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for ServiceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceClient")
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for AuthConfig {
@@ -42,6 +66,8 @@ impl Default for AuthConfig {
             audience: "bulkhead".into(),
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            service_ttl: Duration::from_secs(15 * 60),
+            service_clients: Vec::new(),
         }
     }
 }
@@ -55,6 +81,8 @@ pub struct AuthApi {
     passwords: Passwords,
     tenants: TenantDirectory,
     revoked: RevokedSessions,
+    /// Every revocation, for `WatchRevocations` subscribers.
+    feed: tokio::sync::broadcast::Sender<(Uuid, DateTime<Utc>)>,
 }
 
 impl std::fmt::Debug for AuthApi {
@@ -85,6 +113,7 @@ impl AuthApi {
             passwords: Passwords::new(cores),
             tenants,
             revoked,
+            feed: tokio::sync::broadcast::channel(4096).0,
         }
     }
 
@@ -131,11 +160,46 @@ impl AuthApi {
         Ok((token, expires))
     }
 
+    /// A new session (refresh-token family) for `user` in `membership`'s tenant.
+    async fn start_session(
+        &self,
+        user: &User,
+        membership: &MembershipView,
+    ) -> Result<(pb::TokenPair, SessionId), AuthError> {
+        let session = SessionId::new_v7();
+        let (access_token, access_expires) = self.access_token(user, session, membership)?;
+        let (refresh_token, hash) = new_refresh_token();
+        let refresh_expires = Utc::now() + self.config.refresh_ttl;
+        let new = NewSession {
+            id: session,
+            user: UserId::from_uuid(user.id),
+            tenant: membership.tenant_id,
+            refresh_hash: &hash,
+            refresh_expires_at: refresh_expires,
+            access_expires_at: access_expires,
+        };
+        self.db
+            .platform_tx(async |tx| repo::create_session(tx, &new).await)
+            .await?;
+        Ok((
+            pb::TokenPair {
+                access_token,
+                refresh_token,
+                access_token_expires_at: Some(timestamp(access_expires)),
+                refresh_token_expires_at: Some(timestamp(refresh_expires)),
+                session_id: session.to_string(),
+            },
+            session,
+        ))
+    }
+
     fn mark_revoked(&self, revoked: &[(Uuid, DateTime<Utc>)]) {
         for (session, expires) in revoked {
             let expiry = SystemTime::UNIX_EPOCH
                 + Duration::from_secs(u64::try_from(expires.timestamp()).unwrap_or(0));
             self.revoked.revoke(SessionId::from_uuid(*session), expiry);
+            // No subscriber is not an error: they load the revoked set when they connect.
+            let _ = self.feed.send((*session, *expires));
         }
     }
 }
@@ -232,30 +296,10 @@ impl AuthService for AuthApi {
             tracing::info!(security = true, event = "login_failure", user_id = %user.id, "no accessible tenant");
             return Err(AuthError::InvalidCredentials.into());
         };
-        let session = SessionId::new_v7();
-        let (access_token, access_expires) = self.access_token(&user, session, &membership)?;
-        let (refresh_token, hash) = new_refresh_token();
-        let refresh_expires = Utc::now() + self.config.refresh_ttl;
-        let new = NewSession {
-            id: session,
-            user: UserId::from_uuid(user.id),
-            tenant: membership.tenant_id,
-            refresh_hash: &hash,
-            refresh_expires_at: refresh_expires,
-            access_expires_at: access_expires,
-        };
-        self.db
-            .platform_tx(async |tx| repo::create_session(tx, &new).await)
-            .await?;
+        let (tokens, _) = self.start_session(&user, &membership).await?;
         tracing::info!(security = true, event = "login_success", user_id = %user.id, tenant_id = %membership.tenant_id, "login");
         Ok(Response::new(pb::LoginResponse {
-            tokens: Some(pb::TokenPair {
-                access_token,
-                refresh_token,
-                access_token_expires_at: Some(timestamp(access_expires)),
-                refresh_token_expires_at: Some(timestamp(refresh_expires)),
-                session_id: session.to_string(),
-            }),
+            tokens: Some(tokens),
             tenant: Some(tenant_access(&membership)),
         }))
     }
@@ -393,6 +437,249 @@ impl AuthService for AuthApi {
                 x: text("x"),
             }],
         }))
+    }
+
+    async fn switch_tenant(
+        &self,
+        request: Request<pb::SwitchTenantRequest>,
+    ) -> Reply<pb::SwitchTenantResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let caller = ctx.tenant_user()?.clone();
+        let wanted = match &request.get_ref().tenant {
+            Some(pb::switch_tenant_request::Tenant::TenantId(id)) => TenantId::parse(id)
+                .map(|id| (Some(id), None))
+                .map_err(|_| {
+                    AuthError::Fields(vec![(
+                        "tenant_id".into(),
+                        "must be a tenant id (UUID)".into(),
+                    )])
+                })?,
+            Some(pb::switch_tenant_request::Tenant::TenantSlug(slug)) if !slug.is_empty() => {
+                (None, Some(slug.clone()))
+            }
+            _ => {
+                return Err(AuthError::Fields(vec![(
+                    "tenant".into(),
+                    "set tenant_id or tenant_slug".into(),
+                )])
+                .into());
+            }
+        };
+        let user = self
+            .db
+            .user_tx(caller.user_id, async |tx| repo::own_user(tx).await)
+            .await?
+            .filter(|u| u.is_active)
+            .ok_or(AuthError::Forbidden)?;
+        // Checked live with Tenant, never from the token.
+        let memberships = self.memberships(user.id).await?;
+        let Some(membership) = memberships.into_iter().find(|m| match &wanted {
+            (Some(id), _) => m.tenant_id == *id,
+            (_, Some(slug)) => &m.slug == slug,
+            _ => false,
+        }) else {
+            tracing::warn!(security = true, event = "switch_refused", user_id = %user.id, "switch to a tenant without membership");
+            return Err(Status::permission_denied("not a member of that tenant"));
+        };
+        let (tokens, _) = self.start_session(&user, &membership).await?;
+        Ok(Response::new(pb::SwitchTenantResponse {
+            tokens: Some(tokens),
+            tenant: Some(tenant_access(&membership)),
+        }))
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Reply<pb::CreateUserResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let caller = ctx.tenant_user()?;
+        let r = request.get_ref();
+        let mut violations: Vec<(String, String)> = Vec::new();
+        let email = check_email(&r.email).ok();
+        if email.is_none() {
+            violations.push((
+                "email".into(),
+                "must be an address such as ada@example.com".into(),
+            ));
+        }
+        if r.password.chars().count() < 12 || r.password.len() > 1024 {
+            violations.push(("password".into(), "must be 12 to 1024 characters".into()));
+        }
+        if r.display_name.chars().count() > 200 {
+            violations.push((
+                "display_name".into(),
+                "must be at most 200 characters".into(),
+            ));
+        }
+        let role = match pb::PlatformRole::try_from(r.platform_role) {
+            Ok(pb::PlatformRole::SuperAdmin) => PlatformRole::SuperAdmin,
+            Ok(pb::PlatformRole::User | pb::PlatformRole::Unspecified) => PlatformRole::User,
+            Err(_) => {
+                violations.push(("platform_role".into(), "must be SUPER_ADMIN or USER".into()));
+                PlatformRole::User
+            }
+        };
+        let Some(email) = email.filter(|_| violations.is_empty()) else {
+            return Err(AuthError::Fields(violations).into());
+        };
+        if role == PlatformRole::SuperAdmin && caller.platform_role != PlatformRole::SuperAdmin {
+            return Err(AuthError::Forbidden.into());
+        }
+        let hash = self
+            .passwords
+            .hash(r.password.clone())
+            .await
+            .map_err(AuthError::Invalid)?;
+        let display_name = r.display_name.trim().to_owned();
+        let user = self
+            .db
+            .platform_tx(async |tx| repo::create_user(tx, &email, &display_name, &hash, role).await)
+            .await?;
+        tracing::info!(security = true, event = "user_created", user_id = %user.id, by = %caller.user_id, "user created");
+        Ok(Response::new(pb::CreateUserResponse {
+            user: Some(pb::User {
+                id: user.id.to_string(),
+                email: user.email,
+                display_name,
+                platform_role: match role {
+                    PlatformRole::SuperAdmin => pb::PlatformRole::SuperAdmin,
+                    PlatformRole::User => pb::PlatformRole::User,
+                }
+                .into(),
+                is_active: user.is_active,
+                create_time: None,
+                update_time: None,
+            }),
+        }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Reply<pb::ChangePasswordResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let caller = ctx.tenant_user()?.clone();
+        let r = request.into_inner();
+        if r.new_password.chars().count() < 12 || r.new_password.len() > 1024 {
+            return Err(AuthError::Fields(vec![(
+                "new_password".into(),
+                "must be 12 to 1024 characters".into(),
+            )])
+            .into());
+        }
+        let user = self
+            .db
+            .user_tx(caller.user_id, async |tx| repo::own_user(tx).await)
+            .await?
+            .ok_or(AuthError::InvalidCredentials)?;
+        if !self
+            .passwords
+            .verify(r.current_password, Some(user.password_hash))
+            .await
+        {
+            return Err(AuthError::InvalidCredentials.into());
+        }
+        let hash = self
+            .passwords
+            .hash(r.new_password)
+            .await
+            .map_err(AuthError::Invalid)?;
+        self.db
+            .user_tx(caller.user_id, async |tx| {
+                repo::set_password(tx, &hash).await
+            })
+            .await?;
+        // Every other session ends; this one goes on.
+        let keep = *caller.session_id.as_uuid();
+        let revoked = self
+            .db
+            .platform_tx(async |tx| {
+                repo::revoke(
+                    tx,
+                    Revoke::UserExcept(caller.user_id, keep),
+                    "password changed",
+                )
+                .await
+            })
+            .await?;
+        self.mark_revoked(&revoked);
+        Ok(Response::new(pb::ChangePasswordResponse {
+            revoked_count: i32::try_from(revoked.len()).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn issue_service_token(
+        &self,
+        request: Request<pb::IssueServiceTokenRequest>,
+    ) -> Reply<pb::IssueServiceTokenResponse> {
+        use subtle::ConstantTimeEq as _;
+        let r = request.into_inner();
+        // Compare digests in constant time, and do it even for unknown clients.
+        let given = sha2::Sha256::digest(r.client_secret.as_bytes());
+        let mut matched: Option<&ServiceClient> = None;
+        for client in &self.config.service_clients {
+            let expected = sha2::Sha256::digest(client.secret.as_bytes());
+            let same_secret: bool = given.ct_eq(&expected).into();
+            if same_secret && client.client_id == r.client_id {
+                matched = Some(client);
+            }
+        }
+        let Some(client) = matched else {
+            tracing::warn!(security = true, event = "service_auth_failure", client_id = %r.client_id, "bad client credentials");
+            return Err(Status::unauthenticated("invalid client credentials"));
+        };
+        let identity = bulkhead_context::ServiceIdentity {
+            name: client.client_id.clone(),
+            scopes: client.scopes.clone(),
+        };
+        let claims = Claims::service(
+            &self.config.issuer,
+            &self.config.audience,
+            &identity,
+            self.config.service_ttl,
+        );
+        let token = self
+            .key
+            .sign(&claims)
+            .map_err(|e| AuthError::Signing(e.to_string()))?;
+        Ok(Response::new(pb::IssueServiceTokenResponse {
+            access_token: token,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: i64::try_from(claims.exp).unwrap_or(i64::MAX),
+                nanos: 0,
+            }),
+            scopes: client.scopes.clone(),
+            service_name: client.client_id.clone(),
+        }))
+    }
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Reply<futures_util::stream::BoxStream<'static, Result<pb::WatchRevocationsResponse, Status>>>
+    {
+        use futures_util::StreamExt as _;
+        let _ctx = RequestContext::from_request(&request)?;
+        // Subscribe first, then load: nothing revoked in between is missed
+        // (a session may come twice, which subscribers take as it is).
+        let live = tokio_stream::wrappers::BroadcastStream::new(self.feed.subscribe());
+        let current = self
+            .db
+            .platform_tx(async |tx| repo::revoked_unexpired(tx).await)
+            .await?;
+        let item = |(session, expires): (Uuid, DateTime<Utc>)| pb::WatchRevocationsResponse {
+            session_id: session.to_string(),
+            expires_at: Some(timestamp(expires)),
+            revoke_time: Some(timestamp(Utc::now())),
+        };
+        let initial = futures_util::stream::iter(current.into_iter().map(move |r| Ok(item(r))));
+        let live = live.map(move |event| match event {
+            Ok(revoked) => Ok(item(revoked)),
+            // A subscriber too slow to keep up must reconnect and reload.
+            Err(_) => Err(Status::data_loss("revocation feed lagged: reconnect")),
+        });
+        Ok(Response::new(initial.chain(live).boxed()))
     }
 
     async fn revoke_sessions(

@@ -13,7 +13,7 @@ use bulkhead_guard::{Policy, Rule};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 pub use error::AuthError;
-pub use grpc::{AuthApi, AuthConfig, bootstrap_admin};
+pub use grpc::{AuthApi, AuthConfig, ServiceClient, bootstrap_admin};
 
 /// The fully-qualified gRPC service name.
 pub const SERVICE_NAME: &str = "bulkhead.auth.v1.AuthService";

@@ -89,6 +89,49 @@ pub async fn ensure_user(
     Ok((user, true))
 }
 
+/// A new user.
+///
+/// # Errors
+/// `EmailTaken` when a user has this email in any case.
+pub async fn create_user(
+    tx: PlatformConn<'_>,
+    email: &str,
+    display_name: &str,
+    password_hash: &str,
+    role: PlatformRole,
+) -> Result<User, AuthError> {
+    let role = match role {
+        PlatformRole::SuperAdmin => "SUPER_ADMIN",
+        PlatformRole::User => "USER",
+    };
+    Ok(diesel::insert_into(users::table)
+        .values((
+            users::id.eq(Uuid::now_v7()),
+            users::email.eq(email),
+            users::display_name.eq(display_name),
+            users::platform_role.eq(role),
+            users::password_hash.eq(password_hash),
+        ))
+        .returning(User::as_returning())
+        .get_result(&mut tx.pg())
+        .await?)
+}
+
+/// Replaces the transaction's user's password hash.
+///
+/// # Errors
+/// On database failure.
+pub async fn set_password(tx: UserConn<'_>, hash: &str) -> Result<(), AuthError> {
+    diesel::update(users::table.filter(users::id.eq(tx.user_id().as_uuid())))
+        .set((
+            users::password_hash.eq(hash),
+            users::update_time.eq(diesel::dsl::now),
+        ))
+        .execute(&mut tx.pg())
+        .await?;
+    Ok(())
+}
+
 /// The transaction's own user.
 ///
 /// # Errors
@@ -209,6 +252,8 @@ pub enum Revoke {
     User(UserId, Option<TenantId>),
     /// Every session in a tenant.
     Tenant(TenantId),
+    /// Every session of a user but one (after a password change).
+    UserExcept(UserId, Uuid),
 }
 
 /// Revokes the live sessions `which` names; returns their ids and access expiries.
@@ -230,6 +275,9 @@ pub async fn revoke(
             .filter(sessions::user_id.eq(*user.as_uuid()))
             .filter(sessions::tenant_id.eq(*tenant.as_uuid())),
         Revoke::Tenant(tenant) => query.filter(sessions::tenant_id.eq(*tenant.as_uuid())),
+        Revoke::UserExcept(user, keep) => query
+            .filter(sessions::user_id.eq(*user.as_uuid()))
+            .filter(sessions::id.ne(keep)),
     };
     Ok(query
         .set((

@@ -25,6 +25,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once at start-up")]
 enum Command {
     /// All four services in one process on a private Postgres (for a laptop).
     Up {
@@ -77,6 +78,18 @@ enum Command {
         /// Where Prometheus metrics are served (`/metrics`).
         #[arg(long, env = "BULKHEAD_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
         metrics_listen: SocketAddr,
+        /// Tenant's URL (`http://tenant:50052`), where Auth reads memberships.
+        #[arg(long, env = "BULKHEAD_TENANT_URL")]
+        tenant_url: Option<String>,
+        /// This service's client id for `IssueServiceToken` (default: its name).
+        #[arg(long, env = "BULKHEAD_CLIENT_ID")]
+        client_id: Option<String>,
+        /// This service's client secret for `IssueServiceToken`.
+        #[arg(long, env = "BULKHEAD_CLIENT_SECRET", hide_env_values = true)]
+        client_secret: Option<String>,
+        /// Auth only: a service allowed to obtain tokens, as `name=secret` (repeatable).
+        #[arg(long = "service-client", env = "BULKHEAD_SERVICE_CLIENTS", value_delimiter = ',', hide_env_values = true, value_parser = parse_service_client)]
+        service_clients: Vec<bulkhead_auth::ServiceClient>,
     },
     /// Create a service's roles and database (with --admin-url) and run its migrations.
     Migrate {
@@ -113,6 +126,21 @@ enum Command {
         #[arg(long, default_value_t = 15)]
         ttl_minutes: u64,
     },
+}
+
+/// `name=secret` → a service client of Auth.
+fn parse_service_client(text: &str) -> Result<bulkhead_auth::ServiceClient, String> {
+    let (name, secret) = text
+        .split_once('=')
+        .ok_or_else(|| "expected name=secret".to_owned())?;
+    if name.is_empty() || secret.len() < 16 {
+        return Err("a service client needs a name and a secret of at least 16 characters".into());
+    }
+    Ok(bulkhead_auth::ServiceClient {
+        client_id: name.to_owned(),
+        secret: secret.to_owned(),
+        scopes: Vec::new(),
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -164,6 +192,10 @@ async fn main() -> anyhow::Result<()> {
             auth_url,
             audit_url,
             metrics_listen,
+            tenant_url,
+            client_id,
+            client_secret,
+            service_clients,
         } => {
             let _telemetry = bulkhead_telemetry::init(service.name(), LogFormat::Json)?;
             bulkhead_telemetry::serve_metrics(metrics_listen)?;
@@ -172,9 +204,14 @@ async fn main() -> anyhow::Result<()> {
                 audience,
                 ..VerifierConfig::default()
             };
-            let verifier = match (jwks_file, signing_key_file) {
-                (Some(jwks), _) => keys::verifier_from_jwks_file(&jwks, config)?,
-                (None, Some(key)) => keys::verifier_for(&keys::load(&key)?, config),
+            let signing_key = signing_key_file
+                .as_deref()
+                .map(keys::load)
+                .transpose()?
+                .map(std::sync::Arc::new);
+            let verifier = match (jwks_file, &signing_key) {
+                (Some(jwks), _) => keys::verifier_from_jwks_file(&jwks, config.clone())?,
+                (None, Some(key)) => keys::verifier_for(key, config.clone()),
                 (None, None) => anyhow::bail!("--jwks-file or --signing-key-file is required"),
             };
             let guard = SharedGuard {
@@ -182,6 +219,45 @@ async fn main() -> anyhow::Result<()> {
                 revoked: RevokedSessions::default(),
                 inactive: InactiveTenants::default(),
             };
+            let (stop_background, background) = tokio::sync::watch::channel(false);
+            // Auth mints its own service tokens; the others ask Auth for theirs.
+            let credentials: Option<bulkhead::services::CredentialsFactory> =
+                match (service, &signing_key, &auth_url, client_secret) {
+                    (ServiceKind::Auth, Some(key), _, _) => {
+                        let key = key.clone();
+                        let config = config.clone();
+                        Some(std::sync::Arc::new(move |name: &str| {
+                            std::sync::Arc::new(bulkhead_clients::LocalServiceTokens::new(
+                                key.clone(),
+                                name,
+                                config.clone(),
+                            ))
+                                as std::sync::Arc<dyn bulkhead_clients::ServiceCredentials>
+                        }))
+                    }
+                    (_, _, Some(auth), Some(secret)) => {
+                        let channel =
+                            tonic::transport::Endpoint::from_shared(auth.clone())?.connect_lazy();
+                        let issued = bulkhead_clients::IssuedServiceTokens::spawn(
+                            channel.clone(),
+                            client_id.unwrap_or_else(|| service.name().to_owned()),
+                            secret,
+                            background.clone(),
+                        );
+                        // Revocations reach this process's guard within about a second.
+                        tokio::spawn(bulkhead_clients::follow_revocations(
+                            channel,
+                            issued.clone(),
+                            guard.revoked.clone(),
+                            background.clone(),
+                        ));
+                        Some(std::sync::Arc::new(move |_: &str| {
+                            issued.clone()
+                                as std::sync::Arc<dyn bulkhead_clients::ServiceCredentials>
+                        }))
+                    }
+                    _ => None,
+                };
             let addr =
                 listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_port())));
             let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -190,14 +266,15 @@ async fn main() -> anyhow::Result<()> {
             let peers = bulkhead::services::Peers {
                 auth: auth_url,
                 audit: audit_url,
-                tenant: None,
-                // Service tokens from Auth's IssueServiceToken land with the Auth service.
-                credentials: None,
-                signing_key: None,
+                tenant: tenant_url,
+                credentials,
+                signing_key,
+                service_clients,
             };
             let suite =
                 up::Suite::start(vec![(service, database_url, listener)], &guard, &peers).await?;
             stop.await;
+            let _ = stop_background.send(true);
             suite.stop().await;
             Ok(())
         }

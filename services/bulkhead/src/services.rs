@@ -109,6 +109,8 @@ pub struct Peers {
     pub credentials: Option<CredentialsFactory>,
     /// Auth's signing key (used by the Auth service only).
     pub signing_key: Option<Arc<bulkhead_guard::token::SigningKey>>,
+    /// The services Auth issues tokens to (used by the Auth service only).
+    pub service_clients: Vec<bulkhead_auth::ServiceClient>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -207,7 +209,10 @@ pub async fn start_service(
         let api = bulkhead_auth::AuthApi::new(
             db.clone(),
             key,
-            bulkhead_auth::AuthConfig::default(),
+            bulkhead_auth::AuthConfig {
+                service_clients: peers.service_clients.clone(),
+                ..bulkhead_auth::AuthConfig::default()
+            },
             directory,
             guard.revoked.clone(),
         );

@@ -149,6 +149,7 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
             )) as std::sync::Arc<dyn bulkhead_clients::ServiceCredentials>
         })),
         signing_key: Some(key.clone()),
+        service_clients: Vec::new(),
     };
     let guard = SharedGuard {
         verifier: keys::verifier_for(&key, VerifierConfig::default()),

@@ -4,9 +4,13 @@
 //! (`RevokeSessions`), both idempotent by message id.
 
 mod credentials;
+mod issued;
+mod revocations;
 mod sinks;
 mod tenant;
 
 pub use credentials::{LocalServiceTokens, ServiceCredentials};
+pub use issued::IssuedServiceTokens;
+pub use revocations::follow_revocations;
 pub use sinks::{AuditSink, RevokeSink, json_to_struct};
 pub use tenant::{MembershipView, TenantDirectory};

@@ -1,0 +1,89 @@
+//! The guard's side of revocation: a subscription to Auth's `WatchRevocations`
+//! that fills this process's revoked-session set, reconnecting with backoff.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backon::BackoffBuilder as _;
+use bulkhead_context::SessionId;
+use bulkhead_guard::RevokedSessions;
+use bulkhead_proto::auth::v1 as pb;
+use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::ServiceCredentials;
+
+/// Keeps `revoked` in step with Auth until `shutdown` flips to true.
+pub async fn follow_revocations(
+    channel: Channel,
+    credentials: Arc<dyn ServiceCredentials>,
+    revoked: RevokedSessions,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut client = AuthServiceClient::new(channel);
+    let mut delays = backoff();
+    loop {
+        let outcome = tokio::select! {
+            outcome = subscribe(&mut client, &*credentials, &revoked) => outcome,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        match outcome {
+            // A stream that delivered something was healthy: start backing off afresh.
+            Ok(true) => delays = backoff(),
+            Ok(false) => {}
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "revocation feed interrupted")
+            }
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+fn backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// One subscription; `Ok(true)` when it delivered at least one revocation.
+async fn subscribe(
+    client: &mut AuthServiceClient<Channel>,
+    credentials: &dyn ServiceCredentials,
+    revoked: &RevokedSessions,
+) -> Result<bool, tonic::Status> {
+    let token = credentials
+        .token()
+        .ok_or_else(|| tonic::Status::unavailable("no service token"))?;
+    let mut request = tonic::Request::new(pb::WatchRevocationsRequest {});
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| tonic::Status::internal("service token is not valid metadata"))?;
+    request
+        .metadata_mut()
+        .insert("x-service-authorization", value);
+    let mut stream = client.watch_revocations(request).await?.into_inner();
+    let mut delivered = false;
+    while let Some(item) = stream.message().await? {
+        let Ok(session) = SessionId::parse(&item.session_id) else {
+            continue;
+        };
+        let expires = item
+            .expires_at
+            .and_then(|t| u64::try_from(t.seconds).ok())
+            .map_or_else(
+                || SystemTime::now() + Duration::from_secs(3600),
+                |s| UNIX_EPOCH + Duration::from_secs(s),
+            );
+        revoked.revoke(session, expires);
+        delivered = true;
+    }
+    Ok(delivered)
+}
