@@ -675,3 +675,54 @@ async fn services_get_tokens_with_client_credentials_and_watch_revocations() {
         .expect("an item");
     assert_eq!(item.session_id, alice.session_id);
 }
+
+/// The actions in Auth's outbox, oldest first, read as the database superuser.
+async fn auth_audit_actions(w: &World) -> Vec<serde_json::Value> {
+    use diesel_async::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Jsonb)]
+        payload: serde_json::Value,
+    }
+    let mut conn = w._suite.databases["auth"].admin_connection().await;
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT payload FROM outbox WHERE topic = 'audit' ORDER BY create_time, seq",
+    )
+    .load(&mut conn)
+    .await
+    .expect("outbox");
+    rows.into_iter().map(|r| r.payload).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_and_failures_are_audited_without_secrets() {
+    let w = world().await;
+    let ok = login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect("login")
+        .tokens
+        .expect("t");
+    login(&w, "alice@example.com", "a wrong password", "")
+        .await
+        .expect_err("wrong");
+    let events = auth_audit_actions(&w).await;
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(actions, vec!["auth.login", "auth.login_failure"]);
+    let text = serde_json::to_string(&events).expect("json");
+    assert!(
+        !text.contains(PASSWORD) && !text.contains("a wrong password"),
+        "no password in audit"
+    );
+    assert!(
+        !text.contains(&ok.access_token) && !text.contains(&ok.refresh_token),
+        "no token in audit"
+    );
+    assert_eq!(events[0]["tenant_id"], w.acme.id);
+    assert_eq!(
+        events[1]["tenant_id"],
+        "00000000-0000-0000-0000-000000000000"
+    );
+}

@@ -18,6 +18,8 @@ use sha2::Digest as _;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use bulkhead_outbox::audit::{Actor, Event};
+
 use crate::error::AuthError;
 use crate::password::Passwords;
 use crate::repo::{self, NewSession, Revoke, User};
@@ -165,6 +167,8 @@ impl AuthApi {
         &self,
         user: &User,
         membership: &MembershipView,
+        action: &'static str,
+        actor: &Actor,
     ) -> Result<(pb::TokenPair, SessionId), AuthError> {
         let session = SessionId::new_v7();
         let (access_token, access_expires) = self.access_token(user, session, membership)?;
@@ -179,7 +183,13 @@ impl AuthApi {
             access_expires_at: access_expires,
         };
         self.db
-            .platform_tx(async |tx| repo::create_session(tx, &new).await)
+            .platform_tx(async |tx| {
+                repo::create_session(tx, &new).await?;
+                let event = Event::new(action, "session", session)
+                    .new_value(serde_json::json!({ "user_id": user.id, "tenant_id": membership.tenant_id.to_string() }));
+                event.record_for(tx, membership.tenant_id, actor).await?;
+                Ok::<_, AuthError>(())
+            })
             .await?;
         Ok((
             pb::TokenPair {
@@ -193,6 +203,52 @@ impl AuthApi {
         ))
     }
 
+    /// Revokes `which` and leaves the audit event in the same transaction.
+    async fn revoke_audited(
+        &self,
+        which: Revoke,
+        reason: &str,
+        tenant: TenantId,
+        actor: &Actor,
+    ) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {
+        let revoked = self
+            .db
+            .platform_tx(async |tx| {
+                let revoked = repo::revoke(tx, which, reason).await?;
+                let ids: Vec<String> = revoked.iter().map(|(id, _)| id.to_string()).collect();
+                Event::new("auth.sessions_revoked", "session", format!("{which:?}"))
+                    .new_value(serde_json::json!({ "reason": reason, "sessions": ids }))
+                    .record_for(tx, tenant, actor)
+                    .await?;
+                Ok::<_, AuthError>(revoked)
+            })
+            .await?;
+        self.mark_revoked(&revoked);
+        Ok(revoked)
+    }
+
+    /// A failed login, audited without the password or any token.
+    async fn audit_login_failure(
+        &self,
+        email: &str,
+        user: Option<Uuid>,
+        actor: &Actor,
+    ) -> Result<(), AuthError> {
+        self.db
+            .platform_tx(async |tx| {
+                Event::new(
+                    "auth.login_failure",
+                    "user",
+                    user.map_or_else(|| "unknown".to_owned(), |u| u.to_string()),
+                )
+                .new_value(serde_json::json!({ "email": email }))
+                .record_for(tx, TenantId::from_uuid(Uuid::nil()), actor)
+                .await?;
+                Ok::<_, AuthError>(())
+            })
+            .await
+    }
+
     fn mark_revoked(&self, revoked: &[(Uuid, DateTime<Utc>)]) {
         for (session, expires) in revoked {
             let expiry = SystemTime::UNIX_EPOCH
@@ -201,6 +257,18 @@ impl AuthApi {
             // No subscriber is not an error: they load the revoked set when they connect.
             let _ = self.feed.send((*session, *expires));
         }
+    }
+}
+
+/// The actor of a public RPC (no verified principal yet): just the request id.
+fn anonymous<T>(request: &Request<T>) -> Actor {
+    Actor {
+        request_id: request
+            .extensions()
+            .get::<bulkhead_guard::RequestId>()
+            .map(|id| id.as_str().to_owned())
+            .unwrap_or_default(),
+        ..Actor::default()
     }
 }
 
@@ -275,6 +343,7 @@ type Reply<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
+        let mut actor = anonymous(&request);
         let r = request.into_inner();
         // Malformed input gets the same answer as a wrong password: nothing to learn.
         let email = check_email(&r.email).map_err(|_| AuthError::InvalidCredentials)?;
@@ -287,16 +356,23 @@ impl AuthService for AuthApi {
             .passwords
             .verify(r.password, user.as_ref().map(|u| u.password_hash.clone()))
             .await;
+        let known = user.as_ref().map(|u| u.id);
         let Some(user) = user.filter(|u| verified && u.is_active) else {
             tracing::info!(security = true, event = "login_failure", "login refused");
+            self.audit_login_failure(&email, known, &actor).await?;
             return Err(AuthError::InvalidCredentials.into());
         };
+        actor.user_id = Some(user.id.to_string());
         let memberships = self.memberships(user.id).await?;
         let Some(membership) = pick(&memberships, &r.tenant_slug) else {
             tracing::info!(security = true, event = "login_failure", user_id = %user.id, "no accessible tenant");
+            self.audit_login_failure(&email, Some(user.id), &actor)
+                .await?;
             return Err(AuthError::InvalidCredentials.into());
         };
-        let (tokens, _) = self.start_session(&user, &membership).await?;
+        let (tokens, _) = self
+            .start_session(&user, &membership, "auth.login", &actor)
+            .await?;
         tracing::info!(security = true, event = "login_success", user_id = %user.id, tenant_id = %membership.tenant_id, "login");
         Ok(Response::new(pb::LoginResponse {
             tokens: Some(tokens),
@@ -305,6 +381,7 @@ impl AuthService for AuthApi {
     }
 
     async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Reply<pb::RefreshResponse> {
+        let actor = anonymous(&request);
         let hash = refresh_hash(&request.into_inner().refresh_token);
         let found = self
             .db
@@ -312,25 +389,27 @@ impl AuthService for AuthApi {
                 if let Some(session) = repo::session_by_refresh(tx, &hash).await? {
                     return Ok::<_, AuthError>(Ok(session));
                 }
-                // A rotated token shown again: someone holds a copy. End the family.
-                if let Some(session) = repo::session_of_old_refresh(tx, &hash).await? {
-                    let revoked =
-                        repo::revoke(tx, Revoke::Session(session), "refresh token reused").await?;
-                    return Ok(Err(revoked));
-                }
-                Ok(Err(Vec::new()))
+                Ok(Err(repo::session_of_old_refresh(tx, &hash).await?))
             })
             .await?;
         let session = match found {
             Ok(session) => session,
-            Err(revoked) => {
-                if !revoked.is_empty() {
+            Err(reused) => {
+                // A rotated token shown again: someone holds a copy. End the family.
+                if let Some(session) = reused {
                     tracing::warn!(
                         security = true,
                         event = "refresh_reuse",
                         "rotated refresh token reused: session revoked"
                     );
-                    self.mark_revoked(&revoked);
+                    let platform = TenantId::from_uuid(Uuid::nil());
+                    self.revoke_audited(
+                        Revoke::Session(session),
+                        "refresh token reused",
+                        platform,
+                        &actor,
+                    )
+                    .await?;
                 }
                 return Err(AuthError::InvalidRefreshToken.into());
             }
@@ -352,13 +431,14 @@ impl AuthService for AuthApi {
             .into_iter()
             .find(|m| *m.tenant_id.as_uuid() == session.tenant_id)
         else {
-            let revoked = self
-                .db
-                .platform_tx(async |tx| {
-                    repo::revoke(tx, Revoke::Session(session.id), "membership ended").await
-                })
-                .await?;
-            self.mark_revoked(&revoked);
+            let tenant = TenantId::from_uuid(session.tenant_id);
+            self.revoke_audited(
+                Revoke::Session(session.id),
+                "membership ended",
+                tenant,
+                &actor,
+            )
+            .await?;
             return Err(AuthError::InvalidRefreshToken.into());
         };
         let sid = SessionId::from_uuid(session.id);
@@ -388,10 +468,8 @@ impl AuthService for AuthApi {
             Revoke::Session(*user.session_id.as_uuid())
         };
         let revoked = self
-            .db
-            .platform_tx(async |tx| repo::revoke(tx, which, "logout").await)
+            .revoke_audited(which, "logout", user.tenant_id, &Actor::of(ctx))
             .await?;
-        self.mark_revoked(&revoked);
         Ok(Response::new(pb::LogoutResponse {
             revoked_count: i32::try_from(revoked.len()).unwrap_or(i32::MAX),
         }))
@@ -481,7 +559,9 @@ impl AuthService for AuthApi {
             tracing::warn!(security = true, event = "switch_refused", user_id = %user.id, "switch to a tenant without membership");
             return Err(Status::permission_denied("not a member of that tenant"));
         };
-        let (tokens, _) = self.start_session(&user, &membership).await?;
+        let (tokens, _) = self
+            .start_session(&user, &membership, "auth.switch_tenant", &Actor::of(ctx))
+            .await?;
         Ok(Response::new(pb::SwitchTenantResponse {
             tokens: Some(tokens),
             tenant: Some(tenant_access(&membership)),
@@ -534,7 +614,14 @@ impl AuthService for AuthApi {
         let display_name = r.display_name.trim().to_owned();
         let user = self
             .db
-            .platform_tx(async |tx| repo::create_user(tx, &email, &display_name, &hash, role).await)
+            .platform_tx(async |tx| {
+                let user = repo::create_user(tx, &email, &display_name, &hash, role).await?;
+                Event::new("auth.user_create", "user", user.id)
+                    .new_value(serde_json::json!({ "email": user.email, "platform_role": user.platform_role }))
+                    .record_for(tx, caller.tenant_id, &Actor::of(ctx))
+                    .await?;
+                Ok::<_, AuthError>(user)
+            })
             .await?;
         tracing::info!(security = true, event = "user_created", user_id = %user.id, by = %caller.user_id, "user created");
         Ok(Response::new(pb::CreateUserResponse {
@@ -558,7 +645,8 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Reply<pb::ChangePasswordResponse> {
-        let ctx = RequestContext::from_request(&request)?;
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let ctx = &ctx;
         let caller = ctx.tenant_user()?.clone();
         let r = request.into_inner();
         if r.new_password.chars().count() < 12 || r.new_password.len() > 1024 {
@@ -585,22 +673,24 @@ impl AuthService for AuthApi {
             .hash(r.new_password)
             .await
             .map_err(AuthError::Invalid)?;
-        self.db
-            .user_tx(caller.user_id, async |tx| {
-                repo::set_password(tx, &hash).await
-            })
-            .await?;
-        // Every other session ends; this one goes on.
+        // The new hash, the end of every other session and the audit event: one transaction.
         let keep = *caller.session_id.as_uuid();
+        let actor = Actor::of(ctx);
         let revoked = self
             .db
             .platform_tx(async |tx| {
-                repo::revoke(
+                repo::set_password(tx, caller.user_id, &hash).await?;
+                let revoked = repo::revoke(
                     tx,
                     Revoke::UserExcept(caller.user_id, keep),
                     "password changed",
                 )
-                .await
+                .await?;
+                Event::new("auth.password_change", "user", caller.user_id)
+                    .new_value(serde_json::json!({ "sessions_revoked": revoked.len() }))
+                    .record_for(tx, caller.tenant_id, &actor)
+                    .await?;
+                Ok::<_, AuthError>(revoked)
             })
             .await?;
         self.mark_revoked(&revoked);
@@ -686,7 +776,8 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::RevokeSessionsRequest>,
     ) -> Reply<pb::RevokeSessionsResponse> {
-        let _ctx = RequestContext::from_request(&request)?;
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let ctx = &ctx;
         let r = request.into_inner();
         let tenant = r
             .tenant_id
@@ -711,11 +802,10 @@ impl AuthService for AuthApi {
             r.reason
         };
         // Idempotent: revoking what is already revoked changes nothing.
+        let audit_tenant = tenant.unwrap_or_else(|| TenantId::from_uuid(Uuid::nil()));
         let revoked = self
-            .db
-            .platform_tx(async |tx| repo::revoke(tx, which, &reason).await)
+            .revoke_audited(which, &reason, audit_tenant, &Actor::of(ctx))
             .await?;
-        self.mark_revoked(&revoked);
         Ok(Response::new(pb::RevokeSessionsResponse {
             revoked_count: i32::try_from(revoked.len()).unwrap_or(i32::MAX),
         }))

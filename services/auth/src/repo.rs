@@ -117,12 +117,12 @@ pub async fn create_user(
         .await?)
 }
 
-/// Replaces the transaction's user's password hash.
+/// Replaces a user's password hash.
 ///
 /// # Errors
 /// On database failure.
-pub async fn set_password(tx: UserConn<'_>, hash: &str) -> Result<(), AuthError> {
-    diesel::update(users::table.filter(users::id.eq(tx.user_id().as_uuid())))
+pub async fn set_password(tx: PlatformConn<'_>, user: UserId, hash: &str) -> Result<(), AuthError> {
+    diesel::update(users::table.filter(users::id.eq(user.as_uuid())))
         .set((
             users::password_hash.eq(hash),
             users::update_time.eq(diesel::dsl::now),

@@ -143,7 +143,7 @@ fn spawn_relay(
     if let Some(audit) = &peers.audit {
         let channel = tonic::transport::Endpoint::from_shared(audit.clone())?.connect_lazy();
         let sink = bulkhead_clients::AuditSink::new(channel, credentials.clone(), kind.name());
-        relay = relay.route(bulkhead_tenant::AUDIT_TOPIC, Arc::new(sink));
+        relay = relay.route(bulkhead_outbox::audit::AUDIT_TOPIC, Arc::new(sink));
     }
     if let Some(auth) = &peers.auth {
         let channel = tonic::transport::Endpoint::from_shared(auth.clone())?.connect_lazy();
@@ -219,6 +219,7 @@ pub async fn start_service(
         api.load_revoked()
             .await
             .map_err(|e| anyhow::anyhow!("auth: loading revoked sessions: {e}"))?;
+        spawn_relay(kind, db.clone(), peers, shutdown.clone())?;
         Some(api)
     } else {
         None

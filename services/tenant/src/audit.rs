@@ -6,73 +6,15 @@
 use bulkhead_context::{TenantId, UserId};
 use bulkhead_db::{PlatformConn, TenantConn};
 use bulkhead_guard::RequestContext;
+use bulkhead_outbox::audit::Actor;
 use serde_json::{Value, json};
 
 use crate::error::TenantError;
 use crate::repo::{Membership, SettingsRow, Tenant};
 
-/// The outbox topic of audit events.
-pub const AUDIT_TOPIC: &str = "audit";
+pub use bulkhead_outbox::audit::{AUDIT_TOPIC, Event};
 /// The outbox topic of revocation requests for Auth's `RevokeSessions`.
 pub const REVOKE_TOPIC: &str = "auth.revoke";
-
-/// One audit event: who did what to which resource, before and after.
-#[derive(Debug)]
-pub struct Event {
-    action: &'static str,
-    resource_type: &'static str,
-    resource_id: String,
-    old: Value,
-    new: Value,
-}
-
-impl Event {
-    /// An event of `action` on `resource_type` `resource_id`.
-    #[must_use]
-    pub fn new(
-        action: &'static str,
-        resource_type: &'static str,
-        resource_id: impl ToString,
-    ) -> Self {
-        Self {
-            action,
-            resource_type,
-            resource_id: resource_id.to_string(),
-            old: Value::Null,
-            new: Value::Null,
-        }
-    }
-
-    /// The resource before.
-    #[must_use]
-    pub fn old(mut self, old: Value) -> Self {
-        self.old = old;
-        self
-    }
-
-    /// The resource after.
-    #[must_use]
-    pub fn new_value(mut self, new: Value) -> Self {
-        self.new = new;
-        self
-    }
-
-    fn payload(&self, tenant: TenantId, ctx: &RequestContext) -> Value {
-        json!({
-            "tenant_id": tenant.to_string(),
-            "actor_user_id": ctx.user().map(|u| u.user_id.to_string()),
-            "actor_service": ctx.principal().service().map(|s| s.name.clone()),
-            "action": self.action,
-            "resource_type": self.resource_type,
-            "resource_id": self.resource_id,
-            "old_value": self.old,
-            "new_value": self.new,
-            "request_id": ctx.request_id().as_str(),
-            "trace_id": ctx.trace_id(),
-            "occur_time": chrono::Utc::now().to_rfc3339(),
-        })
-    }
-}
 
 /// Stores `event` for the transaction's tenant.
 ///
@@ -83,9 +25,7 @@ pub async fn record(
     ctx: &RequestContext,
     event: Event,
 ) -> Result<(), TenantError> {
-    let payload = event.payload(tx.tenant_id(), ctx);
-    bulkhead_outbox::enqueue(tx, AUDIT_TOPIC, &payload).await?;
-    Ok(())
+    Ok(event.record(tx, &Actor::of(ctx)).await?)
 }
 
 /// Stores `event` for `tenant` from a platform transaction.
@@ -98,9 +38,7 @@ pub async fn record_platform(
     ctx: &RequestContext,
     event: Event,
 ) -> Result<(), TenantError> {
-    let payload = event.payload(tenant, ctx);
-    bulkhead_outbox::enqueue_for(tx, tenant, AUDIT_TOPIC, &payload).await?;
-    Ok(())
+    Ok(event.record_for(tx, tenant, &Actor::of(ctx)).await?)
 }
 
 fn revocation(tenant: TenantId, user: Option<UserId>, reason: &str) -> Value {

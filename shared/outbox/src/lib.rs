@@ -8,6 +8,7 @@
 //! delivery and before marking it delivers again. Nothing is ever dropped: a
 //! message whose sink keeps failing stays pending (and shows in [`OutboxStats`]).
 
+pub mod audit;
 mod relay;
 
 use bulkhead_context::TenantId;
