@@ -726,3 +726,87 @@ async fn logins_and_failures_are_audited_without_secrets() {
         "00000000-0000-0000-0000-000000000000"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_lock_the_email_out_with_retry_info() {
+    use tonic_types::StatusExt as _;
+    let w = world().await;
+    for _ in 0..6 {
+        let status = login(&w, "alice@example.com", "a wrong password", "")
+            .await
+            .expect_err("wrong");
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    // Locked now, even with the right password; the answer says when to retry.
+    let status = login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect_err("locked");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let retry = status
+        .get_error_details()
+        .retry_info()
+        .cloned()
+        .expect("RetryInfo");
+    let delay = retry.retry_delay.expect("a delay");
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_secs(2),
+        "{delay:?}"
+    );
+    // Other accounts are not affected.
+    login(&w, "bob@example.com", PASSWORD, "")
+        .await
+        .expect("bob is not locked");
+    tokio::time::sleep(delay + Duration::from_millis(100)).await;
+    login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect("after the lockout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_in_another_process_follows_revocations_within_a_second() {
+    let w = world().await;
+    let tokens = login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect("login")
+        .tokens
+        .expect("t");
+    // What a separately deployed service does: obtain its token from Auth, then
+    // follow WatchRevocations into its own revoked-session set.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let auth_channel = channel(&w._suite, ServiceKind::Auth).await;
+    let credentials = bulkhead_clients::IssuedServiceTokens::spawn(
+        auth_channel.clone(),
+        "task".into(),
+        bulkhead_e2e::TASK_CLIENT_SECRET.into(),
+        stopped.clone(),
+    );
+    let remote = bulkhead_guard::RevokedSessions::default();
+    tokio::spawn(bulkhead_clients::follow_revocations(
+        auth_channel,
+        credentials,
+        remote.clone(),
+        stopped,
+    ));
+    let session = SessionId::parse(&tokens.session_id).expect("sid");
+    assert!(!remote.is_revoked(session));
+
+    w.auth
+        .clone()
+        .logout(bearer(
+            &tokens.access_token,
+            auth::LogoutRequest {
+                all_sessions: false,
+            },
+        ))
+        .await
+        .expect("logout");
+    let started = Instant::now();
+    while !remote.is_revoked(session) {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the remote guard did not learn of it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(true);
+}

@@ -83,6 +83,8 @@ pub struct AuthApi {
     passwords: Passwords,
     tenants: TenantDirectory,
     revoked: RevokedSessions,
+    /// Login throttling and lockout.
+    limits: Arc<crate::limits::LoginLimits>,
     /// Every revocation, for `WatchRevocations` subscribers.
     feed: tokio::sync::broadcast::Sender<(Uuid, DateTime<Utc>)>,
 }
@@ -116,6 +118,7 @@ impl AuthApi {
             tenants,
             revoked,
             feed: tokio::sync::broadcast::channel(4096).0,
+            limits: Arc::default(),
         }
     }
 
@@ -260,6 +263,20 @@ impl AuthApi {
     }
 }
 
+/// `RESOURCE_EXHAUSTED` with a `RetryInfo` saying when to try again.
+fn throttled(wait: Duration) -> Status {
+    use tonic_types::StatusExt as _;
+    let wait = wait.max(Duration::from_millis(1));
+    Status::with_error_details(
+        tonic::Code::ResourceExhausted,
+        format!(
+            "too many login attempts: retry in {} s",
+            wait.as_secs().max(1)
+        ),
+        tonic_types::ErrorDetails::with_retry_info(Some(wait)),
+    )
+}
+
 /// The actor of a public RPC (no verified principal yet): just the request id.
 fn anonymous<T>(request: &Request<T>) -> Actor {
     Actor {
@@ -344,9 +361,19 @@ type Reply<T> = Result<Response<T>, Status>;
 impl AuthService for AuthApi {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
         let mut actor = anonymous(&request);
+        let peer = request.remote_addr().map(|a| a.ip());
         let r = request.into_inner();
         // Malformed input gets the same answer as a wrong password: nothing to learn.
         let email = check_email(&r.email).map_err(|_| AuthError::InvalidCredentials)?;
+        let limit_key = email.to_lowercase();
+        if let Err(wait) = self.limits.check(&limit_key, peer) {
+            tracing::warn!(
+                security = true,
+                event = "login_throttled",
+                "login throttled"
+            );
+            return Err(throttled(wait));
+        }
         let user = self
             .db
             .platform_tx(async |tx| repo::user_by_email(tx, &email).await)
@@ -359,6 +386,7 @@ impl AuthService for AuthApi {
         let known = user.as_ref().map(|u| u.id);
         let Some(user) = user.filter(|u| verified && u.is_active) else {
             tracing::info!(security = true, event = "login_failure", "login refused");
+            self.limits.failed(&limit_key);
             self.audit_login_failure(&email, known, &actor).await?;
             return Err(AuthError::InvalidCredentials.into());
         };
@@ -366,10 +394,12 @@ impl AuthService for AuthApi {
         let memberships = self.memberships(user.id).await?;
         let Some(membership) = pick(&memberships, &r.tenant_slug) else {
             tracing::info!(security = true, event = "login_failure", user_id = %user.id, "no accessible tenant");
+            self.limits.failed(&limit_key);
             self.audit_login_failure(&email, Some(user.id), &actor)
                 .await?;
             return Err(AuthError::InvalidCredentials.into());
         };
+        self.limits.succeeded(&limit_key);
         let (tokens, _) = self
             .start_session(&user, &membership, "auth.login", &actor)
             .await?;

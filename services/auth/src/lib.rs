@@ -3,6 +3,7 @@
 
 mod error;
 mod grpc;
+mod limits;
 mod password;
 mod repo;
 mod schema;
