@@ -42,6 +42,25 @@ enum Command {
             default_value = "127.0.0.1:9464"
         )]
         metrics_listen: SocketAddr,
+        /// The first SUPER_ADMIN's email.
+        #[arg(long, env = "BULKHEAD_ADMIN_EMAIL")]
+        admin_email: Option<String>,
+        /// Their password (default: generated once, kept in the data folder).
+        #[arg(long, env = "BULKHEAD_ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: Option<String>,
+    },
+    /// Make sure the first SUPER_ADMIN exists and owns the `default` tenant
+    /// (idempotent), in the private cluster of `up`'s data folder.
+    Bootstrap {
+        /// The `up` data folder.
+        #[arg(long, env = "BULKHEAD_DATA_DIR", default_value = ".bulkhead")]
+        data_dir: PathBuf,
+        /// The SUPER_ADMIN's email.
+        #[arg(long, env = "BULKHEAD_ADMIN_EMAIL")]
+        email: String,
+        /// Their password (at least 12 characters).
+        #[arg(long, env = "BULKHEAD_ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
     },
     /// One service, for deployment.
     Serve {
@@ -171,6 +190,8 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             host,
             metrics_listen,
+            admin_email,
+            admin_password,
         } => {
             let _telemetry = bulkhead_telemetry::init("bulkhead", LogFormat::Pretty)?;
             bulkhead_telemetry::serve_metrics(metrics_listen)?;
@@ -178,6 +199,8 @@ async fn main() -> anyhow::Result<()> {
                 data_dir,
                 host,
                 metrics: Some(metrics_listen),
+                admin_email,
+                admin_password,
             })
             .await
         }
@@ -277,6 +300,20 @@ async fn main() -> anyhow::Result<()> {
             let _ = stop_background.send(true);
             suite.stop().await;
             Ok(())
+        }
+        Command::Bootstrap {
+            data_dir,
+            email,
+            password,
+        } => {
+            let _telemetry = bulkhead_telemetry::init("bulkhead", LogFormat::Pretty)?;
+            up::bootstrap_only(up::UpConfig {
+                data_dir,
+                admin_email: Some(email),
+                admin_password: Some(password),
+                ..up::UpConfig::default()
+            })
+            .await
         }
         Command::Migrate {
             service,

@@ -24,6 +24,10 @@ pub struct UpConfig {
     pub host: IpAddr,
     /// Where Prometheus metrics are served, for the banner.
     pub metrics: Option<SocketAddr>,
+    /// The first SUPER_ADMIN's email (default `admin@bulkhead.local`).
+    pub admin_email: Option<String>,
+    /// Their password (default: generated once, kept in the data folder).
+    pub admin_password: Option<String>,
 }
 
 impl Default for UpConfig {
@@ -32,6 +36,8 @@ impl Default for UpConfig {
             data_dir: PathBuf::from(".bulkhead"),
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             metrics: None,
+            admin_email: None,
+            admin_password: None,
         }
     }
 }
@@ -94,18 +100,37 @@ impl Suite {
 /// # Errors
 /// When Postgres cannot be started, a port is taken, or a service cannot start.
 pub async fn run(config: UpConfig) -> anyhow::Result<()> {
+    with_cluster(&config, Mode::Serve).await
+}
+
+/// `bulkhead bootstrap`: the same start, on passing ports, only to make sure the
+/// first SUPER_ADMIN and the default tenant exist; then everything stops again.
+///
+/// # Errors
+/// When Postgres cannot be started or a service or the bootstrap fails.
+pub async fn bootstrap_only(config: UpConfig) -> anyhow::Result<()> {
+    with_cluster(&config, Mode::BootstrapOnly).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Serve,
+    BootstrapOnly,
+}
+
+async fn with_cluster(config: &UpConfig, mode: Mode) -> anyhow::Result<()> {
     let cluster_root = config.data_dir.join("postgres");
     let cluster = tokio::task::spawn_blocking(move || {
         Cluster::start(&cluster_root, &ClusterOptions::default())
     })
     .await??;
-    let result = serve_on(&cluster, &config).await;
+    let result = serve_on(&cluster, config, mode).await;
     tracing::info!("stopping postgres");
     let stopped = tokio::task::spawn_blocking(move || cluster.stop()).await?;
     result.and(stopped.map_err(Into::into))
 }
 
-async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
+async fn serve_on(cluster: &Cluster, config: &UpConfig, mode: Mode) -> anyhow::Result<()> {
     let mut services = Vec::new();
     for kind in ServiceKind::ALL {
         let schema = kind.schema();
@@ -115,7 +140,12 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
             &cluster.url(&schema.owner_role(), &schema.database()),
         )
         .await?;
-        let addr = SocketAddr::new(config.host, kind.default_port());
+        let port = if mode == Mode::Serve {
+            kind.default_port()
+        } else {
+            0
+        };
+        let addr = SocketAddr::new(config.host, port);
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {addr} for {}: {e} (is another `bulkhead up` running?)",
@@ -130,11 +160,15 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
     }
     let key_path = config.data_dir.join("keys").join("auth-signing.pem");
     let key = std::sync::Arc::new(keys::load_or_create(&key_path)?);
+    let addresses: Vec<(ServiceKind, SocketAddr)> = services
+        .iter()
+        .map(|(kind, _, listener)| Ok((*kind, listener.local_addr()?)))
+        .collect::<std::io::Result<_>>()?;
     let url = |kind: ServiceKind| {
-        format!(
-            "http://{}",
-            SocketAddr::new(config.host, kind.default_port())
-        )
+        addresses
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or_else(String::new, |(_, addr)| format!("http://{addr}"))
     };
     let minting_key = key.clone();
     let peers = Peers {
@@ -160,7 +194,21 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig) -> anyhow::Result<()> {
     // after the banner must stop us cleanly, not kill us.
     let stop = stop_signal()?;
     let suite = Suite::start(services, &guard, &peers).await?;
-    let admin = bootstrap(cluster, config, &key, &suite).await?;
+    let admin = match bootstrap(cluster, config, &key, &suite).await {
+        Ok(admin) => admin,
+        Err(err) => {
+            suite.stop().await;
+            return Err(err);
+        }
+    };
+    if mode == Mode::BootstrapOnly {
+        println!(
+            "SUPER_ADMIN {} is ready (owner of tenant `default`).",
+            admin.email
+        );
+        suite.stop().await;
+        return Ok(());
+    }
     // A closed stdout (the terminal went away) must not bring the services down.
     let _ = writeln!(
         std::io::stdout(),
@@ -189,10 +237,12 @@ async fn bootstrap(
     suite: &Suite,
 ) -> anyhow::Result<Admin> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let email =
-        std::env::var("BULKHEAD_ADMIN_EMAIL").unwrap_or_else(|_| "admin@bulkhead.local".into());
+    let email = config
+        .admin_email
+        .clone()
+        .unwrap_or_else(|| "admin@bulkhead.local".into());
     let password_file = config.data_dir.join("admin-password");
-    let password = match std::env::var("BULKHEAD_ADMIN_PASSWORD") {
+    let password = match config.admin_password.clone().ok_or(()) {
         Ok(p) => p,
         Err(_) if password_file.exists() => {
             std::fs::read_to_string(&password_file)?.trim().to_owned()
