@@ -810,3 +810,61 @@ async fn a_guard_in_another_process_follows_revocations_within_a_second() {
     }
     let _ = stop.send(true);
 }
+
+/// A second, independent JWT implementation (PyJWT with `cryptography`) verifies
+/// Auth's tokens with nothing but the published JWK set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_jwt_library_verifies_tokens_with_the_jwk_set() {
+    let w = world().await;
+    let tokens = login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect("login")
+        .tokens
+        .expect("t");
+    let jwks = w
+        .auth
+        .clone()
+        .get_jwks(auth::GetJwksRequest {})
+        .await
+        .expect("jwks")
+        .into_inner()
+        .jwks_json;
+    let script = r#"
+import json, sys
+try:
+    import jwt
+except ImportError:
+    sys.exit("PyJWT is missing: pip install 'pyjwt[crypto]'")
+jwks = json.loads(sys.argv[1])
+token = sys.argv[2]
+kid = jwt.get_unverified_header(token)["kid"]
+key = next(jwt.PyJWK(k) for k in jwks["keys"] if k["kid"] == kid)
+claims = jwt.decode(token, key.key, algorithms=["EdDSA"], audience="bulkhead", issuer="bulkhead-auth")
+print(claims["sub"], claims["tid"], claims["trole"])
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", script, &jwks, &tokens.access_token])
+        .output()
+        .expect("python3 runs (install python3 and `pip install 'pyjwt[crypto]'`)");
+    assert!(
+        output.status.success(),
+        "PyJWT refused the token: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.trim(), format!("{} {} OWNER", w.alice, w.acme.id));
+
+    // And it refuses a token with one byte changed.
+    let mut forged = tokens.access_token.clone().into_bytes();
+    let at = forged.len() - 5;
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).expect("ascii");
+    let output = std::process::Command::new("python3")
+        .args(["-c", script, &jwks, &forged])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        !output.status.success(),
+        "a forged token must fail PyJWT too"
+    );
+}

@@ -63,6 +63,14 @@ impl TestSuite {
 /// # Panics
 /// When Postgres cannot be had or a service cannot start.
 pub async fn spawn_suite() -> TestSuite {
+    spawn_suite_with(bulkhead_auth::LimitsConfig::default()).await
+}
+
+/// Starts all four services, with Auth's login limits as given (benchmarks raise them).
+///
+/// # Panics
+/// When Postgres cannot be had or a service cannot start.
+pub async fn spawn_suite_with(login_limits: bulkhead_auth::LimitsConfig) -> TestSuite {
     let key = std::sync::Arc::new(SigningKey::generate());
     let guard = SharedGuard {
         verifier: bulkhead::keys::verifier_for(&key, VerifierConfig::default()),
@@ -98,11 +106,15 @@ pub async fn spawn_suite() -> TestSuite {
             )) as std::sync::Arc<dyn bulkhead_clients::ServiceCredentials>
         })),
         signing_key: Some(key.clone()),
-        service_clients: vec![bulkhead_auth::ServiceClient {
-            client_id: "task".into(),
-            secret: TASK_CLIENT_SECRET.into(),
-            scopes: vec!["tenant.read".into()],
-        }],
+        auth_config: bulkhead_auth::AuthConfig {
+            service_clients: vec![bulkhead_auth::ServiceClient {
+                client_id: "task".into(),
+                secret: TASK_CLIENT_SECRET.into(),
+                scopes: vec!["tenant.read".into()],
+            }],
+            login_limits,
+            ..bulkhead_auth::AuthConfig::default()
+        },
     };
     let suite = Suite::start(services, &guard, &peers)
         .await

@@ -39,6 +39,8 @@ pub struct AuthConfig {
     pub service_ttl: Duration,
     /// The services allowed to obtain tokens, with their secrets.
     pub service_clients: Vec<ServiceClient>,
+    /// Login throttling.
+    pub login_limits: crate::limits::LimitsConfig,
 }
 
 /// A service that may call `IssueServiceToken`.
@@ -70,6 +72,7 @@ impl Default for AuthConfig {
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             service_ttl: Duration::from_secs(15 * 60),
             service_clients: Vec::new(),
+            login_limits: crate::limits::LimitsConfig::default(),
         }
     }
 }
@@ -109,16 +112,20 @@ impl AuthApi {
         tenants: TenantDirectory,
         revoked: RevokedSessions,
     ) -> Self {
+        // Hashing may take all cores but one: the rest of the server (cheap RPCs,
+        // the database on the same machine) keeps a core under a login storm.
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let hashers = cores.saturating_sub(1).max(1);
+        let limits = config.login_limits;
         Self {
             db,
             key,
             config,
-            passwords: Passwords::new(cores),
+            passwords: Passwords::new(hashers),
             tenants,
             revoked,
             feed: tokio::sync::broadcast::channel(4096).0,
-            limits: Arc::default(),
+            limits: Arc::new(crate::limits::LoginLimits::new(limits)),
         }
     }
 

@@ -15,6 +15,7 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 pub use error::AuthError;
 pub use grpc::{AuthApi, AuthConfig, ServiceClient, bootstrap_admin};
+pub use limits::LimitsConfig;
 
 /// The fully-qualified gRPC service name.
 pub const SERVICE_NAME: &str = "bulkhead.auth.v1.AuthService";

@@ -27,17 +27,38 @@ impl std::fmt::Debug for LoginLimits {
     }
 }
 
-impl Default for LoginLimits {
+/// How many logins are allowed.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitsConfig {
+    /// Attempts per minute from one client address (burst: a quarter of it).
+    pub per_peer_per_minute: u32,
+    /// Attempts per minute for one email (burst: half of it).
+    pub per_email_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
     fn default() -> Self {
-        const fn n(v: u32) -> NonZeroU32 {
-            match NonZeroU32::new(v) {
-                Some(v) => v,
-                None => NonZeroU32::MIN,
-            }
-        }
         Self {
-            per_peer: RateLimiter::keyed(Quota::per_minute(n(120)).allow_burst(n(30))),
-            per_email: RateLimiter::keyed(Quota::per_minute(n(20)).allow_burst(n(10))),
+            per_peer_per_minute: 120,
+            per_email_per_minute: 20,
+        }
+    }
+}
+
+impl LoginLimits {
+    /// Limits as `config` says.
+    #[must_use]
+    pub fn new(config: LimitsConfig) -> Self {
+        let n = |v: u32| NonZeroU32::new(v).unwrap_or(NonZeroU32::MIN);
+        Self {
+            per_peer: RateLimiter::keyed(
+                Quota::per_minute(n(config.per_peer_per_minute))
+                    .allow_burst(n(config.per_peer_per_minute / 4)),
+            ),
+            per_email: RateLimiter::keyed(
+                Quota::per_minute(n(config.per_email_per_minute))
+                    .allow_burst(n(config.per_email_per_minute / 2)),
+            ),
             failures: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_idle(Duration::from_secs(30 * 60))

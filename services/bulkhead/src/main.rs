@@ -292,7 +292,12 @@ async fn main() -> anyhow::Result<()> {
                 tenant: tenant_url,
                 credentials,
                 signing_key,
-                service_clients,
+                auth_config: bulkhead_auth::AuthConfig {
+                    issuer: config.issuer.clone(),
+                    audience: config.audience.clone(),
+                    service_clients,
+                    ..bulkhead_auth::AuthConfig::default()
+                },
             };
             let suite =
                 up::Suite::start(vec![(service, database_url, listener)], &guard, &peers).await?;

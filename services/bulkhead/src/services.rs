@@ -109,8 +109,9 @@ pub struct Peers {
     pub credentials: Option<CredentialsFactory>,
     /// Auth's signing key (used by the Auth service only).
     pub signing_key: Option<Arc<bulkhead_guard::token::SigningKey>>,
-    /// The services Auth issues tokens to (used by the Auth service only).
-    pub service_clients: Vec<bulkhead_auth::ServiceClient>,
+    /// Auth's settings: token lifetimes, service clients, login limits (used by
+    /// the Auth service only).
+    pub auth_config: bulkhead_auth::AuthConfig,
 }
 
 impl std::fmt::Debug for Peers {
@@ -209,10 +210,7 @@ pub async fn start_service(
         let api = bulkhead_auth::AuthApi::new(
             db.clone(),
             key,
-            bulkhead_auth::AuthConfig {
-                service_clients: peers.service_clients.clone(),
-                ..bulkhead_auth::AuthConfig::default()
-            },
+            peers.auth_config.clone(),
             directory,
             guard.revoked.clone(),
         );

@@ -183,7 +183,7 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig, mode: Mode) -> anyhow::R
             )) as std::sync::Arc<dyn bulkhead_clients::ServiceCredentials>
         })),
         signing_key: Some(key.clone()),
-        service_clients: Vec::new(),
+        auth_config: bulkhead_auth::AuthConfig::default(),
     };
     let guard = SharedGuard {
         verifier: keys::verifier_for(&key, VerifierConfig::default()),

@@ -1,0 +1,170 @@
+//! Logins under load, with Argon2id at OWASP parameters on this machine's cores,
+//! and a cheap RPC (`WhoAmI`) on the same server while logins flood it: the cheap
+//! RPC must stay fast (hashing runs on blocking threads behind a semaphore).
+//!
+//! Run: `cargo bench -p bulkhead-e2e --bench auth_load`.
+
+use std::time::{Duration, Instant};
+
+use bulkhead::services::ServiceKind;
+use bulkhead_db::Db;
+use bulkhead_e2e::spawn_suite_with;
+use bulkhead_proto::auth::v1 as auth;
+use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
+use bulkhead_proto::tenant::v1 as tenant;
+use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
+
+const USERS: usize = 32;
+const LOGIN_CLIENTS: usize = 8;
+const PHASE: Duration = Duration::from_secs(8);
+const PASSWORD: &str = "a password long enough";
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    #[expect(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "an index"
+    )]
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or(f64::NAN)
+}
+
+fn summary(mut millis: Vec<f64>) -> String {
+    millis.sort_by(f64::total_cmp);
+    format!(
+        "n {:>6}  p50 {:>8.2} ms  p99 {:>8.2} ms",
+        millis.len(),
+        percentile(&millis, 0.5),
+        percentile(&millis, 0.99)
+    )
+}
+
+async fn whoami_for(
+    client: &mut AuthServiceClient<tonic::transport::Channel>,
+    token: &str,
+    until: Instant,
+) -> Vec<f64> {
+    let mut millis = Vec::new();
+    while Instant::now() < until {
+        let mut request = tonic::Request::new(auth::WhoAmIRequest {});
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+        let started = Instant::now();
+        client.who_am_i(request).await.expect("whoami");
+        millis.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    millis
+}
+
+#[tokio::main]
+async fn main() {
+    // The throttles would stop a benchmark from one address: raised here.
+    let limits = bulkhead_auth::LimitsConfig {
+        per_peer_per_minute: 1_000_000,
+        per_email_per_minute: 1_000_000,
+    };
+    let suite = spawn_suite_with(limits).await;
+    let db = Db::connect(
+        &suite.databases["auth"].app_url,
+        &bulkhead_auth::SCHEMA.pool_config(),
+    )
+    .await
+    .expect("auth pool");
+    let endpoint = |kind| {
+        tonic::transport::Endpoint::from_shared(suite.endpoint(kind))
+            .expect("endpoint")
+            .connect_lazy()
+    };
+    let mut tenants = TenantServiceClient::new(endpoint(ServiceKind::Tenant));
+    let operator = suite.token(&bulkhead_context::TenantUser {
+        user_id: bulkhead_context::UserId::new_v7(),
+        session_id: bulkhead_context::SessionId::new_v7(),
+        tenant_id: bulkhead_context::TenantId::new_v7(),
+        tenant_slug: "ops".into(),
+        tenant_role: bulkhead_context::TenantRole::Viewer,
+        platform_role: bulkhead_context::PlatformRole::SuperAdmin,
+    });
+    let mut emails = Vec::new();
+    for i in 0..USERS {
+        let email = format!("user{i}@example.com");
+        let (user, _) = bulkhead_auth::bootstrap_admin(&db, &email, PASSWORD)
+            .await
+            .expect("user");
+        let mut request = tonic::Request::new(tenant::CreateTenantRequest {
+            slug: format!("tenant-{i}"),
+            name: format!("Tenant {i}"),
+            domain: String::new(),
+            owner_user_id: user.to_string(),
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {operator}").parse().expect("ascii"),
+        );
+        tenants.create_tenant(request).await.expect("tenant");
+        emails.push(email);
+    }
+    let auth_channel = endpoint(ServiceKind::Auth);
+    let mut probe = AuthServiceClient::new(auth_channel.clone());
+    let token = probe
+        .login(auth::LoginRequest {
+            email: emails[0].clone(),
+            password: PASSWORD.into(),
+            tenant_slug: String::new(),
+        })
+        .await
+        .expect("login")
+        .into_inner()
+        .tokens
+        .expect("tokens")
+        .access_token;
+
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "Auth under load: {cores} cores, Argon2id m=19 MiB t=2 p=1, {LOGIN_CLIENTS} login clients, {}s phases",
+        PHASE.as_secs()
+    );
+
+    let quiet = whoami_for(&mut probe, &token, Instant::now() + PHASE).await;
+    println!("  WhoAmI alone               {}", summary(quiet));
+
+    let until = Instant::now() + PHASE;
+    let mut flood = Vec::new();
+    for c in 0..LOGIN_CLIENTS {
+        let mut client = AuthServiceClient::new(auth_channel.clone());
+        let emails = emails.clone();
+        flood.push(tokio::spawn(async move {
+            let mut millis = Vec::new();
+            let mut i = c;
+            while Instant::now() < until {
+                let started = Instant::now();
+                client
+                    .login(auth::LoginRequest {
+                        email: emails[i % emails.len()].clone(),
+                        password: PASSWORD.into(),
+                        tenant_slug: String::new(),
+                    })
+                    .await
+                    .expect("login");
+                millis.push(started.elapsed().as_secs_f64() * 1e3);
+                i += LOGIN_CLIENTS;
+            }
+            millis
+        }));
+    }
+    let during = whoami_for(&mut probe, &token, until).await;
+    let mut logins = Vec::new();
+    for client in flood {
+        logins.extend(client.await.expect("client"));
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a rate")]
+    let rate = logins.len() as f64 / PHASE.as_secs_f64();
+    println!(
+        "  Login flood                {}  ({rate:.1} logins/s)",
+        summary(logins)
+    );
+    println!("  WhoAmI during the flood    {}", summary(during));
+    suite.suite.stop().await;
+}
