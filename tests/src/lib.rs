@@ -105,7 +105,9 @@ pub async fn spawn_suite_with(login_limits: bulkhead_auth::LimitsConfig) -> Test
                 VerifierConfig::default(),
             )) as std::sync::Arc<dyn bulkhead_clients::ServiceCredentials>
         })),
-        signing_key: Some(key.clone()),
+        signing_keys: Some(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(bulkhead_guard::token::KeyRing::single(key.clone())),
+        ))),
         auth_config: bulkhead_auth::AuthConfig {
             service_clients: vec![bulkhead_auth::ServiceClient {
                 client_id: "task".into(),

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bulkhead_clients::{MembershipView, TenantDirectory};
 use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantUser, UserId};
 use bulkhead_db::Db;
-use bulkhead_guard::token::{Claims, SigningKey};
+use bulkhead_guard::token::{Claims, KeyRing, SigningKey, unix_now};
 use bulkhead_guard::{RequestContext, RevokedSessions};
 use bulkhead_proto::auth::v1 as pb;
 use bulkhead_proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
@@ -77,11 +77,14 @@ impl Default for AuthConfig {
     }
 }
 
+/// Auth's signing keys, replaceable while running (key rotation).
+pub type SharedKeys = Arc<std::sync::RwLock<Arc<KeyRing>>>;
+
 /// The Auth service's handlers.
 #[derive(Clone)]
 pub struct AuthApi {
     db: Db,
-    key: Arc<SigningKey>,
+    keys: SharedKeys,
     config: AuthConfig,
     passwords: Passwords,
     tenants: TenantDirectory,
@@ -95,7 +98,7 @@ pub struct AuthApi {
 impl std::fmt::Debug for AuthApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthApi")
-            .field("kid", &self.key.kid())
+            .field("kid", &self.signing_key().kid())
             .finish_non_exhaustive()
     }
 }
@@ -107,7 +110,7 @@ impl AuthApi {
     #[must_use]
     pub fn new(
         db: Db,
-        key: Arc<SigningKey>,
+        keys: SharedKeys,
         config: AuthConfig,
         tenants: TenantDirectory,
         revoked: RevokedSessions,
@@ -119,7 +122,7 @@ impl AuthApi {
         let limits = config.login_limits;
         Self {
             db,
-            key,
+            keys,
             config,
             passwords: Passwords::new(hashers),
             tenants,
@@ -133,6 +136,15 @@ impl AuthApi {
     #[must_use]
     pub fn into_server(self) -> AuthServiceServer<Self> {
         AuthServiceServer::new(self)
+    }
+
+    /// The key to sign with now.
+    fn signing_key(&self) -> Arc<SigningKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .signing_key(unix_now())
+            .clone()
     }
 
     async fn memberships(&self, user: Uuid) -> Result<Vec<MembershipView>, AuthError> {
@@ -164,7 +176,7 @@ impl AuthApi {
             self.config.access_ttl,
         );
         let token = self
-            .key
+            .signing_key()
             .sign(&claims)
             .map_err(|e| AuthError::Signing(e.to_string()))?;
         let expires = DateTime::from_timestamp(i64::try_from(claims.exp).unwrap_or(i64::MAX), 0)
@@ -539,18 +551,29 @@ impl AuthService for AuthApi {
     }
 
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
-        let jwk = self.key.public_jwk();
-        let text = |k: &str| jwk[k].as_str().unwrap_or_default().to_owned();
+        // Every published key: during a rotation, the next one and the previous one.
+        let jwks = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .public_jwks();
+        let keys = jwks
+            .iter()
+            .map(|jwk| {
+                let text = |k: &str| jwk[k].as_str().unwrap_or_default().to_owned();
+                pb::Jwk {
+                    kty: text("kty"),
+                    crv: text("crv"),
+                    kid: text("kid"),
+                    alg: text("alg"),
+                    r#use: text("use"),
+                    x: text("x"),
+                }
+            })
+            .collect();
         Ok(Response::new(pb::GetJwksResponse {
-            jwks_json: serde_json::json!({ "keys": [jwk] }).to_string(),
-            keys: vec![pb::Jwk {
-                kty: text("kty"),
-                crv: text("crv"),
-                kid: text("kid"),
-                alg: text("alg"),
-                r#use: text("use"),
-                x: text("x"),
-            }],
+            jwks_json: serde_json::json!({ "keys": jwks }).to_string(),
+            keys,
         }))
     }
 
@@ -767,7 +790,7 @@ impl AuthService for AuthApi {
             self.config.service_ttl,
         );
         let token = self
-            .key
+            .signing_key()
             .sign(&claims)
             .map_err(|e| AuthError::Signing(e.to_string()))?;
         Ok(Response::new(pb::IssueServiceTokenResponse {

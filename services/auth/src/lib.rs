@@ -14,7 +14,7 @@ use bulkhead_guard::{Policy, Rule};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 pub use error::AuthError;
-pub use grpc::{AuthApi, AuthConfig, ServiceClient, bootstrap_admin};
+pub use grpc::{AuthApi, AuthConfig, ServiceClient, SharedKeys, bootstrap_admin};
 pub use limits::LimitsConfig;
 
 /// The fully-qualified gRPC service name.

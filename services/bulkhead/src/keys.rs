@@ -61,3 +61,140 @@ pub fn verifier_from_jwks_file(
     let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)?;
     Ok(Arc::new(TokenVerifier::new(config, &jwks)))
 }
+
+/// Auth's key folder: every `auth-signing-<created>.pem` in it (the first key of
+/// an older `up`, `auth-signing.pem`, counts as created at 0).
+///
+/// # Errors
+/// When the folder cannot be read or a key cannot be parsed.
+pub fn load_ring(
+    dir: &Path,
+    grace: std::time::Duration,
+) -> anyhow::Result<bulkhead_guard::token::KeyRing> {
+    let mut keys = Vec::new();
+    if dir.exists() {
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let created = if name == "auth-signing.pem" {
+                0
+            } else if let Some(ts) = name
+                .strip_prefix("auth-signing-")
+                .and_then(|n| n.strip_suffix(".pem"))
+            {
+                ts.parse::<u64>()?
+            } else {
+                continue;
+            };
+            keys.push((created, Arc::new(load(&path)?)));
+        }
+    }
+    if keys.is_empty() {
+        rotate(dir)?;
+        return load_ring(dir, grace);
+    }
+    Ok(bulkhead_guard::token::KeyRing::new(keys, grace))
+}
+
+/// Adds a new signing key to the folder (mode 0600); returns its `kid`. It is
+/// published at once and signs after the grace period.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn rotate(dir: &Path) -> anyhow::Result<String> {
+    let now = bulkhead_guard::token::unix_now();
+    let path = dir.join(format!("auth-signing-{now}.pem"));
+    if path.exists() {
+        anyhow::bail!("a key was created this very second; try again");
+    }
+    let key = load_or_create(&path)?;
+    Ok(key.kid().to_owned())
+}
+
+/// How long a new key is published before it signs: longer than the verifiers'
+/// key-set refresh ([`KEY_REFRESH`]), so every verifier knows it in time.
+pub const KEY_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How often Auth re-reads its key folder and verifiers refresh the key set.
+pub const KEY_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Re-reads the key folder every [`KEY_REFRESH`]: Auth signs with the current key,
+/// and `verifier` (this process's) trusts every published one.
+pub fn spawn_key_reload(
+    dir: std::path::PathBuf,
+    keys: bulkhead_auth::SharedKeys,
+    verifier: Arc<TokenVerifier>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(KEY_REFRESH) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            match load_ring(&dir, KEY_GRACE) {
+                Ok(ring) => {
+                    verifier.replace_keys(&ring.jwk_set());
+                    *keys
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(ring);
+                }
+                Err(err) => tracing::warn!(%err, "could not reload the signing keys"),
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
+    use bulkhead_guard::token::{Claims, TokenUse, unix_now};
+    use bulkhead_guard::{TokenVerifier, VerifierConfig};
+
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid_and_signs_with_the_new_key_after_grace() {
+        let dir = tempfile::tempdir().expect("dir");
+        let first = load_ring(dir.path(), Duration::ZERO).expect("ring");
+        let user = TenantUser {
+            user_id: UserId::new_v7(),
+            session_id: SessionId::new_v7(),
+            tenant_id: TenantId::new_v7(),
+            tenant_slug: "acme".into(),
+            tenant_role: TenantRole::Owner,
+            platform_role: PlatformRole::User,
+        };
+        let config = VerifierConfig::default();
+        let claims = Claims::access(
+            &config.issuer,
+            &config.audience,
+            &user,
+            Duration::from_secs(600),
+        );
+        let old_token = first.signing_key(unix_now()).sign(&claims).expect("sign");
+
+        std::thread::sleep(Duration::from_millis(1100));
+        let new_kid = rotate(dir.path()).expect("rotate");
+        let in_grace = load_ring(dir.path(), Duration::from_secs(3600)).expect("ring");
+        assert_ne!(
+            in_grace.signing_key(unix_now()).kid(),
+            new_kid,
+            "the new key waits out its grace"
+        );
+        let after = load_ring(dir.path(), Duration::ZERO).expect("ring");
+        assert_eq!(after.signing_key(unix_now()).kid(), new_kid);
+
+        let verifier = TokenVerifier::new(config, &after.jwk_set());
+        let new_token = after.signing_key(unix_now()).sign(&claims).expect("sign");
+        for token in [&old_token, &new_token] {
+            verifier
+                .verify(token, TokenUse::Access)
+                .expect("both keys verify");
+        }
+    }
+}

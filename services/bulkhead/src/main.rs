@@ -121,6 +121,13 @@ enum Command {
         #[arg(long, env = "BULKHEAD_ADMIN_DATABASE_URL", hide_env_values = true)]
         admin_url: Option<String>,
     },
+    /// Add a new signing key to `up`'s key folder: published at once, signing after
+    /// a grace period; older keys keep verifying their tokens.
+    RotateKey {
+        /// The `up` data folder.
+        #[arg(long, env = "BULKHEAD_DATA_DIR", default_value = ".bulkhead")]
+        data_dir: PathBuf,
+    },
     /// Mint an access token with the local signing key (break-glass; for `up`).
     Token {
         /// The `up` data folder holding the key.
@@ -243,6 +250,16 @@ async fn main() -> anyhow::Result<()> {
                 inactive: InactiveTenants::default(),
             };
             let (stop_background, background) = tokio::sync::watch::channel(false);
+            // Other services keep Auth's key set fresh (key rotation).
+            if let (Some(auth), false) = (&auth_url, service == ServiceKind::Auth) {
+                let channel = tonic::transport::Endpoint::from_shared(auth.clone())?.connect_lazy();
+                tokio::spawn(bulkhead_clients::follow_jwks(
+                    channel,
+                    guard.verifier.clone(),
+                    keys::KEY_REFRESH,
+                    background.clone(),
+                ));
+            }
             // Auth mints its own service tokens; the others ask Auth for theirs.
             let credentials: Option<bulkhead::services::CredentialsFactory> =
                 match (service, &signing_key, &auth_url, client_secret) {
@@ -291,7 +308,11 @@ async fn main() -> anyhow::Result<()> {
                 audit: audit_url,
                 tenant: tenant_url,
                 credentials,
-                signing_key,
+                signing_keys: signing_key.map(|key| {
+                    std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
+                        bulkhead_guard::token::KeyRing::single(key),
+                    )))
+                }),
                 auth_config: bulkhead_auth::AuthConfig {
                     issuer: config.issuer.clone(),
                     audience: config.audience.clone(),
@@ -304,6 +325,15 @@ async fn main() -> anyhow::Result<()> {
             stop.await;
             let _ = stop_background.send(true);
             suite.stop().await;
+            Ok(())
+        }
+        Command::RotateKey { data_dir } => {
+            let kid = keys::rotate(&data_dir.join("keys"))?;
+            println!(
+                "new signing key {kid}: published within {} s, signing after {} s",
+                keys::KEY_REFRESH.as_secs(),
+                keys::KEY_GRACE.as_secs()
+            );
             Ok(())
         }
         Command::Bootstrap {
@@ -343,7 +373,8 @@ async fn main() -> anyhow::Result<()> {
             super_admin,
             ttl_minutes,
         } => {
-            let key = keys::load(&data_dir.join("keys").join("auth-signing.pem"))?;
+            let ring = keys::load_ring(&data_dir.join("keys"), keys::KEY_GRACE)?;
+            let key = ring.signing_key(bulkhead_guard::token::unix_now()).clone();
             let user = TenantUser {
                 user_id: user_id
                     .as_deref()

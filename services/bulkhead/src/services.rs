@@ -107,8 +107,8 @@ pub struct Peers {
     pub tenant: Option<String>,
     /// Mints this process's service tokens, as service `name` (`tenant`, `auth`…).
     pub credentials: Option<CredentialsFactory>,
-    /// Auth's signing key (used by the Auth service only).
-    pub signing_key: Option<Arc<bulkhead_guard::token::SigningKey>>,
+    /// Auth's signing keys (used by the Auth service only).
+    pub signing_keys: Option<bulkhead_auth::SharedKeys>,
     /// Auth's settings: token lifetimes, service clients, login limits (used by
     /// the Auth service only).
     pub auth_config: bulkhead_auth::AuthConfig,
@@ -120,6 +120,7 @@ impl std::fmt::Debug for Peers {
             .field("auth", &self.auth)
             .field("audit", &self.audit)
             .field("tenant", &self.tenant)
+            .field("signing_keys", &self.signing_keys.is_some())
             .field("credentials", &self.credentials.is_some())
             .finish()
     }
@@ -192,8 +193,8 @@ pub async fn start_service(
     let layer = GuardLayer::new(guard.verifier, kind.policy(), guard.revoked.clone())
         .with_inactive_tenants(guard.inactive.clone());
     let auth_api = if kind == ServiceKind::Auth {
-        let key = peers
-            .signing_key
+        let keys = peers
+            .signing_keys
             .clone()
             .ok_or_else(|| anyhow::anyhow!("auth needs a signing key"))?;
         let tenant_url = peers
@@ -209,7 +210,7 @@ pub async fn start_service(
         let directory = bulkhead_clients::TenantDirectory::new(channel, credentials);
         let api = bulkhead_auth::AuthApi::new(
             db.clone(),
-            key,
+            keys,
             peers.auth_config.clone(),
             directory,
             guard.revoked.clone(),

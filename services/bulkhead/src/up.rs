@@ -158,8 +158,16 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig, mode: Mode) -> anyhow::R
             listener,
         ));
     }
-    let key_path = config.data_dir.join("keys").join("auth-signing.pem");
-    let key = std::sync::Arc::new(keys::load_or_create(&key_path)?);
+    let keys_dir = config.data_dir.join("keys");
+    let ring = keys::load_ring(&keys_dir, keys::KEY_GRACE)?;
+    // The key signing now: for this process's own service tokens and the bootstrap.
+    let key = ring.signing_key(bulkhead_guard::token::unix_now()).clone();
+    let verifier = std::sync::Arc::new(bulkhead_guard::TokenVerifier::new(
+        VerifierConfig::default(),
+        &ring.jwk_set(),
+    ));
+    let signing_keys: bulkhead_auth::SharedKeys =
+        std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(ring)));
     let addresses: Vec<(ServiceKind, SocketAddr)> = services
         .iter()
         .map(|(kind, _, listener)| Ok((*kind, listener.local_addr()?)))
@@ -182,11 +190,13 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig, mode: Mode) -> anyhow::R
                 VerifierConfig::default(),
             )) as std::sync::Arc<dyn bulkhead_clients::ServiceCredentials>
         })),
-        signing_key: Some(key.clone()),
+        signing_keys: Some(signing_keys.clone()),
         auth_config: bulkhead_auth::AuthConfig::default(),
     };
+    let (stop_keys, keys_stopped) = tokio::sync::watch::channel(false);
+    keys::spawn_key_reload(keys_dir, signing_keys, verifier.clone(), keys_stopped);
     let guard = SharedGuard {
-        verifier: keys::verifier_for(&key, VerifierConfig::default()),
+        verifier,
         revoked: RevokedSessions::default(),
         inactive: InactiveTenants::default(),
     };
@@ -206,6 +216,7 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig, mode: Mode) -> anyhow::R
             "SUPER_ADMIN {} is ready (owner of tenant `default`).",
             admin.email
         );
+        let _ = stop_keys.send(true);
         suite.stop().await;
         return Ok(());
     }
@@ -216,6 +227,7 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig, mode: Mode) -> anyhow::R
         banner(&suite, cluster, config, &admin)
     );
     stop.await;
+    let _ = stop_keys.send(true);
     suite.stop().await;
     Ok(())
 }

@@ -11,6 +11,6 @@ mod tenant;
 
 pub use credentials::{LocalServiceTokens, ServiceCredentials};
 pub use issued::IssuedServiceTokens;
-pub use revocations::follow_revocations;
+pub use revocations::{follow_jwks, follow_revocations};
 pub use sinks::{AuditSink, RevokeSink, json_to_struct};
 pub use tenant::{MembershipView, TenantDirectory};

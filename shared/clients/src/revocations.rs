@@ -87,3 +87,27 @@ async fn subscribe(
     }
     Ok(delivered)
 }
+
+/// Refreshes `verifier`'s keys from Auth's `GetJwks` every `every` until
+/// `shutdown`: a rotated-in key is trusted here before Auth signs with it.
+pub async fn follow_jwks(
+    channel: Channel,
+    verifier: Arc<bulkhead_guard::TokenVerifier>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut client = AuthServiceClient::new(channel);
+    loop {
+        match client.get_jwks(pb::GetJwksRequest {}).await {
+            Ok(response) => match serde_json::from_str(&response.into_inner().jwks_json) {
+                Ok(jwks) => verifier.replace_keys(&jwks),
+                Err(err) => tracing::warn!(%err, "Auth published an unreadable key set"),
+            },
+            Err(status) => tracing::warn!(code = ?status.code(), "could not refresh the key set"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! tokens (`token_use: access`) name a user in one tenant; service tokens
 //! (`token_use: service`) name a service. Neither carries a membership list.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -275,4 +276,93 @@ impl SigningKey {
 fn sha2_digest(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes).into()
+}
+
+/// Auth's signing keys over time: several may be published at once so that keys
+/// rotate without downtime. A new key is published at once but signs only after
+/// `grace` (longer than the verifiers' key-set refresh), so every verifier knows it
+/// before it meets a token signed with it; older keys stay published, and keep
+/// verifying their tokens, until they are removed.
+#[derive(Debug)]
+pub struct KeyRing {
+    /// (created at, key), oldest first.
+    keys: Vec<(u64, Arc<SigningKey>)>,
+    grace: Duration,
+}
+
+impl KeyRing {
+    /// A ring of `keys` (each with its creation time, seconds since the epoch).
+    ///
+    /// # Panics
+    /// When `keys` is empty: Auth cannot run without a key.
+    #[must_use]
+    pub fn new(mut keys: Vec<(u64, Arc<SigningKey>)>, grace: Duration) -> Self {
+        assert!(!keys.is_empty(), "a key ring needs a key");
+        keys.sort_by_key(|(created, _)| *created);
+        Self { keys, grace }
+    }
+
+    /// A ring of one key, signing at once.
+    #[must_use]
+    pub fn single(key: Arc<SigningKey>) -> Self {
+        Self::new(vec![(0, key)], Duration::ZERO)
+    }
+
+    /// The key to sign with at `now`: the newest whose grace period is over (the
+    /// oldest key signs at once, there being nothing else).
+    #[must_use]
+    pub fn signing_key(&self, now: u64) -> &Arc<SigningKey> {
+        let grace = self.grace.as_secs();
+        self.keys
+            .iter()
+            .rev()
+            .find(|(created, _)| created + grace <= now)
+            .or_else(|| self.keys.first())
+            .map(|(_, key)| key)
+            .expect("a key ring is never empty")
+    }
+
+    /// Every published key, as an RFC 7517 JWK set.
+    ///
+    /// # Panics
+    /// Never in practice: the JWKs built here are valid.
+    #[must_use]
+    pub fn jwk_set(&self) -> JwkSet {
+        let keys: Vec<serde_json::Value> = self.keys.iter().map(|(_, k)| k.public_jwk()).collect();
+        serde_json::from_value(serde_json::json!({ "keys": keys })).expect("a valid JWK set")
+    }
+
+    /// The published public keys as JSON values.
+    #[must_use]
+    pub fn public_jwks(&self) -> Vec<serde_json::Value> {
+        self.keys.iter().map(|(_, k)| k.public_jwk()).collect()
+    }
+}
+
+#[cfg(test)]
+mod ring_tests {
+    use super::*;
+
+    #[test]
+    fn a_new_key_signs_only_after_its_grace_period() {
+        let old = Arc::new(SigningKey::generate());
+        let new = Arc::new(SigningKey::generate());
+        let ring = KeyRing::new(
+            vec![(1_000, old.clone()), (2_000, new.clone())],
+            Duration::from_secs(120),
+        );
+        assert_eq!(
+            ring.signing_key(2_050).kid(),
+            old.kid(),
+            "in grace: the old key signs"
+        );
+        assert_eq!(
+            ring.signing_key(2_120).kid(),
+            new.kid(),
+            "after grace: the new key signs"
+        );
+        assert_eq!(ring.jwk_set().keys.len(), 2, "both published throughout");
+        let lone = KeyRing::single(new.clone());
+        assert_eq!(lone.signing_key(0).kid(), new.kid());
+    }
 }
