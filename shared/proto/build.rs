@@ -26,5 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(fds)?;
 
     println!("cargo:rerun-if-changed={}", root.display());
+    for file in files {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
     Ok(())
 }

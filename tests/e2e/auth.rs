@@ -868,3 +868,70 @@ print(claims["sub"], claims["tid"], claims["trole"])
         "a forged token must fail PyJWT too"
     );
 }
+
+/// A separately deployed service follows Tenant's deactivations: within about a
+/// second its guard answers FAILED_PRECONDITION for the tenant too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_in_another_process_follows_deactivations() {
+    let w = world().await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let credentials = bulkhead_clients::IssuedServiceTokens::spawn(
+        channel(&w._suite, ServiceKind::Auth).await,
+        "task".into(),
+        bulkhead_e2e::TASK_CLIENT_SECRET.into(),
+        stopped.clone(),
+    );
+    let remote = bulkhead_guard::InactiveTenants::default();
+    tokio::spawn(bulkhead_clients::follow_inactive_tenants(
+        channel(&w._suite, ServiceKind::Tenant).await,
+        credentials,
+        remote.clone(),
+        Duration::from_millis(200),
+        stopped,
+    ));
+    let acme = TenantId::parse(&w.acme.id).expect("id");
+    let operator = w._suite.token(&TenantUser {
+        user_id: UserId::new_v7(),
+        session_id: SessionId::new_v7(),
+        tenant_id: TenantId::new_v7(),
+        tenant_slug: "ops".into(),
+        tenant_role: TenantRole::Viewer,
+        platform_role: PlatformRole::SuperAdmin,
+    });
+    let set_active = |active: bool| {
+        bearer(
+            &operator,
+            tenant::SetTenantActiveRequest {
+                tenant_id: w.acme.id.clone(),
+                is_active: active,
+            },
+        )
+    };
+    w.tenants
+        .clone()
+        .set_tenant_active(set_active(false))
+        .await
+        .expect("deactivate");
+    let started = Instant::now();
+    while !remote.contains(acme) {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the remote guard did not learn of it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.tenants
+        .clone()
+        .set_tenant_active(set_active(true))
+        .await
+        .expect("reactivate");
+    let started = Instant::now();
+    while remote.contains(acme) {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the reactivation did not reach it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(true);
+}

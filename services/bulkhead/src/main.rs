@@ -97,7 +97,8 @@ enum Command {
         /// Where Prometheus metrics are served (`/metrics`).
         #[arg(long, env = "BULKHEAD_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
         metrics_listen: SocketAddr,
-        /// Tenant's URL (`http://tenant:50052`), where Auth reads memberships.
+        /// Tenant's URL (`http://tenant:50052`): where Auth reads memberships, and
+        /// where every other service follows deactivated tenants.
         #[arg(long, env = "BULKHEAD_TENANT_URL")]
         tenant_url: Option<String>,
         /// This service's client id for `IssueServiceToken` (default: its name).
@@ -303,6 +304,20 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(service = service.name(), %addr, "listening");
             let stop = up::stop_signal()?;
+            // Services other than Tenant follow Tenant's deactivations.
+            if let (Some(tenant), Some(mint), false) =
+                (&tenant_url, &credentials, service == ServiceKind::Tenant)
+            {
+                let channel =
+                    tonic::transport::Endpoint::from_shared(tenant.clone())?.connect_lazy();
+                tokio::spawn(bulkhead_clients::follow_inactive_tenants(
+                    channel,
+                    mint(service.name()),
+                    guard.inactive.clone(),
+                    std::time::Duration::from_secs(1),
+                    background.clone(),
+                ));
+            }
             let peers = bulkhead::services::Peers {
                 auth: auth_url,
                 audit: audit_url,

@@ -217,20 +217,28 @@ impl TenantService for TenantApi {
         request: Request<pb::ListTenantsRequest>,
     ) -> Reply<pb::ListTenantsResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let user = ctx.tenant_user()?;
         let r = request.get_ref();
+        // A page token belongs to one filter.
+        let kind = if r.inactive_only {
+            "inactive-tenants"
+        } else {
+            "tenants"
+        };
         let mut v = Violations::default();
         let limit = paging::page_size(r.page_size, &mut v);
-        let after = paging::decode("tenants", &r.page_token, &mut v);
+        let after = paging::decode(kind, &r.page_token, &mut v);
         v.finish()?;
-        let member = (!is_super_admin(user)).then_some(user.user_id);
+        // Users see the tenants they belong to; SUPER_ADMINs and services (which
+        // follow deactivations for their guards) see them all.
+        let member = ctx.user().filter(|u| !is_super_admin(u)).map(|u| u.user_id);
+        let inactive_only = r.inactive_only;
         let mut tenants = self
             .db
             .platform_tx(async |tx| {
-                repo::list_tenants(tx, member, after.as_deref(), limit + 1).await
+                repo::list_tenants(tx, member, inactive_only, after.as_deref(), limit + 1).await
             })
             .await?;
-        let next_page_token = page_after(&mut tenants, limit, |t| t.slug.clone(), "tenants");
+        let next_page_token = page_after(&mut tenants, limit, |t| t.slug.clone(), kind);
         Ok(Response::new(pb::ListTenantsResponse {
             tenants: tenants.iter().map(convert::tenant).collect(),
             next_page_token,

@@ -43,7 +43,9 @@ pub fn policy() -> Policy {
         .allow(
             SERVICE_NAME,
             "ListTenants",
-            Rule::tenant_role(TenantRole::Viewer).or_super_admin(),
+            Rule::tenant_role(TenantRole::Viewer)
+                .or_super_admin()
+                .or_service(),
         )
         .allow(
             SERVICE_NAME,

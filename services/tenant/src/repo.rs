@@ -383,13 +383,15 @@ pub async fn find_tenant(
     Ok(query.first(&mut tx.pg()).await.optional()?)
 }
 
-/// A page of tenants by slug after `after`: all of them, or those `member` belongs to.
+/// A page of tenants by slug after `after`: all of them, or those `member` belongs
+/// to; only the deactivated ones if `inactive_only`.
 ///
 /// # Errors
 /// On database failure.
 pub async fn list_tenants(
     tx: PlatformConn<'_>,
     member: Option<UserId>,
+    inactive_only: bool,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Tenant>, TenantError> {
@@ -409,6 +411,9 @@ pub async fn list_tenants(
     }
     if let Some(after) = after {
         query = query.filter(tenants::slug.gt(after.to_owned()));
+    }
+    if inactive_only {
+        query = query.filter(tenants::is_active.eq(false));
     }
     Ok(query.load(&mut tx.pg()).await?)
 }

@@ -13,4 +13,4 @@ pub use credentials::{LocalServiceTokens, ServiceCredentials};
 pub use issued::IssuedServiceTokens;
 pub use revocations::{follow_jwks, follow_revocations};
 pub use sinks::{AuditSink, RevokeSink, json_to_struct};
-pub use tenant::{MembershipView, TenantDirectory};
+pub use tenant::{MembershipView, TenantDirectory, follow_inactive_tenants};

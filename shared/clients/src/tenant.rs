@@ -91,3 +91,62 @@ impl TenantDirectory {
             .collect())
     }
 }
+
+/// Keeps `inactive` (this process's guard set) equal to Tenant's deactivated
+/// tenants, asking every `every` until `shutdown`: requests in a deactivated tenant
+/// then answer FAILED_PRECONDITION in this service too.
+pub async fn follow_inactive_tenants(
+    channel: Channel,
+    credentials: Arc<dyn ServiceCredentials>,
+    inactive: bulkhead_guard::InactiveTenants,
+    every: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut client = TenantServiceClient::new(channel);
+    loop {
+        match inactive_tenants(&mut client, &*credentials).await {
+            Ok(ids) => inactive.replace(ids),
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), "could not read the inactive tenants")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+async fn inactive_tenants(
+    client: &mut TenantServiceClient<Channel>,
+    credentials: &dyn ServiceCredentials,
+) -> Result<Vec<TenantId>, tonic::Status> {
+    let mut ids = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let token = credentials
+            .token()
+            .ok_or_else(|| tonic::Status::unavailable("no service token"))?;
+        let mut request = tonic::Request::new(pb::ListTenantsRequest {
+            page_size: 100,
+            page_token: page_token.clone(),
+            inactive_only: true,
+        });
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| tonic::Status::internal("service token is not valid metadata"))?;
+        request
+            .metadata_mut()
+            .insert("x-service-authorization", value);
+        let page = client.list_tenants(request).await?.into_inner();
+        ids.extend(
+            page.tenants
+                .iter()
+                .filter_map(|t| TenantId::parse(&t.id).ok()),
+        );
+        if page.next_page_token.is_empty() {
+            return Ok(ids);
+        }
+        page_token = page.next_page_token;
+    }
+}

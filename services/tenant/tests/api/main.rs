@@ -237,6 +237,7 @@ async fn list_tenants_pages_through_all_for_super_admin_and_own_for_members() {
                 pb::ListTenantsRequest {
                     page_size: 2,
                     page_token: token.clone(),
+                    inactive_only: false,
                 },
             ))
             .await
@@ -275,6 +276,7 @@ async fn list_tenants_pages_through_all_for_super_admin_and_own_for_members() {
             pb::ListTenantsRequest {
                 page_size: -1,
                 page_token: "garbage!".into(),
+                inactive_only: false,
             },
         ))
         .await;
@@ -1224,7 +1226,7 @@ async fn every_rpc_admits_exactly_the_roles_its_rule_names() {
     let table: Vec<(&str, [Outcome; 8])> = vec![
         ("CreateTenant", [D, D, D, D, A, D, D, U]),
         ("GetTenant", [A, A, A, A, A, D, A, U]),
-        ("ListTenants", [A, A, A, A, A, D, A, U]),
+        ("ListTenants", [A, A, A, A, A, A, A, U]),
         ("UpdateTenant", [D, D, A, A, D, D, A, U]),
         ("SetTenantActive", [D, D, D, D, A, D, D, U]),
         ("AddMember", [D, D, A, A, D, D, A, U]),
