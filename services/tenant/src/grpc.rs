@@ -79,6 +79,18 @@ fn validated() -> TenantError {
     TenantError::Invalid(Vec::new())
 }
 
+/// The `user_id` and `role` of a membership request, both checked.
+fn member_and_role(user: &str, role: i32) -> Result<(UserId, TenantRole), TenantError> {
+    let mut v = Violations::default();
+    let member = user_id("user_id", user, &mut v);
+    let role = v.check(
+        "role",
+        convert::role_from_proto(role).ok_or("must be OWNER, ADMIN, MEMBER or VIEWER"),
+    );
+    v.finish()?;
+    member.zip(role).ok_or_else(validated)
+}
+
 fn is_super_admin(user: &TenantUser) -> bool {
     user.platform_role == PlatformRole::SuperAdmin
 }
@@ -341,16 +353,7 @@ impl TenantService for TenantApi {
         let ctx = RequestContext::from_request(&request)?;
         let user = ctx.tenant_user()?;
         let r = request.get_ref();
-        let mut v = Violations::default();
-        let member = user_id("user_id", &r.user_id, &mut v);
-        let role = v.check(
-            "role",
-            convert::role_from_proto(r.role).ok_or("must be OWNER, ADMIN, MEMBER or VIEWER"),
-        );
-        v.finish()?;
-        let (Some(member), Some(role)) = (member, role) else {
-            return Err(validated().into());
-        };
+        let (member, role) = member_and_role(&r.user_id, r.role)?;
         let membership = self
             .db
             .tenant_tx(user.tenant_id, async |tx| {
@@ -416,16 +419,7 @@ impl TenantService for TenantApi {
         let ctx = RequestContext::from_request(&request)?;
         let user = ctx.tenant_user()?;
         let r = request.get_ref();
-        let mut v = Violations::default();
-        let member = user_id("user_id", &r.user_id, &mut v);
-        let role = v.check(
-            "role",
-            convert::role_from_proto(r.role).ok_or("must be OWNER, ADMIN, MEMBER or VIEWER"),
-        );
-        v.finish()?;
-        let (Some(member), Some(role)) = (member, role) else {
-            return Err(validated().into());
-        };
+        let (member, role) = member_and_role(&r.user_id, r.role)?;
         let membership = self
             .db
             .tenant_tx(user.tenant_id, async |tx| {
