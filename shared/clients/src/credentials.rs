@@ -13,6 +13,28 @@ pub trait ServiceCredentials: Send + Sync + 'static {
     fn token(&self) -> Option<String>;
 }
 
+/// `message` as a request carrying this service's token in
+/// `x-service-authorization`.
+///
+/// # Errors
+/// `UNAVAILABLE` when no token is available yet.
+pub fn service_request<T>(
+    credentials: &dyn ServiceCredentials,
+    message: T,
+) -> Result<tonic::Request<T>, tonic::Status> {
+    let token = credentials
+        .token()
+        .ok_or_else(|| tonic::Status::unavailable("no service token available"))?;
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| tonic::Status::internal("service token is not valid metadata"))?;
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-service-authorization", value);
+    Ok(request)
+}
+
 /// Mints service tokens with a signing key held in this process — what `bulkhead
 /// up` does, where Auth's key lives beside the services. (Deployed services get
 /// theirs from Auth's `IssueServiceToken`.) Each token is reused until a minute

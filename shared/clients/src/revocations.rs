@@ -59,16 +59,7 @@ async fn subscribe(
     credentials: &dyn ServiceCredentials,
     revoked: &RevokedSessions,
 ) -> Result<bool, tonic::Status> {
-    let token = credentials
-        .token()
-        .ok_or_else(|| tonic::Status::unavailable("no service token"))?;
-    let mut request = tonic::Request::new(pb::WatchRevocationsRequest {});
-    let value = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| tonic::Status::internal("service token is not valid metadata"))?;
-    request
-        .metadata_mut()
-        .insert("x-service-authorization", value);
+    let request = crate::credentials::service_request(credentials, pb::WatchRevocationsRequest {})?;
     let mut stream = client.watch_revocations(request).await?.into_inner();
     let mut delivered = false;
     while let Some(item) = stream.message().await? {

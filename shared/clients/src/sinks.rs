@@ -16,17 +16,7 @@ fn with_credentials<T>(
     credentials: &dyn ServiceCredentials,
     message: T,
 ) -> Result<tonic::Request<T>, SinkError> {
-    let token = credentials
-        .token()
-        .ok_or_else(|| SinkError("no service token available".into()))?;
-    let mut request = tonic::Request::new(message);
-    let value = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| SinkError("service token is not valid metadata".into()))?;
-    request
-        .metadata_mut()
-        .insert("x-service-authorization", value);
-    Ok(request)
+    crate::credentials::service_request(credentials, message).map_err(|s| failed(&s))
 }
 
 fn failed(status: &tonic::Status) -> SinkError {

@@ -8,6 +8,7 @@ use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
 use tonic::transport::Channel;
 
 use crate::ServiceCredentials;
+use crate::credentials::service_request;
 
 /// One active membership of a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,19 +53,12 @@ impl TenantDirectory {
     /// # Errors
     /// The status Tenant answered (or `UNAVAILABLE` without credentials).
     pub async fn memberships(&self, user_id: &str) -> Result<Vec<MembershipView>, tonic::Status> {
-        let token = self
-            .credentials
-            .token()
-            .ok_or_else(|| tonic::Status::unavailable("no service token"))?;
-        let mut request = tonic::Request::new(pb::ListUserMembershipsRequest {
-            user_id: user_id.to_owned(),
-        });
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| tonic::Status::internal("service token is not valid metadata"))?;
-        request
-            .metadata_mut()
-            .insert("x-service-authorization", value);
+        let request = service_request(
+            &*self.credentials,
+            pb::ListUserMembershipsRequest {
+                user_id: user_id.to_owned(),
+            },
+        )?;
         let response = self.client.clone().list_user_memberships(request).await?;
         Ok(response
             .into_inner()
@@ -124,20 +118,14 @@ async fn inactive_tenants(
     let mut ids = Vec::new();
     let mut page_token = String::new();
     loop {
-        let token = credentials
-            .token()
-            .ok_or_else(|| tonic::Status::unavailable("no service token"))?;
-        let mut request = tonic::Request::new(pb::ListTenantsRequest {
-            page_size: 100,
-            page_token: page_token.clone(),
-            inactive_only: true,
-        });
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| tonic::Status::internal("service token is not valid metadata"))?;
-        request
-            .metadata_mut()
-            .insert("x-service-authorization", value);
+        let request = service_request(
+            credentials,
+            pb::ListTenantsRequest {
+                page_size: 100,
+                page_token: page_token.clone(),
+                inactive_only: true,
+            },
+        )?;
         let page = client.list_tenants(request).await?.into_inner();
         ids.extend(
             page.tenants
