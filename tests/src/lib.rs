@@ -93,18 +93,14 @@ pub async fn spawn_suite_with(login_limits: bulkhead_auth::LimitsConfig) -> Test
             .find(|(k, _, _)| *k == kind)
             .map(|(_, _, l)| format!("http://{}", l.local_addr().expect("addr")))
     };
-    let minting_key = key.clone();
     let peers = bulkhead::services::Peers {
         auth: addr(ServiceKind::Auth),
         audit: addr(ServiceKind::Audit),
         tenant: addr(ServiceKind::Tenant),
-        credentials: Some(std::sync::Arc::new(move |service: &str| {
-            std::sync::Arc::new(bulkhead_clients::LocalServiceTokens::new(
-                minting_key.clone(),
-                service,
-                VerifierConfig::default(),
-            )) as std::sync::Arc<dyn bulkhead_clients::ServiceCredentials>
-        })),
+        credentials: Some(bulkhead::services::local_credentials(
+            key.clone(),
+            VerifierConfig::default(),
+        )),
         signing_keys: Some(std::sync::Arc::new(std::sync::RwLock::new(
             std::sync::Arc::new(bulkhead_guard::token::KeyRing::single(key.clone())),
         ))),

@@ -264,18 +264,9 @@ async fn main() -> anyhow::Result<()> {
             // Auth mints its own service tokens; the others ask Auth for theirs.
             let credentials: Option<bulkhead::services::CredentialsFactory> =
                 match (service, &signing_key, &auth_url, client_secret) {
-                    (ServiceKind::Auth, Some(key), _, _) => {
-                        let key = key.clone();
-                        let config = config.clone();
-                        Some(std::sync::Arc::new(move |name: &str| {
-                            std::sync::Arc::new(bulkhead_clients::LocalServiceTokens::new(
-                                key.clone(),
-                                name,
-                                config.clone(),
-                            ))
-                                as std::sync::Arc<dyn bulkhead_clients::ServiceCredentials>
-                        }))
-                    }
+                    (ServiceKind::Auth, Some(key), _, _) => Some(
+                        bulkhead::services::local_credentials(key.clone(), config.clone()),
+                    ),
                     (_, _, Some(auth), Some(secret)) => {
                         let channel =
                             tonic::transport::Endpoint::from_shared(auth.clone())?.connect_lazy();

@@ -96,6 +96,22 @@ pub struct SharedGuard {
 pub type CredentialsFactory =
     Arc<dyn Fn(&str) -> Arc<dyn bulkhead_clients::ServiceCredentials> + Send + Sync>;
 
+/// Credentials minted in this process with Auth's signing key (`up`, and Auth
+/// itself): no call to `IssueServiceToken` needed.
+#[must_use]
+pub fn local_credentials(
+    key: Arc<bulkhead_guard::token::SigningKey>,
+    config: bulkhead_guard::VerifierConfig,
+) -> CredentialsFactory {
+    Arc::new(move |service: &str| {
+        Arc::new(bulkhead_clients::LocalServiceTokens::new(
+            key.clone(),
+            service,
+            config.clone(),
+        )) as Arc<dyn bulkhead_clients::ServiceCredentials>
+    })
+}
+
 /// Where a service's outbox relay delivers, and with which credentials.
 #[derive(Clone, Default)]
 pub struct Peers {

@@ -178,18 +178,14 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig, mode: Mode) -> anyhow::R
             .find(|(k, _)| *k == kind)
             .map_or_else(String::new, |(_, addr)| format!("http://{addr}"))
     };
-    let minting_key = key.clone();
     let peers = Peers {
         auth: Some(url(ServiceKind::Auth)),
         audit: Some(url(ServiceKind::Audit)),
         tenant: Some(url(ServiceKind::Tenant)),
-        credentials: Some(std::sync::Arc::new(move |service: &str| {
-            std::sync::Arc::new(bulkhead_clients::LocalServiceTokens::new(
-                minting_key.clone(),
-                service,
-                VerifierConfig::default(),
-            )) as std::sync::Arc<dyn bulkhead_clients::ServiceCredentials>
-        })),
+        credentials: Some(crate::services::local_credentials(
+            key.clone(),
+            VerifierConfig::default(),
+        )),
         signing_keys: Some(signing_keys.clone()),
         auth_config: bulkhead_auth::AuthConfig::default(),
     };
