@@ -353,12 +353,7 @@ fn tenant_access(m: &MembershipView) -> pb::TenantAccess {
 }
 
 fn role_to_proto(role: bulkhead_context::TenantRole) -> PbTenantRole {
-    match role {
-        bulkhead_context::TenantRole::Owner => PbTenantRole::Owner,
-        bulkhead_context::TenantRole::Admin => PbTenantRole::Admin,
-        bulkhead_context::TenantRole::Member => PbTenantRole::Member,
-        bulkhead_context::TenantRole::Viewer => PbTenantRole::Viewer,
-    }
+    role.into()
 }
 
 /// The requested tenant (must be a membership), else the default one, else the first.
@@ -536,11 +531,7 @@ impl AuthService for AuthApi {
         Ok(Response::new(pb::WhoAmIResponse {
             user_id: user.user_id.to_string(),
             email: row.email,
-            platform_role: match user.platform_role {
-                PlatformRole::SuperAdmin => pb::PlatformRole::SuperAdmin,
-                PlatformRole::User => pb::PlatformRole::User,
-            }
-            .into(),
+            platform_role: pb::PlatformRole::from(user.platform_role).into(),
             tenant_id: user.tenant_id.to_string(),
             tenant_slug: user.tenant_slug.clone(),
             tenant_role: role_to_proto(user.tenant_role).into(),
@@ -689,11 +680,7 @@ impl AuthService for AuthApi {
                 id: user.id.to_string(),
                 email: user.email,
                 display_name,
-                platform_role: match role {
-                    PlatformRole::SuperAdmin => pb::PlatformRole::SuperAdmin,
-                    PlatformRole::User => pb::PlatformRole::User,
-                }
-                .into(),
+                platform_role: pb::PlatformRole::from(role).into(),
                 is_active: user.is_active,
                 create_time: None,
                 update_time: None,

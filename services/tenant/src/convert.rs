@@ -18,24 +18,13 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
 /// A role from the wire; `UNSPECIFIED` and unknown numbers are `None`.
 #[must_use]
 pub fn role_from_proto(value: i32) -> Option<TenantRole> {
-    match pb::TenantRole::try_from(value).ok()? {
-        pb::TenantRole::Owner => Some(TenantRole::Owner),
-        pb::TenantRole::Admin => Some(TenantRole::Admin),
-        pb::TenantRole::Member => Some(TenantRole::Member),
-        pb::TenantRole::Viewer => Some(TenantRole::Viewer),
-        pb::TenantRole::Unspecified => None,
-    }
+    pb::TenantRole::domain_from_i32(value)
 }
 
 /// A role on the wire.
 #[must_use]
 pub fn role_to_proto(role: TenantRole) -> pb::TenantRole {
-    match role {
-        TenantRole::Owner => pb::TenantRole::Owner,
-        TenantRole::Admin => pb::TenantRole::Admin,
-        TenantRole::Member => pb::TenantRole::Member,
-        TenantRole::Viewer => pb::TenantRole::Viewer,
-    }
+    role.into()
 }
 
 /// A tenant on the wire.

@@ -67,13 +67,7 @@ impl TenantDirectory {
             .filter_map(|m| {
                 let membership = m.membership?;
                 let tenant = m.tenant?;
-                let role = match pb::TenantRole::try_from(membership.role).ok()? {
-                    pb::TenantRole::Owner => TenantRole::Owner,
-                    pb::TenantRole::Admin => TenantRole::Admin,
-                    pb::TenantRole::Member => TenantRole::Member,
-                    pb::TenantRole::Viewer => TenantRole::Viewer,
-                    pb::TenantRole::Unspecified => return None,
-                };
+                let role = pb::TenantRole::domain_from_i32(membership.role)?;
                 Some(MembershipView {
                     tenant_id: TenantId::parse(&tenant.id).ok()?,
                     slug: tenant.slug,

@@ -43,3 +43,51 @@ pub mod audit {
 /// The encoded `FileDescriptorSet` of every Bulkhead proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/bulkhead_descriptor.bin"));
+
+/// Roles between the wire and the domain, in one place.
+mod roles {
+    use bulkhead_context::{PlatformRole, TenantRole};
+
+    use crate::auth::v1::PlatformRole as PbPlatformRole;
+    use crate::tenant::v1::TenantRole as PbTenantRole;
+
+    impl From<TenantRole> for PbTenantRole {
+        fn from(role: TenantRole) -> Self {
+            match role {
+                TenantRole::Owner => Self::Owner,
+                TenantRole::Admin => Self::Admin,
+                TenantRole::Member => Self::Member,
+                TenantRole::Viewer => Self::Viewer,
+            }
+        }
+    }
+
+    impl PbTenantRole {
+        /// The domain role; `UNSPECIFIED` has none.
+        #[must_use]
+        pub fn to_domain(self) -> Option<TenantRole> {
+            match self {
+                Self::Owner => Some(TenantRole::Owner),
+                Self::Admin => Some(TenantRole::Admin),
+                Self::Member => Some(TenantRole::Member),
+                Self::Viewer => Some(TenantRole::Viewer),
+                Self::Unspecified => None,
+            }
+        }
+
+        /// The domain role of a wire number; unknown numbers and `UNSPECIFIED` have none.
+        #[must_use]
+        pub fn domain_from_i32(value: i32) -> Option<TenantRole> {
+            Self::try_from(value).ok()?.to_domain()
+        }
+    }
+
+    impl From<PlatformRole> for PbPlatformRole {
+        fn from(role: PlatformRole) -> Self {
+            match role {
+                PlatformRole::SuperAdmin => Self::SuperAdmin,
+                PlatformRole::User => Self::User,
+            }
+        }
+    }
+}

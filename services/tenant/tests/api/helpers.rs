@@ -209,12 +209,7 @@ impl Harness {
 }
 
 pub fn proto_role(role: TenantRole) -> pb::TenantRole {
-    match role {
-        TenantRole::Owner => pb::TenantRole::Owner,
-        TenantRole::Admin => pb::TenantRole::Admin,
-        TenantRole::Member => pb::TenantRole::Member,
-        TenantRole::Viewer => pb::TenantRole::Viewer,
-    }
+    role.into()
 }
 
 pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
