@@ -826,22 +826,31 @@ impl AuthService for AuthApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let ctx = &ctx;
         let r = request.into_inner();
-        let tenant = r
-            .tenant_id
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(TenantId::parse)
-            .transpose()
-            .map_err(|_| AuthError::Invalid("tenant_id must be a tenant id (UUID)".into()))?;
-        let which = if r.user_id.is_empty() {
-            Revoke::Tenant(
-                tenant
-                    .ok_or_else(|| AuthError::Invalid("set user_id, tenant_id or both".into()))?,
-            )
+        // Every bad field reported at once.
+        let mut violations: Vec<(String, String)> = Vec::new();
+        let tenant = match r.tenant_id.as_deref().filter(|t| !t.is_empty()) {
+            None => None,
+            Some(text) => TenantId::parse(text)
+                .map_err(|_| {
+                    violations.push(("tenant_id".into(), "must be a tenant id (UUID)".into()))
+                })
+                .ok(),
+        };
+        let user = if r.user_id.is_empty() {
+            None
         } else {
-            let user = UserId::parse(&r.user_id)
-                .map_err(|_| AuthError::Invalid("user_id must be a user id (UUID)".into()))?;
-            Revoke::User(user, tenant)
+            UserId::parse(&r.user_id)
+                .map_err(|_| violations.push(("user_id".into(), "must be a user id (UUID)".into())))
+                .ok()
+        };
+        if r.user_id.is_empty() && r.tenant_id.as_deref().is_none_or(str::is_empty) {
+            violations.push(("user_id".into(), "set user_id, tenant_id or both".into()));
+        }
+        let which = match (user, tenant) {
+            _ if !violations.is_empty() => return Err(AuthError::Fields(violations).into()),
+            (Some(user), tenant) => Revoke::User(user, tenant),
+            (None, Some(tenant)) => Revoke::Tenant(tenant),
+            (None, None) => return Err(AuthError::Fields(violations).into()),
         };
         let reason = if r.reason.is_empty() {
             "revoked".to_owned()
