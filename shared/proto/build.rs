@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with `env!`: a build script compiled in one checkout
+    // and reused from a shared CARGO_TARGET_DIR must still find *this* checkout.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "bulkhead/auth/v1/auth.proto",
         "bulkhead/tenant/v1/tenant.proto",
@@ -19,11 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("bulkhead_descriptor.bin"), fds.encode_to_vec())?;
 
-    tonic_prost_build::configure()
-        // Services whose issue has not landed answer UNIMPLEMENTED instead of
-        // forcing stub code into every crate.
-        .generate_default_stubs(true)
-        .compile_fds(fds)?;
+    // No default stubs: every service implements every RPC of its proto, so a
+    // forgotten handler is a compile error, not an UNIMPLEMENTED at run time.
+    tonic_prost_build::configure().compile_fds(fds)?;
 
     println!("cargo:rerun-if-changed={}", root.display());
     for file in files {

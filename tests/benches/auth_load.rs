@@ -7,12 +7,19 @@
 use std::time::{Duration, Instant};
 
 use bulkhead::services::ServiceKind;
-use bulkhead_db::Db;
-use bulkhead_e2e::spawn_suite_with;
+use bulkhead_auth::Existing;
+#[path = "../e2e/support.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the e2e tests, which use the rest of it"
+)]
+mod support;
+
 use bulkhead_proto::auth::v1 as auth;
 use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bulkhead_proto::tenant::v1 as tenant;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
+use support::spawn_suite_with;
 
 const USERS: usize = 32;
 const LOGIN_CLIENTS: usize = 8;
@@ -67,12 +74,7 @@ async fn main() {
         per_email_per_minute: 1_000_000,
     };
     let suite = spawn_suite_with(limits).await;
-    let db = Db::connect(
-        &suite.databases["auth"].app_url,
-        &bulkhead_auth::SCHEMA.pool_config(),
-    )
-    .await
-    .expect("auth pool");
+    let db = suite.databases["auth"].app_db(4).await;
     let endpoint = |kind| {
         tonic::transport::Endpoint::from_shared(suite.endpoint(kind))
             .expect("endpoint")
@@ -90,9 +92,10 @@ async fn main() {
     let mut emails = Vec::new();
     for i in 0..USERS {
         let email = format!("user{i}@example.com");
-        let (user, _) = bulkhead_auth::bootstrap_admin(&db, &email, PASSWORD)
+        let user = bulkhead_auth::bootstrap_admin(&db, &email, PASSWORD, Existing::Verify)
             .await
-            .expect("user");
+            .expect("user")
+            .user_id();
         let mut request = tonic::Request::new(tenant::CreateTenantRequest {
             slug: format!("tenant-{i}"),
             name: format!("Tenant {i}"),

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::{TestSuite, spawn_suite};
 use bulkhead::services::ServiceKind;
+use bulkhead_auth::Existing;
 use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
-use bulkhead_db::Db;
-use bulkhead_e2e::{TestSuite, spawn_suite};
 use bulkhead_proto::auth::v1 as auth;
 use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bulkhead_proto::tenant::v1 as tenant;
@@ -49,15 +49,16 @@ const PASSWORD: &str = "correct horse battery staple";
 async fn world() -> World {
     let suite = spawn_suite().await;
     let auth_db = suite.databases["auth"].clone();
-    let db = Db::connect(&auth_db.app_url, &bulkhead_auth::SCHEMA.pool_config())
+    let db = auth_db.app_db(4).await;
+    let alice =
+        bulkhead_auth::bootstrap_admin(&db, "alice@example.com", PASSWORD, Existing::Verify)
+            .await
+            .expect("alice")
+            .user_id();
+    let bob = bulkhead_auth::bootstrap_admin(&db, "bob@example.com", PASSWORD, Existing::Verify)
         .await
-        .expect("auth pool");
-    let (alice, _) = bulkhead_auth::bootstrap_admin(&db, "alice@example.com", PASSWORD)
-        .await
-        .expect("alice");
-    let (bob, _) = bulkhead_auth::bootstrap_admin(&db, "bob@example.com", PASSWORD)
-        .await
-        .expect("bob");
+        .expect("bob")
+        .user_id();
     let mut tenants = TenantServiceClient::new(channel(&suite, ServiceKind::Tenant).await);
     let operator = suite.token(&TenantUser {
         user_id: UserId::new_v7(),
@@ -618,7 +619,7 @@ async fn services_get_tokens_with_client_credentials_and_watch_revocations() {
         .clone()
         .issue_service_token(auth::IssueServiceTokenRequest {
             client_id: "task".into(),
-            client_secret: bulkhead_e2e::TASK_CLIENT_SECRET.into(),
+            client_secret: crate::support::TASK_CLIENT_SECRET.into(),
         })
         .await
         .expect("issued")
@@ -777,7 +778,7 @@ async fn a_guard_in_another_process_follows_revocations_within_a_second() {
     let credentials = bulkhead_clients::IssuedServiceTokens::spawn(
         auth_channel.clone(),
         "task".into(),
-        bulkhead_e2e::TASK_CLIENT_SECRET.into(),
+        crate::support::TASK_CLIENT_SECRET.into(),
         stopped.clone(),
     );
     let remote = bulkhead_guard::RevokedSessions::default();
@@ -811,61 +812,73 @@ async fn a_guard_in_another_process_follows_revocations_within_a_second() {
     let _ = stop.send(true);
 }
 
-/// A second, independent JWT implementation (PyJWT with `cryptography`) verifies
-/// Auth's tokens with nothing but the published JWK set.
+/// A second, independent JWT implementation (`jwt-simple`, which shares no code
+/// with jsonwebtoken) verifies Auth's tokens with nothing but the published JWK
+/// set, and refuses a forged one. (CI also checks them with PyJWT:
+/// `deploy/checks/pyjwt_verify.sh`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independent_jwt_library_verifies_tokens_with_the_jwk_set() {
+    use jwt_simple::prelude::{
+        Ed25519PublicKey, EdDSAPublicKeyLike as _, Token, VerificationOptions,
+    };
+
+    #[derive(serde::Deserialize)]
+    struct Access {
+        tid: String,
+        trole: String,
+    }
+
     let w = world().await;
     let tokens = login(&w, "alice@example.com", PASSWORD, "")
         .await
         .expect("login")
         .tokens
         .expect("t");
-    let jwks = w
-        .auth
-        .clone()
-        .get_jwks(auth::GetJwksRequest {})
-        .await
-        .expect("jwks")
-        .into_inner()
-        .jwks_json;
-    let script = r#"
-import json, sys
-try:
-    import jwt
-except ImportError:
-    sys.exit("PyJWT is missing: pip install 'pyjwt[crypto]'")
-jwks = json.loads(sys.argv[1])
-token = sys.argv[2]
-kid = jwt.get_unverified_header(token)["kid"]
-key = next(jwt.PyJWK(k) for k in jwks["keys"] if k["kid"] == kid)
-claims = jwt.decode(token, key.key, algorithms=["EdDSA"], audience="bulkhead", issuer="bulkhead-auth")
-print(claims["sub"], claims["tid"], claims["trole"])
-"#;
-    let output = std::process::Command::new("python3")
-        .args(["-c", script, &jwks, &tokens.access_token])
-        .output()
-        .expect("python3 runs (install python3 and `pip install 'pyjwt[crypto]'`)");
-    assert!(
-        output.status.success(),
-        "PyJWT refused the token: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let jwks: serde_json::Value = serde_json::from_str(
+        &w.auth
+            .clone()
+            .get_jwks(auth::GetJwksRequest {})
+            .await
+            .expect("jwks")
+            .into_inner()
+            .jwks_json,
+    )
+    .expect("a JSON JWK set");
+    let verify = |token: &str| {
+        let kid = Token::decode_metadata(token)?
+            .key_id()
+            .map(str::to_owned)
+            .ok_or_else(|| jwt_simple::Error::msg("no kid"))?;
+        let jwk = jwks["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|k| k["kid"] == kid.as_str())
+            .ok_or_else(|| jwt_simple::Error::msg("kid not in the JWK set"))?;
+        let key = Ed25519PublicKey::from_jwk(&jwk.to_string())?;
+        let options = VerificationOptions {
+            allowed_issuers: Some(["bulkhead-auth".to_owned()].into()),
+            allowed_audiences: Some(["bulkhead".to_owned()].into()),
+            ..VerificationOptions::default()
+        };
+        key.verify_token::<Access>(token, Some(options))
+    };
+    let claims = verify(&tokens.access_token).expect("jwt-simple accepts the token");
+    assert_eq!(
+        claims.subject.as_deref(),
+        Some(w.alice.to_string().as_str())
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(stdout.trim(), format!("{} {} OWNER", w.alice, w.acme.id));
+    assert_eq!(claims.custom.tid, w.acme.id);
+    assert_eq!(claims.custom.trole, "OWNER");
 
-    // And it refuses a token with one byte changed.
+    // And it refuses a token with one byte of the signature changed.
     let mut forged = tokens.access_token.clone().into_bytes();
     let at = forged.len() - 5;
     forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
     let forged = String::from_utf8(forged).expect("ascii");
-    let output = std::process::Command::new("python3")
-        .args(["-c", script, &jwks, &forged])
-        .output()
-        .expect("python3 runs");
     assert!(
-        !output.status.success(),
-        "a forged token must fail PyJWT too"
+        verify(&forged).is_err(),
+        "a forged token must fail jwt-simple too"
     );
 }
 
@@ -878,7 +891,7 @@ async fn a_guard_in_another_process_follows_deactivations() {
     let credentials = bulkhead_clients::IssuedServiceTokens::spawn(
         channel(&w._suite, ServiceKind::Auth).await,
         "task".into(),
-        bulkhead_e2e::TASK_CLIENT_SECRET.into(),
+        crate::support::TASK_CLIENT_SECRET.into(),
         stopped.clone(),
     );
     let remote = bulkhead_guard::InactiveTenants::default();

@@ -1,9 +1,9 @@
 //! The whole suite on real sockets and a real Postgres, checked from outside the
 //! way an operator's grpcurl or a load balancer's probe would.
 
+use crate::support::{TestSuite, spawn_suite};
 use bulkhead::services::ServiceKind;
 use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
-use bulkhead_e2e::{TestSuite, spawn_suite};
 use prost::Message as _;
 use tokio_stream::StreamExt as _;
 use tonic::Code;

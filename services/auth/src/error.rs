@@ -1,6 +1,9 @@
-//! The auth service's errors and the one place they become gRPC statuses.
+//! The auth service's errors and the one place they become gRPC statuses
+//! (AIP-193). Bad fields and database failures answer as every service does
+//! (`bulkhead-rpc`); what is Auth's own is chosen here.
 
 use bulkhead_db::DbError;
+use bulkhead_rpc::InvalidRequest;
 use tonic::Status;
 
 /// Why an auth RPC failed.
@@ -14,18 +17,18 @@ pub enum AuthError {
     /// The refresh token is unknown, expired, revoked, or was already used.
     #[error("invalid refresh token")]
     InvalidRefreshToken,
-    /// A request field is malformed.
-    #[error("{0}")]
-    Invalid(String),
-    /// Fields of the request break their rules: `(field, description)`.
-    #[error("invalid request")]
-    Fields(Vec<(String, String)>),
+    /// Fields of the request break their rules.
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
     /// The email is taken.
     #[error("a user with this email already exists")]
     EmailTaken,
     /// The caller may not do this.
     #[error("permission denied")]
     Forbidden,
+    /// The caller is no member of the tenant asked for.
+    #[error("not a member of that tenant")]
+    NotAMember,
     /// No such thing the caller may see.
     #[error("not found")]
     NotFound,
@@ -35,6 +38,9 @@ pub enum AuthError {
     /// A token could not be signed.
     #[error("signing failed")]
     Signing(String),
+    /// A password could not be hashed.
+    #[error("hashing failed")]
+    Hashing(String),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -57,39 +63,19 @@ impl From<AuthError> for Status {
             AuthError::InvalidCredentials | AuthError::InvalidRefreshToken => {
                 Self::unauthenticated(message)
             }
-            AuthError::Invalid(_) => Self::invalid_argument(message),
-            AuthError::Fields(violations) => {
-                use tonic_types::StatusExt as _;
-                let fields: Vec<&str> = violations.iter().map(|(f, _)| f.as_str()).collect();
-                let mut details = tonic_types::ErrorDetails::new();
-                for (field, description) in &violations {
-                    details.add_bad_request_violation(field.clone(), description.clone());
-                }
-                Self::with_error_details(
-                    tonic::Code::InvalidArgument,
-                    format!("invalid request: check {}", fields.join(", ")),
-                    details,
-                )
-            }
+            AuthError::Invalid(invalid) => invalid.into(),
             AuthError::EmailTaken => Self::already_exists(message),
-            AuthError::Forbidden => Self::permission_denied(message),
+            AuthError::Forbidden | AuthError::NotAMember => Self::permission_denied(message),
             AuthError::NotFound => Self::not_found(message),
             AuthError::TenantUnavailable(cause) => {
                 tracing::warn!(%cause, "tenant service unavailable");
                 Self::unavailable(message)
             }
-            AuthError::Db(DbError::Unavailable(cause)) => {
-                tracing::warn!(%cause, "database unavailable");
-                Self::unavailable("database unavailable, retry later")
-            }
-            AuthError::Signing(cause) => {
-                tracing::error!(%cause, "token signing failed");
+            AuthError::Signing(cause) | AuthError::Hashing(cause) => {
+                tracing::error!(%cause, "{message}");
                 Self::internal("internal error")
             }
-            AuthError::Db(cause) => {
-                tracing::error!(error = %cause, "internal error");
-                Self::internal("internal error")
-            }
+            AuthError::Db(cause) => bulkhead_rpc::db_status(&cause),
         }
     }
 }

@@ -1,21 +1,32 @@
 //! The Bulkhead auth service: users, logins into a tenant, access tokens other
 //! services verify offline, refresh rotation with reuse detection, revocation.
 
+mod bootstrap;
+mod config;
+mod convert;
+pub mod domain;
 mod error;
 mod grpc;
 mod limits;
+mod module;
 mod password;
 mod repo;
+mod requests;
 mod schema;
+mod sessions;
+mod tokens;
 
 use bulkhead_context::TenantRole;
 use bulkhead_db::schema::ServiceSchema;
 use bulkhead_guard::{Policy, Rule};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
+pub use bootstrap::{Bootstrapped, Existing, bootstrap_admin};
+pub use config::{AuthConfig, ServiceClient, SharedKeys};
 pub use error::AuthError;
-pub use grpc::{AuthApi, AuthConfig, ServiceClient, SharedKeys, bootstrap_admin};
+pub use grpc::AuthApi;
 pub use limits::LimitsConfig;
+pub use module::AuthModule;
 
 /// The fully-qualified gRPC service name.
 pub const SERVICE_NAME: &str = "bulkhead.auth.v1.AuthService";

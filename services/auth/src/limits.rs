@@ -88,20 +88,10 @@ impl LoginLimits {
     }
 
     /// Counts a failed attempt; from the sixth on, the email is locked for longer
-    /// and longer.
+    /// and longer ([`lockout_after`]).
     pub fn failed(&self, email: &str) {
         let failures = self.failures.get(email).map_or(0, |(n, _)| n) + 1;
-        let locked_until = (failures > FREE_FAILURES).then(|| {
-            let step = usize::try_from(failures - FREE_FAILURES - 1).unwrap_or(usize::MAX);
-            let lockout = backon::ExponentialBuilder::default()
-                .with_min_delay(Duration::from_secs(1))
-                .with_max_delay(Duration::from_secs(15 * 60))
-                .without_max_times()
-                .build()
-                .nth(step)
-                .unwrap_or(Duration::from_secs(15 * 60));
-            Instant::now() + lockout
-        });
+        let locked_until = lockout_after(failures).map(|lockout| Instant::now() + lockout);
         self.failures
             .insert(email.to_owned(), (failures, locked_until));
     }
@@ -109,5 +99,97 @@ impl LoginLimits {
     /// Clears an email's failures after a successful login.
     pub fn succeeded(&self, email: &str) {
         self.failures.invalidate(email);
+    }
+}
+
+/// How long an email is locked after its `failures`-th consecutive failure:
+/// nothing for the first [`FREE_FAILURES`], then 1 s, 2 s, 4 s … doubling up to
+/// 15 minutes (`backon`'s exponential schedule, without jitter).
+#[must_use]
+pub fn lockout_after(failures: u32) -> Option<Duration> {
+    // Past 2^10 s the schedule sits at its cap: never walk it further.
+    let step = failures.checked_sub(FREE_FAILURES + 1)?.min(16);
+    let step = usize::try_from(step).unwrap_or(16);
+    Some(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(MAX_LOCKOUT)
+            .without_max_times()
+            .build()
+            .nth(step)
+            .unwrap_or(MAX_LOCKOUT),
+    )
+}
+
+/// The longest lockout.
+const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lockouts_start_after_five_failures_and_double_up_to_fifteen_minutes() {
+        for free in 0..=FREE_FAILURES {
+            assert_eq!(lockout_after(free), None, "failure {free} is free");
+        }
+        let secs = |n| lockout_after(n).map(|d| d.as_secs());
+        assert_eq!(secs(6), Some(1));
+        assert_eq!(secs(7), Some(2));
+        assert_eq!(secs(8), Some(4));
+        assert_eq!(secs(15), Some(512));
+        assert_eq!(secs(16), Some(900), "capped at 15 minutes");
+        assert_eq!(secs(u32::MAX), Some(900));
+    }
+
+    #[test]
+    fn a_locked_email_is_refused_until_a_success_clears_it() {
+        let limits = LoginLimits::new(LimitsConfig {
+            per_peer_per_minute: 1000,
+            per_email_per_minute: 1000,
+        });
+        for _ in 0..FREE_FAILURES {
+            limits.failed("ada@example.com");
+            assert!(limits.check("ada@example.com", None).is_ok());
+        }
+        limits.failed("ada@example.com");
+        let wait = limits
+            .check("ada@example.com", None)
+            .expect_err("locked after the sixth failure");
+        assert!(
+            wait <= Duration::from_secs(1) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
+        assert!(
+            limits.check("bob@example.com", None).is_ok(),
+            "other emails are not locked"
+        );
+        limits.succeeded("ada@example.com");
+        assert!(limits.check("ada@example.com", None).is_ok());
+    }
+
+    #[test]
+    fn rates_allow_their_burst_per_key_then_say_how_long_to_wait() {
+        let limits = LoginLimits::new(LimitsConfig {
+            per_peer_per_minute: 8,
+            per_email_per_minute: 20,
+        });
+        let peer: IpAddr = [192, 0, 2, 1].into();
+        // Per address: a burst of a quarter of the minute's quota.
+        for n in 0..2 {
+            assert!(limits.check(&format!("u{n}@x.io"), Some(peer)).is_ok());
+        }
+        let wait = limits
+            .check("u9@x.io", Some(peer))
+            .expect_err("the address is over its burst");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(8),
+            "{wait:?}"
+        );
+        // Per email: a burst of half the minute's quota, whatever the address.
+        for _ in 0..10 {
+            assert!(limits.check("ada@example.com", None).is_ok());
+        }
+        assert!(limits.check("ada@example.com", None).is_err());
     }
 }

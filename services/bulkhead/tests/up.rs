@@ -1,5 +1,7 @@
 //! `bulkhead up` as a person runs it: the real binary, its own private Postgres
-//! in a fresh data folder, the four fixed ports, then a clean stop on SIGTERM.
+//! in a fresh data folder, the four fixed ports, then a clean stop on SIGTERM;
+//! and run from a private (0700) folder with nothing but defaults, as root would
+//! from a checkout in its home folder.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -121,4 +123,169 @@ async fn http_get(addr: &str, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
     response
+}
+
+/// A running `bulkhead up`, its banner read.
+struct Up {
+    child: std::process::Child,
+    banner: String,
+}
+
+/// Starts `bulkhead up` in `dir` with `args` and reads its banner (or, if it
+/// exits first, returns what it said).
+async fn start_up(dir: &std::path::Path, host: &str, args: &[&str]) -> Result<Up, String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .arg("up")
+        .args(["--host", host])
+        .args(["--metrics-listen", &format!("{host}:9464")])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bulkhead up starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    // Keep draining stderr (the logs) so up never blocks on a full pipe.
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut seen = String::new();
+        for line in lines.by_ref() {
+            let line = line.expect("utf-8 output");
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.starts_with("Ctrl-C") {
+                std::thread::spawn(move || lines.for_each(drop));
+                return Some(seen);
+            }
+        }
+        None
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(120), banner)
+        .await
+        .expect("up prints its banner or stops within two minutes")
+        .expect("reader");
+    match banner {
+        Some(banner) => Ok(Up { child, banner }),
+        None => {
+            let status = child.wait().expect("wait");
+            let logs = logs.join().unwrap_or_default();
+            Err(format!("{status:?}\n{logs}"))
+        }
+    }
+}
+
+impl Up {
+    /// SIGTERM, then a clean exit.
+    fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid")),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("signal");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "up did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(status.success(), "up exits cleanly: {status:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_runs_from_a_private_folder_and_prints_the_admin_password_once() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // A folder only its owner may enter: as root, the postgres OS user cannot.
+    let work = tempfile::Builder::new()
+        .prefix("bulkhead-private")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    let host = format!("127.0.1.{}", 2 + std::process::id() % 250);
+
+    let first = start_up(work.path(), &host, &[]).await.expect("up starts");
+    let password = std::fs::read_to_string(work.path().join(".bulkhead/admin-password"))
+        .expect("the generated password is kept in the data folder");
+    assert!(
+        first
+            .banner
+            .contains(&format!("SUPER_ADMIN admin@bulkhead.local / {password} ")),
+        "{}",
+        first.banner
+    );
+    let shared_cluster = first
+        .banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cluster in "))
+        .and_then(|l| l.split_whitespace().next())
+        .map(std::path::PathBuf::from);
+    if nix::unistd::geteuid().is_root() {
+        let cluster = shared_cluster
+            .as_ref()
+            .expect("the banner says where the cluster went");
+        assert!(
+            cluster.starts_with("/var/lib/bulkhead/clusters"),
+            "{cluster:?}"
+        );
+        assert!(cluster.join("data/PG_VERSION").exists());
+    } else {
+        assert_eq!(shared_cluster, None, "{}", first.banner);
+    }
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{host}:50051"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let login = bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient::new(channel)
+        .login(bulkhead_proto::auth::v1::LoginRequest {
+            email: "admin@bulkhead.local".into(),
+            password: password.clone(),
+            tenant_slug: String::new(),
+        })
+        .await
+        .expect("the printed password logs in")
+        .into_inner();
+    assert_eq!(login.tenant.expect("tenant").slug, "default");
+    first.stop();
+
+    // Again: the same cluster and admin, and the password is not printed again.
+    let second = start_up(work.path(), &host, &[])
+        .await
+        .expect("up starts again");
+    assert!(!second.banner.contains(&password), "{}", second.banner);
+    assert!(
+        second.banner.contains("password as set before"),
+        "{}",
+        second.banner
+    );
+    second.stop();
+
+    // A password that cannot be applied is refused, not silently ignored.
+    let refused = start_up(
+        work.path(),
+        &host,
+        &["--admin-password", "another long password"],
+    )
+    .await
+    .err()
+    .expect("up refuses to start");
+    assert!(refused.contains("cannot be applied"), "{refused}");
+
+    if let Some(cluster) = shared_cluster {
+        std::fs::remove_dir_all(cluster).expect("remove the shared cluster");
+    }
 }

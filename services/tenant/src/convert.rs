@@ -1,31 +1,9 @@
 //! Proto ↔ domain conversions: proto types stop here.
 
-use bulkhead_context::TenantRole;
 use bulkhead_proto::tenant::v1 as pb;
-use chrono::{DateTime, Utc};
+use bulkhead_rpc::timestamp;
 
 use crate::repo::{Membership, SettingsRow, Tenant};
-
-/// A timestamp on the wire.
-#[must_use]
-pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-/// A role from the wire; `UNSPECIFIED` and unknown numbers are `None`.
-#[must_use]
-pub fn role_from_proto(value: i32) -> Option<TenantRole> {
-    pb::TenantRole::domain_from_i32(value)
-}
-
-/// A role on the wire.
-#[must_use]
-pub fn role_to_proto(role: TenantRole) -> pb::TenantRole {
-    role.into()
-}
 
 /// A tenant on the wire.
 #[must_use]
@@ -48,7 +26,7 @@ pub fn membership(m: &Membership) -> pb::Membership {
     pb::Membership {
         tenant_id: m.tenant_id.to_string(),
         user_id: m.user_id.to_string(),
-        role: role_to_proto(m.role()).into(),
+        role: pb::TenantRole::from(m.role()).into(),
         is_default: m.is_default,
         create_time: Some(timestamp(m.create_time)),
         update_time: Some(timestamp(m.update_time)),

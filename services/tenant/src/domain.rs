@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use bulkhead_context::TenantRole;
-
 macro_rules! text_value {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -187,23 +185,6 @@ impl Locale {
             _ => return Err(RULE),
         }
         Ok(Self(text.to_owned()))
-    }
-}
-
-/// The role's spelling in the database.
-#[must_use]
-pub const fn role_to_db(role: TenantRole) -> &'static str {
-    role.as_str()
-}
-
-/// A role read back from the database (the column's CHECK admits only these).
-#[must_use]
-pub fn role_from_db(text: &str) -> TenantRole {
-    match text {
-        "OWNER" => TenantRole::Owner,
-        "ADMIN" => TenantRole::Admin,
-        "MEMBER" => TenantRole::Member,
-        _ => TenantRole::Viewer,
     }
 }
 

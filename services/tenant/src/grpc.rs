@@ -7,14 +7,16 @@ use bulkhead_guard::{InactiveTenants, RequestContext};
 use bulkhead_proto::tenant::v1 as pb;
 use bulkhead_proto::tenant::v1::tenant_service_server::TenantService;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::audit::{self, Event, membership_json, settings_json, tenant_json};
 use crate::convert;
-use crate::domain::{DisplayName, Domain, Locale, LogoUrl, Slug, TenantName, Timezone};
-use crate::error::{TenantError, Violations};
-use crate::paging;
-use crate::repo::{self, SettingsChange, TenantKey};
+use crate::error::TenantError;
+use crate::repo::{self, TenantKey};
+use crate::requests::{
+    CreateTenant, ListMembers, ListTenants, MEMBERS, Member, MemberRole, SetTenantActive,
+    UpdateSettings, UpdateTenant,
+};
+use bulkhead_rpc::paging;
 
 /// The Tenant service's handlers.
 #[derive(Debug, Clone)]
@@ -66,31 +68,6 @@ impl TenantApi {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-fn user_id(field: &str, text: &str, v: &mut Violations) -> Option<UserId> {
-    v.check(
-        field,
-        UserId::parse(text).map_err(|_| "must be a user id (UUID)"),
-    )
-}
-
-/// Never reached: called only after `Violations::finish` returned `Ok`, which
-/// means every `check` produced a value.
-fn validated() -> TenantError {
-    TenantError::Invalid(Vec::new())
-}
-
-/// The `user_id` and `role` of a membership request, both checked.
-fn member_and_role(user: &str, role: i32) -> Result<(UserId, TenantRole), TenantError> {
-    let mut v = Violations::default();
-    let member = user_id("user_id", user, &mut v);
-    let role = v.check(
-        "role",
-        convert::role_from_proto(role).ok_or("must be OWNER, ADMIN, MEMBER or VIEWER"),
-    );
-    v.finish()?;
-    member.zip(role).ok_or_else(validated)
-}
-
 fn is_super_admin(user: &TenantUser) -> bool {
     user.platform_role == PlatformRole::SuperAdmin
 }
@@ -108,29 +85,6 @@ async fn live_role(
     }
 }
 
-fn mask_paths(
-    mask: Option<&prost_types::FieldMask>,
-    allowed: &[&str],
-    v: &mut Violations,
-) -> Vec<String> {
-    let paths = mask.map(|m| m.paths.clone()).unwrap_or_default();
-    if paths.is_empty() {
-        v.add(
-            "update_mask",
-            &format!("must name the fields to update: {}", allowed.join(", ")),
-        );
-    }
-    for path in &paths {
-        if !allowed.contains(&path.as_str()) {
-            v.add(
-                "update_mask",
-                &format!("unknown field {path:?}; updatable: {}", allowed.join(", ")),
-            );
-        }
-    }
-    paths
-}
-
 #[tonic::async_trait]
 impl TenantService for TenantApi {
     async fn create_tenant(
@@ -138,21 +92,12 @@ impl TenantService for TenantApi {
         request: Request<pb::CreateTenantRequest>,
     ) -> Reply<pb::CreateTenantResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let r = request.get_ref();
-        let mut v = Violations::default();
-        let slug = v.check("slug", Slug::parse(&r.slug));
-        let name = v.check("name", TenantName::parse(&r.name));
-        let domain = if r.domain.is_empty() {
-            Some(None)
-        } else {
-            v.check("domain", Domain::parse(&r.domain)).map(Some)
-        };
-        let owner = user_id("owner_user_id", &r.owner_user_id, &mut v);
-        v.finish()?;
-        let (Some(slug), Some(name), Some(domain), Some(owner)) = (slug, name, domain, owner)
-        else {
-            return Err(validated().into());
-        };
+        let CreateTenant {
+            slug,
+            name,
+            domain,
+            owner,
+        } = CreateTenant::try_from(request.get_ref())?;
         let id = TenantId::new_v7();
         let (tenant, membership) = self
             .db
@@ -180,24 +125,7 @@ impl TenantService for TenantApi {
     ) -> Reply<pb::GetTenantResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let user = ctx.tenant_user()?;
-        let mut v = Violations::default();
-        let key = match &request.get_ref().tenant {
-            Some(pb::get_tenant_request::Tenant::TenantId(id)) => v
-                .check(
-                    "tenant_id",
-                    TenantId::parse(id).map_err(|_| "must be a tenant id (UUID)"),
-                )
-                .map(TenantKey::Id),
-            Some(pb::get_tenant_request::Tenant::TenantSlug(slug)) => v
-                .check("tenant_slug", Slug::parse(slug))
-                .map(TenantKey::Slug),
-            None => {
-                v.add("tenant", "set tenant_id or tenant_slug");
-                None
-            }
-        };
-        v.finish()?;
-        let key = key.ok_or_else(validated)?;
+        let key = TenantKey::try_from(request.get_ref())?;
         let tenant = if is_super_admin(user) {
             self.db
                 .platform_tx(async |tx| repo::find_tenant(tx, &key).await)
@@ -229,28 +157,29 @@ impl TenantService for TenantApi {
         request: Request<pb::ListTenantsRequest>,
     ) -> Reply<pb::ListTenantsResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let r = request.get_ref();
-        // A page token belongs to one filter.
-        let kind = if r.inactive_only {
-            "inactive-tenants"
-        } else {
-            "tenants"
-        };
-        let mut v = Violations::default();
-        let limit = paging::page_size(r.page_size, &mut v);
-        let after = paging::decode(kind, &r.page_token, &mut v);
-        v.finish()?;
+        let list = ListTenants::try_from(request.get_ref())?;
         // Users see the tenants they belong to; SUPER_ADMINs and services (which
         // follow deactivations for their guards) see them all.
         let member = ctx.user().filter(|u| !is_super_admin(u)).map(|u| u.user_id);
-        let inactive_only = r.inactive_only;
         let mut tenants = self
             .db
             .platform_tx(async |tx| {
-                repo::list_tenants(tx, member, inactive_only, after.as_deref(), limit + 1).await
+                repo::list_tenants(
+                    tx,
+                    member,
+                    list.inactive_only,
+                    list.after.as_deref(),
+                    list.size.fetch(),
+                )
+                .await
             })
             .await?;
-        let next_page_token = page_after(&mut tenants, limit, |t| t.slug.clone(), kind);
+        let next_page_token = paging::next_page(
+            &mut tenants,
+            list.size,
+            ListTenants::list_kind(list.inactive_only),
+            |t| t.slug.clone(),
+        );
         Ok(Response::new(pb::ListTenantsResponse {
             tenants: tenants.iter().map(convert::tenant).collect(),
             next_page_token,
@@ -263,26 +192,7 @@ impl TenantService for TenantApi {
     ) -> Reply<pb::UpdateTenantResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let user = ctx.tenant_user()?;
-        let r = request.get_ref();
-        let mut v = Violations::default();
-        let paths = mask_paths(r.update_mask.as_ref(), &["name", "domain"], &mut v);
-        let name = if paths.iter().any(|p| p == "name") {
-            v.check("name", TenantName::parse(&r.name)).map(Some)
-        } else {
-            Some(None)
-        };
-        let domain = if !paths.iter().any(|p| p == "domain") {
-            Some(None)
-        } else if r.domain.is_empty() {
-            Some(Some(None))
-        } else {
-            v.check("domain", Domain::parse(&r.domain))
-                .map(|d| Some(Some(d)))
-        };
-        v.finish()?;
-        let (Some(name), Some(domain)) = (name, domain) else {
-            return Err(validated().into());
-        };
+        let UpdateTenant { name, domain } = UpdateTenant::try_from(request.get_ref())?;
         let tenant = self
             .db
             .tenant_tx(user.tenant_id, async |tx| {
@@ -308,15 +218,10 @@ impl TenantService for TenantApi {
         request: Request<pb::SetTenantActiveRequest>,
     ) -> Reply<pb::SetTenantActiveResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let r = request.get_ref();
-        let mut v = Violations::default();
-        let id = v.check(
-            "tenant_id",
-            TenantId::parse(&r.tenant_id).map_err(|_| "must be a tenant id (UUID)"),
-        );
-        v.finish()?;
-        let id = id.ok_or_else(validated)?;
-        let is_active = r.is_active;
+        let SetTenantActive {
+            tenant: id,
+            is_active,
+        } = SetTenantActive::try_from(request.get_ref())?;
         let tenant = self
             .db
             .platform_tx(async |tx| {
@@ -352,8 +257,7 @@ impl TenantService for TenantApi {
     ) -> Reply<pb::AddMemberResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let user = ctx.tenant_user()?;
-        let r = request.get_ref();
-        let (member, role) = member_and_role(&r.user_id, r.role)?;
+        let MemberRole { user: member, role } = MemberRole::try_from(request.get_ref())?;
         let membership = self
             .db
             .tenant_tx(user.tenant_id, async |tx| {
@@ -380,10 +284,7 @@ impl TenantService for TenantApi {
     ) -> Reply<pb::RemoveMemberResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let user = ctx.tenant_user()?;
-        let mut v = Violations::default();
-        let member = user_id("user_id", &request.get_ref().user_id, &mut v);
-        v.finish()?;
-        let member = member.ok_or_else(validated)?;
+        let Member(member) = Member::try_from(request.get_ref())?;
         self.db
             .tenant_tx(user.tenant_id, async |tx| {
                 // The tenant row lock serialises concurrent membership changes: the
@@ -418,8 +319,7 @@ impl TenantService for TenantApi {
     ) -> Reply<pb::UpdateMemberRoleResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let user = ctx.tenant_user()?;
-        let r = request.get_ref();
-        let (member, role) = member_and_role(&r.user_id, r.role)?;
+        let MemberRole { user: member, role } = MemberRole::try_from(request.get_ref())?;
         let membership = self
             .db
             .tenant_tx(user.tenant_id, async |tx| {
@@ -462,38 +362,20 @@ impl TenantService for TenantApi {
     ) -> Reply<pb::ListMembersResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let user = ctx.tenant_user()?;
-        let r = request.get_ref();
-        let mut v = Violations::default();
-        let limit = paging::page_size(r.page_size, &mut v);
-        let after = paging::decode("members", &r.page_token, &mut v).and_then(|text| {
-            v.check(
-                "page_token",
-                Uuid::parse_str(&text).map_err(|_| "is not a page token of this list"),
-            )
-        });
-        let role = if r.role == 0 {
-            Some(None)
-        } else {
-            v.check(
-                "role",
-                convert::role_from_proto(r.role).ok_or("must be a tenant role"),
-            )
-            .map(Some)
-        };
-        v.finish()?;
-        let role = role.ok_or_else(validated)?;
+        let list = ListMembers::try_from(request.get_ref())?;
         let mut members = self
             .db
             .tenant_read(user.tenant_id, async |tx| {
                 // Both statements go out in one flight.
                 let (_, members) = futures_util::try_join!(
                     repo::current_tenant(tx),
-                    repo::list_memberships(tx, after, role, limit + 1)
+                    repo::list_memberships(tx, list.after, list.role, list.size.fetch())
                 )?;
                 Ok::<_, TenantError>(members)
             })
             .await?;
-        let next_page_token = page_after(&mut members, limit, |m| m.user_id.to_string(), "members");
+        let next_page_token =
+            paging::next_page(&mut members, list.size, MEMBERS, |m| m.user_id.to_string());
         Ok(Response::new(pb::ListMembersResponse {
             memberships: members.iter().map(convert::membership).collect(),
             next_page_token,
@@ -531,52 +413,11 @@ impl TenantService for TenantApi {
     ) -> Reply<pb::UpdateSettingsResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let user = ctx.tenant_user()?;
-        let r = request.get_ref();
-        let global = r.global_default;
-        if global && !is_super_admin(user) {
+        // Only a SUPER_ADMIN edits the global default: said before any field is checked.
+        if request.get_ref().global_default && !is_super_admin(user) {
             return Err(TenantError::Forbidden.into());
         }
-        let mut v = Violations::default();
-        let paths = mask_paths(
-            r.update_mask.as_ref(),
-            &["display_name", "logo_url", "timezone", "locale"],
-            &mut v,
-        );
-        let given = r.settings.clone().unwrap_or_default();
-        let mut change = SettingsChange::default();
-        for path in &paths {
-            // An empty value clears a tenant's override (the global default shows
-            // through); the global default itself keeps a value in every field
-            // but the logo.
-            let (field, text) = match path.as_str() {
-                "display_name" => (&mut change.display_name, given.display_name.as_str()),
-                "logo_url" => (&mut change.logo_url, given.logo_url.as_str()),
-                "timezone" => (&mut change.timezone, given.timezone.as_str()),
-                "locale" => (&mut change.locale, given.locale.as_str()),
-                _ => continue,
-            };
-            if text.is_empty() {
-                if global && path != "logo_url" {
-                    v.add(
-                        &format!("settings.{path}"),
-                        "the global default needs a value",
-                    );
-                } else {
-                    *field = Some(if global { Some(String::new()) } else { None });
-                }
-                continue;
-            }
-            let checked = match path.as_str() {
-                "display_name" => DisplayName::parse(text).map(|x| x.to_string()),
-                "logo_url" => LogoUrl::parse(text).map(|x| x.to_string()),
-                "timezone" => Timezone::parse(text).map(|x| x.to_string()),
-                _ => Locale::parse(text).map(|x| x.to_string()),
-            };
-            if let Some(value) = v.check(&format!("settings.{path}"), checked) {
-                *field = Some(Some(value));
-            }
-        }
-        v.finish()?;
+        let UpdateSettings { change, global } = UpdateSettings::try_from(request.get_ref())?;
         let settings = if global {
             let row = self
                 .db
@@ -624,10 +465,7 @@ impl TenantService for TenantApi {
         request: Request<pb::ListUserMembershipsRequest>,
     ) -> Reply<pb::ListUserMembershipsResponse> {
         let _ctx = RequestContext::from_request(&request)?;
-        let mut v = Violations::default();
-        let member = user_id("user_id", &request.get_ref().user_id, &mut v);
-        v.finish()?;
-        let member = member.ok_or_else(validated)?;
+        let Member(member) = Member::try_from(request.get_ref())?;
         let rows = self
             .db
             .platform_tx(async |tx| repo::user_memberships(tx, member).await)
@@ -650,10 +488,7 @@ impl TenantService for TenantApi {
         let ctx = RequestContext::from_request(&request)?;
         // "The caller's tenant" is the tenant of the user on whose behalf the service calls.
         let tenant = ctx.tenant_id().ok_or(TenantError::NoTenant)?;
-        let mut v = Violations::default();
-        let member = user_id("user_id", &request.get_ref().user_id, &mut v);
-        v.finish()?;
-        let member = member.ok_or_else(validated)?;
+        let Member(member) = Member::try_from(request.get_ref())?;
         let found = self
             .db
             .tenant_read(tenant, async |tx| {
@@ -666,21 +501,7 @@ impl TenantService for TenantApi {
             .await?
             .ok_or(TenantError::NotFound)?;
         Ok(Response::new(pb::CheckMembershipResponse {
-            role: convert::role_to_proto(found.role()).into(),
+            role: pb::TenantRole::from(found.role()).into(),
         }))
-    }
-}
-
-/// Trims the extra row fetched to learn whether another page exists, and returns
-/// the next page's token.
-fn page_after<T>(rows: &mut Vec<T>, limit: i64, key: impl Fn(&T) -> String, kind: &str) -> String {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last()
-            .map(|last| paging::encode(kind, &key(last)))
-            .unwrap_or_default()
-    } else {
-        String::new()
     }
 }

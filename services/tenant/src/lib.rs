@@ -7,8 +7,9 @@ mod convert;
 pub mod domain;
 mod error;
 mod grpc;
-mod paging;
+mod module;
 mod repo;
+mod requests;
 mod schema;
 
 use bulkhead_context::TenantRole;
@@ -19,6 +20,7 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 pub use audit::{AUDIT_TOPIC, REVOKE_TOPIC};
 pub use error::TenantError;
 pub use grpc::TenantApi;
+pub use module::TenantModule;
 
 /// The fully-qualified gRPC service name.
 pub const SERVICE_NAME: &str = "bulkhead.tenant.v1.TenantService";

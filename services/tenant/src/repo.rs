@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
-use crate::domain::{Domain, Slug, TenantName, role_from_db, role_to_db};
+use crate::domain::{Domain, Slug, TenantName};
 use crate::error::TenantError;
 use crate::schema::{memberships, organization_settings, tenants};
 
@@ -44,7 +44,8 @@ impl Membership {
     /// The role as a domain value.
     #[must_use]
     pub fn role(&self) -> TenantRole {
-        role_from_db(&self.role)
+        // The column's CHECK admits only the four spellings.
+        TenantRole::parse(&self.role).unwrap_or(TenantRole::Viewer)
     }
 }
 
@@ -135,7 +136,7 @@ pub async fn membership(
 pub async fn owner_count(tx: TenantConn<'_>) -> Result<i64, TenantError> {
     Ok(memberships::table
         .filter(memberships::tenant_id.eq(tx.tenant_id().as_uuid()))
-        .filter(memberships::role.eq(role_to_db(TenantRole::Owner)))
+        .filter(memberships::role.eq(TenantRole::Owner.as_str()))
         .count()
         .get_result(&mut tx.pg())
         .await?)
@@ -154,7 +155,7 @@ pub async fn insert_membership(
         .values((
             memberships::tenant_id.eq(tx.tenant_id().as_uuid()),
             memberships::user_id.eq(user.as_uuid()),
-            memberships::role.eq(role_to_db(role)),
+            memberships::role.eq(role.as_str()),
         ))
         .returning(Membership::as_returning())
         .get_result(&mut tx.pg())
@@ -190,7 +191,7 @@ pub async fn set_role(
             .filter(memberships::user_id.eq(user.as_uuid())),
     )
     .set((
-        memberships::role.eq(role_to_db(role)),
+        memberships::role.eq(role.as_str()),
         memberships::update_time.eq(diesel::dsl::now),
     ))
     .returning(Membership::as_returning())
@@ -218,7 +219,7 @@ pub async fn list_memberships(
         query = query.filter(memberships::user_id.gt(after));
     }
     if let Some(role) = role {
-        query = query.filter(memberships::role.eq(role_to_db(role)));
+        query = query.filter(memberships::role.eq(role.as_str()));
     }
     Ok(query.load(&mut tx.pg()).await?)
 }
@@ -349,7 +350,7 @@ pub async fn create_tenant(
         .values((
             memberships::tenant_id.eq(id.as_uuid()),
             memberships::user_id.eq(owner.as_uuid()),
-            memberships::role.eq(role_to_db(TenantRole::Owner)),
+            memberships::role.eq(TenantRole::Owner.as_str()),
             memberships::is_default.eq(!has_default),
         ))
         .returning(Membership::as_returning())

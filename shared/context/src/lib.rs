@@ -135,6 +135,14 @@ impl TenantRole {
             Self::Owner => "OWNER",
         }
     }
+
+    /// The role of its spelling (`as_str`'s inverse); `None` for anything else.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Viewer, Self::Member, Self::Admin, Self::Owner]
+            .into_iter()
+            .find(|role| role.as_str() == text)
+    }
 }
 
 /// A role on the platform, independent of tenants.
@@ -145,6 +153,25 @@ pub enum PlatformRole {
     User,
     /// Operates the platform: creates tenants, (de)activates them.
     SuperAdmin,
+}
+
+impl PlatformRole {
+    /// The wire and database spelling (`SUPER_ADMIN`, `USER`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "USER",
+            Self::SuperAdmin => "SUPER_ADMIN",
+        }
+    }
+
+    /// The role of its spelling (`as_str`'s inverse); `None` for anything else.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::User, Self::SuperAdmin]
+            .into_iter()
+            .find(|role| role.as_str() == text)
+    }
 }
 
 /// A user acting inside one tenant, as a verified access token says.
@@ -219,6 +246,23 @@ impl Principal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_parse_their_own_spelling_only() {
+        for role in [
+            TenantRole::Viewer,
+            TenantRole::Member,
+            TenantRole::Admin,
+            TenantRole::Owner,
+        ] {
+            assert_eq!(TenantRole::parse(role.as_str()), Some(role));
+        }
+        for role in [PlatformRole::User, PlatformRole::SuperAdmin] {
+            assert_eq!(PlatformRole::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(TenantRole::parse("owner"), None);
+        assert_eq!(PlatformRole::parse("ADMIN"), None);
+    }
 
     #[test]
     fn ids_accept_only_canonical_non_nil_uuids() {

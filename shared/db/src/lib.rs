@@ -5,9 +5,10 @@
 //! * [`Db::tenant_tx`] / [`Db::tenant_read`] run work in a tenant-scoped transaction
 //!   and hand it a [`TenantConn`]: the only connection type repository functions for
 //!   tenant tables accept, so an unscoped query on a tenant table does not compile.
-//! * [`Db::platform_tx`] runs work as the service's `<svc>_support` role, whose
-//!   own policies span tenants: SUPER_ADMIN operations, internal cross-tenant
-//!   lookups, the outbox relay.
+//! * [`Db::platform_tx`] runs work on a second pool, opened as the service's
+//!   `<svc>_platform` login role, whose own policies span tenants: SUPER_ADMIN
+//!   operations, internal cross-tenant lookups, the outbox relay. The runtime
+//!   role is a member of no role, so it cannot `SET ROLE` there itself.
 //! * [`Db::system`] is the separately named path for work that is not about one
 //!   tenant (global tables, health checks); row-level security still applies to it.
 //! * [`schema`] holds what the migrating side needs: roles, databases, embedded

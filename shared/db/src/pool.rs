@@ -17,9 +17,6 @@ pub struct PoolConfig {
     pub max_size: u32,
     /// How long a caller waits for a connection before `UNAVAILABLE`.
     pub connection_timeout: Duration,
-    /// The service's `<svc>_support` role, for [`Db::platform_tx`]; `None` disables
-    /// platform transactions.
-    pub support_role: Option<String>,
 }
 
 impl Default for PoolConfig {
@@ -27,58 +24,76 @@ impl Default for PoolConfig {
         Self {
             max_size: 16,
             connection_timeout: Duration::from_secs(5),
-            support_role: None,
         }
     }
 }
 
-/// A pool of connections opened as one service's runtime role.
+/// A service's connections: a pool as its runtime role `<svc>_app` for request
+/// handlers, and optionally a second pool as its platform role `<svc>_platform`
+/// (its own login and credentials) for [`Db::platform_tx`]. The runtime role is a
+/// member of no other role, so nothing it runs can `SET ROLE` its way across
+/// tenants; only code holding this type and calling `platform_tx` can.
 #[derive(Clone)]
 pub struct Db {
     pub(crate) pool: Pool<AsyncPgConnection>,
-    pub(crate) support_role: Option<String>,
+    pub(crate) platform: Option<Pool<AsyncPgConnection>>,
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Db")
             .field("state", &self.pool.state())
+            .field("platform", &self.platform.as_ref().map(Pool::state))
             .finish()
     }
 }
 
+/// Opens a pool to `url` and checks that one connection can be made.
+async fn open(url: &str, config: &PoolConfig) -> Result<Pool<AsyncPgConnection>, DbError> {
+    let mut manager_config = ManagerConfig::default();
+    // The default check costs a `SELECT 1` round trip per checkout; broken
+    // connections are still detected and dropped (../shared/STACK.md).
+    manager_config.recycling_method = RecyclingMethod::Fast;
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, manager_config);
+    let pool = Pool::builder()
+        .max_size(config.max_size)
+        .connection_timeout(config.connection_timeout)
+        .build(manager)
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    drop(pool.get().await?);
+    Ok(pool)
+}
+
 impl Db {
-    /// Opens a pool to `url` (which names the `<svc>_app` role) and checks that one
-    /// connection can be made.
+    /// Opens the runtime pool to `url` (which names the `<svc>_app` role) and
+    /// checks that one connection can be made. Platform transactions need
+    /// [`Db::with_platform`] as well.
     ///
     /// # Errors
     /// [`DbError::Unavailable`] when no connection can be opened.
     pub async fn connect(url: &str, config: &PoolConfig) -> Result<Self, DbError> {
-        let mut manager_config = ManagerConfig::default();
-        // The default check costs a `SELECT 1` round trip per checkout; broken
-        // connections are still detected and dropped (../shared/STACK.md).
-        manager_config.recycling_method = RecyclingMethod::Fast;
-        let manager =
-            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, manager_config);
-        let pool = Pool::builder()
-            .max_size(config.max_size)
-            .connection_timeout(config.connection_timeout)
-            .build(manager)
-            .await
-            .map_err(|e| DbError::Unavailable(e.to_string()))?;
-        drop(pool.get().await?);
-        if let Some(role) = &config.support_role {
-            crate::schema::check_identifier(role)?;
-        }
         Ok(Self {
-            pool,
-            support_role: config.support_role.clone(),
+            pool: open(url, config).await?,
+            platform: None,
         })
     }
 
-    /// A connection for work that is not about one tenant: global tables, health
-    /// checks, start-up verification. Row-level security still applies: with no
-    /// tenant set, tenant tables show no rows and refuse every insert.
+    /// Adds the platform pool, opened to `url` (which names the `<svc>_platform`
+    /// role), for [`Db::platform_tx`].
+    ///
+    /// # Errors
+    /// [`DbError::Unavailable`] when no connection can be opened.
+    pub async fn with_platform(mut self, url: &str, config: &PoolConfig) -> Result<Self, DbError> {
+        self.platform = Some(open(url, config).await?);
+        Ok(self)
+    }
+
+    /// A connection as the runtime role for work that is not about one tenant:
+    /// global tables, health checks, start-up verification. Row-level security
+    /// still applies: with no tenant set, tenant tables show no rows and refuse
+    /// every insert.
     ///
     /// # Errors
     /// [`DbError::Unavailable`] when no connection comes in time.
@@ -86,6 +101,16 @@ impl Db {
         Ok(SystemConn {
             conn: self.pool.get_owned().await?,
         })
+    }
+
+    /// A connection as the platform role, for the start-up check of that role.
+    pub(crate) async fn platform_system(&self) -> Result<Option<SystemConn>, DbError> {
+        match &self.platform {
+            Some(pool) => Ok(Some(SystemConn {
+                conn: pool.get_owned().await?,
+            })),
+            None => Ok(None),
+        }
     }
 
     /// Connections open and idle, for metrics.

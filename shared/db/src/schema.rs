@@ -1,6 +1,6 @@
-//! The migrating side: each service's two roles, its database, its embedded
-//! migrations, and the start-up check that the runtime role cannot bypass
-//! row-level security.
+//! The migrating side: each service's three roles, its database, its embedded
+//! migrations, and the start-up check that neither the runtime role nor the
+//! platform role can bypass row-level security or reach another role.
 //!
 //! Role and database names are built only from a service name checked at
 //! construction (`[a-z][a-z0-9_]*`), never from request data.
@@ -8,7 +8,7 @@
 use diesel::QueryableByName;
 use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::Pg;
-use diesel::sql_types::{BigInt, Bool, Text};
+use diesel::sql_types::{Array, BigInt, Bool, Text};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
@@ -100,21 +100,20 @@ impl ServiceSchema {
         format!("{}_app", self.service)
     }
 
-    /// The role of platform transactions (`tenant_support`): `NOLOGIN`, not
-    /// `BYPASSRLS`; the runtime role may `SET ROLE` to it, and its own policies
-    /// (`TO <svc>_support`) say what it may reach across tenants.
+    /// The platform role (`tenant_platform`): a login role of its own, with its
+    /// own pool and credentials, for platform operations (SUPER_ADMIN RPCs,
+    /// internal cross-tenant lookups, the outbox relay). Its own policies
+    /// (`TO <svc>_platform`) say what it may reach across tenants. The runtime
+    /// role is *not* a member of it.
     #[must_use]
-    pub fn support_role(&self) -> String {
-        format!("{}_support", self.service)
+    pub fn platform_role(&self) -> String {
+        format!("{}_platform", self.service)
     }
 
-    /// Pool settings for this service's runtime role.
+    /// Pool settings for this service (runtime and platform pools alike).
     #[must_use]
     pub fn pool_config(&self) -> crate::PoolConfig {
-        crate::PoolConfig {
-            support_role: Some(self.support_role()),
-            ..crate::PoolConfig::default()
-        }
+        crate::PoolConfig::default()
     }
 
     /// The service's database in a shared cluster (`bulkhead_tenant`).
@@ -123,15 +122,23 @@ impl ServiceSchema {
         format!("bulkhead_{}", self.service)
     }
 
-    /// Creates the two roles if missing and (re)asserts the runtime role's limits.
-    /// Needs a connection with `CREATEROLE` (the cluster's admin).
+    /// Creates the three roles if missing and (re)asserts their limits: the
+    /// runtime and platform roles may log in, bypass nothing, and are members of
+    /// no role at all (memberships found are revoked). Needs a connection with
+    /// `CREATEROLE` (the cluster's admin).
+    ///
+    /// A cluster made before the platform split has a `<svc>_support` role that
+    /// the runtime role could `SET ROLE` to: it is renamed to `<svc>_platform`
+    /// (its policies and grants follow the role) and the membership revoked.
     ///
     /// # Errors
     /// [`DbError::Query`] when a statement fails.
     pub async fn ensure_roles(&self, admin: &mut AsyncPgConnection) -> Result<(), DbError> {
         let owner = self.owner_role();
         let app = self.app_role();
-        let support = self.support_role();
+        let platform = self.platform_role();
+        let legacy = format!("{}_support", self.service);
+        let limits = "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION";
         // One advisory lock serialises concurrent test processes creating roles.
         admin
             .batch_execute(&format!(
@@ -139,18 +146,31 @@ impl ServiceSchema {
                  SELECT pg_advisory_xact_lock(7305241);
                  DO $$ BEGIN
                    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{owner}') THEN
-                     CREATE ROLE {owner} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+                     CREATE ROLE {owner} LOGIN {limits};
                    END IF;
                    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{app}') THEN
-                     CREATE ROLE {app} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT;
+                     CREATE ROLE {app} LOGIN NOINHERIT {limits};
                    END IF;
-                   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{support}') THEN
-                     CREATE ROLE {support} NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+                   IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{legacy}')
+                      AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{platform}') THEN
+                     ALTER ROLE {legacy} RENAME TO {platform};
+                   END IF;
+                   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{platform}') THEN
+                     CREATE ROLE {platform} LOGIN NOINHERIT {limits};
                    END IF;
                  END $$;
-                 ALTER ROLE {app} NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION;
-                 ALTER ROLE {support} NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION;
-                 GRANT {support} TO {app};
+                 ALTER ROLE {app} LOGIN NOINHERIT {limits};
+                 ALTER ROLE {platform} LOGIN NOINHERIT {limits};
+                 DO $$ DECLARE m record; BEGIN
+                   FOR m IN SELECT r.rolname AS role, u.rolname AS member
+                              FROM pg_auth_members am
+                              JOIN pg_roles r ON r.oid = am.roleid
+                              JOIN pg_roles u ON u.oid = am.member
+                             WHERE u.rolname IN ('{app}', '{platform}')
+                   LOOP
+                     EXECUTE format('REVOKE %I FROM %I', m.role, m.member);
+                   END LOOP;
+                 END $$;
                  COMMIT;"
             ))
             .await?;
@@ -158,7 +178,7 @@ impl ServiceSchema {
     }
 
     /// Creates database `name` owned by the owner role (from `template` if given)
-    /// and lets only the runtime role and the owner connect.
+    /// and lets only the owner, the runtime role and the platform role connect.
     ///
     /// # Errors
     /// [`DbError::Query`] when a statement fails.
@@ -171,6 +191,7 @@ impl ServiceSchema {
         check_identifier(name)?;
         let owner = self.owner_role();
         let app = self.app_role();
+        let platform = self.platform_role();
         let template = match template {
             Some(t) => {
                 check_identifier(t)?;
@@ -185,7 +206,7 @@ impl ServiceSchema {
             .batch_execute(&format!(
                 "REVOKE ALL ON DATABASE {name} FROM PUBLIC;
                  GRANT CONNECT, TEMPORARY ON DATABASE {name} TO {owner};
-                 GRANT CONNECT ON DATABASE {name} TO {app};"
+                 GRANT CONNECT ON DATABASE {name} TO {app}, {platform};"
             ))
             .await?;
         Ok(())
@@ -254,11 +275,13 @@ pub(crate) fn check_identifier(name: &str) -> Result<(), DbError> {
     }
 }
 
-/// What the start-up check found: the tenant tables it verified.
+/// What the start-up check found: the roles and the tenant tables it verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RlsReport {
     /// The runtime role the pool connects as.
     pub role: String,
+    /// The platform role the platform pool connects as, when there is one.
+    pub platform_role: Option<String>,
     /// Every table with a `tenant_id` column, each verified protected.
     pub tenant_tables: Vec<String>,
 }
@@ -271,6 +294,12 @@ struct RoleRow {
     rolsuper: bool,
     #[diesel(sql_type = Bool)]
     rolbypassrls: bool,
+    /// The roles it is a member of (`pg_auth_members`): each one a `SET ROLE` away.
+    #[diesel(sql_type = Array<Text>)]
+    member_of: Vec<String>,
+    /// The tables with a `tenant_id` column it owns or acts as the owner of.
+    #[diesel(sql_type = Array<Text>)]
+    owns: Vec<String>,
 }
 
 #[derive(QueryableByName)]
@@ -281,57 +310,94 @@ struct TableRow {
     enabled: bool,
     #[diesel(sql_type = Bool)]
     forced: bool,
-    #[diesel(sql_type = Bool)]
-    acts_as_owner: bool,
     #[diesel(sql_type = BigInt)]
     policies: i64,
 }
 
+/// Tables with a `tenant_id` column, in any schema but the system's.
+const TENANT_TABLES: &str = "FROM pg_class c
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+        AND n.nspname NOT LIKE 'pg_toast%' AND c.relkind IN ('r', 'p')
+        AND EXISTS (SELECT 1 FROM pg_attribute a
+                     WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
+                       AND NOT a.attisdropped)";
+
+/// The connected role, what it can become, and which tenant tables it owns.
+async fn role_of(conn: &mut AsyncPgConnection) -> Result<RoleRow, DbError> {
+    Ok(diesel::sql_query(format!(
+        "SELECT current_user::text AS role, r.rolsuper, r.rolbypassrls,
+                ARRAY(SELECT g.rolname::text FROM pg_auth_members m
+                        JOIN pg_roles g ON g.oid = m.roleid
+                       WHERE m.member = r.oid ORDER BY 1) AS member_of,
+                ARRAY(SELECT c.oid::regclass::text {TENANT_TABLES}
+                         AND pg_has_role(current_user, c.relowner, 'MEMBER')
+                       ORDER BY 1) AS owns
+           FROM pg_roles r WHERE r.rolname = current_user"
+    ))
+    .get_result(conn)
+    .await?)
+}
+
+/// What makes `role` unsafe to serve requests with.
+fn role_problems(role: &RoleRow, problems: &mut Vec<String>) {
+    let name = &role.role;
+    if role.rolsuper {
+        problems.push(format!("role {name} is a superuser"));
+    }
+    if role.rolbypassrls {
+        problems.push(format!("role {name} has BYPASSRLS"));
+    }
+    if !role.member_of.is_empty() {
+        problems.push(format!(
+            "role {name} is a member of {} (SET ROLE would leave its policies)",
+            role.member_of.join(", ")
+        ));
+    }
+    for table in &role.owns {
+        problems.push(format!("role {name} owns table {table}"));
+    }
+}
+
 impl Db {
-    /// Checks that the pool's role really cannot bypass row-level security: not a
-    /// superuser, not `BYPASSRLS`, not (a member of) any tenant table's owner, and
-    /// every table with a `tenant_id` column, in any schema, has RLS enabled *and*
-    /// forced and at least one policy. A service refuses to start when this fails.
+    /// Checks that the pools' roles really cannot bypass row-level security. The
+    /// runtime role, and the platform role when there is a platform pool: not a
+    /// superuser, not `BYPASSRLS`, a member of no role at all (`pg_auth_members`:
+    /// no `SET ROLE` leads anywhere), not the owner of any tenant table; the two
+    /// are distinct roles. And every table with a `tenant_id` column, in any
+    /// schema, has RLS enabled *and* forced and at least one policy. A service
+    /// refuses to start when this fails.
     ///
     /// # Errors
     /// [`DbError::UnsafeSchema`] listing every problem found.
     pub async fn verify_rls(&self) -> Result<RlsReport, DbError> {
         let mut conn = self.system().await?;
-        // The runtime role and every role it can SET ROLE to (its support role).
-        let role: RoleRow = diesel::sql_query(
-            "SELECT current_user::text AS role,
-                    bool_or(rolsuper) AS rolsuper, bool_or(rolbypassrls) AS rolbypassrls
-               FROM pg_roles WHERE pg_has_role(current_user, oid, 'MEMBER')",
-        )
-        .get_result(conn.pg())
-        .await?;
-        let tables: Vec<TableRow> = diesel::sql_query(
+        let role = role_of(conn.pg()).await?;
+        let tables: Vec<TableRow> = diesel::sql_query(format!(
             "SELECT c.oid::regclass::text AS name,
                     c.relrowsecurity AS enabled,
                     c.relforcerowsecurity AS forced,
-                    pg_has_role(current_user, c.relowner, 'MEMBER') AS acts_as_owner,
                     (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies
-               FROM pg_class c
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-                AND n.nspname NOT LIKE 'pg_toast%' AND c.relkind IN ('r', 'p')
-                AND EXISTS (SELECT 1 FROM pg_attribute a
-                             WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
-                               AND NOT a.attisdropped)
-              ORDER BY 1",
-        )
+               {TENANT_TABLES}
+              ORDER BY 1"
+        ))
         .load(conn.pg())
         .await?;
+        let platform = match self.platform_system().await? {
+            Some(mut conn) => Some(role_of(conn.pg()).await?),
+            None => None,
+        };
 
         let mut problems = Vec::new();
-        if role.rolsuper {
-            problems.push(format!("role {} is (or can become) a superuser", role.role));
-        }
-        if role.rolbypassrls {
-            problems.push(format!(
-                "role {} has (or can become a role with) BYPASSRLS",
-                role.role
-            ));
+        role_problems(&role, &mut problems);
+        if let Some(platform) = &platform {
+            role_problems(platform, &mut problems);
+            if platform.role == role.role {
+                problems.push(format!(
+                    "the platform pool connects as the runtime role {}: it needs its own role",
+                    role.role
+                ));
+            }
         }
         for t in &tables {
             if !t.enabled {
@@ -343,9 +409,6 @@ impl Db {
                     t.name
                 ));
             }
-            if t.acts_as_owner {
-                problems.push(format!("role {} owns table {}", role.role, t.name));
-            }
             if t.policies == 0 {
                 problems.push(format!("table {} has no policy", t.name));
             }
@@ -353,6 +416,7 @@ impl Db {
         if problems.is_empty() {
             Ok(RlsReport {
                 role: role.role,
+                platform_role: platform.map(|p| p.role),
                 tenant_tables: tables.into_iter().map(|t| t.name).collect(),
             })
         } else {

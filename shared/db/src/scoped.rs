@@ -20,7 +20,7 @@
 //! handing the open transaction (and its tenant) to the next caller.
 
 use diesel::connection::TransactionManagerStatus;
-use diesel_async::pooled_connection::bb8::PooledConnection;
+use diesel_async::pooled_connection::bb8::{Pool, PooledConnection};
 use diesel_async::{
     AnsiTransactionManager, AsyncPgConnection, SimpleAsyncConnection, TransactionManager,
 };
@@ -64,11 +64,11 @@ impl<'c> TenantConn<'c> {
     }
 }
 
-/// A connection inside a *platform* transaction: the service's `<svc>_support`
-/// role, whose policies span tenants (`SET LOCAL ROLE`, never an `OR` in the
-/// tenant policy). For SUPER_ADMIN operations, internal cross-tenant lookups
-/// and the outbox relay; handlers reach it only after the policy table allowed
-/// the caller, and audit what they do with it.
+/// A connection inside a *platform* transaction: opened as the service's
+/// `<svc>_platform` login role (its own pool and credentials), whose own policies
+/// span tenants (never an `OR` in the tenant policy). For SUPER_ADMIN operations,
+/// internal cross-tenant lookups and the outbox relay; handlers reach it only
+/// after the policy table allowed the caller, and audit what they do with it.
 #[derive(Clone, Copy)]
 pub struct PlatformConn<'c> {
     conn: &'c AsyncPgConnection,
@@ -203,11 +203,12 @@ impl Db {
         .await
     }
 
-    /// Runs `work` in a read-write platform transaction (see [`PlatformConn`]).
+    /// Runs `work` in a read-write platform transaction (see [`PlatformConn`]), on
+    /// the platform pool.
     ///
     /// # Errors
     /// As [`Db::tenant_tx`]; [`DbError::UnsafeSchema`] when the pool was opened
-    /// without a support role.
+    /// without a platform pool ([`Db::with_platform`]).
     pub async fn platform_tx<T, E>(
         &self,
         work: impl AsyncFnOnce(PlatformConn<'_>) -> Result<T, E>,
@@ -215,12 +216,10 @@ impl Db {
     where
         E: From<DbError>,
     {
-        let role = self.support_role.as_deref().ok_or_else(|| {
-            DbError::UnsafeSchema("this pool has no support role for platform transactions".into())
+        let pool = self.platform.as_ref().ok_or_else(|| {
+            DbError::UnsafeSchema("no platform pool: platform transactions are off".into())
         })?;
-        // The role name was checked to be a plain identifier when the pool was built.
-        let begin = format!("BEGIN; SET LOCAL ROLE {role}");
-        self.scoped(begin, Mode::ReadWrite, async |conn| {
+        scoped(pool, "BEGIN".to_owned(), Mode::ReadWrite, async |conn| {
             work(PlatformConn { conn }).await
         })
         .await
@@ -235,35 +234,48 @@ impl Db {
     where
         E: From<DbError>,
     {
-        let mut conn = self.pool.get_owned().await.map_err(DbError::from)?;
-        mark_in_transaction(&mut conn);
+        scoped(&self.pool, begin, mode, work).await
+    }
+}
 
-        let shared: &AsyncPgConnection = &conn;
-        let begin = async move {
-            let mut shared = shared;
-            shared.batch_execute(&begin).await
-        };
-        // `join` polls `begin` first, so its batch is queued on the connection before
-        // any statement of `work`; both go out in one flight.
-        let (began, worked) = futures_util::future::join(begin, work(shared)).await;
-        if let Err(err) = began {
-            // The connection's state is unknown: it stays marked and is discarded.
-            return Err(DbError::from(err).into());
+/// Runs `work` in a transaction opened by `begin` on a connection of `pool`.
+async fn scoped<T, E>(
+    pool: &Pool<AsyncPgConnection>,
+    begin: String,
+    mode: Mode,
+    work: impl AsyncFnOnce(&AsyncPgConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<DbError>,
+{
+    let mut conn = pool.get_owned().await.map_err(DbError::from)?;
+    mark_in_transaction(&mut conn);
+
+    let shared: &AsyncPgConnection = &conn;
+    let begin = async move {
+        let mut shared = shared;
+        shared.batch_execute(&begin).await
+    };
+    // `join` polls `begin` first, so its batch is queued on the connection before
+    // any statement of `work`; both go out in one flight.
+    let (began, worked) = futures_util::future::join(begin, work(shared)).await;
+    if let Err(err) = began {
+        // The connection's state is unknown: it stays marked and is discarded.
+        return Err(DbError::from(err).into());
+    }
+    match (worked, mode) {
+        (Ok(value), Mode::ReadOnly) => {
+            tokio::spawn(finish(conn, "COMMIT"));
+            Ok(value)
         }
-        match (worked, mode) {
-            (Ok(value), Mode::ReadOnly) => {
-                tokio::spawn(finish(conn, "COMMIT"));
-                Ok(value)
-            }
-            (Ok(value), Mode::ReadWrite) => {
-                finish(conn, "COMMIT").await.map_err(DbError::from)?;
-                Ok(value)
-            }
-            (Err(err), _) => {
-                // A failed rollback leaves the connection marked: it is discarded.
-                let _ = finish(conn, "ROLLBACK").await;
-                Err(err)
-            }
+        (Ok(value), Mode::ReadWrite) => {
+            finish(conn, "COMMIT").await.map_err(DbError::from)?;
+            Ok(value)
+        }
+        (Err(err), _) => {
+            // A failed rollback leaves the connection marked: it is discarded.
+            let _ = finish(conn, "ROLLBACK").await;
+            Err(err)
         }
     }
 }

@@ -414,6 +414,7 @@ async fn startup_check_accepts_the_app_role_and_refuses_the_owner() {
     let w = world(1).await;
     let report = w.db.verify_rls().await.expect("the app role is safe");
     assert_eq!(report.role, "sample_app");
+    assert_eq!(report.platform_role.as_deref(), Some("sample_platform"));
     assert_eq!(report.tenant_tables, vec!["notes", "projects"]);
     let owner_db = Db::connect(&w.database.owner_url, &Default::default())
         .await
@@ -432,35 +433,114 @@ fn repository_functions_refuse_unscoped_connections() {
 }
 
 #[tokio::test]
-async fn platform_transactions_reach_only_what_support_policies_allow() {
+async fn platform_transactions_reach_only_what_platform_policies_allow() {
     let w = world(2).await;
-    let db = Db::connect(&w.database.app_url, &SAMPLE.pool_config())
-        .await
-        .expect("pool with the support role");
-    // sample_support was granted nothing on the sample tables: refused outright.
-    let err = db
-        .platform_tx(async |tx| {
+    // sample_platform was granted nothing on the sample tables: refused outright.
+    let err =
+        w.db.platform_tx(async |tx| {
             Ok::<i64, DbError>(projects::table.count().get_result(&mut tx.pg()).await?)
         })
         .await
         .expect_err("no grant, no access");
     assert!(err.to_string().contains("permission denied"), "{err}");
-    // A pool without a support role refuses platform transactions.
-    let err =
-        w.db.platform_tx(async |_tx| Ok::<_, DbError>(()))
-            .await
-            .expect_err("no support role configured");
-    assert!(err.to_string().contains("support role"), "{err}");
-    // And the role switch does not outlive the transaction.
-    let mut conn = db.system().await.expect("system");
+    // A pool without the platform pool refuses platform transactions.
+    let runtime_only = w.database.runtime_only_db(1).await;
+    let err = runtime_only
+        .platform_tx(async |_tx| Ok::<_, DbError>(()))
+        .await
+        .expect_err("no platform pool");
+    assert!(err.to_string().contains("no platform pool"), "{err}");
+    // Platform transactions run as their own login role; the runtime pool stays
+    // the runtime role.
     #[derive(QueryableByName)]
     struct Who {
         #[diesel(sql_type = Text)]
         name: String,
     }
+    let platform: Who =
+        w.db.platform_tx(async |tx| {
+            Ok::<_, DbError>(
+                diesel::sql_query("SELECT current_user::text AS name")
+                    .get_result(&mut tx.pg())
+                    .await?,
+            )
+        })
+        .await
+        .expect("who");
+    assert_eq!(platform.name, "sample_platform");
+    let mut conn = w.db.system().await.expect("system");
     let who: Who = diesel::sql_query("SELECT current_user::text AS name")
         .get_result(conn.pg())
         .await
         .expect("who");
     assert_eq!(who.name, "sample_app");
+}
+
+#[tokio::test]
+async fn neither_role_can_set_role_to_any_other() {
+    let w = world(1).await;
+    for (url, me) in [
+        (&w.database.app_url, "sample_app"),
+        (&w.database.platform_url, "sample_platform"),
+    ] {
+        let mut conn = bulkhead_db::schema::connect_once(url)
+            .await
+            .expect("connect");
+        #[derive(QueryableByName)]
+        struct Role {
+            #[diesel(sql_type = Text)]
+            rolname: String,
+        }
+        let roles: Vec<Role> = diesel::sql_query(
+            "SELECT rolname::text AS rolname FROM pg_roles WHERE rolname <> current_user",
+        )
+        .load(&mut conn)
+        .await
+        .expect("roles");
+        assert!(roles.iter().any(|r| r.rolname == "sample_owner"));
+        for role in roles {
+            let result = diesel::sql_query(format!("SET ROLE \"{}\"", role.rolname))
+                .execute(&mut conn)
+                .await;
+            assert!(result.is_err(), "{me} must not become {}", role.rolname);
+        }
+    }
+}
+
+#[tokio::test]
+async fn startup_check_refuses_a_runtime_role_that_can_reach_another_role() {
+    let w = world(1).await;
+    // A role of this test's own (roles are cluster-wide, shared by concurrent
+    // tests): a login role like sample_app, but a member of sample_platform.
+    let probe = format!("probe_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let mut admin = w.database.admin_connection().await;
+    diesel_async::SimpleAsyncConnection::batch_execute(
+        &mut admin,
+        &format!(
+            "CREATE ROLE {probe} LOGIN NOINHERIT PASSWORD '{probe}';
+             GRANT CONNECT ON DATABASE {db} TO {probe};
+             GRANT sample_platform TO {probe}",
+            db = w.database.name
+        ),
+    )
+    .await
+    .expect("probe role");
+    let url = w.database.app_url.replace("sample_app", &probe);
+    let db = Db::connect(&url, &Default::default())
+        .await
+        .expect("probe pool");
+    let err = db
+        .verify_rls()
+        .await
+        .expect_err("a runtime role that can SET ROLE elsewhere must be refused");
+    assert!(
+        err.to_string()
+            .contains(&format!("role {probe} is a member of sample_platform")),
+        "{err}"
+    );
+    diesel::sql_query(format!("REVOKE sample_platform FROM {probe}"))
+        .execute(&mut admin)
+        .await
+        .expect("revoke");
+    db.verify_rls().await.expect("a member of nothing is safe");
 }

@@ -15,6 +15,7 @@ use bulkhead_guard::{
     GuardLayer, Policy, RequestContext, RequestIdLayer, RevokedSessions, Rule, TokenVerifier,
     VerifierConfig,
 };
+use bulkhead_proto::auth::v1 as pb;
 use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bulkhead_proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
 use bulkhead_proto::auth::v1::{
@@ -59,6 +60,58 @@ impl AuthService for EchoAuth {
         assert!(RequestContext::from_request(&request).is_err());
         Ok(Response::new(GetJwksResponse::default()))
     }
+
+    // The rest is not part of this test server: the guard's refusals come first,
+    // and a call it lets through lands here.
+    async fn login(&self, _: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
+        absent()
+    }
+    async fn refresh(&self, _: Request<pb::RefreshRequest>) -> Reply<pb::RefreshResponse> {
+        absent()
+    }
+    async fn switch_tenant(
+        &self,
+        _: Request<pb::SwitchTenantRequest>,
+    ) -> Reply<pb::SwitchTenantResponse> {
+        absent()
+    }
+    async fn logout(&self, _: Request<LogoutRequest>) -> Reply<pb::LogoutResponse> {
+        absent()
+    }
+    async fn create_user(&self, _: Request<CreateUserRequest>) -> Reply<pb::CreateUserResponse> {
+        absent()
+    }
+    async fn change_password(
+        &self,
+        _: Request<pb::ChangePasswordRequest>,
+    ) -> Reply<pb::ChangePasswordResponse> {
+        absent()
+    }
+    async fn issue_service_token(
+        &self,
+        _: Request<pb::IssueServiceTokenRequest>,
+    ) -> Reply<pb::IssueServiceTokenResponse> {
+        absent()
+    }
+    async fn revoke_sessions(
+        &self,
+        _: Request<RevokeSessionsRequest>,
+    ) -> Reply<pb::RevokeSessionsResponse> {
+        absent()
+    }
+    type WatchRevocationsStream = tokio_stream::Empty<Result<pb::WatchRevocationsResponse, Status>>;
+    async fn watch_revocations(
+        &self,
+        _: Request<pb::WatchRevocationsRequest>,
+    ) -> Reply<Self::WatchRevocationsStream> {
+        absent()
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn absent<T>() -> Reply<T> {
+    Err(Status::unimplemented("not part of this test server"))
 }
 
 fn policy() -> Policy {

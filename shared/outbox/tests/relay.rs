@@ -55,9 +55,7 @@ fn fast() -> RelayConfig {
 
 async fn db() -> Db {
     let database = test_database(&WRITER).await;
-    Db::connect(&database.app_url, &WRITER.pool_config())
-        .await
-        .expect("pool")
+    database.app_db(16).await
 }
 
 /// A change and its message, in one transaction.

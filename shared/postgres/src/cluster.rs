@@ -332,6 +332,18 @@ fn server_user() -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, PgError
     Ok(Some((user.uid, user.gid)))
 }
 
+/// Whether the OS user the server runs as could reach a cluster kept at `root`:
+/// always when not root (the server runs as us); as root (the server runs as
+/// the `postgres` OS user) only when every folder above `root` lets other users
+/// through (`o+x`).
+#[must_use]
+pub fn server_can_reach(root: &Path) -> bool {
+    !nix::unistd::geteuid().is_root()
+        || root
+            .canonicalize()
+            .map_or_else(|_| reachable_by_others(root), |r| reachable_by_others(&r))
+}
+
 /// Whether every ancestor of `path` lets other users through (`o+x`).
 fn reachable_by_others(path: &Path) -> bool {
     path.ancestors()

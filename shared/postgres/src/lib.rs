@@ -1,6 +1,6 @@
 //! A private PostgreSQL cluster started from the system's binaries.
 //!
-//! Used two ways: by tests, through [`testing::test_database`] (one cluster per test
+//! Used two ways: by tests, through `testing::test_database` (feature `testing`, for dev-dependencies only) (one cluster per test
 //! process, a migrated template per service, a fresh database per test), and by
 //! `bulkhead up`, through [`Cluster::start`] on a persistent data folder.
 //!
@@ -9,6 +9,7 @@
 //! refuses to run as root; as root, the cluster runs as the `postgres` OS user.
 
 mod cluster;
+#[cfg(feature = "testing")]
 pub mod testing;
 
-pub use cluster::{Cluster, ClusterOptions, PgError};
+pub use cluster::{Cluster, ClusterOptions, PgError, server_can_reach};

@@ -19,6 +19,10 @@ use crate::{Cluster, ClusterOptions};
 /// The environment variable naming an existing server's superuser URL.
 pub const DATABASE_URL_ENV: &str = "BULKHEAD_TEST_DATABASE_URL";
 
+/// The environment variable naming the folder test clusters are made in
+/// (default: the system's temporary folder).
+pub const CLUSTER_DIR_ENV: &str = "BULKHEAD_TEST_CLUSTER_DIR";
+
 enum Server {
     Private(Cluster),
     External(String),
@@ -47,7 +51,11 @@ fn server() -> &'static Server {
         if let Ok(url) = std::env::var(DATABASE_URL_ENV) {
             return Ok(Server::External(url));
         }
-        let root = std::env::temp_dir().join(format!(
+        // CI names a folder of its own (so it can stop exactly the clusters of its
+        // run, by their pid files); otherwise the system's temporary folder.
+        let parent = std::env::var_os(CLUSTER_DIR_ENV)
+            .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+        let root = parent.join(format!(
             "bulkhead-test-pg-{}-{}",
             std::process::id(),
             uuid::Uuid::new_v4().simple()
@@ -75,6 +83,8 @@ pub struct TestDatabase {
     pub name: String,
     /// URL as the runtime role `<svc>_app`: what the service connects with.
     pub app_url: String,
+    /// URL as the platform role `<svc>_platform`: the service's platform pool.
+    pub platform_url: String,
     /// URL as the owner role `<svc>_owner`.
     pub owner_url: String,
     /// URL as the cluster's superuser.
@@ -82,11 +92,28 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// A pool as the runtime role.
+    /// The service's pools: the runtime role's and the platform role's.
     ///
     /// # Panics
-    /// When the pool cannot connect: the test cannot go on.
+    /// When a pool cannot connect: the test cannot go on.
     pub async fn app_db(&self, max_size: u32) -> Db {
+        let config = PoolConfig {
+            max_size,
+            ..PoolConfig::default()
+        };
+        Db::connect(&self.app_url, &config)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the test database as the app role: {e}"))
+            .with_platform(&self.platform_url, &config)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the test database as the platform role: {e}"))
+    }
+
+    /// A pool as the runtime role only (no platform transactions).
+    ///
+    /// # Panics
+    /// When the pool cannot connect.
+    pub async fn runtime_only_db(&self, max_size: u32) -> Db {
         let config = PoolConfig {
             max_size,
             ..PoolConfig::default()
@@ -147,6 +174,7 @@ pub async fn test_database(schema: &ServiceSchema) -> TestDatabase {
         .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
     TestDatabase {
         app_url: server.url(&schema.app_role(), &name),
+        platform_url: server.url(&schema.platform_role(), &name),
         owner_url: server.url(&schema.owner_role(), &name),
         admin_url: server.admin_url(&name),
         name,
@@ -171,7 +199,11 @@ async fn template(server: &Server, schema: &ServiceSchema) -> String {
     let setup = async {
         schema.ensure_roles(&mut admin).await?;
         if matches!(server, Server::External(_)) {
-            for role in [schema.owner_role(), schema.app_role()] {
+            for role in [
+                schema.owner_role(),
+                schema.app_role(),
+                schema.platform_role(),
+            ] {
                 admin
                     .batch_execute(&format!("ALTER ROLE {role} PASSWORD '{role}'"))
                     .await?;

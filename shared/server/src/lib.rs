@@ -1,4 +1,6 @@
-//! Assembles one Bulkhead gRPC server, the same way for every service:
+//! Assembles and runs Bulkhead services, the same way for every service
+//! ([`assembly`]: a service crate's [`ServiceModule`] and [`start`]), and the
+//! one gRPC server each of them is:
 //!
 //! ```text
 //! request id → guard (authenticate, tenant check, authorize) → health | reflection | service
@@ -12,15 +14,20 @@
 //! * **reflection** is served in `grpc.reflection.v1` and `v1alpha` (grpcurl 1.8.6
 //!   speaks only v1alpha) and advertises just this port's service.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
+
+pub mod assembly;
+
+pub use assembly::{
+    Assembled, CredentialsFactory, DbUrls, Peers, ServiceEnv, ServiceModule, SharedGuard,
+    StartError, Started, channel, start,
+};
 
 use bulkhead_guard::{GuardLayer, RequestIdLayer};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::body::Body;
-use tonic::server::NamedService;
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -36,47 +43,37 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `service` on `listener` until `shutdown` completes.
+/// Serves `routes` (the service `service_name`) on `listener` until `shutdown`
+/// completes.
 ///
-/// `ready` receives the health reporter once the server is listening; the service
-/// is advertised `NOT_SERVING` until the caller sets it (see [`mark_serving`]).
+/// `health` says `NOT_SERVING` until the caller marks the service SERVING (see
+/// [`mark_serving`]).
 ///
 /// # Errors
 /// [`ServeError`] when reflection cannot be built or the transport fails.
-pub async fn serve<S>(
+pub async fn serve(
     listener: TcpListener,
-    service: S,
+    service_name: &'static str,
+    routes: Routes,
     guard: GuardLayer,
     health: HealthReporter,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError>
-where
-    S: tower_service::Service<
-            http::Request<Body>,
-            Response = http::Response<Body>,
-            Error = Infallible,
-        > + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> Result<(), ServeError> {
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(health),
     );
-    let reflection_v1 = reflection_builder(S::NAME).build_v1()?;
-    let reflection_v1alpha = reflection_builder(S::NAME).build_v1alpha()?;
+    let reflection_v1 = reflection_builder(service_name).build_v1()?;
+    let reflection_v1alpha = reflection_builder(service_name).build_v1alpha()?;
 
     tonic::transport::Server::builder()
         // gRPC keeps connections for long: recycle them so new replicas get traffic.
         .max_connection_age(Duration::from_secs(300))
         .layer(RequestIdLayer)
         .layer(guard)
+        .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

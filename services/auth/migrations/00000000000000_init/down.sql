@@ -1,2 +1,2 @@
-REVOKE USAGE ON SCHEMA public FROM auth_app, auth_support;
+REVOKE USAGE ON SCHEMA public FROM auth_app, auth_platform;
 GRANT USAGE ON SCHEMA public TO PUBLIC;

@@ -5,15 +5,16 @@
 -- * users is global (one person, many tenants). The runtime role auth_app sees
 --   only the row of the transaction's user (`id = app.user_id`: WhoAmI,
 --   ChangePassword). Login, bootstrap and CreateUser must find users by email
---   before anyone is authenticated: they run as auth_support (SET LOCAL ROLE, a
---   platform transaction), whose own policy spans every row.
+--   before anyone is authenticated: they run as auth_platform (a login role of
+--   its own with its own pool: a platform transaction), whose own policy spans
+--   every row.
 -- * sessions (one per login: the refresh-token family) are protected by a policy
 --   on app.user_id: a user's transaction sees only that user's sessions. Login,
 --   Refresh (the user is known only from the refresh token) and RevokeSessions
---   (internal, across users) run as auth_support.
+--   (internal, across users) run as auth_platform.
 -- * refresh_tokens keeps the hash of every refresh token a session ever had, so a
 --   rotated token presented again (reuse) is recognised and revokes its session.
---   Only auth_support reads it.
+--   Only auth_platform reads it.
 CREATE TABLE users (
     id uuid PRIMARY KEY,
     email text NOT NULL,
@@ -59,16 +60,16 @@ ALTER TABLE refresh_tokens FORCE ROW LEVEL SECURITY;
 CREATE POLICY own_user ON users TO auth_app
     USING (id = (SELECT nullif(current_setting('app.user_id', true), '')::uuid))
     WITH CHECK (id = (SELECT nullif(current_setting('app.user_id', true), '')::uuid));
-CREATE POLICY platform ON users TO auth_support USING (true) WITH CHECK (true);
+CREATE POLICY platform ON users TO auth_platform USING (true) WITH CHECK (true);
 GRANT SELECT, UPDATE (password_hash, display_name, update_time) ON users TO auth_app;
-GRANT SELECT, INSERT, UPDATE ON users TO auth_support;
+GRANT SELECT, INSERT, UPDATE ON users TO auth_platform;
 
 CREATE POLICY own_sessions ON sessions TO auth_app
     USING (user_id = (SELECT nullif(current_setting('app.user_id', true), '')::uuid))
     WITH CHECK (user_id = (SELECT nullif(current_setting('app.user_id', true), '')::uuid));
-CREATE POLICY platform ON sessions TO auth_support USING (true) WITH CHECK (true);
+CREATE POLICY platform ON sessions TO auth_platform USING (true) WITH CHECK (true);
 GRANT SELECT, UPDATE (revoked_at, revoke_reason, update_time) ON sessions TO auth_app;
-GRANT SELECT, INSERT, UPDATE ON sessions TO auth_support;
+GRANT SELECT, INSERT, UPDATE ON sessions TO auth_platform;
 
-CREATE POLICY platform ON refresh_tokens TO auth_support USING (true) WITH CHECK (true);
-GRANT SELECT, INSERT ON refresh_tokens TO auth_support;
+CREATE POLICY platform ON refresh_tokens TO auth_platform USING (true) WITH CHECK (true);
+GRANT SELECT, INSERT ON refresh_tokens TO auth_platform;

@@ -1,2 +1,2 @@
-REVOKE USAGE ON SCHEMA public FROM task_app, task_support;
+REVOKE USAGE ON SCHEMA public FROM task_app, task_platform;
 GRANT USAGE ON SCHEMA public TO PUBLIC;

@@ -1,6 +1,6 @@
 -- Only the owner creates objects in this database; the runtime role task_app
--- (and its support role, for platform transactions) may use the schema and gets
+-- (and its platform role, for platform operations) may use the schema and gets
 -- DML grants table by table, in the migration that
 -- creates each table.
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
-GRANT USAGE ON SCHEMA public TO task_app, task_support;
+GRANT USAGE ON SCHEMA public TO task_app, task_platform;

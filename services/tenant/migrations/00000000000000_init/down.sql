@@ -1,2 +1,2 @@
-REVOKE USAGE ON SCHEMA public FROM tenant_app, tenant_support;
+REVOKE USAGE ON SCHEMA public FROM tenant_app, tenant_platform;
 GRANT USAGE ON SCHEMA public TO PUBLIC;

@@ -6,13 +6,13 @@
 --   role tenant_app sees and updates only the row of the transaction's tenant
 --   (`id = app.tenant_id`), and may change only name, domain and update_time.
 --   Creating tenants, (de)activating them and listing all of them are platform
---   operations: they run as tenant_support (SET LOCAL ROLE, after the policy table
+--   operations: they run as tenant_platform (its own login role and pool, after the policy table
 --   allowed a SUPER_ADMIN), whose own policy spans every row.
 -- * memberships and organization_settings are tenant-owned: the standard tenant
---   policy for tenant_app. tenant_support may read memberships across tenants (the
+--   policy for tenant_app. tenant_platform may read memberships across tenants (the
 --   internal ListUserMemberships) and insert a new tenant's first OWNER.
 -- * organization_settings also holds the one global default row (tenant_id NULL):
---   readable by every tenant, written only as tenant_support (SUPER_ADMIN).
+--   readable by every tenant, written only as tenant_platform (SUPER_ADMIN).
 
 CREATE TABLE tenants (
     id uuid PRIMARY KEY,
@@ -73,22 +73,22 @@ ALTER TABLE organization_settings FORCE ROW LEVEL SECURITY;
 CREATE POLICY own_tenant ON tenants TO tenant_app
     USING (id = (SELECT nullif(current_setting('app.tenant_id', true), '')::uuid))
     WITH CHECK (id = (SELECT nullif(current_setting('app.tenant_id', true), '')::uuid));
-CREATE POLICY platform ON tenants TO tenant_support USING (true) WITH CHECK (true);
+CREATE POLICY platform ON tenants TO tenant_platform USING (true) WITH CHECK (true);
 GRANT SELECT, UPDATE (name, domain, update_time) ON tenants TO tenant_app;
-GRANT SELECT, INSERT, UPDATE ON tenants TO tenant_support;
+GRANT SELECT, INSERT, UPDATE ON tenants TO tenant_platform;
 
 CREATE POLICY tenant_isolation ON memberships TO tenant_app
     USING (tenant_id = (SELECT nullif(current_setting('app.tenant_id', true), '')::uuid))
     WITH CHECK (tenant_id = (SELECT nullif(current_setting('app.tenant_id', true), '')::uuid));
-CREATE POLICY platform ON memberships TO tenant_support USING (true) WITH CHECK (true);
+CREATE POLICY platform ON memberships TO tenant_platform USING (true) WITH CHECK (true);
 GRANT SELECT, INSERT, UPDATE, DELETE ON memberships TO tenant_app;
-GRANT SELECT, INSERT, UPDATE ON memberships TO tenant_support;
+GRANT SELECT, INSERT, UPDATE ON memberships TO tenant_platform;
 
 CREATE POLICY tenant_isolation ON organization_settings TO tenant_app
     USING (tenant_id = (SELECT nullif(current_setting('app.tenant_id', true), '')::uuid))
     WITH CHECK (tenant_id = (SELECT nullif(current_setting('app.tenant_id', true), '')::uuid));
 CREATE POLICY read_global_default ON organization_settings FOR SELECT TO tenant_app
     USING (tenant_id IS NULL);
-CREATE POLICY platform ON organization_settings TO tenant_support USING (true) WITH CHECK (true);
+CREATE POLICY platform ON organization_settings TO tenant_platform USING (true) WITH CHECK (true);
 GRANT SELECT, INSERT, UPDATE, DELETE ON organization_settings TO tenant_app;
-GRANT SELECT, INSERT, UPDATE ON organization_settings TO tenant_support;
+GRANT SELECT, INSERT, UPDATE ON organization_settings TO tenant_platform;

@@ -1,5 +1,6 @@
-//! `spawn_service()`: the Tenant service behind the real guard on a port-0 socket,
-//! on a fresh database; tokens minted with a test key.
+//! `spawn_service()`: the Tenant service started as `up` and `serve` start it
+//! (its module, the RLS check, the real guard) on a port-0 socket and a fresh
+//! database; tokens minted with a test key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,13 +8,13 @@ use std::time::Duration;
 use bulkhead_context::{
     PlatformRole, ServiceIdentity, SessionId, TenantId, TenantRole, TenantUser, UserId,
 };
-use bulkhead_db::Db;
 use bulkhead_guard::token::{Claims, SigningKey};
-use bulkhead_guard::{GuardLayer, InactiveTenants, RevokedSessions, TokenVerifier, VerifierConfig};
+use bulkhead_guard::{TokenVerifier, VerifierConfig};
 use bulkhead_postgres::testing::{TestDatabase, test_database};
 use bulkhead_proto::tenant::v1 as pb;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
-use bulkhead_tenant::{SCHEMA, SERVICE_NAME, TenantApi, policy};
+use bulkhead_server::{DbUrls, Peers, SharedGuard};
+use bulkhead_tenant::{SCHEMA, TenantModule};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt as _;
@@ -26,34 +27,34 @@ pub struct Harness {
 
 pub async fn spawn_service() -> Harness {
     let database = test_database(&SCHEMA).await;
-    let db = Db::connect(&database.app_url, &SCHEMA.pool_config())
-        .await
-        .expect("pool");
-    db.verify_rls()
-        .await
-        .expect("the tenant schema passes the RLS check");
     let key = Arc::new(SigningKey::generate());
-    let verifier = Arc::new(TokenVerifier::new(
+    let guard = SharedGuard::new(Arc::new(TokenVerifier::new(
         VerifierConfig::default(),
         &key.jwk_set(),
-    ));
-    let inactive = InactiveTenants::default();
-    let guard = GuardLayer::new(verifier, policy(), RevokedSessions::default())
-        .with_inactive_tenants(inactive.clone());
-    let api = TenantApi::new(db).with_inactive_tenants(inactive);
-    api.load_inactive_tenants().await.expect("load");
+    )));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let health = bulkhead_server::health_for(SERVICE_NAME).await;
-    tokio::spawn(bulkhead_server::serve(
+    // The service as `up` and `serve` start it: the RLS check, then its module.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let started = bulkhead_server::start(
+        &TenantModule,
+        &DbUrls {
+            app: database.app_url.clone(),
+            platform: database.platform_url.clone(),
+        },
         listener,
-        api.into_server(),
         guard,
-        health,
-        std::future::pending(),
-    ));
+        Peers::default(),
+        None,
+        stopped,
+    )
+    .await
+    .expect("the tenant service starts");
+    // Serves until the test process ends.
+    std::mem::forget(stop);
+    drop(started);
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
         .connect()

@@ -1179,7 +1179,8 @@ async fn an_owner_of_a_sees_and_changes_nothing_of_b_through_any_rpc() {
 // --- the role matrix ------------------------------------------------------------------
 
 /// What a caller gets from an RPC: refused by the guard or the live-role check, or
-/// let through (whatever the handler then answers about the request itself).
+/// let through to an answer about the request itself (OK, or a domain refusal such
+/// as NOT_FOUND for a user who is no member).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Allowed,
@@ -1187,12 +1188,26 @@ enum Outcome {
     Unauthenticated,
 }
 
+/// # Panics
+/// On a status no caller should ever get: a missing handler (UNIMPLEMENTED) or a
+/// failure of the service itself is never counted as "allowed".
 fn outcome(result: Result<(), tonic::Status>) -> Outcome {
     match result {
         Ok(()) => Outcome::Allowed,
         Err(s) if s.code() == Code::Unauthenticated => Outcome::Unauthenticated,
         Err(s) if s.code() == Code::PermissionDenied => Outcome::Denied,
-        Err(_) => Outcome::Allowed,
+        Err(s)
+            if matches!(
+                s.code(),
+                Code::NotFound
+                    | Code::AlreadyExists
+                    | Code::InvalidArgument
+                    | Code::FailedPrecondition
+            ) =>
+        {
+            Outcome::Allowed
+        }
+        Err(s) => panic!("an answer no caller should get: {s:?}"),
     }
 }
 

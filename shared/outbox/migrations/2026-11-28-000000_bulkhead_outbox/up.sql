@@ -46,9 +46,9 @@ BEGIN
                    svc || '_app', tenant_check, tenant_check);
     EXECUTE format('CREATE POLICY tenant_isolation ON outbox_sequence TO %I USING (%s) WITH CHECK (%s)',
                    svc || '_app', tenant_check, tenant_check);
-    -- The relay (platform transactions as <svc>_support) reads and marks every tenant's
+    -- The relay (platform transactions, connected as <svc>_platform) reads and marks every tenant's
     -- messages; platform operations may also write messages for any tenant.
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON outbox, outbox_sequence TO %I', svc || '_support');
-    EXECUTE format('CREATE POLICY relay ON outbox TO %I USING (true) WITH CHECK (true)', svc || '_support');
-    EXECUTE format('CREATE POLICY relay ON outbox_sequence TO %I USING (true) WITH CHECK (true)', svc || '_support');
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON outbox, outbox_sequence TO %I', svc || '_platform');
+    EXECUTE format('CREATE POLICY relay ON outbox TO %I USING (true) WITH CHECK (true)', svc || '_platform');
+    EXECUTE format('CREATE POLICY relay ON outbox_sequence TO %I USING (true) WITH CHECK (true)', svc || '_platform');
 END $$;

@@ -1,0 +1,85 @@
+//! The Auth service as `bulkhead up` and `bulkhead serve` run it.
+
+use bulkhead_db::schema::ServiceSchema;
+use bulkhead_guard::Policy;
+use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, StartError, channel};
+use tonic::service::Routes;
+
+use crate::{AuthApi, AuthConfig, SCHEMA, SERVICE_NAME, SharedKeys};
+
+/// The Auth service: users, logins, tokens, revocations. It signs tokens, so
+/// it needs the signing keys; it reads memberships from Tenant, so it needs
+/// Tenant's URL and service credentials.
+#[derive(Debug, Clone, Default)]
+pub struct AuthModule {
+    keys: Option<SharedKeys>,
+    config: AuthConfig,
+}
+
+impl AuthModule {
+    /// Auth signing with `keys` (none: it cannot start, but its schema and
+    /// policy are still known, e.g. for `migrate`), as `config` says.
+    #[must_use]
+    pub fn new(keys: Option<SharedKeys>, config: AuthConfig) -> Self {
+        Self { keys, config }
+    }
+}
+
+#[tonic::async_trait]
+impl ServiceModule for AuthModule {
+    fn name(&self) -> &'static str {
+        SCHEMA.service()
+    }
+
+    fn grpc_name(&self) -> &'static str {
+        SERVICE_NAME
+    }
+
+    fn default_port(&self) -> u16 {
+        50051
+    }
+
+    fn schema(&self) -> &'static ServiceSchema {
+        &SCHEMA
+    }
+
+    fn policy(&self) -> Policy {
+        crate::policy()
+    }
+
+    fn is_token_issuer(&self) -> bool {
+        true
+    }
+
+    async fn assemble(&self, env: ServiceEnv) -> Result<Assembled, StartError> {
+        let service = self.name();
+        let missing = |what: &str| StartError::Assembly {
+            service,
+            reason: format!("auth needs {what}"),
+        };
+        let keys = self.keys.clone().ok_or_else(|| missing("a signing key"))?;
+        let tenant = env
+            .peers
+            .tenant
+            .as_deref()
+            .ok_or_else(|| missing("the tenant service's URL"))?;
+        let credentials = env
+            .credentials
+            .clone()
+            .ok_or_else(|| missing("service credentials to ask Tenant"))?;
+        let directory = bulkhead_clients::TenantDirectory::new(channel(tenant)?, credentials);
+        let api = AuthApi::new(
+            env.db.clone(),
+            keys,
+            self.config.clone(),
+            directory,
+            env.guard.revoked.clone(),
+        );
+        api.load_revoked().await.map_err(|e| StartError::Assembly {
+            service,
+            reason: format!("loading revoked sessions: {e}"),
+        })?;
+        let relay = env.outbox_relay(service, None)?;
+        Ok(Assembled::new(Routes::new(api.into_server())).with_task(relay))
+    }
+}

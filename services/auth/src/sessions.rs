@@ -1,0 +1,301 @@
+//! Sessions (refresh-token families): starting one, ending them (everywhere in
+//! this process at once, and for every `WatchRevocations` subscriber), and the
+//! state machine of a presented refresh token.
+
+use std::time::{Duration, SystemTime};
+
+use bulkhead_clients::MembershipView;
+use bulkhead_context::{SessionId, TenantId, TenantUser, UserId};
+use bulkhead_db::Db;
+use bulkhead_guard::RevokedSessions;
+use bulkhead_outbox::audit::{Actor, Event};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::AuthError;
+use crate::repo::{self, NewSession, Revoke, Session, User};
+use crate::tokens::{Signer, new_refresh_token};
+
+/// A revoked session and when its last access token expires (until then every
+/// guard must refuse it).
+pub type Revoked = (Uuid, DateTime<Utc>);
+
+/// The tokens of a session just started or refreshed.
+#[derive(Debug, Clone)]
+pub struct IssuedTokens {
+    /// The session (refresh-token family).
+    pub session: SessionId,
+    /// The signed access token.
+    pub access_token: String,
+    /// When it expires.
+    pub access_expires: DateTime<Utc>,
+    /// The opaque refresh token (only its hash is stored).
+    pub refresh_token: String,
+    /// When the session ends.
+    pub refresh_expires: DateTime<Utc>,
+}
+
+/// What a presented refresh token turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// The current token of this session (locked until the transaction ends).
+    Current(Session),
+    /// A token this session had before a rotation: someone holds a copy.
+    Rotated(Uuid),
+    /// No session ever had it.
+    Unknown,
+}
+
+/// What `Refresh` does about a presented token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshStep {
+    /// Rotate the session's token and sign a new access token.
+    Rotate(Session),
+    /// End the whole family: a rotated token came back (reuse).
+    EndFamily(Uuid),
+    /// Refuse: unknown, revoked or expired.
+    Refuse,
+}
+
+/// The refresh-family state machine: only a live session's current token
+/// rotates; a rotated token ends its family; anything else is refused.
+#[must_use]
+pub fn next_step(presented: Presented, now: DateTime<Utc>) -> RefreshStep {
+    match presented {
+        Presented::Current(session)
+            if session.revoked_at.is_none() && session.refresh_expires_at > now =>
+        {
+            RefreshStep::Rotate(session)
+        }
+        Presented::Current(_) | Presented::Unknown => RefreshStep::Refuse,
+        Presented::Rotated(session) => RefreshStep::EndFamily(session),
+    }
+}
+
+/// Starts and ends sessions.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    db: Db,
+    signer: Signer,
+    refresh_ttl: Duration,
+    revoked: RevokedSessions,
+    /// Every revocation, for `WatchRevocations` subscribers.
+    feed: tokio::sync::broadcast::Sender<Revoked>,
+}
+
+impl Sessions {
+    /// Sessions stored in `db`, signed by `signer`, marked revoked in `revoked`
+    /// (the guards' set of this process).
+    #[must_use]
+    pub fn new(db: Db, signer: Signer, refresh_ttl: Duration, revoked: RevokedSessions) -> Self {
+        Self {
+            db,
+            signer,
+            refresh_ttl,
+            revoked,
+            feed: tokio::sync::broadcast::channel(4096).0,
+        }
+    }
+
+    /// Every revocation from now on.
+    #[must_use]
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Revoked> {
+        self.feed.subscribe()
+    }
+
+    /// An access token for `user` acting in `membership`'s tenant under `session`.
+    ///
+    /// # Errors
+    /// [`AuthError::Signing`] when signing fails.
+    pub fn access_token(
+        &self,
+        user: &User,
+        session: SessionId,
+        membership: &MembershipView,
+    ) -> Result<(String, DateTime<Utc>), AuthError> {
+        self.signer.access(&TenantUser {
+            user_id: UserId::from_uuid(user.id),
+            session_id: session,
+            tenant_id: membership.tenant_id,
+            tenant_slug: membership.slug.clone(),
+            tenant_role: membership.role,
+            platform_role: user.platform_role(),
+        })
+    }
+
+    /// A new session for `user` in `membership`'s tenant, stored with its audit
+    /// event (`action`) in one transaction.
+    ///
+    /// # Errors
+    /// When signing or the database fails.
+    pub async fn start(
+        &self,
+        user: &User,
+        membership: &MembershipView,
+        action: &'static str,
+        actor: &Actor,
+    ) -> Result<IssuedTokens, AuthError> {
+        let session = SessionId::new_v7();
+        let (access_token, access_expires) = self.access_token(user, session, membership)?;
+        let (refresh_token, hash) = new_refresh_token();
+        let refresh_expires = Utc::now() + self.refresh_ttl;
+        let new = NewSession {
+            id: session,
+            user: UserId::from_uuid(user.id),
+            tenant: membership.tenant_id,
+            refresh_hash: &hash,
+            refresh_expires_at: refresh_expires,
+            access_expires_at: access_expires,
+        };
+        self.db
+            .platform_tx(async |tx| {
+                repo::create_session(tx, &new).await?;
+                Event::new(action, "session", session)
+                    .new_value(serde_json::json!({
+                        "user_id": user.id,
+                        "tenant_id": membership.tenant_id.to_string(),
+                    }))
+                    .record_for(tx, membership.tenant_id, actor)
+                    .await?;
+                Ok::<_, AuthError>(())
+            })
+            .await?;
+        Ok(IssuedTokens {
+            session,
+            access_token,
+            access_expires,
+            refresh_token,
+            refresh_expires,
+        })
+    }
+
+    /// The tokens after rotating `session`'s refresh token for `user` in
+    /// `membership`'s tenant.
+    ///
+    /// # Errors
+    /// When signing or the database fails.
+    pub async fn rotate(
+        &self,
+        user: &User,
+        session: &Session,
+        membership: &MembershipView,
+    ) -> Result<IssuedTokens, AuthError> {
+        let sid = SessionId::from_uuid(session.id);
+        let (access_token, access_expires) = self.access_token(user, sid, membership)?;
+        let (refresh_token, new_hash) = new_refresh_token();
+        self.db
+            .platform_tx(async |tx| repo::rotate(tx, session.id, &new_hash, access_expires).await)
+            .await?;
+        Ok(IssuedTokens {
+            session: sid,
+            access_token,
+            access_expires,
+            refresh_token,
+            refresh_expires: session.refresh_expires_at,
+        })
+    }
+
+    /// Revokes `which` and leaves the audit event in the same transaction.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn revoke(
+        &self,
+        which: Revoke,
+        reason: &str,
+        tenant: TenantId,
+        actor: &Actor,
+    ) -> Result<Vec<Revoked>, AuthError> {
+        let revoked = self
+            .db
+            .platform_tx(async |tx| {
+                let revoked = repo::revoke(tx, which, reason).await?;
+                let ids: Vec<String> = revoked.iter().map(|(id, _)| id.to_string()).collect();
+                Event::new("auth.sessions_revoked", "session", format!("{which:?}"))
+                    .new_value(serde_json::json!({ "reason": reason, "sessions": ids }))
+                    .record_for(tx, tenant, actor)
+                    .await?;
+                Ok::<_, AuthError>(revoked)
+            })
+            .await?;
+        self.mark_revoked(&revoked);
+        Ok(revoked)
+    }
+
+    /// Marks `revoked` in this process's guards and tells every subscriber.
+    pub fn mark_revoked(&self, revoked: &[Revoked]) {
+        for (session, expires) in revoked {
+            let expiry = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(u64::try_from(expires.timestamp()).unwrap_or(0));
+            self.revoked.revoke(SessionId::from_uuid(*session), expiry);
+            // No subscriber is not an error: they load the revoked set when they connect.
+            let _ = self.feed.send((*session, *expires));
+        }
+    }
+
+    /// Revoked sessions whose access tokens have not expired yet.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn revoked_unexpired(&self) -> Result<Vec<Revoked>, AuthError> {
+        self.db
+            .platform_tx(async |tx| repo::revoked_unexpired(tx).await)
+            .await
+    }
+
+    /// Fills the revoked set with the revoked, unexpired sessions (at start-up).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn load_revoked(&self) -> Result<(), AuthError> {
+        let revoked = self.revoked_unexpired().await?;
+        self.mark_revoked(&revoked);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(revoked: bool, expires_in_secs: i64) -> Session {
+        let now = Utc::now();
+        Session {
+            id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            refresh_expires_at: now + chrono::Duration::seconds(expires_in_secs),
+            revoked_at: revoked.then_some(now),
+        }
+    }
+
+    #[test]
+    fn only_a_live_sessions_current_token_rotates() {
+        let now = Utc::now();
+        let live = session(false, 60);
+        assert_eq!(
+            next_step(Presented::Current(live.clone()), now),
+            RefreshStep::Rotate(live)
+        );
+        assert_eq!(
+            next_step(Presented::Current(session(true, 60)), now),
+            RefreshStep::Refuse,
+            "revoked"
+        );
+        assert_eq!(
+            next_step(Presented::Current(session(false, -1)), now),
+            RefreshStep::Refuse,
+            "expired"
+        );
+        assert_eq!(next_step(Presented::Unknown, now), RefreshStep::Refuse);
+    }
+
+    #[test]
+    fn a_rotated_token_ends_its_family_even_when_the_session_is_revoked() {
+        let id = Uuid::now_v7();
+        assert_eq!(
+            next_step(Presented::Rotated(id), Utc::now()),
+            RefreshStep::EndFamily(id)
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! The command line: one module per subcommand, each with its arguments and
+//! what it runs.
+
+mod bootstrap;
+mod keys;
+mod migrate;
+mod serve;
+mod token;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+/// `bulkhead`: zero-trust multi-tenant gRPC services.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bulkhead",
+    version,
+    about = "Zero-trust multi-tenant gRPC services"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once at start-up")]
+enum Command {
+    /// All four services in one process on a private Postgres (for a laptop).
+    Up(up::Args),
+    /// One service, for deployment.
+    Serve(serve::Args),
+    /// Create a service's roles and database (with --admin-url) and run its migrations.
+    Migrate(migrate::Args),
+    /// Make sure the first SUPER_ADMIN exists and owns the `default` tenant
+    /// (idempotent), in the private cluster of `up`'s data folder.
+    Bootstrap(bootstrap::Args),
+    /// Add a new signing key to `up`'s key folder: published at once, signing after
+    /// a grace period; older keys keep verifying their tokens.
+    RotateKey(keys::RotateArgs),
+    /// Print the public keys of `up`'s key folder as an RFC 7517 JWK set (what
+    /// `serve --jwks-file` reads, and what Auth's GetJwks answers).
+    Jwks(keys::JwksArgs),
+    /// Mint an access token with the local signing key (break-glass; for `up`).
+    Token(token::Args),
+}
+
+impl Cli {
+    /// Runs the subcommand.
+    ///
+    /// # Errors
+    /// Whatever stopped it, for `main` to print.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Migrate(args) => migrate::run(args).await,
+            Command::Bootstrap(args) => bootstrap::run(args).await,
+            Command::RotateKey(args) => keys::rotate(&args),
+            Command::Jwks(args) => keys::jwks(&args),
+            Command::Token(args) => token::run(args),
+        }
+    }
+}

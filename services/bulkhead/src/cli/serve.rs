@@ -1,0 +1,213 @@
+//! `bulkhead serve <service>`: one service, for deployment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bulkhead::keys;
+use bulkhead::services::{ServiceKind, local_credentials, module};
+use bulkhead::suite::{Launch, Suite};
+use bulkhead_guard::VerifierConfig;
+use bulkhead_guard::token::{KeyRing, SigningKey};
+use bulkhead_server::{CredentialsFactory, DbUrls, Peers, ServiceModule, SharedGuard, channel};
+use bulkhead_telemetry::LogFormat;
+use tokio::sync::watch;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Which service.
+    service: ServiceKind,
+    /// Where to listen (default: 0.0.0.0 and the service's port).
+    #[arg(long, env = "BULKHEAD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Postgres URL as the service's runtime role `<svc>_app`.
+    #[arg(long, env = "BULKHEAD_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Postgres URL as the service's platform role `<svc>_platform` (its own
+    /// credentials: platform operations only).
+    #[arg(long, env = "BULKHEAD_PLATFORM_DATABASE_URL", hide_env_values = true)]
+    platform_database_url: String,
+    /// Auth's public keys (RFC 7517 JWK set, JSON; `bulkhead jwks` prints one).
+    #[arg(
+        long,
+        env = "BULKHEAD_JWKS_FILE",
+        required_unless_present = "signing_key_file"
+    )]
+    jwks_file: Option<PathBuf>,
+    /// Auth's signing key (PKCS#8 PEM); its public half verifies tokens.
+    #[arg(long, env = "BULKHEAD_SIGNING_KEY_FILE")]
+    signing_key_file: Option<PathBuf>,
+    /// Accepted token issuer.
+    #[arg(long, env = "BULKHEAD_TOKEN_ISSUER", default_value = "bulkhead-auth")]
+    issuer: String,
+    /// Accepted token audience.
+    #[arg(long, env = "BULKHEAD_TOKEN_AUDIENCE", default_value = "bulkhead")]
+    audience: String,
+    /// Auth's URL (`http://auth:50051`): service tokens, revocations, key set.
+    #[arg(long, env = "BULKHEAD_AUTH_URL")]
+    auth_url: Option<String>,
+    /// Audit's URL (`http://audit:50054`), where audit events go.
+    #[arg(long, env = "BULKHEAD_AUDIT_URL")]
+    audit_url: Option<String>,
+    /// Where Prometheus metrics are served (`/metrics`).
+    #[arg(long, env = "BULKHEAD_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
+    metrics_listen: SocketAddr,
+    /// Tenant's URL (`http://tenant:50052`): where Auth reads memberships, and
+    /// where every other service follows deactivated tenants.
+    #[arg(long, env = "BULKHEAD_TENANT_URL")]
+    tenant_url: Option<String>,
+    /// This service's client id for `IssueServiceToken` (default: its name).
+    #[arg(long, env = "BULKHEAD_CLIENT_ID")]
+    client_id: Option<String>,
+    /// This service's client secret for `IssueServiceToken`.
+    #[arg(long, env = "BULKHEAD_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    /// Auth only: a service allowed to obtain tokens, as `name=secret` (repeatable).
+    #[arg(long = "service-client", env = "BULKHEAD_SERVICE_CLIENTS", value_delimiter = ',', hide_env_values = true, value_parser = parse_service_client)]
+    service_clients: Vec<bulkhead_auth::ServiceClient>,
+}
+
+/// `name=secret` → a service client of Auth.
+fn parse_service_client(text: &str) -> Result<bulkhead_auth::ServiceClient, String> {
+    let (name, secret) = text
+        .split_once('=')
+        .ok_or_else(|| "expected name=secret".to_owned())?;
+    if name.is_empty() || secret.len() < 16 {
+        return Err("a service client needs a name and a secret of at least 16 characters".into());
+    }
+    Ok(bulkhead_auth::ServiceClient {
+        client_id: name.to_owned(),
+        secret: secret.to_owned(),
+        scopes: Vec::new(),
+    })
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let name = args.service.name();
+    let _telemetry = bulkhead_telemetry::init(name, LogFormat::Json)?;
+    bulkhead_telemetry::serve_metrics(args.metrics_listen)?;
+    let config = VerifierConfig {
+        issuer: args.issuer.clone(),
+        audience: args.audience.clone(),
+        ..VerifierConfig::default()
+    };
+    let signing_key = args
+        .signing_key_file
+        .as_deref()
+        .map(keys::load)
+        .transpose()?
+        .map(Arc::new);
+    let verifier = match (&args.jwks_file, &signing_key) {
+        (Some(jwks), _) => keys::verifier_from_jwks_file(jwks, config.clone())?,
+        (None, Some(key)) => keys::verifier_for(key, config.clone()),
+        (None, None) => anyhow::bail!("--jwks-file or --signing-key-file is required"),
+    };
+    let guard = SharedGuard::new(verifier);
+    let module = module(
+        args.service,
+        bulkhead_auth::AuthModule::new(
+            signing_key
+                .clone()
+                .map(|key| Arc::new(std::sync::RwLock::new(Arc::new(KeyRing::single(key))))),
+            bulkhead_auth::AuthConfig {
+                issuer: args.issuer.clone(),
+                audience: args.audience.clone(),
+                service_clients: args.service_clients.clone(),
+                ..bulkhead_auth::AuthConfig::default()
+            },
+        ),
+    );
+    let (stop_background, background) = watch::channel(false);
+    let credentials = credentials(
+        module.as_ref(),
+        &args,
+        signing_key,
+        &config,
+        &guard,
+        &background,
+    )?;
+    // Deactivated tenants reach this process's guard within about a second.
+    if let (Some(tenant), Some(mint), false) =
+        (&args.tenant_url, &credentials, module.is_tenant_directory())
+    {
+        tokio::spawn(bulkhead_clients::follow_inactive_tenants(
+            channel(tenant)?,
+            mint(name),
+            guard.inactive.clone(),
+            std::time::Duration::from_secs(1),
+            background.clone(),
+        ));
+    }
+    let addr = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], module.default_port())));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(service = name, %addr, "listening");
+    let stop = bulkhead::up::stop_signal()?;
+    let peers = Peers {
+        auth: args.auth_url,
+        tenant: args.tenant_url,
+        audit: args.audit_url,
+    };
+    let launch = Launch {
+        module,
+        urls: DbUrls {
+            app: args.database_url,
+            platform: args.platform_database_url,
+        },
+        listener,
+    };
+    let suite = Suite::start(vec![launch], &guard, &peers, credentials.as_ref()).await?;
+    stop.await;
+    let _ = stop_background.send(true);
+    suite.stop().await;
+    Ok(())
+}
+
+/// Where this process's service tokens come from. Auth mints its own with its
+/// signing key; the others ask Auth (`IssueServiceToken`) and, with the same
+/// channel, follow Auth's key set and revocations.
+fn credentials(
+    module: &dyn ServiceModule,
+    args: &Args,
+    signing_key: Option<Arc<SigningKey>>,
+    config: &VerifierConfig,
+    guard: &SharedGuard,
+    background: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<CredentialsFactory>> {
+    if module.is_token_issuer() {
+        return Ok(signing_key.map(|key| local_credentials(key, config.clone())));
+    }
+    let Some(auth) = &args.auth_url else {
+        return Ok(None);
+    };
+    let auth = channel(auth)?;
+    // Key rotation: Auth's key set is re-read every KEY_REFRESH.
+    tokio::spawn(bulkhead_clients::follow_jwks(
+        auth.clone(),
+        guard.verifier.clone(),
+        keys::KEY_REFRESH,
+        background.clone(),
+    ));
+    let Some(secret) = args.client_secret.clone() else {
+        return Ok(None);
+    };
+    let issued = bulkhead_clients::IssuedServiceTokens::spawn(
+        auth.clone(),
+        args.client_id
+            .clone()
+            .unwrap_or_else(|| module.name().to_owned()),
+        secret,
+        background.clone(),
+    );
+    // Revocations reach this process's guard within about a second.
+    tokio::spawn(bulkhead_clients::follow_revocations(
+        auth,
+        issued.clone(),
+        guard.revoked.clone(),
+        background.clone(),
+    ));
+    Ok(Some(Arc::new(move |_: &str| {
+        issued.clone() as Arc<dyn bulkhead_clients::ServiceCredentials>
+    })))
+}

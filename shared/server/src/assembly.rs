@@ -1,0 +1,346 @@
+//! One way to add a service to a process: every service crate exposes a
+//! [`ServiceModule`] (its name and port, its schema, its policy table, and how it
+//! assembles its router and background tasks from a [`ServiceEnv`]), and
+//! [`start`] runs any of them the same way: connect its pools, refuse to start
+//! unless row-level security holds, assemble it, put the guard in front and
+//! serve it with health and reflection. `bulkhead up` and `bulkhead serve`
+//! iterate over modules; neither knows what a service is inside.
+
+use std::sync::Arc;
+
+use bulkhead_clients::ServiceCredentials;
+use bulkhead_db::Db;
+use bulkhead_db::schema::ServiceSchema;
+use bulkhead_guard::{GuardLayer, InactiveTenants, Policy, RevokedSessions, TokenVerifier};
+use futures_util::future::BoxFuture;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::service::Routes;
+use tonic::transport::Channel;
+
+/// Why a service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Its database could not be reached.
+    #[error("{service}: {source}")]
+    Database {
+        /// The service.
+        service: &'static str,
+        /// Why.
+        source: bulkhead_db::DbError,
+    },
+    /// The row-level security start-up check failed.
+    #[error("{service} refuses to start: {source}")]
+    Unsafe {
+        /// The service.
+        service: &'static str,
+        /// What the check found.
+        source: bulkhead_db::DbError,
+    },
+    /// The service's own assembly failed (missing settings, a load at start-up).
+    #[error("{service}: {reason}")]
+    Assembly {
+        /// The service.
+        service: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A peer URL is not a valid endpoint.
+    #[error("invalid URL {url:?}: {reason}")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What every service of a process shares: the token verifier, the revoked
+/// sessions and the deactivated tenants its guard consults.
+#[derive(Debug, Clone)]
+pub struct SharedGuard {
+    /// Verifies tokens against Auth's key set.
+    pub verifier: Arc<TokenVerifier>,
+    /// Sessions revoked by Auth.
+    pub revoked: RevokedSessions,
+    /// Deactivated tenants, kept by the Tenant service.
+    pub inactive: InactiveTenants,
+}
+
+impl SharedGuard {
+    /// A guard trusting `verifier`, with empty revoked and inactive sets.
+    #[must_use]
+    pub fn new(verifier: Arc<TokenVerifier>) -> Self {
+        Self {
+            verifier,
+            revoked: RevokedSessions::default(),
+            inactive: InactiveTenants::default(),
+        }
+    }
+}
+
+/// Gives the credentials of the named service (`tenant`, `auth`…).
+pub type CredentialsFactory = Arc<dyn Fn(&str) -> Arc<dyn ServiceCredentials> + Send + Sync>;
+
+/// Where the other services listen (`http://host:port`), for calls and the
+/// outbox relay; `None` when this process does not know.
+#[derive(Debug, Clone, Default)]
+pub struct Peers {
+    /// Auth: revocation requests, service tokens.
+    pub auth: Option<String>,
+    /// Tenant: memberships, deactivations.
+    pub tenant: Option<String>,
+    /// Audit: audit events.
+    pub audit: Option<String>,
+}
+
+/// A lazily connected channel to `url`.
+///
+/// # Errors
+/// [`StartError::Url`] when `url` is not a valid endpoint.
+pub fn channel(url: &str) -> Result<Channel, StartError> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| StartError::Url {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?
+        .connect_lazy())
+}
+
+/// The connection URLs of one service's database.
+#[derive(Clone)]
+pub struct DbUrls {
+    /// As the runtime role `<svc>_app`: request handlers.
+    pub app: String,
+    /// As the platform role `<svc>_platform`: platform operations.
+    pub platform: String,
+}
+
+impl std::fmt::Debug for DbUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs may carry passwords.
+        f.write_str("DbUrls(..)")
+    }
+}
+
+/// What a service is given to assemble itself.
+#[derive(Clone)]
+pub struct ServiceEnv {
+    /// Its database: runtime and platform pools, RLS already verified.
+    pub db: Db,
+    /// The process's guard state.
+    pub guard: SharedGuard,
+    /// Where the other services are.
+    pub peers: Peers,
+    /// This service's own token for calls to other services, when it has one.
+    pub credentials: Option<Arc<dyn ServiceCredentials>>,
+    /// Flips to true when the process stops; background tasks end with it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for ServiceEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceEnv")
+            .field("db", &self.db)
+            .field("peers", &self.peers)
+            .field("credentials", &self.credentials.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceEnv {
+    /// This service's outbox relay: audit events to Audit, revocation requests
+    /// (topic `revoke_topic`) to Auth. Without credentials or peers the messages
+    /// wait in the outbox (never dropped) and a warning says so.
+    ///
+    /// # Errors
+    /// [`StartError::Url`] for an invalid peer URL.
+    pub fn outbox_relay(
+        &self,
+        service: &'static str,
+        revoke_topic: Option<&str>,
+    ) -> Result<Option<BoxFuture<'static, ()>>, StartError> {
+        let Some(credentials) = self.credentials.clone() else {
+            tracing::warn!(
+                service,
+                "no service credentials: outbox messages stay pending"
+            );
+            return Ok(None);
+        };
+        let mut relay =
+            bulkhead_outbox::Relay::new(self.db.clone(), bulkhead_outbox::RelayConfig::default());
+        if let Some(audit) = &self.peers.audit {
+            let sink =
+                bulkhead_clients::AuditSink::new(channel(audit)?, credentials.clone(), service);
+            relay = relay.route(bulkhead_outbox::audit::AUDIT_TOPIC, Arc::new(sink));
+        }
+        if let (Some(auth), Some(topic)) = (&self.peers.auth, revoke_topic) {
+            let sink = bulkhead_clients::RevokeSink::new(channel(auth)?, credentials);
+            relay = relay.route(topic, Arc::new(sink));
+        }
+        Ok(Some(Box::pin(relay.run(self.shutdown.clone()))))
+    }
+}
+
+/// A service, assembled: its gRPC routes and the tasks that run beside them
+/// (each ends when [`ServiceEnv::shutdown`] flips).
+pub struct Assembled {
+    /// The service's gRPC service(s).
+    pub routes: Routes,
+    /// Background work: outbox relay, followers.
+    pub tasks: Vec<BoxFuture<'static, ()>>,
+}
+
+impl Assembled {
+    /// Routes with no background task yet.
+    #[must_use]
+    pub fn new(routes: Routes) -> Self {
+        Self {
+            routes,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Adds a background task, if there is one.
+    #[must_use]
+    pub fn with_task(mut self, task: Option<BoxFuture<'static, ()>>) -> Self {
+        self.tasks.extend(task);
+        self
+    }
+}
+
+impl std::fmt::Debug for Assembled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assembled")
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a service crate exposes to be run by `bulkhead up` and `bulkhead serve`.
+#[tonic::async_trait]
+pub trait ServiceModule: Send + Sync + std::fmt::Debug {
+    /// The short name (`tenant`): roles, database, logs, its service tokens.
+    fn name(&self) -> &'static str;
+    /// The fully-qualified gRPC service name.
+    fn grpc_name(&self) -> &'static str;
+    /// The port `bulkhead up` serves it on.
+    fn default_port(&self) -> u16;
+    /// Its roles, database and migrations.
+    fn schema(&self) -> &'static ServiceSchema;
+    /// Who may call each RPC.
+    fn policy(&self) -> Policy;
+    /// Auth signs tokens and is the source of revocations: a process serving it
+    /// mints its own service tokens and follows no other Auth.
+    fn is_token_issuer(&self) -> bool {
+        false
+    }
+    /// Tenant is the source of deactivations: a process serving it follows no
+    /// other Tenant.
+    fn is_tenant_directory(&self) -> bool {
+        false
+    }
+    /// Builds the handlers and background tasks.
+    ///
+    /// # Errors
+    /// [`StartError::Assembly`] when a setting it needs is missing or a
+    /// start-up load fails.
+    async fn assemble(&self, env: ServiceEnv) -> Result<Assembled, StartError>;
+}
+
+/// A service started by [`start`]: wait for it with [`Started::wait`].
+#[derive(Debug)]
+pub struct Started {
+    server: tokio::task::JoinHandle<Result<(), crate::ServeError>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Started {
+    /// Waits until the server and its background tasks have stopped.
+    ///
+    /// # Errors
+    /// [`crate::ServeError`] when the server failed.
+    pub async fn wait(self) -> Result<(), crate::ServeError> {
+        let served = match self.server.await {
+            Ok(result) => result,
+            Err(join) => {
+                tracing::error!(%join, "server task failed");
+                Ok(())
+            }
+        };
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        served
+    }
+}
+
+/// Connects `module`'s pools, refuses to start unless row-level security holds
+/// for both of its roles, assembles it and serves it on `listener` (in a task)
+/// until `shutdown` flips to true. Health reports SERVING only after all that.
+///
+/// # Errors
+/// [`StartError`] when the database cannot be reached, the RLS check fails, or
+/// the service cannot assemble itself.
+pub async fn start(
+    module: &dyn ServiceModule,
+    urls: &DbUrls,
+    listener: TcpListener,
+    guard: SharedGuard,
+    peers: Peers,
+    credentials: Option<Arc<dyn ServiceCredentials>>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Started, StartError> {
+    let service = module.name();
+    let health = crate::health_for(module.grpc_name()).await;
+    let config = module.schema().pool_config();
+    let db = async {
+        Db::connect(&urls.app, &config)
+            .await?
+            .with_platform(&urls.platform, &config)
+            .await
+    }
+    .await
+    .map_err(|source| StartError::Database { service, source })?;
+    let report = db
+        .verify_rls()
+        .await
+        .map_err(|source| StartError::Unsafe { service, source })?;
+    tracing::info!(
+        service,
+        role = report.role,
+        platform_role = report.platform_role,
+        tenant_tables = ?report.tenant_tables,
+        "row-level security verified"
+    );
+    let layer = GuardLayer::new(
+        guard.verifier.clone(),
+        module.policy(),
+        guard.revoked.clone(),
+    )
+    .with_inactive_tenants(guard.inactive.clone());
+    let env = ServiceEnv {
+        db,
+        guard,
+        peers,
+        credentials,
+        shutdown: shutdown.clone(),
+    };
+    let assembled = module.assemble(env).await?;
+    let tasks = assembled.tasks.into_iter().map(tokio::spawn).collect();
+    crate::mark_serving(&health, module.grpc_name()).await;
+    let mut stop = shutdown;
+    let grpc_name = module.grpc_name();
+    let server = tokio::spawn(crate::serve(
+        listener,
+        grpc_name,
+        assembled.routes,
+        layer,
+        health,
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        },
+    ));
+    Ok(Started { server, tasks })
+}

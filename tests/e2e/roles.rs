@@ -1,0 +1,198 @@
+//! No role the runtime role can reach sees across tenants (ARCHITECTURE §4), for
+//! every service of the suite: through the runtime role's connection (and the
+//! platform role's), `SET ROLE` to any other role fails, and with no tenant set
+//! the runtime role reads nothing of any tenant table, though every one of them
+//! holds rows.
+
+use bulkhead::services::ServiceKind;
+use bulkhead_auth::Existing;
+use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
+use bulkhead_proto::auth::v1 as auth;
+use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
+use bulkhead_proto::tenant::v1 as tenant;
+use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
+
+use crate::support::{TestSuite, spawn_suite};
+
+const PASSWORD: &str = "a long enough password";
+
+fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+/// Rows in every kind of table, written through the services' own RPCs: a
+/// tenant with its owner, a login (a session, audit events in Auth's outbox),
+/// a settings override (Tenant's outbox too).
+async fn seed(suite: &TestSuite) {
+    let auth_db = suite.databases["auth"].app_db(2).await;
+    let alice =
+        bulkhead_auth::bootstrap_admin(&auth_db, "alice@example.com", PASSWORD, Existing::Verify)
+            .await
+            .expect("alice")
+            .user_id();
+    let connect = |kind: ServiceKind| {
+        tonic::transport::Endpoint::from_shared(suite.endpoint(kind))
+            .expect("endpoint")
+            .connect_lazy()
+    };
+    let mut tenants = TenantServiceClient::new(connect(ServiceKind::Tenant));
+    let operator = suite.token(&TenantUser {
+        user_id: UserId::new_v7(),
+        session_id: SessionId::new_v7(),
+        tenant_id: TenantId::new_v7(),
+        tenant_slug: "ops".into(),
+        tenant_role: TenantRole::Viewer,
+        platform_role: PlatformRole::SuperAdmin,
+    });
+    tenants
+        .create_tenant(bearer(
+            &operator,
+            tenant::CreateTenantRequest {
+                slug: "acme".into(),
+                name: "Acme".into(),
+                domain: String::new(),
+                owner_user_id: alice.to_string(),
+            },
+        ))
+        .await
+        .expect("tenant");
+    let login = AuthServiceClient::new(connect(ServiceKind::Auth))
+        .login(auth::LoginRequest {
+            email: "alice@example.com".into(),
+            password: PASSWORD.into(),
+            tenant_slug: String::new(),
+        })
+        .await
+        .expect("login")
+        .into_inner();
+    let token = login.tokens.expect("tokens").access_token;
+    tenants
+        .update_settings(bearer(
+            &token,
+            tenant::UpdateSettingsRequest {
+                settings: Some(tenant::OrganizationSettings {
+                    locale: "en-GB".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["locale".into()],
+                }),
+                global_default: false,
+            },
+        ))
+        .await
+        .expect("settings");
+}
+
+#[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn names(conn: &mut AsyncPgConnection, query: &str) -> Vec<String> {
+    diesel::sql_query(query)
+        .load::<Name>(conn)
+        .await
+        .expect("names")
+        .into_iter()
+        .map(|n| n.name)
+        .collect()
+}
+
+/// Rows of `table` that belong to a tenant.
+async fn tenant_rows(conn: &mut AsyncPgConnection, table: &str) -> Result<i64, String> {
+    diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM {table} WHERE tenant_id IS NOT NULL"
+    ))
+    .get_result::<Count>(conn)
+    .await
+    .map(|c| c.n)
+    .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
+    let suite = spawn_suite().await;
+    seed(&suite).await;
+    let mut tables_checked = 0;
+    for kind in ServiceKind::ALL {
+        let database = &suite.databases[kind.name()];
+        let schema = kind.schema();
+        for (url, me) in [
+            (&database.app_url, schema.app_role()),
+            (&database.platform_url, schema.platform_role()),
+        ] {
+            let mut conn = bulkhead_db::schema::connect_once(url)
+                .await
+                .expect("connect");
+            let others = names(
+                &mut conn,
+                "SELECT rolname::text AS name FROM pg_roles WHERE rolname <> current_user",
+            )
+            .await;
+            assert!(
+                others.contains(&schema.owner_role()),
+                "{me}: the owner is among the roles tried"
+            );
+            for other in others {
+                let result = diesel::sql_query(format!("SET ROLE \"{other}\""))
+                    .execute(&mut conn)
+                    .await;
+                assert!(result.is_err(), "{me} must not become {other}");
+            }
+            let who = names(&mut conn, "SELECT current_user::text AS name").await;
+            assert_eq!(who, std::slice::from_ref(&me));
+        }
+
+        let mut admin = database.admin_connection().await;
+        let tables = names(
+            &mut admin,
+            "SELECT c.relname::text AS name FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+                AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                             AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+              ORDER BY 1",
+        )
+        .await;
+        let mut app = database.app_connection().await;
+        tables_checked += tables.len();
+        for table in &tables {
+            let stored = tenant_rows(&mut admin, table)
+                .await
+                .expect("as the superuser");
+            assert!(
+                stored > 0,
+                "{}.{table} holds rows for this test",
+                kind.name()
+            );
+            match tenant_rows(&mut app, table).await {
+                Ok(seen) => assert_eq!(seen, 0, "{}.{table}: no tenant, no rows", kind.name()),
+                Err(err) => assert!(
+                    err.contains("permission denied"),
+                    "{}.{table}: {err}",
+                    kind.name()
+                ),
+            }
+        }
+    }
+    assert!(
+        tables_checked >= 6,
+        "Auth's sessions and outbox, Tenant's memberships, settings and outbox at least: {tables_checked}"
+    );
+}
