@@ -1,0 +1,307 @@
+//! `spawn_service()`: Auth and the Tenant service it reads memberships from,
+//! each started as `up` and `serve` start them (their modules, the RLS check,
+//! the real guard) on port-0 sockets and fresh databases; tokens minted with a
+//! test key, which is also Auth's signing key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_auth::{AuthConfig, AuthModule, Existing, LimitsConfig, ServiceClient};
+use bulkhead_context::{
+    PlatformRole, ServiceIdentity, SessionId, TenantId, TenantRole, TenantUser, UserId,
+};
+use bulkhead_guard::token::{Claims, KeyRing, SigningKey};
+use bulkhead_guard::{TokenVerifier, VerifierConfig};
+use bulkhead_postgres::testing::{TestDatabase, test_database};
+use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
+use bulkhead_proto::tenant::v1 as tenant;
+use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
+use bulkhead_server::{DbUrls, Peers, ServiceModule, SharedGuard};
+use bulkhead_tenant::TenantModule;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt as _;
+
+pub const PASSWORD: &str = "a long enough password";
+pub const CLIENT_SECRET: &str = "task-secret-for-these-tests";
+
+pub struct Harness {
+    pub auth: AuthServiceClient<Channel>,
+    pub tenants: TenantServiceClient<Channel>,
+    pub key: Arc<SigningKey>,
+    pub database: TestDatabase,
+    pub db: bulkhead_db::Db,
+}
+
+async fn start(
+    module: &dyn ServiceModule,
+    database: &TestDatabase,
+    guard: &SharedGuard,
+    peers: Peers,
+    credentials: Option<Arc<dyn bulkhead_clients::ServiceCredentials>>,
+    listener: tokio::net::TcpListener,
+) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let started = bulkhead_server::start(
+        module,
+        &DbUrls {
+            app: database.app_url.clone(),
+            platform: database.platform_url.clone(),
+        },
+        listener,
+        guard.clone(),
+        peers,
+        credentials,
+        stopped,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{} starts: {e}", module.name()));
+    // Serves until the test process ends.
+    std::mem::forget(stop);
+    drop(started);
+}
+
+async fn bind() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    (listener, url)
+}
+
+pub async fn spawn_service() -> Harness {
+    let key = Arc::new(SigningKey::generate());
+    let guard = SharedGuard::new(Arc::new(TokenVerifier::new(
+        VerifierConfig::default(),
+        &key.jwk_set(),
+    )));
+    let tenant_db = test_database(&bulkhead_tenant::SCHEMA).await;
+    let auth_db = test_database(&bulkhead_auth::SCHEMA).await;
+    let (tenant_listener, tenant_url) = bind().await;
+    let (auth_listener, auth_url) = bind().await;
+    start(
+        &TenantModule,
+        &tenant_db,
+        &guard,
+        Peers::default(),
+        None,
+        tenant_listener,
+    )
+    .await;
+    let auth = AuthModule::new(
+        Some(Arc::new(std::sync::RwLock::new(Arc::new(KeyRing::single(
+            key.clone(),
+        ))))),
+        AuthConfig {
+            service_clients: vec![ServiceClient {
+                client_id: "task".into(),
+                secret: CLIENT_SECRET.into(),
+                scopes: Vec::new(),
+            }],
+            // The matrix logs in many times: the limits have their own tests.
+            login_limits: LimitsConfig {
+                per_peer_per_minute: 100_000,
+                per_email_per_minute: 100_000,
+            },
+            ..AuthConfig::default()
+        },
+    );
+    let credentials = Arc::new(bulkhead_clients::LocalServiceTokens::new(
+        key.clone(),
+        "auth",
+        VerifierConfig::default(),
+    ));
+    start(
+        &auth,
+        &auth_db,
+        &guard,
+        Peers {
+            tenant: Some(tenant_url.clone()),
+            ..Peers::default()
+        },
+        Some(credentials),
+        auth_listener,
+    )
+    .await;
+    let connect = |url: String| {
+        tonic::transport::Endpoint::from_shared(url)
+            .expect("endpoint")
+            .connect_lazy()
+    };
+    Harness {
+        auth: AuthServiceClient::new(connect(auth_url)),
+        tenants: TenantServiceClient::new(connect(tenant_url)),
+        key,
+        db: auth_db.app_db(2).await,
+        database: auth_db,
+    }
+}
+
+/// Who makes a call.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    User(TenantUser),
+    Service,
+    ServiceFor(TenantUser),
+    Nobody,
+}
+
+impl Caller {
+    pub fn user(&self) -> &TenantUser {
+        match self {
+            Self::User(u) | Self::ServiceFor(u) => u,
+            _ => panic!("not a user"),
+        }
+    }
+}
+
+impl Harness {
+    fn sign(&self, claims: &Claims) -> String {
+        self.key.sign(claims).expect("sign")
+    }
+
+    pub fn token(&self, user: &TenantUser) -> String {
+        let config = VerifierConfig::default();
+        self.sign(&Claims::access(
+            &config.issuer,
+            &config.audience,
+            user,
+            Duration::from_secs(600),
+        ))
+    }
+
+    pub fn request<T>(&self, caller: &Caller, message: T) -> Request<T> {
+        let config = VerifierConfig::default();
+        let service = ServiceIdentity {
+            name: "tenant".into(),
+            scopes: vec![],
+        };
+        let service_token = || {
+            self.sign(&Claims::service(
+                &config.issuer,
+                &config.audience,
+                &service,
+                Duration::from_secs(600),
+            ))
+        };
+        let mut request = Request::new(message);
+        let mut put = |key: &'static str, token: String| {
+            request
+                .metadata_mut()
+                .insert(key, format!("Bearer {token}").parse().expect("ascii"));
+        };
+        match caller {
+            Caller::User(user) => put("authorization", self.token(user)),
+            Caller::Service => put("x-service-authorization", service_token()),
+            Caller::ServiceFor(user) => {
+                put("authorization", self.token(user));
+                put("x-service-authorization", service_token());
+            }
+            Caller::Nobody => {}
+        }
+        request
+    }
+
+    /// A user in Auth (made on the platform path, password [`PASSWORD`]).
+    pub async fn user(&self, email: &str) -> UserId {
+        bulkhead_auth::bootstrap_admin(&self.db, email, PASSWORD, Existing::Verify)
+            .await
+            .expect("user")
+            .user_id()
+    }
+
+    /// A tenant owned by `owner`, made by a SUPER_ADMIN through Tenant.
+    pub async fn tenant(&self, slug: &str, owner: UserId) -> tenant::Tenant {
+        let operator = Caller::User(TenantUser {
+            user_id: UserId::new_v7(),
+            session_id: SessionId::new_v7(),
+            tenant_id: TenantId::new_v7(),
+            tenant_slug: "ops".into(),
+            tenant_role: TenantRole::Viewer,
+            platform_role: PlatformRole::SuperAdmin,
+        });
+        self.tenants
+            .clone()
+            .create_tenant(self.request(
+                &operator,
+                tenant::CreateTenantRequest {
+                    slug: slug.into(),
+                    name: slug.into(),
+                    domain: String::new(),
+                    owner_user_id: owner.to_string(),
+                },
+            ))
+            .await
+            .expect("tenant")
+            .into_inner()
+            .tenant
+            .expect("tenant")
+    }
+
+    /// Adds `user` to the tenant of `owner` with `role`.
+    pub async fn add_member(&self, owner: &Caller, user: UserId, role: TenantRole) {
+        self.tenants
+            .clone()
+            .add_member(self.request(
+                owner,
+                tenant::AddMemberRequest {
+                    user_id: user.to_string(),
+                    role: tenant::TenantRole::from(role).into(),
+                },
+            ))
+            .await
+            .expect("member");
+    }
+
+    /// Rows of a table in Auth's database, read as the superuser.
+    pub async fn count(&self, table: &str) -> i64 {
+        use diesel_async::RunQueryDsl as _;
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.database.admin_connection().await;
+        diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+            .get_result::<Count>(&mut conn)
+            .await
+            .expect("count")
+            .n
+    }
+}
+
+/// A user acting in `tenant` with `role`.
+pub fn acting(
+    user: UserId,
+    tenant: &tenant::Tenant,
+    role: TenantRole,
+    platform: PlatformRole,
+) -> TenantUser {
+    TenantUser {
+        user_id: user,
+        session_id: SessionId::new_v7(),
+        tenant_id: TenantId::parse(&tenant.id).expect("tenant id"),
+        tenant_slug: tenant.slug.clone(),
+        tenant_role: role,
+        platform_role: platform,
+    }
+}
+
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    let status = result.expect_err(&format!("expected {code:?}"));
+    assert_eq!(status.code(), code, "{status:?}");
+    status
+}
+
+/// The fields named in the BadRequest details of an INVALID_ARGUMENT.
+pub fn violated_fields<T: std::fmt::Debug>(result: Result<T, Status>) -> Vec<String> {
+    let status = assert_code(result, Code::InvalidArgument);
+    status
+        .get_error_details()
+        .bad_request()
+        .expect("BadRequest details")
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect()
+}

@@ -1,0 +1,504 @@
+//! Auth's own API tests: every RPC against every kind of caller with its exact
+//! answer, every bad field reported at once and nothing written, and one user's
+//! sessions out of another's reach. Logins, refresh rotation and revocation
+//! across services are in the end-to-end tests (`tests/e2e/auth.rs`).
+
+mod helpers;
+
+use bulkhead_context::{PlatformRole, TenantRole, UserId};
+use bulkhead_proto::auth::v1 as pb;
+use helpers::{
+    CLIENT_SECRET, Caller, Harness, PASSWORD, acting, assert_code, spawn_service, violated_fields,
+};
+use tonic::Code;
+
+async fn login(h: &Harness, email: &str) -> pb::LoginResponse {
+    h.auth
+        .clone()
+        .login(pb::LoginRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+            tenant_slug: String::new(),
+        })
+        .await
+        .expect("login")
+        .into_inner()
+}
+
+/// A user created through `CreateUser` by a SUPER_ADMIN (platform role USER).
+async fn create_user(h: &Harness, admin: &Caller, email: &str) -> UserId {
+    let user = h
+        .auth
+        .clone()
+        .create_user(h.request(
+            admin,
+            pb::CreateUserRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+                platform_role: pb::PlatformRole::User.into(),
+            },
+        ))
+        .await
+        .expect("create user")
+        .into_inner()
+        .user
+        .expect("user");
+    UserId::parse(&user.id).expect("id")
+}
+
+/// The status code of a call: `Ok` when it succeeded.
+fn code<T>(result: Result<T, tonic::Status>) -> Code {
+    result.map_or_else(|s| s.code(), |_| Code::Ok)
+}
+
+/// Every RPC against every kind of caller: VIEWER, MEMBER, ADMIN, OWNER,
+/// SUPER_ADMIN (a member of nothing), a service, a service acting for an OWNER,
+/// and nobody; each with the exact code it gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_answers_each_kind_of_caller_exactly() {
+    use Code::{Ok as K, PermissionDenied as D, Unauthenticated as U};
+    let h = spawn_service().await;
+    let root = h.user("root@example.com").await;
+    let root_caller = Caller::User(acting(
+        root,
+        &h.tenant("rootland", root).await,
+        TenantRole::Owner,
+        PlatformRole::SuperAdmin,
+    ));
+    let owner_id = create_user(&h, &root_caller, "owner@example.com").await;
+    let acme = h.tenant("acme", owner_id).await;
+    let owner = Caller::User(acting(
+        owner_id,
+        &acme,
+        TenantRole::Owner,
+        PlatformRole::User,
+    ));
+    let mut callers = Vec::new();
+    for role in [TenantRole::Viewer, TenantRole::Member, TenantRole::Admin] {
+        let email = format!("{}@example.com", role.as_str().to_lowercase());
+        let id = create_user(&h, &root_caller, &email).await;
+        h.add_member(&owner, id, role).await;
+        callers.push(Caller::User(acting(id, &acme, role, PlatformRole::User)));
+    }
+    let super_admin_id = h.user("super@example.com").await;
+    callers.extend([
+        owner.clone(),
+        Caller::User(acting(
+            super_admin_id,
+            &acme,
+            TenantRole::Viewer,
+            PlatformRole::SuperAdmin,
+        )),
+        Caller::Service,
+        Caller::ServiceFor(owner.user().clone()),
+        Caller::Nobody,
+    ]);
+
+    //                                   viewer member admin owner super service svc+owner nobody
+    let table: Vec<(&str, [Code; 8])> = vec![
+        ("Login", [K, K, K, K, K, K, K, K]),
+        ("Refresh", [K, K, K, K, K, K, K, K]),
+        ("GetJwks", [K, K, K, K, K, K, K, K]),
+        ("IssueServiceToken", [K, K, K, K, K, K, K, K]),
+        // A SUPER_ADMIN is no member of acme: refused by the live check.
+        ("SwitchTenant", [K, K, K, K, D, D, K, U]),
+        ("WhoAmI", [K, K, K, K, K, D, K, U]),
+        ("CreateUser", [D, D, K, K, K, D, K, U]),
+        ("ChangePassword", [K, K, K, K, K, D, K, U]),
+        ("RevokeSessions", [D, D, D, D, D, K, K, U]),
+        ("WatchRevocations", [D, D, D, D, D, K, K, U]),
+        // Last: it ends the session of the caller's token.
+        ("Logout", [K, K, K, K, K, D, K, U]),
+    ];
+    let methods: Vec<String> = {
+        use prost::Message as _;
+        let set = prost_types::FileDescriptorSet::decode(bulkhead_proto::FILE_DESCRIPTOR_SET)
+            .expect("fds");
+        set.file
+            .iter()
+            .flat_map(|f| f.service.iter())
+            .filter(|s| s.name() == "AuthService")
+            .flat_map(|s| s.method.iter().map(|m| m.name().to_owned()))
+            .collect()
+    };
+    let mut listed: Vec<&str> = table.iter().map(|(m, _)| *m).collect();
+    listed.sort_unstable();
+    let mut all: Vec<&str> = methods.iter().map(String::as_str).collect();
+    all.sort_unstable();
+    assert_eq!(listed, all, "the matrix lists every RPC of AuthService");
+
+    let mut n = 0;
+    for (method, expected) in &table {
+        for (caller, want) in callers.iter().zip(expected) {
+            n += 1;
+            let mut c = h.auth.clone();
+            let got = match *method {
+                "Login" => code(
+                    c.login(h.request(
+                        caller,
+                        pb::LoginRequest {
+                            email: "viewer@example.com".into(),
+                            password: PASSWORD.into(),
+                            tenant_slug: String::new(),
+                        },
+                    ))
+                    .await,
+                ),
+                "Refresh" => {
+                    let refresh_token = login(&h, "member@example.com")
+                        .await
+                        .tokens
+                        .expect("tokens")
+                        .refresh_token;
+                    code(
+                        c.refresh(h.request(caller, pb::RefreshRequest { refresh_token }))
+                            .await,
+                    )
+                }
+                "GetJwks" => code(c.get_jwks(h.request(caller, pb::GetJwksRequest {})).await),
+                "IssueServiceToken" => code(
+                    c.issue_service_token(h.request(
+                        caller,
+                        pb::IssueServiceTokenRequest {
+                            client_id: "task".into(),
+                            client_secret: CLIENT_SECRET.into(),
+                        },
+                    ))
+                    .await,
+                ),
+                "SwitchTenant" => code(
+                    c.switch_tenant(h.request(
+                        caller,
+                        pb::SwitchTenantRequest {
+                            tenant: Some(pb::switch_tenant_request::Tenant::TenantSlug(
+                                "acme".into(),
+                            )),
+                        },
+                    ))
+                    .await,
+                ),
+                "WhoAmI" => code(c.who_am_i(h.request(caller, pb::WhoAmIRequest {})).await),
+                "CreateUser" => code(
+                    c.create_user(h.request(
+                        caller,
+                        pb::CreateUserRequest {
+                            email: format!("new{n}@example.com"),
+                            password: PASSWORD.into(),
+                            display_name: String::new(),
+                            platform_role: pb::PlatformRole::User.into(),
+                        },
+                    ))
+                    .await,
+                ),
+                "ChangePassword" => code(
+                    c.change_password(h.request(
+                        caller,
+                        pb::ChangePasswordRequest {
+                            current_password: PASSWORD.into(),
+                            new_password: PASSWORD.into(),
+                        },
+                    ))
+                    .await,
+                ),
+                "RevokeSessions" => code(
+                    c.revoke_sessions(h.request(
+                        caller,
+                        pb::RevokeSessionsRequest {
+                            user_id: UserId::new_v7().to_string(),
+                            tenant_id: None,
+                            reason: "matrix".into(),
+                        },
+                    ))
+                    .await,
+                ),
+                "WatchRevocations" => code(
+                    c.watch_revocations(h.request(caller, pb::WatchRevocationsRequest {}))
+                        .await,
+                ),
+                "Logout" => code(
+                    c.logout(h.request(
+                        caller,
+                        pb::LogoutRequest {
+                            all_sessions: false,
+                        },
+                    ))
+                    .await,
+                ),
+                other => panic!("no call for {other}"),
+            };
+            assert_eq!(got, *want, "{method} as {caller:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_user_reports_every_bad_field_and_creates_nothing() {
+    let h = spawn_service().await;
+    let root = h.user("root@example.com").await;
+    let admin = Caller::User(acting(
+        root,
+        &h.tenant("rootland", root).await,
+        TenantRole::Owner,
+        PlatformRole::SuperAdmin,
+    ));
+    let before = h.count("users").await;
+    let fields = violated_fields(
+        h.auth
+            .clone()
+            .create_user(h.request(
+                &admin,
+                pb::CreateUserRequest {
+                    email: "not an email".into(),
+                    password: "short".into(),
+                    display_name: "x".repeat(201),
+                    platform_role: 42,
+                },
+            ))
+            .await,
+    );
+    assert_eq!(
+        fields,
+        ["email", "password", "display_name", "platform_role"]
+    );
+    assert_eq!(h.count("users").await, before, "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emails_are_unique_whatever_their_case_and_only_super_admins_make_super_admins() {
+    let h = spawn_service().await;
+    let root = h.user("root@example.com").await;
+    let rootland = h.tenant("rootland", root).await;
+    let super_admin = Caller::User(acting(
+        root,
+        &rootland,
+        TenantRole::Owner,
+        PlatformRole::SuperAdmin,
+    ));
+    create_user(&h, &super_admin, "ada@example.com").await;
+    let create = |email: &str, role: pb::PlatformRole| pb::CreateUserRequest {
+        email: email.into(),
+        password: PASSWORD.into(),
+        display_name: "Ada".into(),
+        platform_role: role.into(),
+    };
+    assert_code(
+        h.auth
+            .clone()
+            .create_user(h.request(
+                &super_admin,
+                create("ADA@Example.com", pb::PlatformRole::User),
+            ))
+            .await,
+        Code::AlreadyExists,
+    );
+    // An ADMIN of a tenant may create users, but not SUPER_ADMINs.
+    let tenant_admin = Caller::User(acting(
+        UserId::new_v7(),
+        &rootland,
+        TenantRole::Admin,
+        PlatformRole::User,
+    ));
+    assert_code(
+        h.auth
+            .clone()
+            .create_user(h.request(
+                &tenant_admin,
+                create("eve@example.com", pb::PlatformRole::SuperAdmin),
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    let made = h
+        .auth
+        .clone()
+        .create_user(h.request(
+            &super_admin,
+            create("grace@example.com", pb::PlatformRole::SuperAdmin),
+        ))
+        .await
+        .expect("a SUPER_ADMIN makes one")
+        .into_inner()
+        .user
+        .expect("user");
+    assert_eq!(made.platform_role, i32::from(pb::PlatformRole::SuperAdmin));
+    assert!(made.create_time.is_some(), "the row's own times come back");
+    assert_eq!(
+        h.count("users WHERE lower(email) = 'eve@example.com'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_password_needs_the_current_one_and_checks_the_new_one() {
+    let h = spawn_service().await;
+    let root = h.user("root@example.com").await;
+    let me = Caller::User(acting(
+        root,
+        &h.tenant("rootland", root).await,
+        TenantRole::Owner,
+        PlatformRole::SuperAdmin,
+    ));
+    let hash_before = h.count("users WHERE update_time = create_time").await;
+    let change = |current: &str, new: &str| pb::ChangePasswordRequest {
+        current_password: current.into(),
+        new_password: new.into(),
+    };
+    assert_eq!(
+        violated_fields(
+            h.auth
+                .clone()
+                .change_password(h.request(&me, change(PASSWORD, "short")))
+                .await
+        ),
+        ["new_password"]
+    );
+    assert_code(
+        h.auth
+            .clone()
+            .change_password(h.request(&me, change("not my password", "a brand new password")))
+            .await,
+        Code::Unauthenticated,
+    );
+    assert_eq!(
+        h.count("users WHERE update_time = create_time").await,
+        hash_before,
+        "neither changed the password"
+    );
+    // A session from a login before the change ends with it; this one stays.
+    let earlier = login(&h, "root@example.com").await.tokens.expect("tokens");
+    let revoked = h
+        .auth
+        .clone()
+        .change_password(h.request(&me, change(PASSWORD, "a brand new password")))
+        .await
+        .expect("changed")
+        .into_inner()
+        .revoked_count;
+    assert_eq!(revoked, 1);
+    assert_code(
+        h.auth
+            .clone()
+            .refresh(pb::RefreshRequest {
+                refresh_token: earlier.refresh_token,
+            })
+            .await,
+        Code::Unauthenticated,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_sessions_and_switch_tenant_report_their_bad_fields() {
+    let h = spawn_service().await;
+    assert_eq!(
+        violated_fields(
+            h.auth
+                .clone()
+                .revoke_sessions(h.request(
+                    &Caller::Service,
+                    pb::RevokeSessionsRequest {
+                        user_id: "nope".into(),
+                        tenant_id: Some("nope".into()),
+                        reason: String::new(),
+                    },
+                ))
+                .await
+        ),
+        ["tenant_id", "user_id"]
+    );
+    assert_eq!(
+        violated_fields(
+            h.auth
+                .clone()
+                .revoke_sessions(h.request(&Caller::Service, pb::RevokeSessionsRequest::default()))
+                .await
+        ),
+        ["user_id"]
+    );
+    let root = h.user("root@example.com").await;
+    let me = Caller::User(acting(
+        root,
+        &h.tenant("rootland", root).await,
+        TenantRole::Owner,
+        PlatformRole::SuperAdmin,
+    ));
+    assert_eq!(
+        violated_fields(
+            h.auth
+                .clone()
+                .switch_tenant(h.request(&me, pb::SwitchTenantRequest { tenant: None }))
+                .await
+        ),
+        ["tenant"]
+    );
+}
+
+/// One user's logout, even of all their sessions, leaves another's alone; and
+/// WhoAmI answers for the token's user only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_reaches_only_their_own_identity_and_sessions() {
+    let h = spawn_service().await;
+    let root = h.user("root@example.com").await;
+    let rootland = h.tenant("rootland", root).await;
+    let admin = Caller::User(acting(
+        root,
+        &rootland,
+        TenantRole::Owner,
+        PlatformRole::SuperAdmin,
+    ));
+    let alice = create_user(&h, &admin, "alice@example.com").await;
+    let bob = create_user(&h, &admin, "bob@example.com").await;
+    h.tenant("alices", alice).await;
+    h.tenant("bobs", bob).await;
+    let alice_tokens = login(&h, "alice@example.com").await.tokens.expect("tokens");
+    let bob_tokens = login(&h, "bob@example.com").await.tokens.expect("tokens");
+    let bearer = |token: &str| {
+        let mut request = tonic::Request::new(pb::LogoutRequest { all_sessions: true });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+        request
+    };
+    let ended = h
+        .auth
+        .clone()
+        .logout(bearer(&bob_tokens.access_token))
+        .await
+        .expect("logout")
+        .into_inner()
+        .revoked_count;
+    assert_eq!(ended, 1, "bob's one session");
+    let refreshed = h
+        .auth
+        .clone()
+        .refresh(pb::RefreshRequest {
+            refresh_token: alice_tokens.refresh_token,
+        })
+        .await
+        .expect("alice's session is untouched")
+        .into_inner();
+    let mut whoami = tonic::Request::new(pb::WhoAmIRequest {});
+    whoami.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", refreshed.tokens.expect("tokens").access_token)
+            .parse()
+            .expect("ascii"),
+    );
+    let me = h
+        .auth
+        .clone()
+        .who_am_i(whoami)
+        .await
+        .expect("whoami")
+        .into_inner();
+    assert_eq!(me.user_id, alice.to_string());
+    assert_eq!(me.email, "alice@example.com");
+    let slugs: Vec<&str> = me
+        .switchable_tenants
+        .iter()
+        .map(|t| t.slug.as_str())
+        .collect();
+    assert_eq!(slugs, ["alices"], "bob's tenant is not among alice's");
+}
