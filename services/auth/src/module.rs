@@ -1,11 +1,19 @@
 //! The Auth service as `bulkhead up` and `bulkhead serve` run it.
 
-use bulkhead_db::schema::ServiceSchema;
-use bulkhead_guard::Policy;
-use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, StartError, channel};
+use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, ServiceSpec, StartError, channel};
 use tonic::service::Routes;
 
 use crate::{AuthApi, AuthConfig, SCHEMA, SERVICE_NAME, SharedKeys};
+
+/// What the auth service is.
+pub static SPEC: ServiceSpec = ServiceSpec {
+    grpc_name: SERVICE_NAME,
+    default_port: 50051,
+    schema: &SCHEMA,
+    policy: crate::policy,
+    token_issuer: true,
+    tenant_directory: false,
+};
 
 /// The Auth service: users, logins, tokens, revocations. It signs tokens, so
 /// it needs the signing keys; it reads memberships from Tenant, so it needs
@@ -27,28 +35,8 @@ impl AuthModule {
 
 #[tonic::async_trait]
 impl ServiceModule for AuthModule {
-    fn name(&self) -> &'static str {
-        SCHEMA.service()
-    }
-
-    fn grpc_name(&self) -> &'static str {
-        SERVICE_NAME
-    }
-
-    fn default_port(&self) -> u16 {
-        50051
-    }
-
-    fn schema(&self) -> &'static ServiceSchema {
-        &SCHEMA
-    }
-
-    fn policy(&self) -> Policy {
-        crate::policy()
-    }
-
-    fn is_token_issuer(&self) -> bool {
-        true
+    fn spec(&self) -> &'static ServiceSpec {
+        &SPEC
     }
 
     async fn assemble(&self, env: ServiceEnv) -> Result<Assembled, StartError> {

@@ -97,6 +97,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_rpc_of_every_service_has_a_policy_entry() {
+        for module in modules(bulkhead_auth::AuthModule::default()) {
+            let missing = module
+                .policy()
+                .methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, module.grpc_name());
+            assert!(
+                missing.is_empty(),
+                "{}: RPCs without a rule: {missing:?}",
+                module.name()
+            );
+        }
+    }
+
+    #[test]
     fn every_kind_has_its_module_in_port_order() {
         let modules = modules(bulkhead_auth::AuthModule::default());
         let names: Vec<&str> = modules.iter().map(|m| m.name()).collect();

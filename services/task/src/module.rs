@@ -1,11 +1,19 @@
 //! The Task service as `bulkhead up` and `bulkhead serve` run it.
 
-use bulkhead_db::schema::ServiceSchema;
-use bulkhead_guard::Policy;
-use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, StartError};
+use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, ServiceSpec, StartError};
 use tonic::service::Routes;
 
 use crate::{SCHEMA, SERVICE_NAME, TaskApi};
+
+/// What the task service is.
+pub static SPEC: ServiceSpec = ServiceSpec {
+    grpc_name: SERVICE_NAME,
+    default_port: 50053,
+    schema: &SCHEMA,
+    policy: crate::policy,
+    token_issuer: false,
+    tenant_directory: false,
+};
 
 /// The Task service: tasks and compliance records.
 #[derive(Debug, Clone, Copy, Default)]
@@ -13,24 +21,8 @@ pub struct TaskModule;
 
 #[tonic::async_trait]
 impl ServiceModule for TaskModule {
-    fn name(&self) -> &'static str {
-        SCHEMA.service()
-    }
-
-    fn grpc_name(&self) -> &'static str {
-        SERVICE_NAME
-    }
-
-    fn default_port(&self) -> u16 {
-        50053
-    }
-
-    fn schema(&self) -> &'static ServiceSchema {
-        &SCHEMA
-    }
-
-    fn policy(&self) -> Policy {
-        crate::policy()
+    fn spec(&self) -> &'static ServiceSpec {
+        &SPEC
     }
 
     async fn assemble(&self, env: ServiceEnv) -> Result<Assembled, StartError> {

@@ -1,11 +1,19 @@
 //! The Tenant service as `bulkhead up` and `bulkhead serve` run it.
 
-use bulkhead_db::schema::ServiceSchema;
-use bulkhead_guard::Policy;
-use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, StartError};
+use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, ServiceSpec, StartError};
 use tonic::service::Routes;
 
 use crate::{REVOKE_TOPIC, SCHEMA, SERVICE_NAME, TenantApi};
+
+/// What the tenant service is.
+pub static SPEC: ServiceSpec = ServiceSpec {
+    grpc_name: SERVICE_NAME,
+    default_port: 50052,
+    schema: &SCHEMA,
+    policy: crate::policy,
+    token_issuer: false,
+    tenant_directory: true,
+};
 
 /// The Tenant service: tenants, memberships, settings; the source of
 /// deactivations, which it shares with the other services of its process.
@@ -14,28 +22,8 @@ pub struct TenantModule;
 
 #[tonic::async_trait]
 impl ServiceModule for TenantModule {
-    fn name(&self) -> &'static str {
-        SCHEMA.service()
-    }
-
-    fn grpc_name(&self) -> &'static str {
-        SERVICE_NAME
-    }
-
-    fn default_port(&self) -> u16 {
-        50052
-    }
-
-    fn schema(&self) -> &'static ServiceSchema {
-        &SCHEMA
-    }
-
-    fn policy(&self) -> Policy {
-        crate::policy()
-    }
-
-    fn is_tenant_directory(&self) -> bool {
-        true
+    fn spec(&self) -> &'static ServiceSpec {
+        &SPEC
     }
 
     async fn assemble(&self, env: ServiceEnv) -> Result<Assembled, StartError> {

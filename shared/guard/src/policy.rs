@@ -1,7 +1,8 @@
 //! Per-service policy tables: method → who may call it.
 //!
-//! A method missing from the table is denied. Each service's test checks that every
-//! method of its proto service has an entry ([`Policy::methods_without_rule`]).
+//! A method missing from the table is denied. A test of the `bulkhead` binary checks
+//! that every method of every service's proto has an entry
+//! ([`Policy::methods_without_rule`]).
 
 use std::collections::HashMap;
 

@@ -218,35 +218,59 @@ impl std::fmt::Debug for Assembled {
     }
 }
 
-/// What a service crate exposes to be run by `bulkhead up` and `bulkhead serve`.
-#[tonic::async_trait]
-pub trait ServiceModule: Send + Sync + std::fmt::Debug {
-    /// The short name (`tenant`): roles, database, logs, its service tokens.
-    fn name(&self) -> &'static str;
+/// The fixed facts of a service, the same in every process that runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceSpec {
     /// The fully-qualified gRPC service name.
-    fn grpc_name(&self) -> &'static str;
+    pub grpc_name: &'static str,
     /// The port `bulkhead up` serves it on.
-    fn default_port(&self) -> u16;
-    /// Its roles, database and migrations.
-    fn schema(&self) -> &'static ServiceSchema;
+    pub default_port: u16,
+    /// Its roles, database and migrations; its name is the service's name.
+    pub schema: &'static ServiceSchema,
     /// Who may call each RPC.
-    fn policy(&self) -> Policy;
+    pub policy: fn() -> Policy,
     /// Auth signs tokens and is the source of revocations: a process serving it
     /// mints its own service tokens and follows no other Auth.
-    fn is_token_issuer(&self) -> bool {
-        false
-    }
+    pub token_issuer: bool,
     /// Tenant is the source of deactivations: a process serving it follows no
     /// other Tenant.
-    fn is_tenant_directory(&self) -> bool {
-        false
-    }
+    pub tenant_directory: bool,
+}
+
+/// What a service crate exposes to be run by `bulkhead up` and `bulkhead serve`:
+/// its [`ServiceSpec`] and how it assembles itself.
+#[tonic::async_trait]
+pub trait ServiceModule: Send + Sync + std::fmt::Debug {
+    /// The service's fixed facts.
+    fn spec(&self) -> &'static ServiceSpec;
+
     /// Builds the handlers and background tasks.
     ///
     /// # Errors
     /// [`StartError::Assembly`] when a setting it needs is missing or a
     /// start-up load fails.
     async fn assemble(&self, env: ServiceEnv) -> Result<Assembled, StartError>;
+
+    /// The short name (`tenant`): roles, database, logs, its service tokens.
+    fn name(&self) -> &'static str {
+        self.spec().schema.service()
+    }
+    /// The fully-qualified gRPC service name.
+    fn grpc_name(&self) -> &'static str {
+        self.spec().grpc_name
+    }
+    /// The port `bulkhead up` serves it on.
+    fn default_port(&self) -> u16 {
+        self.spec().default_port
+    }
+    /// Its roles, database and migrations.
+    fn schema(&self) -> &'static ServiceSchema {
+        self.spec().schema
+    }
+    /// Who may call each RPC.
+    fn policy(&self) -> Policy {
+        (self.spec().policy)()
+    }
 }
 
 /// A service started by [`start`]: wait for it with [`Started::wait`].

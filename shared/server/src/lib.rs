@@ -20,8 +20,8 @@ use std::time::Duration;
 pub mod assembly;
 
 pub use assembly::{
-    Assembled, CredentialsFactory, DbUrls, Peers, ServiceEnv, ServiceModule, SharedGuard,
-    StartError, Started, channel, start,
+    Assembled, CredentialsFactory, DbUrls, Peers, ServiceEnv, ServiceModule, ServiceSpec,
+    SharedGuard, StartError, Started, channel, start,
 };
 
 use bulkhead_guard::{GuardLayer, RequestIdLayer};

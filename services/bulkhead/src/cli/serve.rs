@@ -127,9 +127,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &background,
     )?;
     // Deactivated tenants reach this process's guard within about a second.
-    if let (Some(tenant), Some(mint), false) =
-        (&args.tenant_url, &credentials, module.is_tenant_directory())
-    {
+    if let (Some(tenant), Some(mint), false) = (
+        &args.tenant_url,
+        &credentials,
+        module.spec().tenant_directory,
+    ) {
         tokio::spawn(bulkhead_clients::follow_inactive_tenants(
             channel(tenant)?,
             mint(name),
@@ -175,7 +177,7 @@ fn credentials(
     guard: &SharedGuard,
     background: &watch::Receiver<bool>,
 ) -> anyhow::Result<Option<CredentialsFactory>> {
-    if module.is_token_issuer() {
+    if module.spec().token_issuer {
         return Ok(signing_key.map(|key| local_credentials(key, config.clone())));
     }
     let Some(auth) = &args.auth_url else {
