@@ -52,7 +52,7 @@ say "a forged x-tenant-id is refused"
 grpcurl -plaintext -H "authorization: Bearer $OWNER" -H "x-tenant-id: $(python3 -c 'import uuid; print(uuid.uuid4())')" \
   "$TENANT_ADDR" bulkhead.tenant.v1.TenantService/ListMembers 2>&1 || true
 
-say "deactivation takes effect at once, in every service"
+say "deactivation takes effect at once, in every service (tenant inactive; once Auth has ended the tenant's sessions, session revoked)"
 call "$ADMIN" bulkhead.tenant.v1.TenantService/SetTenantActive "{\"tenant_id\":\"$tenant_id\",\"is_active\":false}" >/dev/null
 call "$OWNER" bulkhead.tenant.v1.TenantService/ListMembers '{}'
 call "$OWNER" bulkhead.task.v1.TaskService/ListTasks '{}' "$TASK_ADDR"

@@ -4,7 +4,6 @@
 use crate::support::{TestSuite, spawn_suite};
 use bulkhead::services::ServiceKind;
 use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
-use prost::Message as _;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -25,17 +24,9 @@ const PUBLIC: [&str; 4] = [
 ];
 
 fn methods_of(service: &str) -> Vec<String> {
-    let set = prost_types::FileDescriptorSet::decode(bulkhead_proto::FILE_DESCRIPTOR_SET)
-        .expect("descriptor set");
-    set.file
-        .iter()
-        .flat_map(|f| f.service.iter().map(move |s| (f.package(), s)))
-        .filter(|(package, s)| format!("{package}.{}", s.name()) == service)
-        .flat_map(|(_, s)| {
-            s.method
-                .iter()
-                .map(move |m| format!("/{service}/{}", m.name()))
-        })
+    bulkhead_proto::method_names(service)
+        .into_iter()
+        .map(|m| format!("/{service}/{m}"))
         .collect()
 }
 

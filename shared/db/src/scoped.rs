@@ -139,15 +139,7 @@ impl Db {
     where
         E: From<DbError>,
     {
-        let begin = tenant_begin(tenant, Mode::ReadWrite);
-        self.scoped(begin, Mode::ReadWrite, async |conn| {
-            work(TenantConn {
-                conn,
-                tenant_id: tenant,
-            })
-            .await
-        })
-        .await
+        self.tenant_scoped(tenant, Mode::ReadWrite, work).await
     }
 
     /// Runs `work` in a `READ ONLY` transaction scoped to `tenant`. The result is
@@ -164,8 +156,19 @@ impl Db {
     where
         E: From<DbError>,
     {
-        let begin = tenant_begin(tenant, Mode::ReadOnly);
-        self.scoped(begin, Mode::ReadOnly, async |conn| {
+        self.tenant_scoped(tenant, Mode::ReadOnly, work).await
+    }
+
+    async fn tenant_scoped<T, E>(
+        &self,
+        tenant: TenantId,
+        mode: Mode,
+        work: impl AsyncFnOnce(TenantConn<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        self.scoped(tenant_begin(tenant, mode), mode, async |conn| {
             work(TenantConn {
                 conn,
                 tenant_id: tenant,

@@ -101,9 +101,8 @@ impl TestDatabase {
             max_size,
             ..PoolConfig::default()
         };
-        Db::connect(&self.app_url, &config)
+        self.runtime_only_db(max_size)
             .await
-            .unwrap_or_else(|e| panic!("connecting to the test database as the app role: {e}"))
             .with_platform(&self.platform_url, &config)
             .await
             .unwrap_or_else(|e| panic!("connecting to the test database as the platform role: {e}"))

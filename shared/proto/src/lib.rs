@@ -44,6 +44,25 @@ pub mod audit {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/bulkhead_descriptor.bin"));
 
+/// The method names (`Login`) of the gRPC service `service`
+/// (`bulkhead.auth.v1.AuthService`), from the descriptor set; none for a
+/// service that does not exist.
+///
+/// # Panics
+/// Never: the descriptor set is built with this crate.
+#[must_use]
+pub fn method_names(service: &str) -> Vec<String> {
+    use prost::Message as _;
+    let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set built with this crate");
+    set.file
+        .iter()
+        .flat_map(|f| f.service.iter().map(move |s| (f.package(), s)))
+        .filter(|(package, s)| format!("{package}.{}", s.name()) == service)
+        .flat_map(|(_, s)| s.method.iter().map(|m| m.name().to_owned()))
+        .collect()
+}
+
 /// Roles between the wire and the domain, in one place.
 mod roles {
     use bulkhead_context::{PlatformRole, TenantRole};

@@ -210,6 +210,19 @@ impl Harness {
             .user_id()
     }
 
+    /// `root@example.com`, a SUPER_ADMIN (password [`PASSWORD`]) owning tenant
+    /// `rootland`, as a caller.
+    pub async fn root(&self) -> Caller {
+        let root = self.user("root@example.com").await;
+        let rootland = self.tenant("rootland", root).await;
+        Caller::User(acting(
+            root,
+            &rootland,
+            TenantRole::Owner,
+            PlatformRole::SuperAdmin,
+        ))
+    }
+
     /// A tenant owned by `owner`, made by a SUPER_ADMIN through Tenant.
     pub async fn tenant(&self, slug: &str, owner: UserId) -> tenant::Tenant {
         let operator = Caller::User(TenantUser {

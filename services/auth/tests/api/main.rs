@@ -59,13 +59,7 @@ fn code<T>(result: Result<T, tonic::Status>) -> Code {
 async fn every_rpc_answers_each_kind_of_caller_exactly() {
     use Code::{Ok as K, PermissionDenied as D, Unauthenticated as U};
     let h = spawn_service().await;
-    let root = h.user("root@example.com").await;
-    let root_caller = Caller::User(acting(
-        root,
-        &h.tenant("rootland", root).await,
-        TenantRole::Owner,
-        PlatformRole::SuperAdmin,
-    ));
+    let root_caller = h.root().await;
     let owner_id = create_user(&h, &root_caller, "owner@example.com").await;
     let acme = h.tenant("acme", owner_id).await;
     let owner = Caller::User(acting(
@@ -111,17 +105,7 @@ async fn every_rpc_answers_each_kind_of_caller_exactly() {
         // Last: it ends the session of the caller's token.
         ("Logout", [K, K, K, K, K, D, K, U]),
     ];
-    let methods: Vec<String> = {
-        use prost::Message as _;
-        let set = prost_types::FileDescriptorSet::decode(bulkhead_proto::FILE_DESCRIPTOR_SET)
-            .expect("fds");
-        set.file
-            .iter()
-            .flat_map(|f| f.service.iter())
-            .filter(|s| s.name() == "AuthService")
-            .flat_map(|s| s.method.iter().map(|m| m.name().to_owned()))
-            .collect()
-    };
+    let methods = bulkhead_proto::method_names(bulkhead_auth::SERVICE_NAME);
     let mut listed: Vec<&str> = table.iter().map(|(m, _)| *m).collect();
     listed.sort_unstable();
     let mut all: Vec<&str> = methods.iter().map(String::as_str).collect();
@@ -235,13 +219,7 @@ async fn every_rpc_answers_each_kind_of_caller_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_user_reports_every_bad_field_and_creates_nothing() {
     let h = spawn_service().await;
-    let root = h.user("root@example.com").await;
-    let admin = Caller::User(acting(
-        root,
-        &h.tenant("rootland", root).await,
-        TenantRole::Owner,
-        PlatformRole::SuperAdmin,
-    ));
+    let admin = h.root().await;
     let before = h.count("users").await;
     let fields = violated_fields(
         h.auth
@@ -333,13 +311,7 @@ async fn emails_are_unique_whatever_their_case_and_only_super_admins_make_super_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_password_needs_the_current_one_and_checks_the_new_one() {
     let h = spawn_service().await;
-    let root = h.user("root@example.com").await;
-    let me = Caller::User(acting(
-        root,
-        &h.tenant("rootland", root).await,
-        TenantRole::Owner,
-        PlatformRole::SuperAdmin,
-    ));
+    let me = h.root().await;
     let hash_before = h.count("users WHERE update_time = create_time").await;
     let change = |current: &str, new: &str| pb::ChangePasswordRequest {
         current_password: current.into(),
@@ -416,13 +388,7 @@ async fn revoke_sessions_and_switch_tenant_report_their_bad_fields() {
         ),
         ["user_id"]
     );
-    let root = h.user("root@example.com").await;
-    let me = Caller::User(acting(
-        root,
-        &h.tenant("rootland", root).await,
-        TenantRole::Owner,
-        PlatformRole::SuperAdmin,
-    ));
+    let me = h.root().await;
     assert_eq!(
         violated_fields(
             h.auth

@@ -1254,17 +1254,7 @@ async fn every_rpc_admits_exactly_the_roles_its_rule_names() {
         // "The caller's tenant" is the user's the service acts for: a bare service has none.
         ("CheckMembership", [D, D, D, D, D, D, A, U]),
     ];
-    let methods: Vec<String> = {
-        use prost::Message as _;
-        let set = prost_types::FileDescriptorSet::decode(bulkhead_proto::FILE_DESCRIPTOR_SET)
-            .expect("fds");
-        set.file
-            .iter()
-            .flat_map(|f| f.service.iter())
-            .filter(|s| s.name() == "TenantService")
-            .flat_map(|s| s.method.iter().map(|m| m.name().to_owned()))
-            .collect()
-    };
+    let methods = bulkhead_proto::method_names(bulkhead_tenant::SERVICE_NAME);
     let mut listed: Vec<&str> = table.iter().map(|(m, _)| *m).collect();
     listed.sort_unstable();
     let mut all: Vec<&str> = methods.iter().map(String::as_str).collect();
