@@ -8,9 +8,15 @@
 //! the data folder it belongs to. A cluster there whose data folder is gone (or
 //! names another cluster) and which is not running is removed at the next
 //! start, so deleting the data folder still starts afresh.
+//!
+//! The cluster's root folder belongs to root, not to the `postgres` OS user, so
+//! that user cannot plant a link we would follow; a data folder whose
+//! `cluster-id` someone else wrote, or that names a cluster another data folder
+//! still claims, is refused.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 /// Where clusters of data folders the `postgres` OS user cannot reach live.
@@ -52,10 +58,20 @@ fn locate_in(data_dir: &Path, shared_root: &Path) -> anyhow::Result<ClusterHome>
         return Ok(ClusterHome::InDataDir(local));
     }
     let id = match fs::read_to_string(&id_file) {
-        Ok(text) => uuid::Uuid::parse_str(text.trim())
-            .map_err(|_| anyhow::anyhow!("{} is not a cluster id", id_file.display()))?
-            .simple()
-            .to_string(),
+        Ok(text) => {
+            // A cluster id planted by someone else would hand us their cluster.
+            let owner = fs::symlink_metadata(&id_file)?.uid();
+            if owner != nix::unistd::geteuid().as_raw() {
+                anyhow::bail!(
+                    "{} is not ours (owner uid {owner}): remove it to start afresh",
+                    id_file.display()
+                );
+            }
+            uuid::Uuid::parse_str(text.trim())
+                .map_err(|_| anyhow::anyhow!("{} is not a cluster id", id_file.display()))?
+                .simple()
+                .to_string()
+        }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let id = uuid::Uuid::new_v4().simple().to_string();
             fs::write(&id_file, &id)?;
@@ -71,12 +87,36 @@ fn locate_in(data_dir: &Path, shared_root: &Path) -> anyhow::Result<ClusterHome>
     }
     sweep(shared_root);
     let root = shared_root.join(&id);
+    if let Some(other) = claimant(&root, &id).filter(|other| *other != data_dir) {
+        anyhow::bail!(
+            "cluster {id} belongs to {}, which still names it: remove {} to start afresh",
+            other.display(),
+            id_file.display()
+        );
+    }
     fs::create_dir_all(&root)?;
-    fs::write(
-        root.join("data-dir"),
-        data_dir.as_os_str().as_encoded_bytes(),
-    )?;
+    // The cluster's root folder is ours (Cluster::start keeps it so): only we
+    // write the claim. Replace, never follow, whatever is there.
+    let claim = root.join("data-dir");
+    match fs::remove_file(&claim) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err.into()),
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&claim)?
+        .write_all(data_dir.as_os_str().as_encoded_bytes())?;
     Ok(ClusterHome::Shared(root))
+}
+
+/// The data folder that names the cluster at `root` (with id `id`) as its own:
+/// the folder its claim names, if that folder's `cluster-id` is `id`.
+fn claimant(root: &Path, id: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(fs::read_to_string(root.join("data-dir")).ok()?);
+    let claim = fs::read_to_string(dir.join("cluster-id")).ok()?;
+    (claim.trim() == id).then_some(dir)
 }
 
 /// Removes the clusters under `shared_root` that no data folder claims any more
@@ -88,10 +128,7 @@ fn sweep(shared_root: &Path) {
     for entry in entries.flatten() {
         let root = entry.path();
         let id = entry.file_name().to_string_lossy().into_owned();
-        let claimed = fs::read_to_string(root.join("data-dir"))
-            .ok()
-            .and_then(|dir| fs::read_to_string(Path::new(&dir).join("cluster-id")).ok())
-            .is_some_and(|claim| claim.trim() == id);
+        let claimed = claimant(&root, &id).is_some();
         if claimed || running(&root) {
             continue;
         }
@@ -149,6 +186,18 @@ mod tests {
         assert!(kept.exists(), "a claimed cluster stays");
         // And a data folder with a cluster id keeps using the shared home.
         let home = locate_in(&data, &shared).expect("home");
-        assert_eq!(home, ClusterHome::Shared(kept));
+        assert_eq!(home, ClusterHome::Shared(kept.clone()));
+
+        // Another data folder given that id (copied) is refused: the cluster
+        // belongs to the first, which still names it.
+        let thief = scratch.path().join("thief");
+        fs::create_dir_all(&thief).expect("thief");
+        fs::copy(data.join("cluster-id"), thief.join("cluster-id")).expect("copy");
+        let err = locate_in(&thief, &shared).expect_err("not its cluster");
+        assert!(err.to_string().contains("belongs to"), "{err}");
+        assert_eq!(
+            claimant(&kept, "fedcba9876543210fedcba9876543210"),
+            Some(data.canonicalize().expect("c"))
+        );
     }
 }

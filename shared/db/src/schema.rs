@@ -359,18 +359,39 @@ fn role_problems(role: &RoleRow, problems: &mut Vec<String>) {
     }
 }
 
+#[derive(QueryableByName)]
+struct PolicyRow {
+    #[diesel(sql_type = Text)]
+    table: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Bool)]
+    public: bool,
+    #[diesel(sql_type = Bool)]
+    for_runtime_role: bool,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    using: Option<String>,
+}
+
 impl Db {
-    /// Checks that the pools' roles really cannot bypass row-level security. The
-    /// runtime role, and the platform role when there is a platform pool: not a
-    /// superuser, not `BYPASSRLS`, a member of no role at all (`pg_auth_members`:
-    /// no `SET ROLE` leads anywhere), not the owner of any tenant table; the two
-    /// are distinct roles. And every table with a `tenant_id` column, in any
-    /// schema, has RLS enabled *and* forced and at least one policy. A service
-    /// refuses to start when this fails.
+    /// Checks that the pools' roles really cannot bypass row-level security:
+    ///
+    /// * they are the roles `schema` names (`<svc>_app` for the runtime pool,
+    ///   `<svc>_platform` for the platform pool): URLs swapped or pointing at
+    ///   another role are refused;
+    /// * each is not a superuser, not `BYPASSRLS`, a member of no role at all
+    ///   (`pg_auth_members`: no `SET ROLE` leads anywhere), and owns no tenant
+    ///   table;
+    /// * every table with a `tenant_id` column, in any schema, has RLS enabled
+    ///   *and* forced and at least one policy;
+    /// * no policy applies to every role (`PUBLIC`), and none lets the runtime
+    ///   role see every row (`USING (true)`).
+    ///
+    /// A service refuses to start when this fails.
     ///
     /// # Errors
     /// [`DbError::UnsafeSchema`] listing every problem found.
-    pub async fn verify_rls(&self) -> Result<RlsReport, DbError> {
+    pub async fn verify_rls(&self, schema: &ServiceSchema) -> Result<RlsReport, DbError> {
         let mut conn = self.system().await?;
         let role = role_of(conn.pg()).await?;
         let tables: Vec<TableRow> = diesel::sql_query(format!(
@@ -383,21 +404,39 @@ impl Db {
         ))
         .load(conn.pg())
         .await?;
+        let policies: Vec<PolicyRow> = diesel::sql_query(
+            "SELECT p.polrelid::regclass::text AS table, p.polname::text AS name,
+                    0::oid = ANY (p.polroles) AS public,
+                    (SELECT oid FROM pg_roles WHERE rolname = current_user) = ANY (p.polroles)
+                        AS for_runtime_role,
+                    pg_get_expr(p.polqual, p.polrelid) AS using
+               FROM pg_policy p ORDER BY 1, 2",
+        )
+        .load(conn.pg())
+        .await?;
         let platform = match self.platform_system().await? {
             Some(mut conn) => Some(role_of(conn.pg()).await?),
             None => None,
         };
 
         let mut problems = Vec::new();
+        if role.role != schema.app_role() {
+            problems.push(format!(
+                "the runtime pool connects as {}, not {}",
+                role.role,
+                schema.app_role()
+            ));
+        }
         role_problems(&role, &mut problems);
         if let Some(platform) = &platform {
-            role_problems(platform, &mut problems);
-            if platform.role == role.role {
+            if platform.role != schema.platform_role() {
                 problems.push(format!(
-                    "the platform pool connects as the runtime role {}: it needs its own role",
-                    role.role
+                    "the platform pool connects as {}, not {}",
+                    platform.role,
+                    schema.platform_role()
                 ));
             }
+            role_problems(platform, &mut problems);
         }
         for t in &tables {
             if !t.enabled {
@@ -411,6 +450,20 @@ impl Db {
             }
             if t.policies == 0 {
                 problems.push(format!("table {} has no policy", t.name));
+            }
+        }
+        for p in &policies {
+            if p.public {
+                problems.push(format!(
+                    "policy {} on {} applies to every role (PUBLIC)",
+                    p.name, p.table
+                ));
+            }
+            if p.for_runtime_role && p.using.as_deref() == Some("true") {
+                problems.push(format!(
+                    "policy {} on {} lets {} see every row",
+                    p.name, p.table, role.role
+                ));
             }
         }
         if problems.is_empty() {

@@ -412,7 +412,10 @@ async fn app_role_cannot_switch_off_row_level_security() {
 #[tokio::test]
 async fn startup_check_accepts_the_app_role_and_refuses_the_owner() {
     let w = world(1).await;
-    let report = w.db.verify_rls().await.expect("the app role is safe");
+    let report =
+        w.db.verify_rls(&SAMPLE)
+            .await
+            .expect("the app role is safe");
     assert_eq!(report.role, "sample_app");
     assert_eq!(report.platform_role.as_deref(), Some("sample_platform"));
     assert_eq!(report.tenant_tables, vec!["notes", "projects"]);
@@ -420,7 +423,7 @@ async fn startup_check_accepts_the_app_role_and_refuses_the_owner() {
         .await
         .expect("owner pool");
     let err = owner_db
-        .verify_rls()
+        .verify_rls(&SAMPLE)
         .await
         .expect_err("a pool as the owner must be refused");
     assert!(err.to_string().contains("owns table projects"), "{err}");
@@ -530,7 +533,7 @@ async fn startup_check_refuses_a_runtime_role_that_can_reach_another_role() {
         .await
         .expect("probe pool");
     let err = db
-        .verify_rls()
+        .verify_rls(&SAMPLE)
         .await
         .expect_err("a runtime role that can SET ROLE elsewhere must be refused");
     assert!(
@@ -542,5 +545,56 @@ async fn startup_check_refuses_a_runtime_role_that_can_reach_another_role() {
         .execute(&mut admin)
         .await
         .expect("revoke");
-    db.verify_rls().await.expect("a member of nothing is safe");
+    let err = db
+        .verify_rls(&SAMPLE)
+        .await
+        .expect_err("still not sample_app");
+    assert!(
+        !err.to_string().contains("member of"),
+        "a member of nothing: {err}"
+    );
+}
+
+#[tokio::test]
+async fn startup_check_refuses_swapped_roles_and_policies_that_open_every_row() {
+    let w = world(1).await;
+    let config = bulkhead_db::PoolConfig::default();
+    let swapped = Db::connect(&w.database.platform_url, &config)
+        .await
+        .expect("pool")
+        .with_platform(&w.database.app_url, &config)
+        .await
+        .expect("pool");
+    let err = swapped
+        .verify_rls(&SAMPLE)
+        .await
+        .expect_err("swapped URLs must be refused");
+    assert!(
+        err.to_string()
+            .contains("the runtime pool connects as sample_platform, not sample_app"),
+        "{err}"
+    );
+
+    let mut admin = w.database.admin_connection().await;
+    diesel::sql_query("CREATE POLICY leak ON notes USING (true)")
+        .execute(&mut admin)
+        .await
+        .expect("a policy for everyone");
+    diesel::sql_query("CREATE POLICY wide ON projects FOR SELECT TO sample_app USING (true)")
+        .execute(&mut admin)
+        .await
+        .expect("a policy opening every row");
+    let err =
+        w.db.verify_rls(&SAMPLE)
+            .await
+            .expect_err("both policies must be refused");
+    let err = err.to_string();
+    assert!(
+        err.contains("policy leak on notes applies to every role (PUBLIC)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("policy wide on projects lets sample_app see every row"),
+        "{err}"
+    );
 }

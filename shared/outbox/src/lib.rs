@@ -65,6 +65,12 @@ pub async fn enqueue_for(
     insert(tx.pg(), tenant, topic, payload).await
 }
 
+diesel::define_sql_function! {
+    /// `outbox_enqueue(tenant, id, topic, payload)`: the outbox migration's
+    /// function (one prepared, cached statement); returns the message's `seq`.
+    fn outbox_enqueue(tenant: SqlUuid, id: SqlUuid, topic: Text, payload: Jsonb) -> BigInt;
+}
+
 async fn insert(
     conn: &AsyncPgConnection,
     tenant: TenantId,
@@ -72,21 +78,8 @@ async fn insert(
     payload: &serde_json::Value,
 ) -> Result<Uuid, DbError> {
     let id = Uuid::now_v7();
-    // The upsert takes the tenant's sequence row lock until commit: a second writer
-    // of the same tenant waits, so sequence numbers follow commit order.
-    diesel::sql_query(
-        "WITH next AS (
-             INSERT INTO outbox_sequence (tenant_id, last_seq) VALUES ($1, 1)
-             ON CONFLICT (tenant_id) DO UPDATE SET last_seq = outbox_sequence.last_seq + 1
-             RETURNING last_seq)
-         INSERT INTO outbox (tenant_id, seq, id, topic, payload)
-         SELECT $1, next.last_seq, $2, $3, $4 FROM next",
-    )
-    .bind::<SqlUuid, _>(tenant.as_uuid())
-    .bind::<SqlUuid, _>(id)
-    .bind::<Text, _>(topic)
-    .bind::<Jsonb, _>(payload)
-    .execute(&mut &*conn)
-    .await?;
+    diesel::select(outbox_enqueue(*tenant.as_uuid(), id, topic, payload))
+        .get_result::<i64>(&mut &*conn)
+        .await?;
     Ok(id)
 }

@@ -27,6 +27,9 @@ pub enum PgError {
         "the data folder {0} is not reachable by the `postgres` OS user: choose another with --data-dir (e.g. /var/tmp/bulkhead)"
     )]
     Unreachable(PathBuf),
+    /// A folder the cluster needs is something else (a link, a file).
+    #[error("{0} must be a folder, not a link or a file: remove it")]
+    NotAFolder(PathBuf),
     /// A command failed; its output says why.
     #[error("`{command}` failed: {output}")]
     Command {
@@ -101,13 +104,28 @@ impl Cluster {
             bin_dir,
             run_as,
         };
-        for dir in [cluster.data_dir(), cluster.socket_dir()] {
-            fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        // The root stays ours (0755): the server's OS user writes only inside
+        // its own folders, so it can plant nothing (a symlink, say) in the root
+        // that we would follow later as root.
+        if cluster.run_as.is_some() {
+            std::os::unix::fs::chown(&cluster.root, Some(0), Some(0))
+                .map_err(io(format!("chown {}", cluster.root.display())))?;
+            fs::set_permissions(&cluster.root, fs::Permissions::from_mode(0o755))
+                .map_err(io("setting permissions"))?;
+        }
+        for dir in [cluster.data_dir(), cluster.socket_dir(), cluster.log_dir()] {
+            // Never follow a link there (chown and chmod would, as root).
+            match fs::symlink_metadata(&dir) {
+                Ok(meta) if !meta.is_dir() => return Err(PgError::NotAFolder(dir)),
+                Ok(_) => {}
+                Err(_) => {
+                    fs::create_dir(&dir).map_err(io(format!("creating {}", dir.display())))?;
+                }
+            }
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
                 .map_err(io("setting permissions"))?;
             cluster.chown(&dir)?;
         }
-        cluster.chown(&cluster.root)?;
         if !cluster.data_dir().join("PG_VERSION").exists() {
             cluster.initdb(options)?;
         }
@@ -136,10 +154,15 @@ impl Cluster {
         self.root.join("data")
     }
 
+    /// The folder of the server's log (the server's OS user writes it).
+    fn log_dir(&self) -> PathBuf {
+        self.root.join("log")
+    }
+
     /// The server's log file.
     #[must_use]
     pub fn log_file(&self) -> PathBuf {
-        self.root.join("postgres.log")
+        self.log_dir().join("postgres.log")
     }
 
     /// A connection URL for `role` to database `database` over the Unix socket.

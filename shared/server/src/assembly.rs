@@ -328,7 +328,7 @@ pub async fn start(
     .await
     .map_err(|source| StartError::Database { service, source })?;
     let report = db
-        .verify_rls()
+        .verify_rls(module.schema())
         .await
         .map_err(|source| StartError::Unsafe { service, source })?;
     tracing::info!(

@@ -1,0 +1,13 @@
+DROP POLICY platform_read ON users;
+DROP POLICY platform_create ON users;
+DROP POLICY platform_password ON users;
+CREATE POLICY platform ON users TO auth_platform USING (true) WITH CHECK (true);
+GRANT UPDATE ON users TO auth_platform;
+DROP POLICY platform_read ON sessions;
+DROP POLICY platform_start ON sessions;
+DROP POLICY platform_rotate_revoke ON sessions;
+CREATE POLICY platform ON sessions TO auth_platform USING (true) WITH CHECK (true);
+GRANT UPDATE ON sessions TO auth_platform;
+DROP POLICY platform_read ON refresh_tokens;
+DROP POLICY platform_remember ON refresh_tokens;
+CREATE POLICY platform ON refresh_tokens TO auth_platform USING (true) WITH CHECK (true);

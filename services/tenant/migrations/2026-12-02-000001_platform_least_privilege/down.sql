@@ -1,0 +1,13 @@
+DROP POLICY platform_read ON tenants;
+DROP POLICY platform_create ON tenants;
+DROP POLICY platform_activate ON tenants;
+CREATE POLICY platform ON tenants TO tenant_platform USING (true) WITH CHECK (true);
+GRANT UPDATE ON tenants TO tenant_platform;
+DROP POLICY platform_read ON memberships;
+DROP POLICY platform_first_owner ON memberships;
+CREATE POLICY platform ON memberships TO tenant_platform USING (true) WITH CHECK (true);
+GRANT UPDATE ON memberships TO tenant_platform;
+DROP POLICY platform_read ON organization_settings;
+DROP POLICY platform_global_default ON organization_settings;
+CREATE POLICY platform ON organization_settings TO tenant_platform USING (true) WITH CHECK (true);
+GRANT INSERT, UPDATE ON organization_settings TO tenant_platform;

@@ -1,0 +1,1 @@
+DROP FUNCTION outbox_enqueue(uuid, uuid, text, jsonb);
