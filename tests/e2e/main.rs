@@ -5,3 +5,4 @@ mod auth;
 mod roles;
 mod suite;
 mod support;
+mod task;

@@ -9,6 +9,8 @@ use bulkhead_auth::Existing;
 use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
 use bulkhead_proto::auth::v1 as auth;
 use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
+use bulkhead_proto::task::v1 as task;
+use bulkhead_proto::task::v1::task_service_client::TaskServiceClient;
 use bulkhead_proto::tenant::v1 as tenant;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
 use diesel::QueryableByName;
@@ -30,7 +32,8 @@ fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
 
 /// Rows in every kind of table, written through the services' own RPCs: a
 /// tenant with its owner, a login (a session, audit events in Auth's outbox),
-/// a settings override (Tenant's outbox too).
+/// a settings override (Tenant's outbox too), a task and a compliance record
+/// (Task's outbox).
 async fn seed(suite: &TestSuite) {
     let auth_db = suite.databases["auth"].app_db(2).await;
     let alice =
@@ -90,6 +93,34 @@ async fn seed(suite: &TestSuite) {
         ))
         .await
         .expect("settings");
+    let mut tasks = TaskServiceClient::new(connect(ServiceKind::Task));
+    let task = tasks
+        .create_task(bearer(
+            &token,
+            task::CreateTaskRequest {
+                title: "a task".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("task")
+        .into_inner()
+        .task
+        .expect("task");
+    tasks
+        .create_compliance_record(bearer(
+            &token,
+            task::CreateComplianceRecordRequest {
+                title: "a record".into(),
+                due_time: Some(prost_types::Timestamp {
+                    seconds: 4_000_000_000,
+                    nanos: 0,
+                }),
+                task_id: task.id,
+            },
+        ))
+        .await
+        .expect("compliance record");
 }
 
 #[derive(QueryableByName)]
@@ -192,7 +223,7 @@ async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
         }
     }
     assert!(
-        tables_checked >= 6,
-        "Auth's sessions and outbox, Tenant's memberships, settings and outbox at least: {tables_checked}"
+        tables_checked >= 10,
+        "Auth's sessions and outbox, Tenant's memberships, settings and outbox, Task's tasks, records and outbox at least: {tables_checked}"
     );
 }

@@ -117,6 +117,7 @@ pub async fn spawn_suite_with(login_limits: bulkhead_auth::LimitsConfig) -> Test
     let peers = Peers {
         auth: addr("auth"),
         tenant: addr("tenant"),
+        task: addr("task"),
         audit: addr("audit"),
     };
     let credentials = bulkhead::services::local_credentials(key.clone(), VerifierConfig::default());

@@ -67,7 +67,7 @@ impl ServiceModule for AuthModule {
             service,
             reason: format!("loading revoked sessions: {e}"),
         })?;
-        let relay = env.outbox_relay(service, None)?;
+        let relay = env.outbox_relay(service)?;
         Ok(Assembled::new(Routes::new(api.into_server())).with_task(relay))
     }
 }

@@ -59,7 +59,7 @@ pub fn modules(auth: bulkhead_auth::AuthModule) -> Vec<Arc<dyn ServiceModule>> {
     vec![
         Arc::new(auth),
         Arc::new(bulkhead_tenant::TenantModule),
-        Arc::new(bulkhead_task::TaskModule),
+        Arc::new(bulkhead_task::TaskModule::default()),
         Arc::new(bulkhead_audit::AuditModule),
     ]
 }

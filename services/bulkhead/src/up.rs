@@ -144,6 +144,7 @@ async fn serve_on(
     let peers = Peers {
         auth: url_of("auth")?,
         tenant: url_of("tenant")?,
+        task: url_of("task")?,
         audit: url_of("audit")?,
     };
     let (stop_keys, keys_stopped) = tokio::sync::watch::channel(false);

@@ -1,6 +1,6 @@
 //! The Task service as `bulkhead up` and `bulkhead serve` run it.
 
-use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, ServiceSpec, StartError};
+use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, ServiceSpec, StartError, channel};
 use tonic::service::Routes;
 
 use crate::{SCHEMA, SERVICE_NAME, TaskApi};
@@ -15,9 +15,21 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     tenant_directory: false,
 };
 
-/// The Task service: tasks and compliance records.
+/// The Task service: tasks and compliance records. It checks assignees with
+/// Tenant (its URL and this service's credentials), and may let SUPER_ADMINs
+/// read across tenants (off unless configured).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TaskModule;
+pub struct TaskModule {
+    super_admin_bypass: bool,
+}
+
+impl TaskModule {
+    /// Task, with the SUPER_ADMIN bypass on or off.
+    #[must_use]
+    pub const fn new(super_admin_bypass: bool) -> Self {
+        Self { super_admin_bypass }
+    }
+}
 
 #[tonic::async_trait]
 impl ServiceModule for TaskModule {
@@ -26,8 +38,19 @@ impl ServiceModule for TaskModule {
     }
 
     async fn assemble(&self, env: ServiceEnv) -> Result<Assembled, StartError> {
-        Ok(Assembled::new(Routes::new(
-            TaskApi::new(env.db).into_server(),
-        )))
+        let tenants = match (&env.peers.tenant, &env.credentials) {
+            (Some(url), Some(credentials)) => Some(bulkhead_clients::TenantDirectory::new(
+                channel(url)?,
+                credentials.clone(),
+            )),
+            _ => {
+                tracing::warn!("no tenant service: assigning a task answers UNAVAILABLE");
+                None
+            }
+        };
+        let api =
+            TaskApi::new(env.db.clone(), tenants).with_super_admin_bypass(self.super_admin_bypass);
+        let relay = env.outbox_relay(self.name())?;
+        Ok(Assembled::new(Routes::new(api.into_server())).with_task(relay))
     }
 }

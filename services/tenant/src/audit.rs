@@ -13,8 +13,7 @@ use crate::error::TenantError;
 use crate::repo::{Membership, SettingsRow, Tenant};
 
 pub use bulkhead_outbox::audit::{AUDIT_TOPIC, Event};
-/// The outbox topic of revocation requests for Auth's `RevokeSessions`.
-pub const REVOKE_TOPIC: &str = "auth.revoke";
+pub use bulkhead_outbox::{RELEASE_TOPIC, REVOKE_TOPIC};
 
 /// Stores `event` for the transaction's tenant.
 ///
@@ -63,6 +62,17 @@ pub async fn revoke_user(
     Ok(())
 }
 
+/// Asks Task (through the outbox) to unassign `user`'s open tasks in the
+/// transaction's tenant: they left it.
+///
+/// # Errors
+/// When the outbox insert fails.
+pub async fn release_user(tx: TenantConn<'_>, user: UserId) -> Result<(), TenantError> {
+    let payload = json!({ "user_id": user.to_string() });
+    bulkhead_outbox::enqueue(tx, RELEASE_TOPIC, &payload).await?;
+    Ok(())
+}
+
 /// Asks Auth (through the outbox) to end every session in `tenant`.
 ///
 /// # Errors
@@ -74,6 +84,8 @@ pub async fn revoke_tenant(
 ) -> Result<(), TenantError> {
     let payload = revocation(tenant, None, reason);
     bulkhead_outbox::enqueue_for(tx, tenant, REVOKE_TOPIC, &payload).await?;
+    // Nobody acts in it any more: Task unassigns its open tasks.
+    bulkhead_outbox::enqueue_for(tx, tenant, RELEASE_TOPIC, &json!({ "user_id": null })).await?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use bulkhead_db::schema::ServiceSchema;
 use bulkhead_guard::{Policy, Rule};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
-pub use audit::{AUDIT_TOPIC, REVOKE_TOPIC};
+pub use audit::{AUDIT_TOPIC, RELEASE_TOPIC, REVOKE_TOPIC};
 pub use error::TenantError;
 pub use grpc::TenantApi;
 pub use module::{SPEC, TenantModule};

@@ -3,7 +3,7 @@
 use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, ServiceSpec, StartError};
 use tonic::service::Routes;
 
-use crate::{REVOKE_TOPIC, SCHEMA, SERVICE_NAME, TenantApi};
+use crate::{SCHEMA, SERVICE_NAME, TenantApi};
 
 /// What the tenant service is.
 pub static SPEC: ServiceSpec = ServiceSpec {
@@ -34,7 +34,7 @@ impl ServiceModule for TenantModule {
                 service: self.name(),
                 reason: format!("loading inactive tenants: {e}"),
             })?;
-        let relay = env.outbox_relay(self.name(), Some(REVOKE_TOPIC))?;
+        let relay = env.outbox_relay(self.name())?;
         Ok(Assembled::new(Routes::new(api.into_server())).with_task(relay))
     }
 }

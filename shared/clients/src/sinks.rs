@@ -7,6 +7,8 @@ use bulkhead_proto::audit::v1 as audit;
 use bulkhead_proto::audit::v1::audit_service_client::AuditServiceClient;
 use bulkhead_proto::auth::v1 as auth;
 use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
+use bulkhead_proto::task::v1 as task;
+use bulkhead_proto::task::v1::task_service_client::TaskServiceClient;
 use serde_json::Value;
 use tonic::transport::Channel;
 
@@ -136,6 +138,53 @@ impl Sink for RevokeSink {
                 self.client
                     .clone()
                     .revoke_sessions(request)
+                    .await
+                    .map_err(|s| failed(&s))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Delivers `task.release` messages (someone left a tenant, or it was
+/// deactivated) to `TaskService.ReleaseAssignments` (one call each; idempotent).
+pub struct ReleaseSink {
+    client: TaskServiceClient<Channel>,
+    credentials: Arc<dyn ServiceCredentials>,
+}
+
+impl std::fmt::Debug for ReleaseSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReleaseSink")
+    }
+}
+
+impl ReleaseSink {
+    /// A sink calling Task over `channel`.
+    #[must_use]
+    pub fn new(channel: Channel, credentials: Arc<dyn ServiceCredentials>) -> Self {
+        Self {
+            client: TaskServiceClient::new(channel),
+            credentials,
+        }
+    }
+}
+
+impl Sink for ReleaseSink {
+    fn deliver<'a>(&'a self, messages: &'a [Message]) -> SinkFuture<'a> {
+        Box::pin(async move {
+            for message in messages {
+                let request = task::ReleaseAssignmentsRequest {
+                    tenant_id: message.tenant_id.to_string(),
+                    user_id: message.payload["user_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                };
+                let request = with_credentials(&*self.credentials, request)?;
+                self.client
+                    .clone()
+                    .release_assignments(request)
                     .await
                     .map_err(|s| failed(&s))?;
             }

@@ -80,6 +80,46 @@ impl TenantDirectory {
     }
 }
 
+/// What Tenant says of a user in the caller's tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// A member, with this role.
+    Member(TenantRole),
+    /// Not a member (or no such user: Tenant does not say which).
+    NotMember,
+}
+
+impl TenantDirectory {
+    /// Whether `user_id` is a member of the tenant of the user whose access
+    /// token is `user_bearer` (forwarded: Tenant answers for that user's tenant
+    /// only, never for one named in a request).
+    ///
+    /// # Errors
+    /// The status Tenant answered other than NOT_FOUND (`UNAVAILABLE` when it
+    /// cannot be reached).
+    pub async fn check_membership(
+        &self,
+        user_bearer: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+        user_id: &str,
+    ) -> Result<Membership, tonic::Status> {
+        let mut request = service_request(
+            &*self.credentials,
+            pb::CheckMembershipRequest {
+                user_id: user_id.to_owned(),
+            },
+        )?;
+        request
+            .metadata_mut()
+            .insert("authorization", user_bearer.clone());
+        match self.client.clone().check_membership(request).await {
+            Ok(response) => Ok(pb::TenantRole::domain_from_i32(response.into_inner().role)
+                .map_or(Membership::NotMember, Membership::Member)),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(Membership::NotMember),
+            Err(status) => Err(status),
+        }
+    }
+}
+
 /// Keeps `inactive` (this process's guard set) equal to Tenant's deactivated
 /// tenants, asking every `every` until `shutdown`: requests in a deactivated tenant
 /// then answer FAILED_PRECONDITION in this service too.

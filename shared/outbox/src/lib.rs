@@ -20,6 +20,14 @@ use uuid::Uuid;
 
 pub use relay::{OutboxStats, Relay, RelayConfig, RoundReport, Sink, SinkError, SinkFuture};
 
+/// The topic of revocation requests for Auth's `RevokeSessions` (Tenant writes
+/// them when a change lowers or ends someone's access).
+pub const REVOKE_TOPIC: &str = "auth.revoke";
+
+/// The topic of assignment releases for Task's `ReleaseAssignments` (Tenant
+/// writes them when someone leaves a tenant, or the tenant is deactivated).
+pub const RELEASE_TOPIC: &str = "task.release";
+
 /// The outbox tables, for [`bulkhead_db::schema::ServiceSchema::with_shared`].
 pub static MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 

@@ -91,6 +91,8 @@ pub struct Peers {
     pub auth: Option<String>,
     /// Tenant: memberships, deactivations.
     pub tenant: Option<String>,
+    /// Task: assignment releases.
+    pub task: Option<String>,
     /// Audit: audit events.
     pub audit: Option<String>,
 }
@@ -151,15 +153,15 @@ impl std::fmt::Debug for ServiceEnv {
 
 impl ServiceEnv {
     /// This service's outbox relay: audit events to Audit, revocation requests
-    /// (topic `revoke_topic`) to Auth. Without credentials or peers the messages
-    /// wait in the outbox (never dropped) and a warning says so.
+    /// to Auth, assignment releases to Task (each where this process knows the
+    /// peer). Without credentials or peers the messages wait in the outbox
+    /// (never dropped) and a warning says so.
     ///
     /// # Errors
     /// [`StartError::Url`] for an invalid peer URL.
     pub fn outbox_relay(
         &self,
         service: &'static str,
-        revoke_topic: Option<&str>,
     ) -> Result<Option<BoxFuture<'static, ()>>, StartError> {
         let Some(credentials) = self.credentials.clone() else {
             tracing::warn!(
@@ -175,9 +177,13 @@ impl ServiceEnv {
                 bulkhead_clients::AuditSink::new(channel(audit)?, credentials.clone(), service);
             relay = relay.route(bulkhead_outbox::audit::AUDIT_TOPIC, Arc::new(sink));
         }
-        if let (Some(auth), Some(topic)) = (&self.peers.auth, revoke_topic) {
-            let sink = bulkhead_clients::RevokeSink::new(channel(auth)?, credentials);
-            relay = relay.route(topic, Arc::new(sink));
+        if let Some(auth) = &self.peers.auth {
+            let sink = bulkhead_clients::RevokeSink::new(channel(auth)?, credentials.clone());
+            relay = relay.route(bulkhead_outbox::REVOKE_TOPIC, Arc::new(sink));
+        }
+        if let Some(task) = &self.peers.task {
+            let sink = bulkhead_clients::ReleaseSink::new(channel(task)?, credentials);
+            relay = relay.route(bulkhead_outbox::RELEASE_TOPIC, Arc::new(sink));
         }
         Ok(Some(Box::pin(relay.run(self.shutdown.clone()))))
     }

@@ -49,6 +49,10 @@ pub struct Args {
     /// Audit's URL (`http://audit:50054`), where audit events go.
     #[arg(long, env = "BULKHEAD_AUDIT_URL")]
     audit_url: Option<String>,
+    /// Task's URL (`http://task:50053`): where Tenant sends assignment releases
+    /// (someone left a tenant).
+    #[arg(long, env = "BULKHEAD_TASK_URL")]
+    task_url: Option<String>,
     /// Where Prometheus metrics are served (`/metrics`).
     #[arg(long, env = "BULKHEAD_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
     metrics_listen: SocketAddr,
@@ -149,6 +153,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let peers = Peers {
         auth: args.auth_url,
         tenant: args.tenant_url,
+        task: args.task_url,
         audit: args.audit_url,
     };
     let launch = Launch {

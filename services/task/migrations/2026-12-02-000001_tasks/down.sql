@@ -1,0 +1,2 @@
+DROP TABLE compliance_records;
+DROP TABLE tasks;

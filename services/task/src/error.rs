@@ -1,0 +1,83 @@
+//! The task service's errors and the one place they become gRPC statuses
+//! (AIP-193): `NOT_FOUND` for anything of another tenant; bad fields and
+//! database failures answer as in every service (`bulkhead-rpc`).
+
+use bulkhead_db::DbError;
+use bulkhead_rpc::InvalidRequest;
+use tonic::Status;
+
+/// Why a task RPC failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// Fields of the request break their rules.
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+    /// No such thing that the caller may see.
+    #[error("not found")]
+    NotFound,
+    /// The etag given is not the current one (AIP-154).
+    #[error("the {0} was changed since it was read: read it again")]
+    StaleEtag(&'static str),
+    /// The status cannot move this way.
+    #[error("a task cannot go from {from} to {to}")]
+    Transition {
+        /// Its status now.
+        from: &'static str,
+        /// The status asked for.
+        to: &'static str,
+    },
+    /// The assignee is not a member of the caller's tenant (one message
+    /// whatever the reason: nothing is revealed about the user).
+    #[error("the assignee must be a member of this tenant")]
+    AssigneeNotMember,
+    /// A compliance record names a task the tenant does not have.
+    #[error("task_id names no task of this tenant")]
+    NoSuchTask,
+    /// The Tenant service could not check the assignee.
+    #[error("cannot check the assignee now: retry later")]
+    TenantUnavailable(String),
+    /// The call needs a user in a tenant behind it.
+    #[error("a user in a tenant must be behind this call")]
+    NoTenant,
+    /// The database failed.
+    #[error(transparent)]
+    Db(DbError),
+}
+
+impl From<DbError> for TaskError {
+    fn from(err: DbError) -> Self {
+        if err.is_foreign_key_violation()
+            && err.constraint_name() == Some("compliance_records_task")
+        {
+            return Self::NoSuchTask;
+        }
+        Self::Db(err)
+    }
+}
+
+impl From<diesel::result::Error> for TaskError {
+    fn from(err: diesel::result::Error) -> Self {
+        DbError::from(err).into()
+    }
+}
+
+impl From<TaskError> for Status {
+    fn from(err: TaskError) -> Self {
+        let message = err.to_string();
+        match err {
+            TaskError::Invalid(invalid) => invalid.into(),
+            TaskError::NotFound => Self::not_found(message),
+            TaskError::StaleEtag(_) => Self::aborted(message),
+            TaskError::Transition { .. } | TaskError::AssigneeNotMember | TaskError::NoSuchTask => {
+                Self::failed_precondition(message)
+            }
+            TaskError::TenantUnavailable(cause) => {
+                tracing::warn!(%cause, "tenant service unavailable");
+                Self::unavailable(message)
+            }
+            TaskError::NoTenant => Self::permission_denied(message),
+            TaskError::Db(cause) => bulkhead_rpc::db_status(&cause),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Diesel's view of the tables in `migrations/` (kept in step with them by hand:
+//! the diesel CLI, which needs libpq, is not part of this toolchain).
+
+diesel::table! {
+    tasks (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        title -> Text,
+        description -> Text,
+        status -> Text,
+        assignee_id -> Nullable<Uuid>,
+        created_by -> Uuid,
+        request_id -> Nullable<Text>,
+        version -> BigInt,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    compliance_records (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        title -> Text,
+        status -> Text,
+        due_time -> Timestamptz,
+        task_id -> Nullable<Uuid>,
+        version -> BigInt,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(tasks, compliance_records);

@@ -1,0 +1,320 @@
+//! `spawn_service()`: Task and the Tenant service it checks assignees with, each
+//! started as `up` and `serve` start them (their modules, the RLS check, the
+//! real guard) on port-0 sockets and fresh databases; tokens minted with a test
+//! key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_context::{
+    PlatformRole, ServiceIdentity, SessionId, TenantId, TenantRole, TenantUser, UserId,
+};
+use bulkhead_guard::token::{Claims, SigningKey};
+use bulkhead_guard::{TokenVerifier, VerifierConfig};
+use bulkhead_postgres::testing::{TestDatabase, test_database};
+use bulkhead_proto::task::v1 as pb;
+use bulkhead_proto::task::v1::task_service_client::TaskServiceClient;
+use bulkhead_proto::tenant::v1 as tenant;
+use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
+use bulkhead_server::{DbUrls, Peers, ServiceModule, SharedGuard};
+use bulkhead_task::TaskModule;
+use bulkhead_tenant::TenantModule;
+use diesel_async::RunQueryDsl as _;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt as _;
+
+pub struct Harness {
+    pub tasks: TaskServiceClient<Channel>,
+    pub tenants: TenantServiceClient<Channel>,
+    pub key: Arc<SigningKey>,
+    pub database: TestDatabase,
+}
+
+async fn start(
+    module: &dyn ServiceModule,
+    database: &TestDatabase,
+    guard: &SharedGuard,
+    peers: Peers,
+    credentials: Option<Arc<dyn bulkhead_clients::ServiceCredentials>>,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let started = bulkhead_server::start(
+        module,
+        &DbUrls {
+            app: database.app_url.clone(),
+            platform: database.platform_url.clone(),
+        },
+        listener,
+        guard.clone(),
+        peers,
+        credentials,
+        stopped,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{} starts: {e}", module.name()));
+    // Serves until the test process ends.
+    std::mem::forget(stop);
+    drop(started);
+    url
+}
+
+/// Task (with the SUPER_ADMIN bypass as given) beside a Tenant service; with
+/// `tenant_reachable` false, Task is pointed at an address nothing listens on.
+pub async fn spawn_with(bypass: bool, tenant_reachable: bool) -> Harness {
+    let key = Arc::new(SigningKey::generate());
+    let guard = SharedGuard::new(Arc::new(TokenVerifier::new(
+        VerifierConfig::default(),
+        &key.jwk_set(),
+    )));
+    let tenant_db = test_database(&bulkhead_tenant::SCHEMA).await;
+    let task_db = test_database(&bulkhead_task::SCHEMA).await;
+    let tenant_url = start(&TenantModule, &tenant_db, &guard, Peers::default(), None).await;
+    let credentials = Arc::new(bulkhead_clients::LocalServiceTokens::new(
+        key.clone(),
+        "task",
+        VerifierConfig::default(),
+    ));
+    let task_url = start(
+        &TaskModule::new(bypass),
+        &task_db,
+        &guard,
+        Peers {
+            tenant: Some(if tenant_reachable {
+                tenant_url.clone()
+            } else {
+                "http://127.0.0.1:9".into()
+            }),
+            ..Peers::default()
+        },
+        Some(credentials),
+    )
+    .await;
+    let connect = |url: String| {
+        tonic::transport::Endpoint::from_shared(url)
+            .expect("endpoint")
+            .connect_lazy()
+    };
+    Harness {
+        tasks: TaskServiceClient::new(connect(task_url)),
+        tenants: TenantServiceClient::new(connect(tenant_url)),
+        key,
+        database: task_db,
+    }
+}
+
+pub async fn spawn_service() -> Harness {
+    spawn_with(false, true).await
+}
+
+/// Who makes a call.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    User(TenantUser),
+    Service,
+    ServiceFor(TenantUser),
+    Nobody,
+}
+
+impl Caller {
+    pub fn user(&self) -> &TenantUser {
+        match self {
+            Self::User(u) | Self::ServiceFor(u) => u,
+            _ => panic!("not a user"),
+        }
+    }
+}
+
+/// A tenant with its owner and a caller per role.
+#[derive(Debug, Clone)]
+pub struct Org {
+    pub tenant: tenant::Tenant,
+    pub owner: Caller,
+    pub admin: Caller,
+    pub member: Caller,
+    pub viewer: Caller,
+}
+
+pub fn acting(tenant: &tenant::Tenant, user: UserId, role: TenantRole) -> Caller {
+    Caller::User(TenantUser {
+        user_id: user,
+        session_id: SessionId::new_v7(),
+        tenant_id: TenantId::parse(&tenant.id).expect("tenant id"),
+        tenant_slug: tenant.slug.clone(),
+        tenant_role: role,
+        platform_role: PlatformRole::User,
+    })
+}
+
+pub fn super_admin_in(org: &Org) -> Caller {
+    let mut user = org.viewer.user().clone();
+    user.user_id = UserId::new_v7();
+    user.platform_role = PlatformRole::SuperAdmin;
+    Caller::User(user)
+}
+
+impl Harness {
+    pub fn request<T>(&self, caller: &Caller, message: T) -> Request<T> {
+        let config = VerifierConfig::default();
+        let ttl = Duration::from_secs(600);
+        let service = ServiceIdentity {
+            name: "tenant".into(),
+            scopes: vec![],
+        };
+        let mut request = Request::new(message);
+        let mut put = |key: &'static str, claims: &Claims| {
+            let token = self.key.sign(claims).expect("sign");
+            request
+                .metadata_mut()
+                .insert(key, format!("Bearer {token}").parse().expect("ascii"));
+        };
+        match caller {
+            Caller::User(user) => put(
+                "authorization",
+                &Claims::access(&config.issuer, &config.audience, user, ttl),
+            ),
+            Caller::Service => put(
+                "x-service-authorization",
+                &Claims::service(&config.issuer, &config.audience, &service, ttl),
+            ),
+            Caller::ServiceFor(user) => {
+                put(
+                    "authorization",
+                    &Claims::access(&config.issuer, &config.audience, user, ttl),
+                );
+                put(
+                    "x-service-authorization",
+                    &Claims::service(&config.issuer, &config.audience, &service, ttl),
+                );
+            }
+            Caller::Nobody => {}
+        }
+        request
+    }
+
+    /// A tenant (made by a SUPER_ADMIN through Tenant) with an owner, and an
+    /// admin, a member and a viewer added by the owner.
+    pub async fn org(&self, slug: &str) -> Org {
+        let operator = Caller::User(TenantUser {
+            user_id: UserId::new_v7(),
+            session_id: SessionId::new_v7(),
+            tenant_id: TenantId::new_v7(),
+            tenant_slug: "ops".into(),
+            tenant_role: TenantRole::Viewer,
+            platform_role: PlatformRole::SuperAdmin,
+        });
+        let owner_id = UserId::new_v7();
+        let tenant = self
+            .tenants
+            .clone()
+            .create_tenant(self.request(
+                &operator,
+                tenant::CreateTenantRequest {
+                    slug: slug.into(),
+                    name: slug.into(),
+                    domain: String::new(),
+                    owner_user_id: owner_id.to_string(),
+                },
+            ))
+            .await
+            .expect("tenant")
+            .into_inner()
+            .tenant
+            .expect("tenant");
+        let owner = acting(&tenant, owner_id, TenantRole::Owner);
+        let mut added = Vec::new();
+        for role in [TenantRole::Admin, TenantRole::Member, TenantRole::Viewer] {
+            let id = UserId::new_v7();
+            self.tenants
+                .clone()
+                .add_member(self.request(
+                    &owner,
+                    tenant::AddMemberRequest {
+                        user_id: id.to_string(),
+                        role: tenant::TenantRole::from(role).into(),
+                    },
+                ))
+                .await
+                .expect("member");
+            added.push(acting(&tenant, id, role));
+        }
+        let [admin, member, viewer]: [Caller; 3] = added.try_into().expect("three");
+        Org {
+            tenant,
+            owner,
+            admin,
+            member,
+            viewer,
+        }
+    }
+
+    /// A task created by `caller` with `title`.
+    pub async fn task(&self, caller: &Caller, title: &str) -> pb::Task {
+        self.tasks
+            .clone()
+            .create_task(self.request(
+                caller,
+                pb::CreateTaskRequest {
+                    title: title.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("create task")
+            .into_inner()
+            .task
+            .expect("task")
+    }
+
+    /// A number read as the superuser (bypassing row-level security).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.database.admin_connection().await;
+        diesel::sql_query(sql)
+            .get_result::<N>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .n
+    }
+
+    /// Audit events in the outbox with this action.
+    pub async fn events(&self, action: &str) -> i64 {
+        self.scalar(&format!(
+            "SELECT count(*) AS n FROM outbox WHERE topic = 'audit' AND payload->>'action' = '{action}'"
+        ))
+        .await
+    }
+}
+
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    let status = result.expect_err(&format!("expected {code:?}"));
+    assert_eq!(status.code(), code, "{status:?}");
+    status
+}
+
+/// The fields named in the BadRequest details of an INVALID_ARGUMENT.
+pub fn violated_fields<T: std::fmt::Debug>(result: Result<T, Status>) -> Vec<String> {
+    let status = assert_code(result, Code::InvalidArgument);
+    status
+        .get_error_details()
+        .bad_request()
+        .expect("BadRequest details")
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect()
+}
+
+pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+    })
+}
