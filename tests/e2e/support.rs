@@ -93,7 +93,11 @@ pub async fn spawn_suite_with(login_limits: bulkhead_auth::LimitsConfig) -> Test
     );
     let mut launches = Vec::new();
     let mut databases = std::collections::BTreeMap::new();
-    for module in bulkhead::services::modules(auth) {
+    let settings = bulkhead::services::Settings {
+        auth,
+        task: bulkhead_task::TaskModule::default(),
+    };
+    for module in bulkhead::services::modules(settings) {
         let database = test_database(module.schema()).await;
         databases.insert(module.name(), database.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -34,10 +34,11 @@ impl ServiceKind {
         }
     }
 
-    /// Its module (Auth without keys: enough to know what it is).
+    /// Its module, with default settings (Auth without keys): enough to know
+    /// what it is.
     #[must_use]
     pub fn module(self) -> Arc<dyn ServiceModule> {
-        module(self, bulkhead_auth::AuthModule::default())
+        module(self, Settings::default())
     }
 
     /// The fully-qualified gRPC service name.
@@ -53,13 +54,22 @@ impl ServiceKind {
     }
 }
 
-/// The four services, in port order; Auth as `auth` says (keys, settings).
+/// What the services that have settings are configured with.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Auth: its signing keys and settings.
+    pub auth: bulkhead_auth::AuthModule,
+    /// Task: whether SUPER_ADMINs read across tenants.
+    pub task: bulkhead_task::TaskModule,
+}
+
+/// The four services, in port order, configured as `settings` says.
 #[must_use]
-pub fn modules(auth: bulkhead_auth::AuthModule) -> Vec<Arc<dyn ServiceModule>> {
+pub fn modules(settings: Settings) -> Vec<Arc<dyn ServiceModule>> {
     vec![
-        Arc::new(auth),
+        Arc::new(settings.auth),
         Arc::new(bulkhead_tenant::TenantModule),
-        Arc::new(bulkhead_task::TaskModule::default()),
+        Arc::new(settings.task),
         Arc::new(bulkhead_audit::AuditModule),
     ]
 }
@@ -69,8 +79,8 @@ pub fn modules(auth: bulkhead_auth::AuthModule) -> Vec<Arc<dyn ServiceModule>> {
 /// # Panics
 /// Never: [`modules`] has one module per kind (a test checks it).
 #[must_use]
-pub fn module(kind: ServiceKind, auth: bulkhead_auth::AuthModule) -> Arc<dyn ServiceModule> {
-    modules(auth)
+pub fn module(kind: ServiceKind, settings: Settings) -> Arc<dyn ServiceModule> {
+    modules(settings)
         .into_iter()
         .find(|m| m.name() == kind.name())
         .expect("a module for every service kind")
@@ -98,7 +108,7 @@ mod tests {
 
     #[test]
     fn every_rpc_of_every_service_has_a_policy_entry() {
-        for module in modules(bulkhead_auth::AuthModule::default()) {
+        for module in modules(Settings::default()) {
             let missing = module
                 .policy()
                 .methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, module.grpc_name());
@@ -112,7 +122,7 @@ mod tests {
 
     #[test]
     fn every_kind_has_its_module_in_port_order() {
-        let modules = modules(bulkhead_auth::AuthModule::default());
+        let modules = modules(Settings::default());
         let names: Vec<&str> = modules.iter().map(|m| m.name()).collect();
         let kinds: Vec<&str> = ServiceKind::ALL.iter().map(|k| k.name()).collect();
         assert_eq!(names, kinds);
@@ -122,10 +132,7 @@ mod tests {
             use clap::ValueEnum as _;
             let spelled = kind.to_possible_value().expect("listed");
             assert_eq!(spelled.get_name(), kind.name());
-            assert_eq!(
-                module(kind, bulkhead_auth::AuthModule::default()).name(),
-                kind.name()
-            );
+            assert_eq!(module(kind, Settings::default()).name(), kind.name());
         }
     }
 }

@@ -14,7 +14,7 @@ use bulkhead_server::{DbUrls, Peers, SharedGuard};
 use tokio::net::TcpListener;
 
 use crate::cluster_home::{self, ClusterHome};
-use crate::services::{local_credentials, modules};
+use crate::services::{Settings, local_credentials, modules};
 use crate::suite::{Launch, Suite};
 use crate::{keys, provision};
 
@@ -35,6 +35,8 @@ pub struct UpConfig {
     pub admin_email: Option<String>,
     /// Their password (default: generated once, kept in the data folder).
     pub admin_password: Option<String>,
+    /// Whether SUPER_ADMINs read tasks across tenants (audited).
+    pub task_super_admin_bypass: bool,
 }
 
 impl Default for UpConfig {
@@ -45,6 +47,7 @@ impl Default for UpConfig {
             metrics: None,
             admin_email: None,
             admin_password: None,
+            task_super_admin_bypass: false,
         }
     }
 }
@@ -99,10 +102,13 @@ async fn serve_on(
         &ring.jwk_set(),
     )));
     let signing_keys: bulkhead_auth::SharedKeys = Arc::new(std::sync::RwLock::new(Arc::new(ring)));
-    let modules = modules(AuthModule::new(
-        Some(signing_keys.clone()),
-        bulkhead_auth::AuthConfig::default(),
-    ));
+    let modules = modules(Settings {
+        auth: AuthModule::new(
+            Some(signing_keys.clone()),
+            bulkhead_auth::AuthConfig::default(),
+        ),
+        task: bulkhead_task::TaskModule::new(config.task_super_admin_bypass),
+    });
 
     let mut launches = Vec::new();
     for module in modules {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bulkhead::keys;
-use bulkhead::services::{ServiceKind, local_credentials, module};
+use bulkhead::services::{ServiceKind, Settings, local_credentials, module};
 use bulkhead::suite::{Launch, Suite};
 use bulkhead_guard::VerifierConfig;
 use bulkhead_guard::token::{KeyRing, SigningKey};
@@ -66,6 +66,10 @@ pub struct Args {
     /// This service's client secret for `IssueServiceToken`.
     #[arg(long, env = "BULKHEAD_CLIENT_SECRET", hide_env_values = true)]
     client_secret: Option<String>,
+    /// Task only: let SUPER_ADMINs get and list tasks across tenants (each
+    /// call audited).
+    #[arg(long, env = "BULKHEAD_TASK_SUPER_ADMIN_BYPASS")]
+    task_super_admin_bypass: bool,
     /// Auth only: a service allowed to obtain tokens, as `name=secret` (repeatable).
     #[arg(long = "service-client", env = "BULKHEAD_SERVICE_CLIENTS", value_delimiter = ',', hide_env_values = true, value_parser = parse_service_client)]
     service_clients: Vec<bulkhead_auth::ServiceClient>,
@@ -109,17 +113,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let guard = SharedGuard::new(verifier);
     let module = module(
         args.service,
-        bulkhead_auth::AuthModule::new(
-            signing_key
-                .clone()
-                .map(|key| Arc::new(std::sync::RwLock::new(Arc::new(KeyRing::single(key))))),
-            bulkhead_auth::AuthConfig {
-                issuer: args.issuer.clone(),
-                audience: args.audience.clone(),
-                service_clients: args.service_clients.clone(),
-                ..bulkhead_auth::AuthConfig::default()
-            },
-        ),
+        Settings {
+            task: bulkhead_task::TaskModule::new(args.task_super_admin_bypass),
+            auth: bulkhead_auth::AuthModule::new(
+                signing_key
+                    .clone()
+                    .map(|key| Arc::new(std::sync::RwLock::new(Arc::new(KeyRing::single(key))))),
+                bulkhead_auth::AuthConfig {
+                    issuer: args.issuer.clone(),
+                    audience: args.audience.clone(),
+                    service_clients: args.service_clients.clone(),
+                    ..bulkhead_auth::AuthConfig::default()
+                },
+            ),
+        },
     );
     let (stop_background, background) = watch::channel(false);
     let credentials = credentials(

@@ -30,6 +30,9 @@ pub struct Args {
     /// once, kept in the data folder). Refused when the admin exists with another.
     #[arg(long, env = "BULKHEAD_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
+    /// Let SUPER_ADMINs get and list tasks across tenants (each call audited).
+    #[arg(long, env = "BULKHEAD_TASK_SUPER_ADMIN_BYPASS")]
+    task_super_admin_bypass: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -41,6 +44,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics: Some(args.metrics_listen),
         admin_email: args.admin_email,
         admin_password: args.admin_password,
+        task_super_admin_bypass: args.task_super_admin_bypass,
     })
     .await
 }
