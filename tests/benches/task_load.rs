@@ -1,0 +1,395 @@
+//! The Task service under load, in one run on one machine:
+//!
+//! * `ListTasks` first page and page 50 for a tenant holding 10⁵ of 10⁶ tasks
+//!   across 1,000 tenants, against the same on a 10⁴-row table (keyset pages:
+//!   page 50 should cost what page 1 costs, and the table size nothing);
+//! * `GetTask` at saturation (gRPC + token + tenant-scoped transaction) against
+//!   two floors measured here: a bare gRPC call through the same server stack
+//!   (the health check) and `pgbench` on the same database, plain and scoped;
+//!   the ratio to the combined floor `1 / (1/grpc + 1/pgbench)`;
+//! * `CreateTask` (with its outbox write) p50/p99 against `GetTask`.
+//!
+//! Run: `cargo bench -p bulkhead-e2e --bench task_load`.
+
+#[path = "../e2e/support.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the e2e tests, which use the rest of it"
+)]
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bulkhead::services::ServiceKind;
+use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
+use bulkhead_proto::task::v1 as task;
+use bulkhead_proto::task::v1::task_service_client::TaskServiceClient;
+use bulkhead_proto::tenant::v1 as tenant;
+use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
+use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
+use support::spawn_suite;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+const CLIENTS: usize = 16;
+const CHANNELS: usize = 4;
+const SATURATION: Duration = Duration::from_secs(5);
+const SEQUENTIAL: usize = 1_000;
+const LIST_SAMPLES: usize = 300;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    #[expect(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "an index"
+    )]
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or(f64::NAN)
+}
+
+fn sorted(mut millis: Vec<f64>) -> Vec<f64> {
+    millis.sort_by(f64::total_cmp);
+    millis
+}
+
+fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+/// Median milliseconds of `ListTasks` page `page` (1-based) of `size`.
+async fn page_latency(client: &mut TaskServiceClient<Channel>, token: &str, page: usize) -> f64 {
+    let mut page_token = String::new();
+    for _ in 1..page {
+        page_token = client
+            .list_tasks(bearer(
+                token,
+                task::ListTasksRequest {
+                    page_size: 50,
+                    page_token,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("page")
+            .into_inner()
+            .next_page_token;
+        assert!(!page_token.is_empty(), "not enough tasks for page {page}");
+    }
+    let mut millis = Vec::with_capacity(LIST_SAMPLES);
+    for _ in 0..LIST_SAMPLES {
+        let started = Instant::now();
+        let listed = client
+            .list_tasks(bearer(
+                token,
+                task::ListTasksRequest {
+                    page_size: 50,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("page")
+            .into_inner();
+        millis.push(started.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(listed.tasks.len(), 50);
+    }
+    percentile(&sorted(millis), 0.5)
+}
+
+/// Seeds `rows` tasks: `big` of them in `big_tenant`, the rest spread over
+/// `others` other tenants.
+async fn seed(
+    admin: &mut diesel_async::AsyncPgConnection,
+    big_tenant: TenantId,
+    big: u64,
+    others: u64,
+    rest: u64,
+) {
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO tasks (tenant_id, id, title, status, created_by)
+             SELECT '{big_tenant}', gen_random_uuid(), 'task ' || g, 'PENDING', '{big_tenant}'
+               FROM generate_series(1, {big}) g;
+             INSERT INTO tasks (tenant_id, id, title, status, created_by)
+             SELECT md5((g % {others})::text)::uuid, gen_random_uuid(), 'task ' || g, 'PENDING', md5('u')::uuid
+               FROM generate_series(1, {rest}) g;
+             ANALYZE tasks;"
+        ))
+        .await
+        .expect("seed");
+}
+
+/// Calls per second of `call` from `CLIENTS` concurrent clients over `CHANNELS`
+/// connections, for `SATURATION`.
+async fn saturate<F, Fut>(channels: &[Channel], call: F) -> f64
+where
+    F: Fn(Channel) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let until = Instant::now() + SATURATION;
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (channel, call) = (channels[c % channels.len()].clone(), call.clone());
+        clients.push(tokio::spawn(async move {
+            let mut n = 0_u64;
+            while Instant::now() < until {
+                call(channel.clone()).await;
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0_u64;
+    for client in clients {
+        total += client.await.expect("client");
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a rate")]
+    let rate = total as f64 / SATURATION.as_secs_f64();
+    rate
+}
+
+fn pgbench_bin() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin/pgbench"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// TPS of one pgbench script (prepared statements, `CLIENTS` clients).
+fn pgbench(bin: &PathBuf, url: &str, script: &str) -> Option<f64> {
+    let dir = tempfile::tempdir().ok()?;
+    let path = dir.path().join("script.sql");
+    std::fs::write(&path, script).ok()?;
+    let output = std::process::Command::new(bin)
+        .args(["-n", "-M", "prepared", "-T", "5", "-j", "2", "-c"])
+        .arg(CLIENTS.to_string())
+        .arg("-f")
+        .arg(&path)
+        .arg(url)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+}
+
+#[tokio::main]
+async fn main() {
+    let suite = spawn_suite().await;
+    let connect = |kind| {
+        tonic::transport::Endpoint::from_shared(suite.endpoint(kind))
+            .expect("endpoint")
+            .connect_lazy()
+    };
+    let operator = suite.token(&TenantUser {
+        user_id: UserId::new_v7(),
+        session_id: SessionId::new_v7(),
+        tenant_id: TenantId::new_v7(),
+        tenant_slug: "ops".into(),
+        tenant_role: TenantRole::Viewer,
+        platform_role: PlatformRole::SuperAdmin,
+    });
+    let owner = UserId::new_v7();
+    let big = TenantServiceClient::new(connect(ServiceKind::Tenant))
+        .create_tenant(bearer(
+            &operator,
+            tenant::CreateTenantRequest {
+                slug: "big".into(),
+                name: "Big".into(),
+                domain: String::new(),
+                owner_user_id: owner.to_string(),
+            },
+        ))
+        .await
+        .expect("tenant")
+        .into_inner()
+        .tenant
+        .expect("tenant");
+    let big_id = TenantId::parse(&big.id).expect("id");
+    let token = suite.token(&TenantUser {
+        user_id: owner,
+        session_id: SessionId::new_v7(),
+        tenant_id: big_id,
+        tenant_slug: "big".into(),
+        tenant_role: TenantRole::Owner,
+        platform_role: PlatformRole::User,
+    });
+    let database = &suite.databases["task"];
+    let mut admin = database.admin_connection().await;
+    let mut tasks = TaskServiceClient::new(connect(ServiceKind::Task));
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!("Task under load: {cores} cores, in-process clients, release build recommended");
+
+    // --- ListTasks: page 1 vs page 50, 10^4 rows vs 10^6 rows -----------------------
+    seed(&mut admin, big_id, 5_000, 99, 5_000).await;
+    let small = (
+        page_latency(&mut tasks, &token, 1).await,
+        page_latency(&mut tasks, &token, 50).await,
+    );
+    seed(&mut admin, big_id, 95_000, 999, 985_000).await;
+    let large = (
+        page_latency(&mut tasks, &token, 1).await,
+        page_latency(&mut tasks, &token, 50).await,
+    );
+    println!("\nListTasks, 50 per page, median of {LIST_SAMPLES} (ms):");
+    println!(
+        "  10^4 rows (5,000 in the tenant)     page 1 {:>6.3}  page 50 {:>6.3}  ratio {:.2}",
+        small.0,
+        small.1,
+        small.1 / small.0
+    );
+    println!(
+        "  10^6 rows (10^5 in the tenant)      page 1 {:>6.3}  page 50 {:>6.3}  ratio {:.2}",
+        large.0,
+        large.1,
+        large.1 / large.0
+    );
+    println!(
+        "  10^6 vs 10^4 rows                   page 1 {:.2}x  page 50 {:.2}x",
+        large.0 / small.0,
+        large.1 / small.1
+    );
+
+    // --- GetTask at saturation against the floors -----------------------------------
+    let created = tasks
+        .create_task(bearer(
+            &token,
+            task::CreateTaskRequest {
+                title: "point".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("create")
+        .into_inner()
+        .task
+        .expect("task");
+    let channels: Vec<Channel> = (0..CHANNELS).map(|_| connect(ServiceKind::Task)).collect();
+    let get = {
+        let (token, id) = (token.clone(), created.id.clone());
+        move |channel: Channel| {
+            let (token, id) = (token.clone(), id.clone());
+            async move {
+                TaskServiceClient::new(channel)
+                    .get_task(bearer(&token, task::GetTaskRequest { task_id: id }))
+                    .await
+                    .expect("get");
+            }
+        }
+    };
+    let health = |channel: Channel| async move {
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health");
+    };
+    let get_rate = saturate(&channels, get.clone()).await;
+    let grpc_rate = saturate(&channels, health).await;
+    println!("\nAt saturation, {CLIENTS} clients over {CHANNELS} connections (calls/s):");
+    println!("  GetTask (gRPC + token + scoped tx)  {get_rate:>9.0}");
+    println!("  bare gRPC (health check)            {grpc_rate:>9.0}");
+    match pgbench_bin() {
+        None => println!("  pgbench not found: database floors skipped"),
+        Some(bin) => {
+            let select = format!(
+                "SELECT title FROM tasks WHERE tenant_id = '{big_id}' AND id = '{}';\n",
+                created.id
+            );
+            let plain = pgbench(&bin, &database.admin_url, &select);
+            let scoped = pgbench(
+                &bin,
+                &database.app_url,
+                &format!(
+                    "BEGIN;\nSELECT set_config('app.tenant_id', '{big_id}', true);\n{select}COMMIT;\n"
+                ),
+            );
+            for (label, tps) in [
+                ("pgbench plain point select", plain),
+                ("pgbench BEGIN; set; SELECT; COMMIT", scoped),
+            ] {
+                match tps {
+                    Some(tps) => {
+                        let floor = 1.0 / (1.0 / grpc_rate + 1.0 / tps);
+                        println!(
+                            "  {label:<35} {tps:>9.0}   combined floor {floor:>8.0}   GetTask/floor {:.2}",
+                            get_rate / floor
+                        );
+                    }
+                    None => println!("  {label:<35} failed"),
+                }
+            }
+        }
+    }
+
+    // --- CreateTask vs GetTask, sequential -----------------------------------------
+    let mut gets = Vec::with_capacity(SEQUENTIAL);
+    let mut creates = Vec::with_capacity(SEQUENTIAL);
+    for i in 0..SEQUENTIAL {
+        let started = Instant::now();
+        tasks
+            .get_task(bearer(
+                &token,
+                task::GetTaskRequest {
+                    task_id: created.id.clone(),
+                },
+            ))
+            .await
+            .expect("get");
+        gets.push(started.elapsed().as_secs_f64() * 1e3);
+        let started = Instant::now();
+        tasks
+            .create_task(bearer(
+                &token,
+                task::CreateTaskRequest {
+                    title: format!("new {i}"),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("create");
+        creates.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let (gets, creates) = (sorted(gets), sorted(creates));
+    println!("\nSequential, {SEQUENTIAL} calls each (ms):");
+    println!(
+        "  GetTask                             p50 {:>6.3}  p99 {:>6.3}",
+        percentile(&gets, 0.5),
+        percentile(&gets, 0.99)
+    );
+    println!(
+        "  CreateTask (+ outbox event)         p50 {:>6.3}  p99 {:>6.3}   p50 ratio {:.2}",
+        percentile(&creates, 0.5),
+        percentile(&creates, 0.99),
+        percentile(&creates, 0.5) / percentile(&gets, 0.5)
+    );
+    let pending: i64 = {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query("SELECT count(*) AS n FROM outbox")
+            .get_result::<N>(&mut admin)
+            .await
+            .expect("outbox")
+            .n
+    };
+    println!(
+        "  outbox rows written: {pending} (one per created task; Audit is not implemented yet, so they wait)"
+    );
+}
