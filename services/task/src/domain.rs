@@ -63,6 +63,12 @@ impl Description {
         if text.chars().count() > 10_000 {
             return Err("must be at most 10000 characters");
         }
+        if text
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err("must not contain control characters other than line breaks and tabs");
+        }
         Ok(Self(text.to_owned()))
     }
 }
@@ -227,6 +233,8 @@ mod tests {
         assert!(Title::parse(&"é".repeat(255)).is_ok());
         assert!(Title::parse(&"é".repeat(256)).is_err());
         assert!(Description::parse(&"x".repeat(10_001)).is_err());
+        assert!(Description::parse("a\0b").is_err());
+        assert!(Description::parse("line\nbreak\ttab").is_ok());
         assert!(RequestKey::parse("retry-1").is_ok());
         assert!(RequestKey::parse("has space").is_err());
         assert_eq!(version_of(&etag(7)), Some(7));

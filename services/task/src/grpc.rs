@@ -226,6 +226,14 @@ impl TaskService for TaskApi {
                 if target.expected_version.is_some_and(|v| v != before.version) {
                     return Err(TaskError::StaleEtag("task"));
                 }
+                // Its compliance records lose the link visibly: a new version
+                // and an event each (the foreign key would clear it silently).
+                for record in repo::unlink_records(tx, target.id).await? {
+                    let event = Event::new("compliance.updated", "compliance_record", record.id)
+                        .old(json!({ "task_id": record.task_id }))
+                        .new_value(json!({ "task_id": null }));
+                    audit::record(tx, ctx, event).await?;
+                }
                 repo::delete_task(tx, target.id).await?;
                 let event = Event::new("task.deleted", "task", before.id).old(snapshot(&before));
                 audit::record(tx, ctx, event).await

@@ -85,5 +85,10 @@ pub fn policy() -> Policy {
             "UpdateComplianceRecord",
             Rule::tenant_role(TenantRole::Member),
         )
-        .allow(SERVICE_NAME, "ReleaseAssignments", Rule::service())
+        // Only Tenant knows who left a tenant.
+        .allow(
+            SERVICE_NAME,
+            "ReleaseAssignments",
+            Rule::service_named(&["tenant"]),
+        )
 }

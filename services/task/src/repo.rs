@@ -323,6 +323,36 @@ pub async fn created_per_day(
     Ok(rows.into_iter().map(|r| (r.day, r.status, r.n)).collect())
 }
 
+/// Unlinks the tenant's compliance records from task `task` (a new version
+/// each); returns them as they were before.
+///
+/// # Errors
+/// On database failure.
+pub async fn unlink_records(tx: TenantConn<'_>, task: Uuid) -> Result<Vec<Record>, TaskError> {
+    let linked: Vec<Record> = compliance_records::table
+        .filter(compliance_records::tenant_id.eq(tx.tenant_id().as_uuid()))
+        .filter(compliance_records::task_id.eq(task))
+        .select(Record::as_select())
+        .for_update()
+        .load(&mut tx.pg())
+        .await?;
+    if !linked.is_empty() {
+        diesel::update(
+            compliance_records::table
+                .filter(compliance_records::tenant_id.eq(tx.tenant_id().as_uuid()))
+                .filter(compliance_records::task_id.eq(task)),
+        )
+        .set((
+            compliance_records::task_id.eq(None::<Uuid>),
+            compliance_records::version.eq(compliance_records::version + 1),
+            compliance_records::update_time.eq(diesel::dsl::now),
+        ))
+        .execute(&mut tx.pg())
+        .await?;
+    }
+    Ok(linked)
+}
+
 /// A compliance record row.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, serde::Serialize)]
 #[diesel(table_name = compliance_records)]

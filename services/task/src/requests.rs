@@ -58,7 +58,9 @@ const LATEST_SECONDS: i64 = 253_402_300_799;
 
 fn time(t: Option<&prost_types::Timestamp>) -> Result<DateTime<Utc>, &'static str> {
     let t = t.ok_or("must be set")?;
-    if !(EARLIEST.timestamp()..=LATEST_SECONDS).contains(&t.seconds) {
+    if !(EARLIEST.timestamp()..=LATEST_SECONDS).contains(&t.seconds)
+        || !(0..1_000_000_000).contains(&t.nanos)
+    {
         return Err("must be between the years 1 and 9999");
     }
     u32::try_from(t.nanos)
@@ -405,6 +407,9 @@ impl ListCompliance {
                             .parse::<i64>()
                             .ok()
                             .and_then(DateTime::from_timestamp_micros)
+                            .filter(|due| {
+                                (EARLIEST.timestamp()..=LATEST_SECONDS).contains(&due.timestamp())
+                            })
                             .ok_or(RULE)?;
                         Ok((due, Uuid::try_parse(id).map_err(|_| RULE)?))
                     })

@@ -174,12 +174,21 @@ impl Sink for ReleaseSink {
     fn deliver<'a>(&'a self, messages: &'a [Message]) -> SinkFuture<'a> {
         Box::pin(async move {
             for message in messages {
+                // Only an explicit null means "every assignee": anything else
+                // that is not a user id is refused, never widened.
+                let user_id = match &message.payload["user_id"] {
+                    Value::Null => String::new(),
+                    Value::String(id) if !id.is_empty() => id.clone(),
+                    other => {
+                        return Err(SinkError(format!(
+                            "task.release message {} names no user: {other}",
+                            message.id
+                        )));
+                    }
+                };
                 let request = task::ReleaseAssignmentsRequest {
                     tenant_id: message.tenant_id.to_string(),
-                    user_id: message.payload["user_id"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
+                    user_id,
                 };
                 let request = with_credentials(&*self.credentials, request)?;
                 self.client

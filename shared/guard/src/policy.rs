@@ -16,6 +16,9 @@ pub struct Rule {
     min_tenant_role: Option<TenantRole>,
     super_admin: bool,
     service: bool,
+    /// With `service`: only these services (by the name in their token); empty:
+    /// any service.
+    services: &'static [&'static str],
 }
 
 impl Rule {
@@ -27,6 +30,7 @@ impl Rule {
             min_tenant_role: None,
             super_admin: false,
             service: false,
+            services: &[],
         }
     }
 
@@ -38,6 +42,7 @@ impl Rule {
             min_tenant_role: Some(role),
             super_admin: false,
             service: false,
+            services: &[],
         }
     }
 
@@ -49,6 +54,7 @@ impl Rule {
             min_tenant_role: None,
             super_admin: true,
             service: false,
+            services: &[],
         }
     }
 
@@ -60,6 +66,20 @@ impl Rule {
             min_tenant_role: None,
             super_admin: false,
             service: true,
+            services: &[],
+        }
+    }
+
+    /// Only the named services (internal RPCs with one known caller): the name
+    /// comes from the service's token, never from the request.
+    #[must_use]
+    pub const fn service_named(services: &'static [&'static str]) -> Self {
+        Self {
+            public: false,
+            min_tenant_role: None,
+            super_admin: false,
+            service: true,
+            services,
         }
     }
 
@@ -91,7 +111,10 @@ impl Rule {
                 .is_some_and(|min| user.tenant_role >= min)
                 || (self.super_admin && user.platform_role == PlatformRole::SuperAdmin)
         });
-        let service_ok = self.service && principal.service().is_some();
+        let service_ok = self.service
+            && principal.service().is_some_and(|service| {
+                self.services.is_empty() || self.services.contains(&service.name.as_str())
+            });
         self.public || user_ok || service_ok
     }
 }
@@ -199,6 +222,18 @@ mod tests {
         assert!(!rule.allows(&service()));
         // No bypass: a SUPER_ADMIN viewer is still a viewer here.
         assert!(!rule.allows(&user(TenantRole::Viewer, PlatformRole::SuperAdmin)));
+    }
+
+    #[test]
+    fn a_named_service_rule_admits_only_those_services() {
+        let rule = Rule::service_named(&["tenant"]);
+        assert!(rule.allows(&service()));
+        let other = Principal::Service(ServiceIdentity {
+            name: "audit".into(),
+            scopes: vec![],
+        });
+        assert!(!rule.allows(&other));
+        assert!(!rule.allows(&user(TenantRole::Owner, PlatformRole::SuperAdmin)));
     }
 
     #[test]

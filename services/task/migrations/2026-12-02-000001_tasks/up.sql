@@ -66,7 +66,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON tasks, compliance_records TO task_app;
 
 -- The platform role reads across tenants and may only clear assignees.
 CREATE POLICY platform_read ON tasks FOR SELECT TO task_platform USING (true);
-CREATE POLICY platform_release ON tasks FOR UPDATE TO task_platform USING (true) WITH CHECK (true);
+CREATE POLICY platform_release ON tasks FOR UPDATE TO task_platform
+    USING (status IN ('PENDING', 'IN_PROGRESS')) WITH CHECK (assignee_id IS NULL);
 CREATE POLICY platform_read ON compliance_records FOR SELECT TO task_platform USING (true);
 GRANT SELECT ON tasks, compliance_records TO task_platform;
 GRANT UPDATE (assignee_id, version, update_time) ON tasks TO task_platform;

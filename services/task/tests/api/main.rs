@@ -644,15 +644,24 @@ async fn every_mutation_leaves_exactly_one_audit_event() {
         "task.updated",
         "task.bulk_status_updated",
         "compliance.created",
-        "compliance.updated",
         "task.deleted",
     ] {
         assert_eq!(h.events(action).await, 1, "{action}");
     }
+    // The record's own update, and its link cleared by the delete.
+    assert_eq!(h.events("compliance.updated").await, 2);
     assert_eq!(
         h.scalar("SELECT count(*) AS n FROM outbox").await,
-        6,
+        7,
         "and nothing else"
+    );
+    assert_eq!(
+        h.scalar(
+            "SELECT count(*) AS n FROM compliance_records WHERE task_id IS NULL AND version = 3"
+        )
+        .await,
+        1,
+        "the cleared link is a new version"
     );
     let changed: serde_json::Value = {
         #[derive(diesel::QueryableByName)]
@@ -1129,4 +1138,92 @@ async fn every_query_shape_uses_an_index() {
         assert!(plan.contains("Index"), "{sql}\n{plan}");
         assert!(!plan.contains("Seq Scan"), "{sql}\n{plan}");
     }
+}
+
+// --- releases ------------------------------------------------------------------------
+
+/// Only Tenant's service token may release assignments, and the platform role
+/// can only clear assignees of open tasks, never set one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_tenant_releases_and_the_platform_role_only_clears_assignees() {
+    use diesel_async::RunQueryDsl as _;
+    let h = spawn_service().await;
+    let org = h.org("acme").await;
+    let assigned = h
+        .tasks
+        .clone()
+        .create_task(h.request(
+            &org.member,
+            pb::CreateTaskRequest {
+                title: "assigned".into(),
+                assignee_user_id: org.viewer.user().user_id.to_string(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("assigned")
+        .into_inner()
+        .task
+        .expect("task");
+    let release = pb::ReleaseAssignmentsRequest {
+        tenant_id: org.tenant.id.clone(),
+        user_id: org.viewer.user().user_id.to_string(),
+    };
+    let mut as_audit = tonic::Request::new(release.clone());
+    let config = bulkhead_guard::VerifierConfig::default();
+    let token = h
+        .key
+        .sign(&bulkhead_guard::token::Claims::service(
+            &config.issuer,
+            &config.audience,
+            &bulkhead_context::ServiceIdentity {
+                name: "audit".into(),
+                scopes: vec![],
+            },
+            std::time::Duration::from_secs(60),
+        ))
+        .expect("sign");
+    as_audit.metadata_mut().insert(
+        "x-service-authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    assert_code(
+        h.tasks.clone().release_assignments(as_audit).await,
+        Code::PermissionDenied,
+    );
+    assert!(
+        !get(&h, &org.viewer, &assigned.id)
+            .await
+            .expect("get")
+            .assignee_user_id
+            .is_empty()
+    );
+
+    let mut admin = h.database.admin_connection().await;
+    let forged = diesel::sql_query(format!(
+        "DO $$ BEGIN SET LOCAL ROLE task_platform;
+            UPDATE tasks SET assignee_id = gen_random_uuid() WHERE id = '{}'; END $$",
+        assigned.id
+    ))
+    .execute(&mut admin)
+    .await;
+    assert!(forged.is_err(), "the platform role cannot assign anyone");
+
+    let released = h
+        .tasks
+        .clone()
+        .release_assignments(h.request(&Caller::Service, release))
+        .await
+        .expect("tenant releases")
+        .into_inner()
+        .released_count;
+    assert_eq!(released, 1);
+    assert!(
+        get(&h, &org.viewer, &assigned.id)
+            .await
+            .expect("get")
+            .assignee_user_id
+            .is_empty()
+    );
+    assert_eq!(h.events("task.assignments_released").await, 1);
 }
