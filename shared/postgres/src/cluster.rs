@@ -27,6 +27,11 @@ pub enum PgError {
         "the data folder {0} is not reachable by the `postgres` OS user: choose another with --data-dir (e.g. /var/tmp/bulkhead)"
     )]
     Unreachable(PathBuf),
+    /// The server's Unix socket path would be longer than the system allows.
+    #[error(
+        "the cluster folder {0} is too deep: its Unix socket path would pass 107 bytes; choose a shorter folder"
+    )]
+    TooDeep(PathBuf),
     /// A folder the cluster needs is something else (a link, a file).
     #[error("{0} must be a folder, not a link or a file: remove it")]
     NotAFolder(PathBuf),
@@ -98,6 +103,11 @@ impl Cluster {
             .map_err(io(format!("resolving {}", root.display())))?;
         if run_as.is_some() && !reachable_by_others(&root) {
             return Err(PgError::Unreachable(root));
+        }
+        // sun_path holds 108 bytes with its NUL; Postgres adds "/.s.PGSQL.5432".
+        let socket = root.join("socket").join(format!(".s.PGSQL.{PORT}"));
+        if socket.as_os_str().len() > 107 {
+            return Err(PgError::TooDeep(root));
         }
         let cluster = Self {
             root,

@@ -55,10 +55,11 @@ fn server() -> &'static Server {
         // run, by their pid files); otherwise the system's temporary folder.
         let parent = std::env::var_os(CLUSTER_DIR_ENV)
             .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+        // Short: the server's Unix socket path must fit in ~107 bytes.
         let root = parent.join(format!(
             "bulkhead-test-pg-{}-{}",
             std::process::id(),
-            uuid::Uuid::new_v4().simple()
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
         ));
         let options = ClusterOptions {
             ephemeral: true,
