@@ -160,6 +160,16 @@ async fn tenant_rows(conn: &mut AsyncPgConnection, table: &str) -> Result<i64, S
 async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
     let suite = spawn_suite().await;
     seed(&suite).await;
+    // Audit's rows arrive through the writers' outbox relays: wait for them.
+    let mut audit = suite.databases["audit"].admin_connection().await;
+    let started = std::time::Instant::now();
+    while tenant_rows(&mut audit, "events").await.unwrap_or(0) == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no audit event arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let mut tables_checked = 0;
     for kind in ServiceKind::ALL {
         let database = &suite.databases[kind.name()];
@@ -223,7 +233,7 @@ async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
         }
     }
     assert!(
-        tables_checked >= 10,
-        "Auth's sessions and outbox, Tenant's memberships, settings and outbox, Task's tasks, records and outbox at least: {tables_checked}"
+        tables_checked >= 12,
+        "Auth's sessions and outbox, Tenant's memberships, settings and outbox, Task's tasks, records and outbox, Audit's events and chain heads at least: {tables_checked}"
     );
 }

@@ -1,0 +1,211 @@
+//! The gRPC handlers: appends from the writer services' relays (the source
+//! service from the caller's token), and a tenant's own reads.
+
+use bulkhead_db::Db;
+use bulkhead_guard::RequestContext;
+use bulkhead_proto::audit::v1 as pb;
+use bulkhead_proto::audit::v1::audit_service_server::{AuditService, AuditServiceServer};
+use tonic::{Request, Response, Status};
+
+use crate::chain::GENESIS;
+use crate::convert;
+use crate::error::AuditError;
+use crate::repo;
+use crate::requests::{Append, Query, export_filter};
+
+/// Events per export batch and per verification step: memory stays bounded
+/// whatever the size of the chain.
+const BATCH: i64 = 500;
+
+/// The Audit service's handlers.
+#[derive(Debug, Clone)]
+pub struct AuditApi {
+    db: Db,
+}
+
+impl AuditApi {
+    /// Handlers over the service's pools.
+    #[must_use]
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The tonic service to mount.
+    #[must_use]
+    pub fn into_server(self) -> AuditServiceServer<Self> {
+        AuditServiceServer::new(self)
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl AuditService for AuditApi {
+    async fn append_events(
+        &self,
+        request: Request<pb::AppendEventsRequest>,
+    ) -> Reply<pb::AppendEventsResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        // The writer's name from its token, never from the request.
+        let source = ctx
+            .principal()
+            .service()
+            .ok_or(AuditError::Forbidden)?
+            .name
+            .clone();
+        let Append(events) = Append::try_from(request.get_ref())?;
+        let accepted = self
+            .db
+            .platform_tx(async |tx| repo::append(tx, &source, &events).await)
+            .await?;
+        Ok(Response::new(pb::AppendEventsResponse {
+            accepted_ids: accepted.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
+    async fn query_events(
+        &self,
+        request: Request<pb::QueryEventsRequest>,
+    ) -> Reply<pb::QueryEventsResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let user = ctx.tenant_user()?;
+        let query = Query::parse(request.get_ref(), user.tenant_id)?;
+        let mut rows = self
+            .db
+            .tenant_read(user.tenant_id, async |tx| {
+                repo::query(tx, &query.filter, query.before, query.size + 1).await
+            })
+            .await?;
+        let limit = usize::try_from(query.size).unwrap_or(usize::MAX);
+        let next_page_token = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last()
+                .map(|r| query.next_token(r.sequence))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::QueryEventsResponse {
+            events: rows.iter().map(convert::event).collect(),
+            next_page_token,
+        }))
+    }
+
+    type ExportEventsStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::ExportEventsResponse, Status>>;
+
+    async fn export_events(
+        &self,
+        request: Request<pb::ExportEventsRequest>,
+    ) -> Reply<Self::ExportEventsStream> {
+        let ctx = RequestContext::from_request(&request)?;
+        let tenant = ctx.tenant_user()?.tenant_id;
+        let filter = export_filter(request.get_ref())?;
+        // Two batches in flight at most: a slow reader slows the reads.
+        let (send, receive) = tokio::sync::mpsc::channel(2);
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let mut after = 0;
+            loop {
+                let rows = db
+                    .tenant_read(tenant, async |tx| {
+                        repo::batch_after(tx, &filter, after, BATCH).await
+                    })
+                    .await;
+                let rows = match rows {
+                    Ok(rows) => rows,
+                    Err(err) => {
+                        let _ = send.send(Err(Status::from(err))).await;
+                        return;
+                    }
+                };
+                let Some(last) = rows.last().map(|r| r.sequence) else {
+                    return;
+                };
+                after = last;
+                let batch = pb::ExportEventsResponse {
+                    events: rows.iter().map(convert::event).collect(),
+                };
+                if send.send(Ok(batch)).await.is_err() {
+                    return; // the reader went away
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            receive,
+        )))
+    }
+
+    async fn verify_chain(
+        &self,
+        request: Request<pb::VerifyChainRequest>,
+    ) -> Reply<pb::VerifyChainResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let tenant = ctx.tenant_user()?.tenant_id;
+        let everything = crate::requests::Filter::default();
+        let mut prev = GENESIS.to_vec();
+        let mut expected = 1_i64;
+        let mut checked = 0_i64;
+        let fault = |id: String, detail: String, checked: i64| pb::VerifyChainResponse {
+            ok: false,
+            first_bad_event_id: id,
+            checked_count: checked,
+            detail,
+        };
+        loop {
+            let rows = self
+                .db
+                .tenant_read(tenant, async |tx| {
+                    repo::batch_after(tx, &everything, expected - 1, BATCH).await
+                })
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                if row.sequence != expected {
+                    return Ok(Response::new(fault(
+                        row.id.to_string(),
+                        format!(
+                            "event {expected} is missing (the next stored is {})",
+                            row.sequence
+                        ),
+                        checked,
+                    )));
+                }
+                if row.prev_hash != prev || row.expected_hash(&prev).as_slice() != row.hash {
+                    return Ok(Response::new(fault(
+                        row.id.to_string(),
+                        format!("event {expected} was altered"),
+                        checked,
+                    )));
+                }
+                prev.clone_from(&row.hash);
+                expected += 1;
+                checked += 1;
+            }
+        }
+        // Events cut off the end leave no gap: the chain head still names them.
+        let head = self
+            .db
+            .platform_tx(async |tx| repo::head(tx, tenant).await)
+            .await?;
+        if let Some((sequence, hash)) = head
+            && (sequence != checked || hash != prev)
+        {
+            return Ok(Response::new(fault(
+                String::new(),
+                format!(
+                    "the chain ends at event {checked} but its head says {sequence}: events were removed from its end"
+                ),
+                checked,
+            )));
+        }
+        Ok(Response::new(pb::VerifyChainResponse {
+            ok: true,
+            first_bad_event_id: String::new(),
+            checked_count: checked,
+            detail: String::new(),
+        }))
+    }
+}

@@ -1,0 +1,249 @@
+//! Repository functions: reads through the caller's tenant scope
+//! ([`TenantConn`]), appends through the platform role ([`PlatformConn`]), which
+//! may insert events and move chain heads and nothing else.
+
+use std::collections::{BTreeMap, HashSet};
+
+use bulkhead_context::TenantId;
+use bulkhead_db::{PlatformConn, TenantConn};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use crate::chain::{self, Chained};
+use crate::error::AuditError;
+use crate::requests::{Filter, NewEvent};
+use crate::schema::{chain_heads, events};
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = events)]
+pub struct EventRow {
+    pub tenant_id: Uuid,
+    pub sequence: i64,
+    pub id: Uuid,
+    pub actor_user_id: String,
+    pub actor_service: String,
+    pub source_service: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub old_value: Option<serde_json::Value>,
+    pub new_value: Option<serde_json::Value>,
+    pub metadata: Option<serde_json::Value>,
+    pub request_id: String,
+    pub trace_id: String,
+    pub occur_time: DateTime<Utc>,
+    #[diesel(skip_insertion)]
+    pub receive_time: DateTime<Utc>,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+impl EventRow {
+    /// The hash this row should have after `prev`, from its own fields.
+    #[must_use]
+    pub fn expected_hash(&self, prev: &[u8]) -> [u8; 32] {
+        let (tenant, id) = (self.tenant_id.to_string(), self.id.to_string());
+        chain::hash(
+            prev,
+            &Chained {
+                tenant_id: &tenant,
+                sequence: self.sequence,
+                id: &id,
+                actor_user_id: &self.actor_user_id,
+                actor_service: &self.actor_service,
+                source_service: &self.source_service,
+                action: &self.action,
+                resource_type: &self.resource_type,
+                resource_id: &self.resource_id,
+                old_value: self.old_value.as_ref(),
+                new_value: self.new_value.as_ref(),
+                metadata: self.metadata.as_ref(),
+                request_id: &self.request_id,
+                trace_id: &self.trace_id,
+                occur_time: self.occur_time,
+            },
+        )
+    }
+}
+
+/// Appends `batch` for `source_service`: per tenant (in tenant order, so two
+/// batches never wait on each other in a circle), the chain head is locked,
+/// events already stored are skipped (idempotent by id), and the others get the
+/// next sequence numbers and hashes. Returns every id now stored.
+///
+/// # Errors
+/// On database failure.
+pub async fn append(
+    tx: PlatformConn<'_>,
+    source_service: &str,
+    batch: &[NewEvent],
+) -> Result<Vec<Uuid>, AuditError> {
+    let mut by_tenant: BTreeMap<Uuid, Vec<&NewEvent>> = BTreeMap::new();
+    for event in batch {
+        by_tenant
+            .entry(*event.tenant.as_uuid())
+            .or_default()
+            .push(event);
+    }
+    let receive_time = Utc::now();
+    let mut accepted = Vec::with_capacity(batch.len());
+    for (tenant, events) in by_tenant {
+        diesel::insert_into(chain_heads::table)
+            .values((
+                chain_heads::tenant_id.eq(tenant),
+                chain_heads::sequence.eq(0_i64),
+                chain_heads::hash.eq(chain::GENESIS.to_vec()),
+            ))
+            .on_conflict_do_nothing()
+            .execute(&mut tx.pg())
+            .await?;
+        let (mut sequence, mut prev): (i64, Vec<u8>) = chain_heads::table
+            .filter(chain_heads::tenant_id.eq(tenant))
+            .select((chain_heads::sequence, chain_heads::hash))
+            .for_update()
+            .first(&mut tx.pg())
+            .await?;
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let stored: HashSet<Uuid> = events::table
+            .filter(events::tenant_id.eq(tenant))
+            .filter(events::id.eq_any(&ids))
+            .select(events::id)
+            .load::<Uuid>(&mut tx.pg())
+            .await?
+            .into_iter()
+            .collect();
+        let mut rows = Vec::new();
+        let mut seen = stored.clone();
+        for e in events {
+            accepted.push(e.id);
+            if !seen.insert(e.id) {
+                continue;
+            }
+            sequence += 1;
+            let mut row = EventRow {
+                tenant_id: tenant,
+                sequence,
+                id: e.id,
+                actor_user_id: e.actor_user_id.clone(),
+                actor_service: e.actor_service.clone(),
+                source_service: source_service.to_owned(),
+                action: e.action.clone(),
+                resource_type: e.resource_type.clone(),
+                resource_id: e.resource_id.clone(),
+                old_value: e.old_value.clone(),
+                new_value: e.new_value.clone(),
+                metadata: e.metadata.clone(),
+                request_id: e.request_id.clone(),
+                trace_id: e.trace_id.clone(),
+                occur_time: e.occur_time,
+                receive_time,
+                prev_hash: prev.clone(),
+                hash: Vec::new(),
+            };
+            row.hash = row.expected_hash(&prev).to_vec();
+            prev.clone_from(&row.hash);
+            rows.push(row);
+        }
+        if !rows.is_empty() {
+            diesel::insert_into(events::table)
+                .values(&rows)
+                .execute(&mut tx.pg())
+                .await?;
+            diesel::update(chain_heads::table.filter(chain_heads::tenant_id.eq(tenant)))
+                .set((
+                    chain_heads::sequence.eq(sequence),
+                    chain_heads::hash.eq(&prev),
+                ))
+                .execute(&mut tx.pg())
+                .await?;
+        }
+    }
+    Ok(accepted)
+}
+
+type Boxed<'a> = events::BoxedQuery<'a, diesel::pg::Pg>;
+
+/// The tenant's events matching `filter` (audit queries vary too much for one
+/// static shape: each filter is an indexed column).
+fn filtered<'a>(tenant: TenantId, filter: &'a Filter) -> Boxed<'a> {
+    let mut query = events::table
+        .filter(events::tenant_id.eq(*tenant.as_uuid()))
+        .into_boxed();
+    if let Some(start) = filter.start {
+        query = query.filter(events::occur_time.ge(start));
+    }
+    if let Some(end) = filter.end {
+        query = query.filter(events::occur_time.lt(end));
+    }
+    if let Some(action) = &filter.action {
+        query = query.filter(events::action.eq(action));
+    }
+    if let Some(resource_type) = &filter.resource_type {
+        query = query.filter(events::resource_type.eq(resource_type));
+    }
+    if let Some(resource_id) = &filter.resource_id {
+        query = query.filter(events::resource_id.eq(resource_id));
+    }
+    if let Some(actor) = &filter.actor_user_id {
+        query = query.filter(events::actor_user_id.eq(actor));
+    }
+    query
+}
+
+/// A page of the tenant's events before sequence `before`, newest first.
+///
+/// # Errors
+/// On database failure.
+pub async fn query(
+    tx: TenantConn<'_>,
+    filter: &Filter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<EventRow>, AuditError> {
+    Ok(filtered(tx.tenant_id(), filter)
+        .filter(events::sequence.lt(before.unwrap_or(i64::MAX)))
+        .order(events::sequence.desc())
+        .limit(limit)
+        .select(EventRow::as_select())
+        .load(&mut tx.pg())
+        .await?)
+}
+
+/// A batch of the tenant's events after sequence `after`, oldest first.
+///
+/// # Errors
+/// On database failure.
+pub async fn batch_after(
+    tx: TenantConn<'_>,
+    filter: &Filter,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<EventRow>, AuditError> {
+    Ok(filtered(tx.tenant_id(), filter)
+        .filter(events::sequence.gt(after))
+        .order(events::sequence.asc())
+        .limit(limit)
+        .select(EventRow::as_select())
+        .load(&mut tx.pg())
+        .await?)
+}
+
+/// The head of `tenant`'s chain: last sequence and hash (none before its first
+/// event).
+///
+/// # Errors
+/// On database failure.
+pub async fn head(
+    tx: PlatformConn<'_>,
+    tenant: TenantId,
+) -> Result<Option<(i64, Vec<u8>)>, AuditError> {
+    Ok(chain_heads::table
+        .filter(chain_heads::tenant_id.eq(tenant.as_uuid()))
+        .select((chain_heads::sequence, chain_heads::hash))
+        .first(&mut tx.pg())
+        .await
+        .optional()?)
+}

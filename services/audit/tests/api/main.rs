@@ -1,0 +1,516 @@
+//! Audit's API tests on real sockets and a real Postgres: idempotent appends,
+//! a gap-free and fork-free chain under concurrent appenders, tenant isolation
+//! and roles, tampering and truncation found by VerifyChain, the append-only
+//! trigger, the writer's name from its token, queries and exports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_context::{
+    PlatformRole, ServiceIdentity, SessionId, TenantId, TenantRole, TenantUser, UserId,
+};
+use bulkhead_guard::token::{Claims, SigningKey};
+use bulkhead_guard::{TokenVerifier, VerifierConfig};
+use bulkhead_postgres::testing::{TestDatabase, test_database};
+use bulkhead_proto::audit::v1 as pb;
+use bulkhead_proto::audit::v1::audit_service_client::AuditServiceClient;
+use bulkhead_server::{DbUrls, Peers, SharedGuard};
+use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct Harness {
+    client: AuditServiceClient<Channel>,
+    key: Arc<SigningKey>,
+    database: TestDatabase,
+}
+
+async fn spawn_service() -> Harness {
+    let database = test_database(&bulkhead_audit::SCHEMA).await;
+    let key = Arc::new(SigningKey::generate());
+    let guard = SharedGuard::new(Arc::new(TokenVerifier::new(
+        VerifierConfig::default(),
+        &key.jwk_set(),
+    )));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let started = bulkhead_server::start(
+        &bulkhead_audit::AuditModule,
+        &DbUrls {
+            app: database.app_url.clone(),
+            platform: database.platform_url.clone(),
+        },
+        listener,
+        guard,
+        Peers::default(),
+        None,
+        stopped,
+    )
+    .await
+    .expect("audit starts");
+    std::mem::forget(stop);
+    drop(started);
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .expect("endpoint")
+        .connect_lazy();
+    Harness {
+        client: AuditServiceClient::new(channel),
+        key,
+        database,
+    }
+}
+
+impl Harness {
+    fn sign(&self, claims: &Claims) -> String {
+        self.key.sign(claims).expect("sign")
+    }
+
+    fn as_service<T>(&self, name: &str, message: T) -> tonic::Request<T> {
+        let config = VerifierConfig::default();
+        let token = self.sign(&Claims::service(
+            &config.issuer,
+            &config.audience,
+            &ServiceIdentity {
+                name: name.into(),
+                scopes: vec![],
+            },
+            Duration::from_secs(600),
+        ));
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(
+            "x-service-authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+        request
+    }
+
+    fn as_user<T>(&self, tenant: TenantId, role: TenantRole, message: T) -> tonic::Request<T> {
+        let config = VerifierConfig::default();
+        let token = self.sign(&Claims::access(
+            &config.issuer,
+            &config.audience,
+            &TenantUser {
+                user_id: UserId::new_v7(),
+                session_id: SessionId::new_v7(),
+                tenant_id: tenant,
+                tenant_slug: "t".into(),
+                tenant_role: role,
+                platform_role: PlatformRole::User,
+            },
+            Duration::from_secs(600),
+        ));
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+        request
+    }
+
+    async fn append(&self, events: Vec<pb::AuditEvent>) -> Result<Vec<String>, tonic::Status> {
+        self.client
+            .clone()
+            .append_events(self.as_service("task", pb::AppendEventsRequest { events }))
+            .await
+            .map(|r| r.into_inner().accepted_ids)
+    }
+
+    async fn verify(&self, tenant: TenantId) -> pb::VerifyChainResponse {
+        self.client
+            .clone()
+            .verify_chain(self.as_user(tenant, TenantRole::Admin, pb::VerifyChainRequest {}))
+            .await
+            .expect("verify")
+            .into_inner()
+    }
+
+    async fn query(
+        &self,
+        tenant: TenantId,
+        request: pb::QueryEventsRequest,
+    ) -> Result<pb::QueryEventsResponse, tonic::Status> {
+        self.client
+            .clone()
+            .query_events(self.as_user(tenant, TenantRole::Admin, request))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn sql(&self, statements: &str) {
+        let mut admin = self.database.admin_connection().await;
+        admin
+            .batch_execute(statements)
+            .await
+            .unwrap_or_else(|e| panic!("{statements}: {e}"));
+    }
+
+    async fn sequences(&self, tenant: TenantId) -> Vec<(i64, Vec<u8>, Vec<u8>)> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            sequence: i64,
+            #[diesel(sql_type = diesel::sql_types::Bytea)]
+            prev_hash: Vec<u8>,
+            #[diesel(sql_type = diesel::sql_types::Bytea)]
+            hash: Vec<u8>,
+        }
+        let mut admin = self.database.admin_connection().await;
+        diesel::sql_query(format!(
+            "SELECT sequence, prev_hash, hash FROM events WHERE tenant_id = '{tenant}' ORDER BY sequence"
+        ))
+        .load::<Row>(&mut admin)
+        .await
+        .expect("rows")
+        .into_iter()
+        .map(|r| (r.sequence, r.prev_hash, r.hash))
+        .collect()
+    }
+}
+
+fn event(tenant: TenantId, action: &str) -> pb::AuditEvent {
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert(
+        "title".to_owned(),
+        prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue("x".into())),
+        },
+    );
+    pb::AuditEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: tenant.to_string(),
+        actor_user_id: UserId::new_v7().to_string(),
+        action: action.into(),
+        resource_type: "task".into(),
+        resource_id: "r1".into(),
+        new_value: Some(prost_types::Struct { fields }),
+        request_id: "req".into(),
+        occur_time: Some(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 123_456_789,
+        }),
+        source_service: "auth".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_are_idempotent_and_the_writer_is_named_by_its_token() {
+    let h = spawn_service().await;
+    let tenant = TenantId::new_v7();
+    let batch = vec![event(tenant, "task.created"), event(tenant, "task.updated")];
+    let ids: Vec<String> = batch.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(h.append(batch.clone()).await.expect("append"), ids);
+    assert_eq!(
+        h.append(batch).await.expect("again"),
+        ids,
+        "acknowledged again"
+    );
+    let stored = h
+        .query(tenant, pb::QueryEventsRequest::default())
+        .await
+        .expect("query")
+        .events;
+    assert_eq!(stored.len(), 2, "one copy each");
+    assert!(
+        stored.iter().all(|e| e.source_service == "task"),
+        "from the token, not the body"
+    );
+    assert_eq!(stored[0].sequence, 2, "newest first");
+    assert_eq!(
+        stored[1].occur_time,
+        Some(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 123_456_000
+        }),
+        "microseconds, as the chain hashes them"
+    );
+    assert!(h.verify(tenant).await.ok);
+}
+
+/// 8 appenders for one tenant at once: sequence numbers 1..n without a gap,
+/// each event chained to the one before (no fork).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_leave_a_gap_free_fork_free_chain() {
+    let h = Arc::new(spawn_service().await);
+    let tenant = TenantId::new_v7();
+    let mut appenders = Vec::new();
+    for _ in 0..8 {
+        let h = h.clone();
+        appenders.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                let batch = (0..4).map(|_| event(tenant, "task.created")).collect();
+                h.append(batch).await.expect("append");
+            }
+        }));
+    }
+    for appender in appenders {
+        appender.await.expect("appender");
+    }
+    let rows = h.sequences(tenant).await;
+    assert_eq!(rows.len(), 160);
+    let mut prev = bulkhead_audit::GENESIS.to_vec();
+    for (i, (sequence, prev_hash, hash)) in rows.iter().enumerate() {
+        assert_eq!(*sequence, i64::try_from(i).expect("i") + 1, "no gap");
+        assert_eq!(*prev_hash, prev, "no fork at {sequence}");
+        prev.clone_from(hash);
+    }
+    let verified = h.verify(tenant).await;
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!(verified.checked_count, 160);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_reads_only_its_own_trail_and_only_as_owner_or_admin() {
+    let h = spawn_service().await;
+    let (a, b) = (TenantId::new_v7(), TenantId::new_v7());
+    h.append(vec![event(a, "task.created"), event(b, "task.created")])
+        .await
+        .expect("append");
+    let seen = h
+        .query(a, pb::QueryEventsRequest::default())
+        .await
+        .expect("query")
+        .events;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].tenant_id, a.to_string());
+    let mut export = h
+        .client
+        .clone()
+        .export_events(h.as_user(a, TenantRole::Owner, pb::ExportEventsRequest::default()))
+        .await
+        .expect("export")
+        .into_inner();
+    let mut exported = Vec::new();
+    while let Some(batch) = export.message().await.expect("batch") {
+        exported.extend(batch.events);
+    }
+    assert_eq!(exported.len(), 1);
+    assert_eq!(exported[0].tenant_id, a.to_string());
+    for role in [TenantRole::Viewer, TenantRole::Member] {
+        let denied = h
+            .client
+            .clone()
+            .query_events(h.as_user(a, role, pb::QueryEventsRequest::default()))
+            .await
+            .expect_err("below ADMIN");
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        let denied = h
+            .client
+            .clone()
+            .verify_chain(h.as_user(a, role, pb::VerifyChainRequest {}))
+            .await
+            .expect_err("below ADMIN");
+        assert_eq!(denied.code(), Code::PermissionDenied);
+    }
+    // Only the writer services append: not a user, not another service.
+    let by_user = h
+        .client
+        .clone()
+        .append_events(h.as_user(
+            a,
+            TenantRole::Owner,
+            pb::AppendEventsRequest {
+                events: vec![event(a, "x.y")],
+            },
+        ))
+        .await
+        .expect_err("users do not append");
+    assert_eq!(by_user.code(), Code::PermissionDenied);
+    let by_other = h
+        .client
+        .clone()
+        .append_events(h.as_service(
+            "billing",
+            pb::AppendEventsRequest {
+                events: vec![event(a, "x.y")],
+            },
+        ))
+        .await
+        .expect_err("an unknown service does not append");
+    assert_eq!(by_other.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_is_append_only_and_verification_finds_what_was_changed() {
+    let h = spawn_service().await;
+    let tenant = TenantId::new_v7();
+    let batch: Vec<_> = (0..6)
+        .map(|i| event(tenant, &format!("task.step{i}")))
+        .collect();
+    let ids: Vec<String> = batch.iter().map(|e| e.id.clone()).collect();
+    h.append(batch).await.expect("append");
+    // Not even the superuser (past every policy) updates, deletes or truncates
+    // while the trigger stands.
+    let mut owner = h.database.admin_connection().await;
+    for statement in [
+        format!("UPDATE events SET action = 'forged' WHERE tenant_id = '{tenant}'"),
+        format!("DELETE FROM events WHERE tenant_id = '{tenant}'"),
+        "TRUNCATE events".to_owned(),
+    ] {
+        assert!(
+            owner.batch_execute(&statement).await.is_err(),
+            "{statement}"
+        );
+    }
+    assert!(h.verify(tenant).await.ok);
+
+    // Altered behind the trigger's back: found at that event.
+    h.sql(&format!(
+        "ALTER TABLE events DISABLE TRIGGER events_append_only;
+         UPDATE events SET action = 'task.forged' WHERE tenant_id = '{tenant}' AND sequence = 3;
+         ALTER TABLE events ENABLE TRIGGER events_append_only;"
+    ))
+    .await;
+    let verified = h.verify(tenant).await;
+    assert!(!verified.ok);
+    assert_eq!(verified.first_bad_event_id, ids[2]);
+    assert_eq!(verified.checked_count, 2);
+    assert!(
+        verified.detail.contains("event 3 was altered"),
+        "{}",
+        verified.detail
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_finds_a_missing_event_and_a_cut_off_end() {
+    let h = spawn_service().await;
+    let (gap, cut) = (TenantId::new_v7(), TenantId::new_v7());
+    let gap_batch: Vec<_> = (0..5).map(|_| event(gap, "task.created")).collect();
+    let gap_ids: Vec<String> = gap_batch.iter().map(|e| e.id.clone()).collect();
+    h.append(gap_batch).await.expect("append");
+    h.append((0..5).map(|_| event(cut, "task.created")).collect())
+        .await
+        .expect("append");
+    h.sql(&format!(
+        "ALTER TABLE events DISABLE TRIGGER events_append_only;
+         DELETE FROM events WHERE tenant_id = '{gap}' AND sequence = 2;
+         DELETE FROM events WHERE tenant_id = '{cut}' AND sequence >= 4;
+         ALTER TABLE events ENABLE TRIGGER events_append_only;"
+    ))
+    .await;
+    let verified = h.verify(gap).await;
+    assert!(!verified.ok);
+    assert_eq!(
+        verified.first_bad_event_id, gap_ids[2],
+        "the first event after the missing one"
+    );
+    assert!(
+        verified.detail.contains("event 2 is missing"),
+        "{}",
+        verified.detail
+    );
+    let verified = h.verify(cut).await;
+    assert!(!verified.ok);
+    assert!(
+        verified.detail.contains("events were removed from its end"),
+        "{}",
+        verified.detail
+    );
+    assert_eq!(verified.checked_count, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_filter_and_page_and_bad_input_is_reported() {
+    let h = spawn_service().await;
+    let tenant = TenantId::new_v7();
+    let mut batch: Vec<_> = (0..5).map(|_| event(tenant, "task.created")).collect();
+    batch.push(event(tenant, "task.deleted"));
+    h.append(batch).await.expect("append");
+    let created = pb::AuditEventFilter {
+        action: "task.created".into(),
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = h
+            .query(
+                tenant,
+                pb::QueryEventsRequest {
+                    filter: Some(created.clone()),
+                    page_size: 2,
+                    page_token: token.clone(),
+                },
+            )
+            .await
+            .expect("page");
+        seen.extend(page.events.iter().map(|e| e.sequence));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, [5, 4, 3, 2, 1]);
+    let first = h
+        .query(
+            tenant,
+            pb::QueryEventsRequest {
+                filter: Some(created),
+                page_size: 2,
+                page_token: String::new(),
+            },
+        )
+        .await
+        .expect("page");
+    let refused = h
+        .query(
+            tenant,
+            pb::QueryEventsRequest {
+                filter: None,
+                page_size: 2,
+                page_token: first.next_page_token.clone(),
+            },
+        )
+        .await
+        .expect_err("a token of another filter");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let refused = h
+        .query(
+            TenantId::new_v7(),
+            pb::QueryEventsRequest {
+                filter: None,
+                page_size: 2,
+                page_token: first.next_page_token,
+            },
+        )
+        .await
+        .expect_err("a token of another tenant");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+
+    let mut bad = event(tenant, "");
+    bad.id = "nope".into();
+    bad.occur_time = None;
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert(
+        "n".to_owned(),
+        prost_types::Value {
+            kind: Some(prost_types::value::Kind::NumberValue(1.5)),
+        },
+    );
+    bad.old_value = Some(prost_types::Struct { fields });
+    let status = h.append(vec![bad]).await.expect_err("bad event");
+    use tonic_types::StatusExt as _;
+    let fields: Vec<String> = status
+        .get_error_details()
+        .bad_request()
+        .expect("BadRequest")
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "events[0].id",
+            "events[0].action",
+            "events[0].occur_time",
+            "events[0].old_value"
+        ]
+    );
+    let rows = h.sequences(tenant).await;
+    assert_eq!(rows.len(), 6, "nothing of the bad batch was stored");
+}
