@@ -83,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(args.ttl_minutes * 60),
     );
     eprintln!(
-        "break-glass token for user {} in tenant {} ({}); this mint is not audited until the Audit service lands",
+        "break-glass token for user {} in tenant {} ({}); this mint is not in the audit trail yet",
         user.user_id,
         user.tenant_id,
         user.tenant_role.as_str()
