@@ -18,6 +18,7 @@
 )]
 mod support;
 
+use bulkhead_testkit::bearer;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -53,15 +54,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn sorted(mut millis: Vec<f64>) -> Vec<f64> {
     millis.sort_by(f64::total_cmp);
     millis
-}
-
-fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
 }
 
 /// Median milliseconds of `ListTasks` page `page` (1-based) of `size`.

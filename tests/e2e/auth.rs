@@ -2,6 +2,7 @@
 //! reuse detection, and a removed member's token refused by another service
 //! within two seconds (Tenant's outbox → Auth's RevokeSessions → the guards).
 
+use bulkhead_testkit::bearer;
 use std::time::{Duration, Instant};
 
 use crate::support::{TestSuite, spawn_suite};
@@ -21,15 +22,6 @@ async fn channel(suite: &TestSuite, kind: ServiceKind) -> Channel {
         .connect()
         .await
         .expect("connect")
-}
-
-fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
 }
 
 /// A user in Auth (created on the system path) and their tenants in Tenant.

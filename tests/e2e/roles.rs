@@ -13,6 +13,7 @@ use bulkhead_proto::task::v1 as task;
 use bulkhead_proto::task::v1::task_service_client::TaskServiceClient;
 use bulkhead_proto::tenant::v1 as tenant;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
+use bulkhead_testkit::bearer;
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
@@ -20,15 +21,6 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 use crate::support::{TestSuite, spawn_suite};
 
 const PASSWORD: &str = "a long enough password";
-
-fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
-}
 
 /// Rows in every kind of table, written through the services' own RPCs: a
 /// tenant with its owner, a login (a session, audit events in Auth's outbox),

@@ -2,6 +2,7 @@
 //! with Tenant through the caller's own token, and a member who leaves a tenant
 //! unassigned from its open tasks through Tenant's outbox.
 
+use bulkhead_testkit::bearer;
 use std::time::{Duration, Instant};
 
 use bulkhead::services::ServiceKind;
@@ -12,15 +13,6 @@ use bulkhead_proto::tenant::v1 as tenant;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
 
 use crate::support::spawn_suite;
-
-fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_who_leaves_is_unassigned_from_open_tasks_within_two_seconds() {

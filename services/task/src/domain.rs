@@ -1,39 +1,15 @@
 //! Validated values of the task domain: private fields, a `parse` that says
 //! what is wrong in words a caller can act on, and the status rules.
 
-use std::fmt;
-
-macro_rules! text_value {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub struct $name(String);
-
-        impl $name {
-            /// The validated text.
-            #[must_use]
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-text_value!(
+bulkhead_rpc::text_value!(
     /// A task's or compliance record's title: 1–255 characters after trimming.
     Title
 );
-text_value!(
+bulkhead_rpc::text_value!(
     /// A task's description: at most 10,000 characters (may be empty).
     Description
 );
-text_value!(
+bulkhead_rpc::text_value!(
     /// An idempotency key (AIP-155): 1–64 printable ASCII characters.
     RequestKey
 );

@@ -1,55 +1,31 @@
 //! Validated values of the tenant domain: each has private fields and a `parse`
 //! that says what is wrong in words a caller can act on.
 
-use std::fmt;
-
-macro_rules! text_value {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-        pub struct $name(String);
-
-        impl $name {
-            /// The validated text.
-            #[must_use]
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-text_value!(
+bulkhead_rpc::text_value!(
     /// A tenant's slug: a lowercase DNS label of 3–63 characters.
     Slug
 );
-text_value!(
+bulkhead_rpc::text_value!(
     /// A tenant's name: 1–200 characters.
     TenantName
 );
-text_value!(
+bulkhead_rpc::text_value!(
     /// A tenant's domain: a valid lowercase hostname of two labels or more.
     Domain
 );
-text_value!(
+bulkhead_rpc::text_value!(
     /// An organization's display name: 1–200 characters.
     DisplayName
 );
-text_value!(
+bulkhead_rpc::text_value!(
     /// A logo URL: absolute `https` (or `http`) URL, at most 2048 characters.
     LogoUrl
 );
-text_value!(
+bulkhead_rpc::text_value!(
     /// An IANA time zone name (`Europe/Paris`).
     Timezone
 );
-text_value!(
+bulkhead_rpc::text_value!(
     /// A BCP 47 locale tag of the common shape (`en`, `en-US`, `zh-Hant-TW`).
     Locale
 );

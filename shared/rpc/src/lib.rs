@@ -29,6 +29,39 @@ pub use violations::{FieldViolation, FieldViolations, InvalidRequest};
 
 use chrono::{DateTime, Utc};
 
+/// Declares a validated text value: a newtype over `String` with a private
+/// field, `as_str` and `Display`. Its module writes the `parse` that checks the
+/// rule ("parse, don't validate").
+///
+/// ```
+/// bulkhead_rpc::text_value!(
+///     /// A name.
+///     Name
+/// );
+/// ```
+#[macro_export]
+macro_rules! text_value {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The validated text.
+            #[must_use]
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 /// A time on the wire, nanoseconds kept.
 #[must_use]
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {

@@ -4,81 +4,45 @@
 //! trigger, the writer's name from its token, queries and exports.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use bulkhead_context::{
-    PlatformRole, ServiceIdentity, SessionId, TenantId, TenantRole, TenantUser, UserId,
-};
-use bulkhead_guard::token::{Claims, SigningKey};
-use bulkhead_guard::{TokenVerifier, VerifierConfig};
+use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
 use bulkhead_postgres::testing::{TestDatabase, test_database};
 use bulkhead_proto::audit::v1 as pb;
 use bulkhead_proto::audit::v1::audit_service_client::AuditServiceClient;
-use bulkhead_server::{DbUrls, Peers, SharedGuard};
+use bulkhead_server::Peers;
+use bulkhead_testkit::{Caller, Tokens, start_module};
 use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
 use tonic::Code;
 use tonic::transport::Channel;
 
 struct Harness {
     client: AuditServiceClient<Channel>,
-    key: Arc<SigningKey>,
+    tokens: Tokens,
     database: TestDatabase,
 }
 
 async fn spawn_service() -> Harness {
     let database = test_database(&bulkhead_audit::SCHEMA).await;
-    let key = Arc::new(SigningKey::generate());
-    let guard = SharedGuard::new(Arc::new(TokenVerifier::new(
-        VerifierConfig::default(),
-        &key.jwk_set(),
-    )));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let started = bulkhead_server::start(
+    // Appends come from Task.
+    let tokens = Tokens::new("task");
+    let url = start_module(
         &bulkhead_audit::AuditModule,
-        &DbUrls {
-            app: database.app_url.clone(),
-            platform: database.platform_url.clone(),
-        },
-        listener,
-        guard,
+        &database,
+        &tokens.guard(),
         Peers::default(),
         None,
-        stopped,
     )
-    .await
-    .expect("audit starts");
-    std::mem::forget(stop);
-    drop(started);
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .expect("endpoint")
-        .connect_lazy();
+    .await;
     Harness {
-        client: AuditServiceClient::new(channel),
-        key,
+        client: AuditServiceClient::new(bulkhead_testkit::channel(&url)),
+        tokens,
         database,
     }
 }
 
 impl Harness {
-    fn sign(&self, claims: &Claims) -> String {
-        self.key.sign(claims).expect("sign")
-    }
-
     fn as_service<T>(&self, name: &str, message: T) -> tonic::Request<T> {
-        let config = VerifierConfig::default();
-        let token = self.sign(&Claims::service(
-            &config.issuer,
-            &config.audience,
-            &ServiceIdentity {
-                name: name.into(),
-                scopes: vec![],
-            },
-            Duration::from_secs(600),
-        ));
+        let token = self.tokens.service_named(name);
         let mut request = tonic::Request::new(message);
         request.metadata_mut().insert(
             "x-service-authorization",
@@ -88,26 +52,15 @@ impl Harness {
     }
 
     fn as_user<T>(&self, tenant: TenantId, role: TenantRole, message: T) -> tonic::Request<T> {
-        let config = VerifierConfig::default();
-        let token = self.sign(&Claims::access(
-            &config.issuer,
-            &config.audience,
-            &TenantUser {
-                user_id: UserId::new_v7(),
-                session_id: SessionId::new_v7(),
-                tenant_id: tenant,
-                tenant_slug: "t".into(),
-                tenant_role: role,
-                platform_role: PlatformRole::User,
-            },
-            Duration::from_secs(600),
-        ));
-        let mut request = tonic::Request::new(message);
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("ascii"),
-        );
-        request
+        let user = TenantUser {
+            user_id: UserId::new_v7(),
+            session_id: SessionId::new_v7(),
+            tenant_id: tenant,
+            tenant_slug: "t".into(),
+            tenant_role: role,
+            platform_role: PlatformRole::User,
+        };
+        self.tokens.request(&Caller::User(user), message)
     }
 
     async fn append(&self, events: Vec<pb::AuditEvent>) -> Result<Vec<String>, tonic::Status> {

@@ -4,20 +4,18 @@
 //! test key, which is also Auth's signing key.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bulkhead_auth::{AuthConfig, AuthModule, Existing, LimitsConfig, ServiceClient};
-use bulkhead_context::{
-    PlatformRole, ServiceIdentity, SessionId, TenantId, TenantRole, TenantUser, UserId,
-};
-use bulkhead_guard::token::{Claims, KeyRing, SigningKey};
-use bulkhead_guard::{TokenVerifier, VerifierConfig};
+use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
+use bulkhead_guard::VerifierConfig;
+use bulkhead_guard::token::KeyRing;
 use bulkhead_postgres::testing::{TestDatabase, test_database};
 use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bulkhead_proto::tenant::v1 as tenant;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
-use bulkhead_server::{DbUrls, Peers, ServiceModule, SharedGuard};
+use bulkhead_server::Peers;
 use bulkhead_tenant::TenantModule;
+use bulkhead_testkit::{Tokens, start_module};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt as _;
@@ -28,69 +26,21 @@ pub const CLIENT_SECRET: &str = "task-secret-for-these-tests";
 pub struct Harness {
     pub auth: AuthServiceClient<Channel>,
     pub tenants: TenantServiceClient<Channel>,
-    pub key: Arc<SigningKey>,
+    pub tokens: Tokens,
     pub database: TestDatabase,
     pub db: bulkhead_db::Db,
 }
 
-async fn start(
-    module: &dyn ServiceModule,
-    database: &TestDatabase,
-    guard: &SharedGuard,
-    peers: Peers,
-    credentials: Option<Arc<dyn bulkhead_clients::ServiceCredentials>>,
-    listener: tokio::net::TcpListener,
-) {
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let started = bulkhead_server::start(
-        module,
-        &DbUrls {
-            app: database.app_url.clone(),
-            platform: database.platform_url.clone(),
-        },
-        listener,
-        guard.clone(),
-        peers,
-        credentials,
-        stopped,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{} starts: {e}", module.name()));
-    // Serves until the test process ends.
-    std::mem::forget(stop);
-    drop(started);
-}
-
-async fn bind() -> (tokio::net::TcpListener, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    (listener, url)
-}
-
 pub async fn spawn_service() -> Harness {
-    let key = Arc::new(SigningKey::generate());
-    let guard = SharedGuard::new(Arc::new(TokenVerifier::new(
-        VerifierConfig::default(),
-        &key.jwk_set(),
-    )));
+    // Internal calls (RevokeSessions, WatchRevocations) come from Tenant.
+    let tokens = Tokens::new("tenant");
+    let guard = tokens.guard();
     let tenant_db = test_database(&bulkhead_tenant::SCHEMA).await;
     let auth_db = test_database(&bulkhead_auth::SCHEMA).await;
-    let (tenant_listener, tenant_url) = bind().await;
-    let (auth_listener, auth_url) = bind().await;
-    start(
-        &TenantModule,
-        &tenant_db,
-        &guard,
-        Peers::default(),
-        None,
-        tenant_listener,
-    )
-    .await;
+    let tenant_url = start_module(&TenantModule, &tenant_db, &guard, Peers::default(), None).await;
     let auth = AuthModule::new(
         Some(Arc::new(std::sync::RwLock::new(Arc::new(KeyRing::single(
-            key.clone(),
+            tokens.key.clone(),
         ))))),
         AuthConfig {
             service_clients: vec![ServiceClient {
@@ -107,11 +57,11 @@ pub async fn spawn_service() -> Harness {
         },
     );
     let credentials = Arc::new(bulkhead_clients::LocalServiceTokens::new(
-        key.clone(),
+        tokens.key.clone(),
         "auth",
         VerifierConfig::default(),
     ));
-    start(
+    let auth_url = start_module(
         &auth,
         &auth_db,
         &guard,
@@ -120,86 +70,22 @@ pub async fn spawn_service() -> Harness {
             ..Peers::default()
         },
         Some(credentials),
-        auth_listener,
     )
     .await;
-    let connect = |url: String| {
-        tonic::transport::Endpoint::from_shared(url)
-            .expect("endpoint")
-            .connect_lazy()
-    };
     Harness {
-        auth: AuthServiceClient::new(connect(auth_url)),
-        tenants: TenantServiceClient::new(connect(tenant_url)),
-        key,
+        auth: AuthServiceClient::new(bulkhead_testkit::channel(&auth_url)),
+        tenants: TenantServiceClient::new(bulkhead_testkit::channel(&tenant_url)),
+        tokens,
         db: auth_db.app_db(2).await,
         database: auth_db,
     }
 }
 
-/// Who makes a call.
-#[derive(Debug, Clone)]
-pub enum Caller {
-    User(TenantUser),
-    Service,
-    ServiceFor(TenantUser),
-    Nobody,
-}
-
-impl Caller {
-    pub fn user(&self) -> &TenantUser {
-        match self {
-            Self::User(u) | Self::ServiceFor(u) => u,
-            _ => panic!("not a user"),
-        }
-    }
-}
+pub use bulkhead_testkit::Caller;
 
 impl Harness {
-    fn sign(&self, claims: &Claims) -> String {
-        self.key.sign(claims).expect("sign")
-    }
-
-    pub fn token(&self, user: &TenantUser) -> String {
-        let config = VerifierConfig::default();
-        self.sign(&Claims::access(
-            &config.issuer,
-            &config.audience,
-            user,
-            Duration::from_secs(600),
-        ))
-    }
-
     pub fn request<T>(&self, caller: &Caller, message: T) -> Request<T> {
-        let config = VerifierConfig::default();
-        let service = ServiceIdentity {
-            name: "tenant".into(),
-            scopes: vec![],
-        };
-        let service_token = || {
-            self.sign(&Claims::service(
-                &config.issuer,
-                &config.audience,
-                &service,
-                Duration::from_secs(600),
-            ))
-        };
-        let mut request = Request::new(message);
-        let mut put = |key: &'static str, token: String| {
-            request
-                .metadata_mut()
-                .insert(key, format!("Bearer {token}").parse().expect("ascii"));
-        };
-        match caller {
-            Caller::User(user) => put("authorization", self.token(user)),
-            Caller::Service => put("x-service-authorization", service_token()),
-            Caller::ServiceFor(user) => {
-                put("authorization", self.token(user));
-                put("x-service-authorization", service_token());
-            }
-            Caller::Nobody => {}
-        }
-        request
+        self.tokens.request(caller, message)
     }
 
     /// A user in Auth (made on the platform path, password [`PASSWORD`]).

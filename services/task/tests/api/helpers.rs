@@ -4,82 +4,47 @@
 //! key.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use bulkhead_context::{
-    PlatformRole, ServiceIdentity, SessionId, TenantId, TenantRole, TenantUser, UserId,
-};
-use bulkhead_guard::token::{Claims, SigningKey};
-use bulkhead_guard::{TokenVerifier, VerifierConfig};
+use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
+use bulkhead_guard::VerifierConfig;
 use bulkhead_postgres::testing::{TestDatabase, test_database};
 use bulkhead_proto::task::v1 as pb;
 use bulkhead_proto::task::v1::task_service_client::TaskServiceClient;
 use bulkhead_proto::tenant::v1 as tenant;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
-use bulkhead_server::{DbUrls, Peers, ServiceModule, SharedGuard};
+use bulkhead_server::Peers;
 use bulkhead_task::TaskModule;
 use bulkhead_tenant::TenantModule;
+use bulkhead_testkit::{Tokens, start_module};
 use diesel_async::RunQueryDsl as _;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt as _;
 
+pub use bulkhead_testkit::Caller;
+
 pub struct Harness {
     pub tasks: TaskServiceClient<Channel>,
     pub tenants: TenantServiceClient<Channel>,
-    pub key: Arc<SigningKey>,
+    pub tokens: Tokens,
     pub database: TestDatabase,
-}
-
-async fn start(
-    module: &dyn ServiceModule,
-    database: &TestDatabase,
-    guard: &SharedGuard,
-    peers: Peers,
-    credentials: Option<Arc<dyn bulkhead_clients::ServiceCredentials>>,
-) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let started = bulkhead_server::start(
-        module,
-        &DbUrls {
-            app: database.app_url.clone(),
-            platform: database.platform_url.clone(),
-        },
-        listener,
-        guard.clone(),
-        peers,
-        credentials,
-        stopped,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{} starts: {e}", module.name()));
-    // Serves until the test process ends.
-    std::mem::forget(stop);
-    drop(started);
-    url
 }
 
 /// Task (with the SUPER_ADMIN bypass as given) beside a Tenant service; with
 /// `tenant_reachable` false, Task is pointed at an address nothing listens on.
 pub async fn spawn_with(bypass: bool, tenant_reachable: bool) -> Harness {
-    let key = Arc::new(SigningKey::generate());
-    let guard = SharedGuard::new(Arc::new(TokenVerifier::new(
-        VerifierConfig::default(),
-        &key.jwk_set(),
-    )));
+    // Internal calls (ReleaseAssignments) come from Tenant.
+    let tokens = Tokens::new("tenant");
+    let guard = tokens.guard();
     let tenant_db = test_database(&bulkhead_tenant::SCHEMA).await;
     let task_db = test_database(&bulkhead_task::SCHEMA).await;
-    let tenant_url = start(&TenantModule, &tenant_db, &guard, Peers::default(), None).await;
+    let tenant_url = start_module(&TenantModule, &tenant_db, &guard, Peers::default(), None).await;
     let credentials = Arc::new(bulkhead_clients::LocalServiceTokens::new(
-        key.clone(),
+        tokens.key.clone(),
         "task",
         VerifierConfig::default(),
     ));
-    let task_url = start(
+    let task_url = start_module(
         &TaskModule::new(bypass),
         &task_db,
         &guard,
@@ -94,39 +59,16 @@ pub async fn spawn_with(bypass: bool, tenant_reachable: bool) -> Harness {
         Some(credentials),
     )
     .await;
-    let connect = |url: String| {
-        tonic::transport::Endpoint::from_shared(url)
-            .expect("endpoint")
-            .connect_lazy()
-    };
     Harness {
-        tasks: TaskServiceClient::new(connect(task_url)),
-        tenants: TenantServiceClient::new(connect(tenant_url)),
-        key,
+        tasks: TaskServiceClient::new(bulkhead_testkit::channel(&task_url)),
+        tenants: TenantServiceClient::new(bulkhead_testkit::channel(&tenant_url)),
+        tokens,
         database: task_db,
     }
 }
 
 pub async fn spawn_service() -> Harness {
     spawn_with(false, true).await
-}
-
-/// Who makes a call.
-#[derive(Debug, Clone)]
-pub enum Caller {
-    User(TenantUser),
-    Service,
-    ServiceFor(TenantUser),
-    Nobody,
-}
-
-impl Caller {
-    pub fn user(&self) -> &TenantUser {
-        match self {
-            Self::User(u) | Self::ServiceFor(u) => u,
-            _ => panic!("not a user"),
-        }
-    }
 }
 
 /// A tenant with its owner and a caller per role.
@@ -159,41 +101,7 @@ pub fn super_admin_in(org: &Org) -> Caller {
 
 impl Harness {
     pub fn request<T>(&self, caller: &Caller, message: T) -> Request<T> {
-        let config = VerifierConfig::default();
-        let ttl = Duration::from_secs(600);
-        let service = ServiceIdentity {
-            name: "tenant".into(),
-            scopes: vec![],
-        };
-        let mut request = Request::new(message);
-        let mut put = |key: &'static str, claims: &Claims| {
-            let token = self.key.sign(claims).expect("sign");
-            request
-                .metadata_mut()
-                .insert(key, format!("Bearer {token}").parse().expect("ascii"));
-        };
-        match caller {
-            Caller::User(user) => put(
-                "authorization",
-                &Claims::access(&config.issuer, &config.audience, user, ttl),
-            ),
-            Caller::Service => put(
-                "x-service-authorization",
-                &Claims::service(&config.issuer, &config.audience, &service, ttl),
-            ),
-            Caller::ServiceFor(user) => {
-                put(
-                    "authorization",
-                    &Claims::access(&config.issuer, &config.audience, user, ttl),
-                );
-                put(
-                    "x-service-authorization",
-                    &Claims::service(&config.issuer, &config.audience, &service, ttl),
-                );
-            }
-            Caller::Nobody => {}
-        }
-        request
+        self.tokens.request(caller, message)
     }
 
     /// A tenant (made by a SUPER_ADMIN through Tenant) with an owner, and an

@@ -1170,19 +1170,7 @@ async fn only_tenant_releases_and_the_platform_role_only_clears_assignees() {
         user_id: org.viewer.user().user_id.to_string(),
     };
     let mut as_audit = tonic::Request::new(release.clone());
-    let config = bulkhead_guard::VerifierConfig::default();
-    let token = h
-        .key
-        .sign(&bulkhead_guard::token::Claims::service(
-            &config.issuer,
-            &config.audience,
-            &bulkhead_context::ServiceIdentity {
-                name: "audit".into(),
-                scopes: vec![],
-            },
-            std::time::Duration::from_secs(60),
-        ))
-        .expect("sign");
+    let token = h.tokens.service_named("audit");
     as_audit.metadata_mut().insert(
         "x-service-authorization",
         format!("Bearer {token}").parse().expect("ascii"),

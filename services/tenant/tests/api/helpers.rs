@@ -2,86 +2,41 @@
 //! (its module, the RLS check, the real guard) on a port-0 socket and a fresh
 //! database; tokens minted with a test key.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use bulkhead_context::{
-    PlatformRole, ServiceIdentity, SessionId, TenantId, TenantRole, TenantUser, UserId,
-};
-use bulkhead_guard::token::{Claims, SigningKey};
-use bulkhead_guard::{TokenVerifier, VerifierConfig};
+use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
 use bulkhead_postgres::testing::{TestDatabase, test_database};
 use bulkhead_proto::tenant::v1 as pb;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
-use bulkhead_server::{DbUrls, Peers, SharedGuard};
+use bulkhead_server::Peers;
 use bulkhead_tenant::{SCHEMA, TenantModule};
+use bulkhead_testkit::{Tokens, start_module};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt as _;
 
+pub use bulkhead_testkit::Caller;
+
 pub struct Harness {
     pub client: TenantServiceClient<Channel>,
-    pub key: Arc<SigningKey>,
+    pub tokens: Tokens,
     pub database: TestDatabase,
 }
 
 pub async fn spawn_service() -> Harness {
     let database = test_database(&SCHEMA).await;
-    let key = Arc::new(SigningKey::generate());
-    let guard = SharedGuard::new(Arc::new(TokenVerifier::new(
-        VerifierConfig::default(),
-        &key.jwk_set(),
-    )));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    // The service as `up` and `serve` start it: the RLS check, then its module.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let started = bulkhead_server::start(
+    // Internal calls come from Task (CheckMembership forwards a user).
+    let tokens = Tokens::new("task");
+    let url = start_module(
         &TenantModule,
-        &DbUrls {
-            app: database.app_url.clone(),
-            platform: database.platform_url.clone(),
-        },
-        listener,
-        guard,
+        &database,
+        &tokens.guard(),
         Peers::default(),
         None,
-        stopped,
     )
-    .await
-    .expect("the tenant service starts");
-    // Serves until the test process ends.
-    std::mem::forget(stop);
-    drop(started);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    .await;
     Harness {
-        client: TenantServiceClient::new(channel),
-        key,
+        client: TenantServiceClient::new(bulkhead_testkit::channel(&url)),
+        tokens,
         database,
-    }
-}
-
-/// Who makes a call.
-#[derive(Debug, Clone)]
-pub enum Caller {
-    User(TenantUser),
-    Service,
-    ServiceFor(TenantUser),
-    Nobody,
-}
-
-impl Caller {
-    pub fn user(&self) -> &TenantUser {
-        match self {
-            Self::User(u) | Self::ServiceFor(u) => u,
-            _ => panic!("not a user"),
-        }
     }
 }
 
@@ -111,41 +66,7 @@ pub fn super_admin() -> Caller {
 
 impl Harness {
     pub fn request<T>(&self, caller: &Caller, message: T) -> Request<T> {
-        let config = VerifierConfig::default();
-        let ttl = Duration::from_secs(600);
-        let mut request = Request::new(message);
-        let service = ServiceIdentity {
-            name: "task".into(),
-            scopes: vec![],
-        };
-        let mut put = |key: &'static str, claims: &Claims| {
-            let token = self.key.sign(claims).expect("sign");
-            request
-                .metadata_mut()
-                .insert(key, format!("Bearer {token}").parse().expect("ascii"));
-        };
-        match caller {
-            Caller::User(user) => put(
-                "authorization",
-                &Claims::access(&config.issuer, &config.audience, user, ttl),
-            ),
-            Caller::Service => put(
-                "x-service-authorization",
-                &Claims::service(&config.issuer, &config.audience, &service, ttl),
-            ),
-            Caller::ServiceFor(user) => {
-                put(
-                    "authorization",
-                    &Claims::access(&config.issuer, &config.audience, user, ttl),
-                );
-                put(
-                    "x-service-authorization",
-                    &Claims::service(&config.issuer, &config.audience, &service, ttl),
-                );
-            }
-            Caller::Nobody => {}
-        }
-        request
+        self.tokens.request(caller, message)
     }
 
     /// A new tenant (by a SUPER_ADMIN) owned by a new user; returns it and its owner.

@@ -1,0 +1,185 @@
+//! What every Bulkhead test harness needs, once: a service started the way
+//! `up` and `serve` start it (its module, the RLS check, the real guard) on a
+//! port-0 socket and a test database, callers with tokens minted by a test key,
+//! and bearer metadata. Dev-dependency only: it panics freely.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_context::{ServiceIdentity, TenantUser};
+use bulkhead_guard::VerifierConfig;
+use bulkhead_guard::token::{Claims, SigningKey};
+use bulkhead_postgres::testing::TestDatabase;
+use bulkhead_server::{DbUrls, Peers, ServiceModule, SharedGuard};
+use tonic::Request;
+
+/// `message` with `authorization: Bearer <token>`.
+///
+/// # Panics
+/// When the token is not valid metadata.
+pub fn bearer<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+/// Starts `module` on `database` behind `guard`, serving until the test process
+/// ends; returns its `http://` URL.
+///
+/// # Panics
+/// When the service cannot start.
+pub async fn start_module(
+    module: &dyn ServiceModule,
+    database: &TestDatabase,
+    guard: &SharedGuard,
+    peers: Peers,
+    credentials: Option<Arc<dyn bulkhead_clients::ServiceCredentials>>,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let started = bulkhead_server::start(
+        module,
+        &DbUrls {
+            app: database.app_url.clone(),
+            platform: database.platform_url.clone(),
+        },
+        listener,
+        guard.clone(),
+        peers,
+        credentials,
+        stopped,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{} starts: {e}", module.name()));
+    // Serves until the test process ends.
+    std::mem::forget(stop);
+    drop(started);
+    url
+}
+
+/// A lazily connected channel to `url`.
+///
+/// # Panics
+/// When `url` is not a valid endpoint.
+#[must_use]
+pub fn channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .expect("endpoint")
+        .connect_lazy()
+}
+
+/// Who makes a call.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A user with an access token.
+    User(TenantUser),
+    /// A service with a service token only.
+    Service,
+    /// A service acting for a user: both tokens.
+    ServiceFor(TenantUser),
+    /// No token at all.
+    Nobody,
+}
+
+impl Caller {
+    /// The user behind the call.
+    ///
+    /// # Panics
+    /// For a bare service or nobody.
+    #[must_use]
+    pub fn user(&self) -> &TenantUser {
+        match self {
+            Self::User(u) | Self::ServiceFor(u) => u,
+            _ => panic!("not a user"),
+        }
+    }
+}
+
+/// Mints tokens with a test key; service tokens name `service`.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// The key (also the verifier's).
+    pub key: Arc<SigningKey>,
+    /// The name service tokens carry.
+    pub service: &'static str,
+}
+
+impl Tokens {
+    /// Tokens of a fresh key for service `service`.
+    #[must_use]
+    pub fn new(service: &'static str) -> Self {
+        Self {
+            key: Arc::new(SigningKey::generate()),
+            service,
+        }
+    }
+
+    /// A guard trusting this key.
+    #[must_use]
+    pub fn guard(&self) -> SharedGuard {
+        SharedGuard::new(Arc::new(bulkhead_guard::TokenVerifier::new(
+            VerifierConfig::default(),
+            &self.key.jwk_set(),
+        )))
+    }
+
+    fn sign(&self, claims: &Claims) -> String {
+        self.key.sign(claims).expect("sign")
+    }
+
+    /// An access token for `user`, valid ten minutes.
+    #[must_use]
+    pub fn access(&self, user: &TenantUser) -> String {
+        let config = VerifierConfig::default();
+        self.sign(&Claims::access(
+            &config.issuer,
+            &config.audience,
+            user,
+            Duration::from_secs(600),
+        ))
+    }
+
+    /// A service token naming `name`, valid ten minutes.
+    #[must_use]
+    pub fn service_named(&self, name: &str) -> String {
+        let config = VerifierConfig::default();
+        self.sign(&Claims::service(
+            &config.issuer,
+            &config.audience,
+            &ServiceIdentity {
+                name: name.into(),
+                scopes: vec![],
+            },
+            Duration::from_secs(600),
+        ))
+    }
+
+    /// `message` as `caller` sends it.
+    ///
+    /// # Panics
+    /// Never in practice: tokens are ASCII.
+    pub fn request<T>(&self, caller: &Caller, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        let mut put = |key: &'static str, token: String| {
+            request
+                .metadata_mut()
+                .insert(key, format!("Bearer {token}").parse().expect("ascii"));
+        };
+        match caller {
+            Caller::User(user) => put("authorization", self.access(user)),
+            Caller::Service => put("x-service-authorization", self.service_named(self.service)),
+            Caller::ServiceFor(user) => {
+                put("authorization", self.access(user));
+                put("x-service-authorization", self.service_named(self.service));
+            }
+            Caller::Nobody => {}
+        }
+        request
+    }
+}
