@@ -11,11 +11,19 @@ use crate::chain::GENESIS;
 use crate::convert;
 use crate::error::AuditError;
 use crate::repo;
-use crate::requests::{Append, Query, export_filter};
+use crate::requests::{Append, NewEvent, Query, export_filter};
 
 /// Events per export batch and per verification step: memory stays bounded
 /// whatever the size of the chain.
 const BATCH: i64 = 500;
+
+/// Now, to the microsecond (what the database keeps, so what the chain hashes).
+fn now_micros() -> chrono::DateTime<chrono::Utc> {
+    use chrono::DurationRound as _;
+    let now = chrono::Utc::now();
+    now.duration_trunc(chrono::TimeDelta::microseconds(1))
+        .unwrap_or(now)
+}
 
 /// The Audit service's handlers.
 #[derive(Debug, Clone)]
@@ -99,8 +107,34 @@ impl AuditService for AuditApi {
         request: Request<pb::ExportEventsRequest>,
     ) -> Reply<Self::ExportEventsStream> {
         let ctx = RequestContext::from_request(&request)?;
-        let tenant = ctx.tenant_user()?.tenant_id;
+        let user = ctx.tenant_user()?;
+        let tenant = user.tenant_id;
         let filter = export_filter(request.get_ref())?;
+        // An export is itself in the trail, before the events it carries.
+        let exported = NewEvent {
+            id: uuid::Uuid::now_v7(),
+            tenant,
+            actor_user_id: user.user_id.to_string(),
+            actor_service: ctx
+                .principal()
+                .service()
+                .map(|s| s.name.clone())
+                .unwrap_or_default(),
+            action: "audit.exported".into(),
+            resource_type: "audit_trail".into(),
+            resource_id: tenant.to_string(),
+            old_value: None,
+            new_value: Some(serde_json::json!({ "filter": format!("{filter:?}") })),
+            metadata: None,
+            request_id: ctx.request_id().as_str().to_owned(),
+            trace_id: ctx.trace_id().unwrap_or_default().to_owned(),
+            occur_time: now_micros(),
+        };
+        self.db
+            .platform_tx(async |tx| {
+                repo::append(tx, "audit", std::slice::from_ref(&exported)).await
+            })
+            .await?;
         // Two batches in flight at most: a slow reader slows the reads.
         let (send, receive) = tokio::sync::mpsc::channel(2);
         let db = self.db.clone();

@@ -240,8 +240,14 @@ async fn a_tenant_reads_only_its_own_trail_and_only_as_owner_or_admin() {
     while let Some(batch) = export.message().await.expect("batch") {
         exported.extend(batch.events);
     }
-    assert_eq!(exported.len(), 1);
-    assert_eq!(exported[0].tenant_id, a.to_string());
+    assert_eq!(exported.len(), 2, "A's event, and the export itself");
+    assert!(exported.iter().all(|e| e.tenant_id == a.to_string()));
+    assert_eq!(exported[1].action, "audit.exported");
+    assert_eq!(exported[1].source_service, "audit");
+    assert!(
+        h.verify(a).await.ok,
+        "the export's own event is chained like any other"
+    );
     for role in [TenantRole::Viewer, TenantRole::Member] {
         let denied = h
             .client
