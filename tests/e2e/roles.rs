@@ -7,6 +7,8 @@
 use bulkhead::services::ServiceKind;
 use bulkhead_auth::Existing;
 use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
+use bulkhead_proto::audit::v1 as audit_pb;
+use bulkhead_proto::audit::v1::audit_service_client::AuditServiceClient;
 use bulkhead_proto::auth::v1 as auth;
 use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bulkhead_proto::task::v1 as task;
@@ -26,7 +28,7 @@ const PASSWORD: &str = "a long enough password";
 /// tenant with its owner, a login (a session, audit events in Auth's outbox),
 /// a settings override (Tenant's outbox too), a task and a compliance record
 /// (Task's outbox).
-async fn seed(suite: &TestSuite) {
+async fn seed(suite: &TestSuite) -> String {
     let auth_db = suite.databases["auth"].app_db(2).await;
     let alice =
         bulkhead_auth::bootstrap_admin(&auth_db, "alice@example.com", PASSWORD, Existing::Verify)
@@ -113,6 +115,7 @@ async fn seed(suite: &TestSuite) {
         ))
         .await
         .expect("compliance record");
+    token
 }
 
 #[derive(QueryableByName)]
@@ -151,11 +154,23 @@ async fn tenant_rows(conn: &mut AsyncPgConnection, table: &str) -> Result<i64, S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
     let suite = spawn_suite().await;
-    seed(&suite).await;
-    // Audit's rows arrive through the writers' outbox relays: wait for them.
-    let mut audit = suite.databases["audit"].admin_connection().await;
+    let token = seed(&suite).await;
+    // Audit's rows arrive through the writers' outbox relays: wait for the
+    // owner's tenant to have a chain, and sign its head.
+    let mut audit = AuditServiceClient::new(
+        tonic::transport::Endpoint::from_shared(suite.endpoint(ServiceKind::Audit))
+            .expect("endpoint")
+            .connect_lazy(),
+    );
     let started = std::time::Instant::now();
-    while tenant_rows(&mut audit, "events").await.unwrap_or(0) == 0 {
+    while audit
+        .create_checkpoint(bearer(&token, audit_pb::CreateCheckpointRequest {}))
+        .await
+        .expect("checkpoint")
+        .into_inner()
+        .checkpoint
+        .is_none()
+    {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(10),
             "no audit event arrived"
@@ -225,7 +240,7 @@ async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
         }
     }
     assert!(
-        tables_checked >= 12,
-        "Auth's sessions and outbox, Tenant's memberships, settings and outbox, Task's tasks, records and outbox, Audit's events and chain heads at least: {tables_checked}"
+        tables_checked >= 13,
+        "Auth's sessions and outbox, Tenant's memberships, settings and outbox, Task's tasks, records and outbox, Audit's events, chain heads and checkpoints at least: {tables_checked}"
     );
 }

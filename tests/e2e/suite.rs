@@ -15,12 +15,14 @@ use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionCli
 use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
 
-/// The methods that need no token (credentials are in the request itself).
-const PUBLIC: [&str; 4] = [
+/// The methods that need no token (credentials are in the request itself, or
+/// they publish public keys).
+const PUBLIC: [&str; 5] = [
     "/bulkhead.auth.v1.AuthService/Login",
     "/bulkhead.auth.v1.AuthService/Refresh",
     "/bulkhead.auth.v1.AuthService/GetJwks",
     "/bulkhead.auth.v1.AuthService/IssueServiceToken",
+    "/bulkhead.audit.v1.AuditService/GetCheckpointKeys",
 ];
 
 fn methods_of(service: &str) -> Vec<String> {

@@ -96,6 +96,7 @@ pub async fn spawn_suite_with(login_limits: bulkhead_auth::LimitsConfig) -> Test
     let settings = bulkhead::services::Settings {
         auth,
         task: bulkhead_task::TaskModule::default(),
+        audit: bulkhead_audit::AuditModule::default(),
     };
     for module in bulkhead::services::modules(settings) {
         let database = test_database(module.schema()).await;

@@ -15,6 +15,9 @@ pub enum AuditError {
     /// user in a tenant for reads).
     #[error("permission denied")]
     Forbidden,
+    /// A checkpoint could not be signed.
+    #[error("signing failed")]
+    Signing(String),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -31,6 +34,10 @@ impl From<AuditError> for Status {
         match err {
             AuditError::Invalid(invalid) => invalid.into(),
             AuditError::Forbidden => Self::permission_denied(err.to_string()),
+            AuditError::Signing(cause) => {
+                tracing::error!(%cause, "checkpoint signing failed");
+                Self::internal("internal error")
+            }
             AuditError::Db(cause) => bulkhead_rpc::db_status(&cause),
         }
     }

@@ -8,10 +8,12 @@ use bulkhead_proto::audit::v1::audit_service_server::{AuditService, AuditService
 use tonic::{Request, Response, Status};
 
 use crate::chain::GENESIS;
+use crate::checkpoint::{Notary, hex};
 use crate::convert;
 use crate::error::AuditError;
 use crate::repo;
 use crate::requests::{Append, NewEvent, Query, export_filter};
+use bulkhead_rpc::InvalidRequest;
 
 /// Events per export batch and per verification step: memory stays bounded
 /// whatever the size of the chain.
@@ -29,13 +31,35 @@ fn now_micros() -> chrono::DateTime<chrono::Utc> {
 #[derive(Debug, Clone)]
 pub struct AuditApi {
     db: Db,
+    notary: Notary,
 }
 
 impl AuditApi {
-    /// Handlers over the service's pools.
+    /// Handlers over the service's pools, signing checkpoints with `notary`.
     #[must_use]
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, notary: Notary) -> Self {
+        Self { db, notary }
+    }
+
+    /// Signs every chain head that moved since its newest checkpoint (the
+    /// periodic job); returns how many.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn checkpoint_all(&self) -> Result<usize, AuditError> {
+        let notary = &self.notary;
+        self.db
+            .platform_tx(async |tx| {
+                let heads = repo::heads_to_checkpoint(tx).await?;
+                for (tenant, sequence, hash) in &heads {
+                    let (jws, _) = notary
+                        .sign(*tenant, *sequence, hash)
+                        .map_err(AuditError::Signing)?;
+                    repo::store_checkpoint(tx, *tenant, *sequence, hash, &jws).await?;
+                }
+                Ok(heads.len())
+            })
+            .await
     }
 
     /// The tonic service to mount.
@@ -176,10 +200,32 @@ impl AuditService for AuditApi {
     ) -> Reply<pb::VerifyChainResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let tenant = ctx.tenant_user()?.tenant_id;
+        // The checkpoint to hold the chain to: the caller's own copy (checked
+        // for signature and tenant), else the newest stored one.
+        let given = request.get_ref().checkpoint.trim();
+        let checkpoint = if given.is_empty() {
+            self.db
+                .tenant_read(tenant, async |tx| repo::latest_checkpoint(tx).await)
+                .await?
+                .map(|(sequence, hash, _)| (sequence, hex(&hash)))
+        } else {
+            let payload = self
+                .notary
+                .verify(given)
+                .filter(|p| p.tenant_id == tenant.to_string())
+                .ok_or_else(|| {
+                    InvalidRequest::field(
+                        "checkpoint",
+                        "is not a checkpoint of this tenant signed by Audit",
+                    )
+                })?;
+            Some((payload.sequence, payload.hash))
+        };
         let everything = crate::requests::Filter::default();
         let mut prev = GENESIS.to_vec();
         let mut expected = 1_i64;
         let mut checked = 0_i64;
+        let mut at_checkpoint: Option<String> = None;
         let fault = |id: String, detail: String, checked: i64| pb::VerifyChainResponse {
             ok: false,
             first_bad_event_id: id,
@@ -214,12 +260,40 @@ impl AuditService for AuditApi {
                         checked,
                     )));
                 }
+                if checkpoint
+                    .as_ref()
+                    .is_some_and(|(sequence, _)| *sequence == row.sequence)
+                {
+                    at_checkpoint = Some(hex(&row.hash));
+                }
                 prev.clone_from(&row.hash);
                 expected += 1;
                 checked += 1;
             }
         }
-        // Events cut off the end leave no gap: the chain head still names them.
+        // Events cut off the end leave no gap: a signed checkpoint, and the
+        // chain head, still name them.
+        if let Some((sequence, hash)) = &checkpoint {
+            match &at_checkpoint {
+                None => {
+                    return Ok(Response::new(fault(
+                        String::new(),
+                        format!(
+                            "the chain ends at event {checked} but a signed checkpoint covers {sequence}: events were removed from its end"
+                        ),
+                        checked,
+                    )));
+                }
+                Some(found) if found != hash => {
+                    return Ok(Response::new(fault(
+                        String::new(),
+                        format!("event {sequence} is not the one its signed checkpoint names"),
+                        checked,
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
         let head = self
             .db
             .platform_tx(async |tx| repo::head(tx, tenant).await)
@@ -240,6 +314,45 @@ impl AuditService for AuditApi {
             first_bad_event_id: String::new(),
             checked_count: checked,
             detail: String::new(),
+        }))
+    }
+
+    async fn create_checkpoint(
+        &self,
+        request: Request<pb::CreateCheckpointRequest>,
+    ) -> Reply<pb::CreateCheckpointResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let tenant = ctx.tenant_user()?.tenant_id;
+        let notary = &self.notary;
+        let checkpoint = self
+            .db
+            .platform_tx(async |tx| {
+                let Some((sequence, hash)) = repo::head(tx, tenant).await?.filter(|(s, _)| *s > 0)
+                else {
+                    return Ok::<_, AuditError>(None);
+                };
+                let (jws, time) = notary
+                    .sign(*tenant.as_uuid(), sequence, &hash)
+                    .map_err(AuditError::Signing)?;
+                repo::store_checkpoint(tx, *tenant.as_uuid(), sequence, &hash, &jws).await?;
+                Ok(Some(pb::Checkpoint {
+                    tenant_id: tenant.to_string(),
+                    sequence,
+                    hash: hex(&hash),
+                    create_time: Some(bulkhead_rpc::timestamp(time)),
+                    jws,
+                }))
+            })
+            .await?;
+        Ok(Response::new(pb::CreateCheckpointResponse { checkpoint }))
+    }
+
+    async fn get_checkpoint_keys(
+        &self,
+        _request: Request<pb::GetCheckpointKeysRequest>,
+    ) -> Reply<pb::GetCheckpointKeysResponse> {
+        Ok(Response::new(pb::GetCheckpointKeysResponse {
+            jwks_json: self.notary.jwks_json(),
         }))
     }
 }

@@ -4,6 +4,7 @@
 //! query, streaming export, chain verification.
 
 mod chain;
+mod checkpoint;
 mod convert;
 mod error;
 mod grpc;
@@ -18,6 +19,7 @@ use bulkhead_guard::{Policy, Rule};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 pub use chain::{Chained, GENESIS, canonical, hash};
+pub use checkpoint::{Notary, Payload};
 pub use error::AuditError;
 pub use grpc::AuditApi;
 pub use module::{AuditModule, SPEC};
@@ -55,4 +57,11 @@ pub fn policy() -> Policy {
             "VerifyChain",
             Rule::tenant_role(TenantRole::Admin),
         )
+        .allow(
+            SERVICE_NAME,
+            "CreateCheckpoint",
+            Rule::tenant_role(TenantRole::Admin),
+        )
+        // Anyone may check a checkpoint: the keys are public.
+        .allow(SERVICE_NAME, "GetCheckpointKeys", Rule::public())
 }

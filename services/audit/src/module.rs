@@ -3,6 +3,12 @@
 use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, ServiceSpec, StartError};
 use tonic::service::Routes;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_guard::token::SigningKey;
+
+use crate::checkpoint::Notary;
 use crate::{AuditApi, SCHEMA, SERVICE_NAME};
 
 /// What the audit service is.
@@ -15,9 +21,34 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     tenant_directory: false,
 };
 
-/// The Audit service: the append-only, hash-chained audit log.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AuditModule;
+/// The Audit service: the append-only, hash-chained audit log, checkpointed
+/// with its own key every `checkpoint_every`.
+#[derive(Debug, Clone)]
+pub struct AuditModule {
+    checkpoint_key: Option<Arc<SigningKey>>,
+    checkpoint_every: Duration,
+}
+
+impl Default for AuditModule {
+    fn default() -> Self {
+        Self {
+            checkpoint_key: None,
+            checkpoint_every: Duration::from_secs(60),
+        }
+    }
+}
+
+impl AuditModule {
+    /// Audit signing checkpoints with `key` (none: a key of this process only,
+    /// whose checkpoints no later process can check) every `every`.
+    #[must_use]
+    pub fn new(key: Option<Arc<SigningKey>>, every: Duration) -> Self {
+        Self {
+            checkpoint_key: key,
+            checkpoint_every: every,
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl ServiceModule for AuditModule {
@@ -26,8 +57,26 @@ impl ServiceModule for AuditModule {
     }
 
     async fn assemble(&self, env: ServiceEnv) -> Result<Assembled, StartError> {
-        Ok(Assembled::new(Routes::new(
-            AuditApi::new(env.db).into_server(),
-        )))
+        let key = self.checkpoint_key.clone().unwrap_or_else(|| {
+            tracing::warn!(
+                "no checkpoint key configured: checkpoints are signed with a key of this process only"
+            );
+            Arc::new(SigningKey::generate())
+        });
+        let api = AuditApi::new(env.db.clone(), Notary::new(key));
+        let every = self.checkpoint_every;
+        let (notary, mut shutdown) = (api.clone(), env.shutdown.clone());
+        let checkpoints: futures_util::future::BoxFuture<'static, ()> = Box::pin(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                if let Err(err) = notary.checkpoint_all().await {
+                    tracing::warn!(%err, "could not sign checkpoints");
+                }
+            }
+        });
+        Ok(Assembled::new(Routes::new(api.into_server())).with_task(Some(checkpoints)))
     }
 }

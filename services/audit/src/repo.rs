@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::chain::{self, Chained};
 use crate::error::AuditError;
 use crate::requests::{Filter, NewEvent};
-use crate::schema::{chain_heads, events};
+use crate::schema::{chain_heads, checkpoints, events};
 
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
@@ -246,4 +246,74 @@ pub async fn head(
         .first(&mut tx.pg())
         .await
         .optional()?)
+}
+
+/// The tenant's newest checkpoint: (sequence, hash, jws).
+///
+/// # Errors
+/// On database failure.
+pub async fn latest_checkpoint(
+    tx: TenantConn<'_>,
+) -> Result<Option<(i64, Vec<u8>, String)>, AuditError> {
+    Ok(checkpoints::table
+        .filter(checkpoints::tenant_id.eq(tx.tenant_id().as_uuid()))
+        .order(checkpoints::sequence.desc())
+        .select((checkpoints::sequence, checkpoints::hash, checkpoints::jws))
+        .first(&mut tx.pg())
+        .await
+        .optional()?)
+}
+
+/// Stores a checkpoint (once per tenant and sequence).
+///
+/// # Errors
+/// On database failure.
+pub async fn store_checkpoint(
+    tx: PlatformConn<'_>,
+    tenant: Uuid,
+    sequence: i64,
+    hash: &[u8],
+    jws: &str,
+) -> Result<(), AuditError> {
+    diesel::insert_into(checkpoints::table)
+        .values((
+            checkpoints::tenant_id.eq(tenant),
+            checkpoints::sequence.eq(sequence),
+            checkpoints::hash.eq(hash),
+            checkpoints::jws.eq(jws),
+        ))
+        .on_conflict_do_nothing()
+        .execute(&mut tx.pg())
+        .await?;
+    Ok(())
+}
+
+#[derive(QueryableByName)]
+struct Head {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    tenant_id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    sequence: i64,
+    #[diesel(sql_type = diesel::sql_types::Bytea)]
+    hash: Vec<u8>,
+}
+
+/// The chain heads that moved since their newest checkpoint.
+///
+/// # Errors
+/// On database failure.
+pub async fn heads_to_checkpoint(
+    tx: PlatformConn<'_>,
+) -> Result<Vec<(Uuid, i64, Vec<u8>)>, AuditError> {
+    let heads: Vec<Head> = diesel::sql_query(
+        "SELECT h.tenant_id, h.sequence, h.hash FROM chain_heads h
+          WHERE h.sequence > COALESCE(
+                (SELECT max(c.sequence) FROM checkpoints c WHERE c.tenant_id = h.tenant_id), 0)",
+    )
+    .load(&mut tx.pg())
+    .await?;
+    Ok(heads
+        .into_iter()
+        .map(|h| (h.tenant_id, h.sequence, h.hash))
+        .collect())
 }

@@ -31,3 +31,13 @@ diesel::table! {
         hash -> Bytea,
     }
 }
+
+diesel::table! {
+    checkpoints (tenant_id, sequence) {
+        tenant_id -> Uuid,
+        sequence -> BigInt,
+        hash -> Bytea,
+        create_time -> Timestamptz,
+        jws -> Text,
+    }
+}

@@ -61,6 +61,8 @@ pub struct Settings {
     pub auth: bulkhead_auth::AuthModule,
     /// Task: whether SUPER_ADMINs read across tenants.
     pub task: bulkhead_task::TaskModule,
+    /// Audit: its checkpoint key.
+    pub audit: bulkhead_audit::AuditModule,
 }
 
 /// The four services, in port order, configured as `settings` says.
@@ -70,7 +72,7 @@ pub fn modules(settings: Settings) -> Vec<Arc<dyn ServiceModule>> {
         Arc::new(settings.auth),
         Arc::new(bulkhead_tenant::TenantModule),
         Arc::new(settings.task),
-        Arc::new(bulkhead_audit::AuditModule),
+        Arc::new(settings.audit),
     ]
 }
 

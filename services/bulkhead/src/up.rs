@@ -108,6 +108,14 @@ async fn serve_on(
             bulkhead_auth::AuthConfig::default(),
         ),
         task: bulkhead_task::TaskModule::new(config.task_super_admin_bypass),
+        // Audit's own key, kept beside Auth's: checkpoints stay checkable
+        // across restarts.
+        audit: bulkhead_audit::AuditModule::new(
+            Some(Arc::new(keys::load_or_create(
+                &config.data_dir.join("keys/audit-checkpoint.pem"),
+            )?)),
+            std::time::Duration::from_secs(60),
+        ),
     });
 
     let mut launches = Vec::new();

@@ -267,9 +267,18 @@ impl SigningKey {
     /// # Errors
     /// [`KeyError::Sign`] when encoding fails.
     pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
+        self.sign_payload(claims)
+    }
+
+    /// Signs any JSON payload as a compact JWS (EdDSA, this key's `kid`): what
+    /// Audit's checkpoints are.
+    ///
+    /// # Errors
+    /// [`KeyError::Sign`] when encoding fails.
+    pub fn sign_payload<T: serde::Serialize>(&self, payload: &T) -> Result<String, KeyError> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+        Ok(jsonwebtoken::encode(&header, payload, &self.encoding)?)
     }
 }
 

@@ -22,17 +22,14 @@ struct Harness {
 }
 
 async fn spawn_service() -> Harness {
+    spawn_with(bulkhead_audit::AuditModule::default()).await
+}
+
+async fn spawn_with(module: bulkhead_audit::AuditModule) -> Harness {
     let database = test_database(&bulkhead_audit::SCHEMA).await;
     // Appends come from Task.
     let tokens = Tokens::new("task");
-    let url = start_module(
-        &bulkhead_audit::AuditModule,
-        &database,
-        &tokens.guard(),
-        Peers::default(),
-        None,
-    )
-    .await;
+    let url = start_module(&module, &database, &tokens.guard(), Peers::default(), None).await;
     Harness {
         client: AuditServiceClient::new(bulkhead_testkit::channel(&url)),
         tokens,
@@ -72,12 +69,40 @@ impl Harness {
     }
 
     async fn verify(&self, tenant: TenantId) -> pb::VerifyChainResponse {
-        self.client
-            .clone()
-            .verify_chain(self.as_user(tenant, TenantRole::Admin, pb::VerifyChainRequest {}))
+        self.verify_with(tenant, String::new())
             .await
             .expect("verify")
+    }
+
+    async fn verify_with(
+        &self,
+        tenant: TenantId,
+        checkpoint: String,
+    ) -> Result<pb::VerifyChainResponse, tonic::Status> {
+        self.client
+            .clone()
+            .verify_chain(self.as_user(
+                tenant,
+                TenantRole::Admin,
+                pb::VerifyChainRequest { checkpoint },
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn checkpoint(&self, tenant: TenantId) -> pb::Checkpoint {
+        self.client
+            .clone()
+            .create_checkpoint(self.as_user(
+                tenant,
+                TenantRole::Owner,
+                pb::CreateCheckpointRequest {},
+            ))
+            .await
+            .expect("checkpoint")
             .into_inner()
+            .checkpoint
+            .expect("a chain with events has a head")
     }
 
     async fn query(
@@ -259,7 +284,7 @@ async fn a_tenant_reads_only_its_own_trail_and_only_as_owner_or_admin() {
         let denied = h
             .client
             .clone()
-            .verify_chain(h.as_user(a, role, pb::VerifyChainRequest {}))
+            .verify_chain(h.as_user(a, role, pb::VerifyChainRequest::default()))
             .await
             .expect_err("below ADMIN");
         assert_eq!(denied.code(), Code::PermissionDenied);
@@ -472,4 +497,129 @@ async fn queries_filter_and_page_and_bad_input_is_reported() {
     );
     let rows = h.sequences(tenant).await;
     assert_eq!(rows.len(), 6, "nothing of the bad batch was stored");
+}
+
+/// Events cut off the end with the chain head rewritten to match: the signed
+/// checkpoint still names them; and with the stored checkpoints deleted too,
+/// a checkpoint the verifier kept does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_checkpoints_find_a_truncated_end_even_with_the_head_rewritten() {
+    let h = spawn_service().await;
+    let tenant = TenantId::new_v7();
+    h.append((0..5).map(|_| event(tenant, "task.created")).collect())
+        .await
+        .expect("append");
+    let kept = h.checkpoint(tenant).await;
+    assert_eq!(kept.sequence, 5);
+    assert!(h.verify(tenant).await.ok);
+    h.sql(&format!(
+        "ALTER TABLE events DISABLE TRIGGER events_append_only;
+         DELETE FROM events WHERE tenant_id = '{tenant}' AND sequence >= 4;
+         ALTER TABLE events ENABLE TRIGGER events_append_only;
+         UPDATE chain_heads SET sequence = 3,
+                hash = (SELECT hash FROM events WHERE tenant_id = '{tenant}' AND sequence = 3)
+          WHERE tenant_id = '{tenant}';"
+    ))
+    .await;
+    let verified = h.verify(tenant).await;
+    assert!(!verified.ok);
+    assert!(
+        verified.detail.contains("a signed checkpoint covers 5"),
+        "{}",
+        verified.detail
+    );
+
+    h.sql(&format!(
+        "ALTER TABLE checkpoints DISABLE TRIGGER checkpoints_append_only;
+         DELETE FROM checkpoints WHERE tenant_id = '{tenant}';
+         ALTER TABLE checkpoints ENABLE TRIGGER checkpoints_append_only;"
+    ))
+    .await;
+    assert!(
+        h.verify(tenant).await.ok,
+        "nothing left in the database says otherwise"
+    );
+    let verified = h
+        .verify_with(tenant, kept.jws.clone())
+        .await
+        .expect("verify");
+    assert!(!verified.ok, "the kept checkpoint does");
+    assert!(
+        verified.detail.contains("a signed checkpoint covers 5"),
+        "{}",
+        verified.detail
+    );
+
+    // A checkpoint of another tenant, or with a byte changed, is refused.
+    let other = TenantId::new_v7();
+    h.append(vec![event(other, "task.created")])
+        .await
+        .expect("append");
+    let foreign = h.checkpoint(other).await;
+    assert_eq!(
+        h.verify_with(tenant, foreign.jws)
+            .await
+            .expect_err("foreign")
+            .code(),
+        Code::InvalidArgument
+    );
+    let mut forged = kept.jws.into_bytes();
+    let at = forged.len() - 4;
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).expect("ascii");
+    assert_eq!(
+        h.verify_with(tenant, forged)
+            .await
+            .expect_err("forged")
+            .code(),
+        Code::InvalidArgument
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_are_checkpointed_periodically_with_a_published_key() {
+    let key = Arc::new(bulkhead_guard::token::SigningKey::generate());
+    let h = spawn_with(bulkhead_audit::AuditModule::new(
+        Some(key.clone()),
+        std::time::Duration::from_millis(100),
+    ))
+    .await;
+    let tenant = TenantId::new_v7();
+    h.append((0..3).map(|_| event(tenant, "task.created")).collect())
+        .await
+        .expect("append");
+    let started = std::time::Instant::now();
+    loop {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut admin = h.database.admin_connection().await;
+        let n = diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM checkpoints WHERE tenant_id = '{tenant}' AND sequence = 3"
+        ))
+        .get_result::<N>(&mut admin)
+        .await
+        .expect("count")
+        .n;
+        if n == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "no checkpoint was signed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The key set is public and names the key the checkpoints carry.
+    let jwks = h
+        .client
+        .clone()
+        .get_checkpoint_keys(pb::GetCheckpointKeysRequest {})
+        .await
+        .expect("public")
+        .into_inner()
+        .jwks_json;
+    assert!(jwks.contains(key.kid()), "{jwks}");
 }

@@ -66,6 +66,10 @@ pub struct Args {
     /// This service's client secret for `IssueServiceToken`.
     #[arg(long, env = "BULKHEAD_CLIENT_SECRET", hide_env_values = true)]
     client_secret: Option<String>,
+    /// Audit only: the key checkpoints are signed with (PKCS#8 PEM; created
+    /// when missing). Keep it: checkpoints signed with it stay checkable.
+    #[arg(long, env = "BULKHEAD_CHECKPOINT_KEY_FILE")]
+    checkpoint_key_file: Option<PathBuf>,
     /// Task only: let SUPER_ADMINs get and list tasks across tenants (each
     /// call audited).
     #[arg(long, env = "BULKHEAD_TASK_SUPER_ADMIN_BYPASS")]
@@ -115,6 +119,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.service,
         Settings {
             task: bulkhead_task::TaskModule::new(args.task_super_admin_bypass),
+            audit: bulkhead_audit::AuditModule::new(
+                args.checkpoint_key_file
+                    .as_deref()
+                    .map(keys::load_or_create)
+                    .transpose()?
+                    .map(Arc::new),
+                std::time::Duration::from_secs(60),
+            ),
             auth: bulkhead_auth::AuthModule::new(
                 signing_key
                     .clone()
