@@ -2,9 +2,10 @@
 """Recomputes every hash of an Audit export, with the standard library only.
 
 Reads the JSON grpcurl prints for AuditService/ExportEvents (one object per
-streamed batch) and checks, for each tenant's chain, that sequence numbers
-follow one another from the first exported event, that each event names the
-previous one's hash, and that each hash is
+streamed batch) of one tenant's whole trail and checks that it starts at the
+chain's first event (sequence 1, previous hash all zeros), that sequence
+numbers follow one another, that each event names the previous one's hash,
+and that each hash is
     SHA-256(prev_hash bytes || canonical JSON of the event)
 with the canonical encoding of services/audit/src/chain.rs: the fields below,
 keys sorted at every level, no whitespace, UTF-8, times as RFC 3339 UTC with
@@ -72,10 +73,13 @@ def main(path):
         for event in batch.get("events", []):
             tenant, sequence = event["tenantId"], int(event["sequence"])
             prev = bytes.fromhex(event.get("prevHash", ""))
-            if tenant in last:
-                want_sequence, want_prev = last[tenant][0] + 1, last[tenant][1]
-                if sequence != want_sequence or prev != want_prev:
-                    sys.exit(f"tenant {tenant}: event {sequence} does not follow event {want_sequence - 1}")
+            if tenant not in last and last:
+                sys.exit(f"the export holds more than one tenant's chain ({tenant})")
+            want_sequence, want_prev = last.get(tenant, (0, bytes(32)))
+            want_sequence += 1
+            if sequence != want_sequence or prev != want_prev:
+                sys.exit(f"tenant {tenant}: event {sequence} found where event {want_sequence} belongs "
+                         "(an export must start at the chain's first event and have no gap)")
             digest = hashlib.sha256(prev + canonical(event)).digest()
             if digest.hex() != event["hash"]:
                 sys.exit(f"tenant {tenant}: event {sequence} ({event['id']}) does not hash to its hash")
@@ -83,7 +87,8 @@ def main(path):
             checked += 1
     if checked == 0:
         sys.exit("no events in the export")
-    print(f"verified {checked} events in {len(last)} chain(s) with Python's hashlib and json")
+    (tenant, (sequence, _)), = last.items()
+    print(f"verified events 1 to {sequence} of tenant {tenant} with Python's hashlib and json")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,13 @@ use crate::repo;
 use crate::requests::{Append, NewEvent, Query, export_filter};
 use bulkhead_rpc::InvalidRequest;
 
-/// Events per export batch and per verification step: memory stays bounded
-/// whatever the size of the chain.
-const BATCH: i64 = 500;
+/// Events read per export batch and per verification step: with events capped
+/// at 64 KiB of values, memory stays bounded whatever the size of the chain.
+const BATCH: i64 = 100;
+
+/// Most bytes in one streamed export message or one query page: clients' default
+/// limit is 4 MiB.
+const MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Now, to the microsecond (what the database keeps, so what the chain hashes).
 fn now_micros() -> chrono::DateTime<chrono::Utc> {
@@ -85,7 +89,7 @@ impl AuditService for AuditApi {
             .ok_or(AuditError::Forbidden)?
             .name
             .clone();
-        let Append(events) = Append::try_from(request.get_ref())?;
+        let Append(events) = Append::parse(request.get_ref(), &source)?;
         let accepted = self
             .db
             .platform_tx(async |tx| repo::append(tx, &source, &events).await)
@@ -109,16 +113,30 @@ impl AuditService for AuditApi {
             })
             .await?;
         let limit = usize::try_from(query.size).unwrap_or(usize::MAX);
-        let next_page_token = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last()
-                .map(|r| query.next_token(r.sequence))
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        // A page also ends before it passes MESSAGE_BYTES.
+        let mut events = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
+        for row in &rows {
+            let event = convert::event(row);
+            bytes += prost::Message::encoded_len(&event);
+            if bytes > MESSAGE_BYTES && !events.is_empty() {
+                break;
+            }
+            events.push(event);
+        }
+        let cut = events.len() < rows.len();
+        let next_page_token = if more || cut {
+            events
+                .last()
+                .map(|e| query.next_token(e.sequence))
                 .unwrap_or_default()
         } else {
             String::new()
         };
         Ok(Response::new(pb::QueryEventsResponse {
-            events: rows.iter().map(convert::event).collect(),
+            events,
             next_page_token,
         }))
     }
@@ -148,7 +166,14 @@ impl AuditService for AuditApi {
             resource_type: "audit_trail".into(),
             resource_id: tenant.to_string(),
             old_value: None,
-            new_value: Some(serde_json::json!({ "filter": format!("{filter:?}") })),
+            new_value: Some(serde_json::json!({ "filter": {
+                "start_time": filter.start.map(crate::chain::time_text),
+                "end_time": filter.end.map(crate::chain::time_text),
+                "action": filter.action,
+                "resource_type": filter.resource_type,
+                "resource_id": filter.resource_id,
+                "actor_user_id": filter.actor_user_id,
+            } })),
             metadata: None,
             request_id: ctx.request_id().as_str().to_owned(),
             trace_id: ctx.trace_id().unwrap_or_default().to_owned(),
@@ -181,10 +206,29 @@ impl AuditService for AuditApi {
                     return;
                 };
                 after = last;
-                let batch = pb::ExportEventsResponse {
-                    events: rows.iter().map(convert::event).collect(),
-                };
-                if send.send(Ok(batch)).await.is_err() {
+                // Messages of at most MESSAGE_BYTES (one event always fits).
+                let mut events = Vec::new();
+                let mut bytes = 0;
+                for row in &rows {
+                    let event = convert::event(row);
+                    let size = prost::Message::encoded_len(&event);
+                    if bytes + size > MESSAGE_BYTES && !events.is_empty() {
+                        let batch = pb::ExportEventsResponse {
+                            events: std::mem::take(&mut events),
+                        };
+                        if send.send(Ok(batch)).await.is_err() {
+                            return; // the reader went away
+                        }
+                        bytes = 0;
+                    }
+                    bytes += size;
+                    events.push(event);
+                }
+                if send
+                    .send(Ok(pb::ExportEventsResponse { events }))
+                    .await
+                    .is_err()
+                {
                     return; // the reader went away
                 }
             }
@@ -200,17 +244,34 @@ impl AuditService for AuditApi {
     ) -> Reply<pb::VerifyChainResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let tenant = ctx.tenant_user()?.tenant_id;
-        // The checkpoint to hold the chain to: the caller's own copy (checked
-        // for signature and tenant), else the newest stored one.
+        // The checkpoints to hold the chain to: the newest stored one (its
+        // signature checked, never its columns) and the caller's own copy.
+        let notary = &self.notary;
+        let stored = self
+            .db
+            .tenant_read(tenant, async |tx| repo::latest_checkpoint(tx).await)
+            .await?;
+        let mut checkpoints: Vec<(i64, String)> = Vec::new();
+        if let Some((_, _, jws)) = stored {
+            match notary
+                .verify(&jws)
+                .filter(|p| p.tenant_id == tenant.to_string())
+            {
+                Some(payload) => checkpoints.push((payload.sequence, payload.hash)),
+                None => {
+                    return Ok(Response::new(pb::VerifyChainResponse {
+                        ok: false,
+                        first_bad_event_id: String::new(),
+                        checked_count: 0,
+                        detail: "the newest stored checkpoint does not verify: it was altered"
+                            .into(),
+                    }));
+                }
+            }
+        }
         let given = request.get_ref().checkpoint.trim();
-        let checkpoint = if given.is_empty() {
-            self.db
-                .tenant_read(tenant, async |tx| repo::latest_checkpoint(tx).await)
-                .await?
-                .map(|(sequence, hash, _)| (sequence, hex(&hash)))
-        } else {
-            let payload = self
-                .notary
+        if !given.is_empty() {
+            let payload = notary
                 .verify(given)
                 .filter(|p| p.tenant_id == tenant.to_string())
                 .ok_or_else(|| {
@@ -219,13 +280,13 @@ impl AuditService for AuditApi {
                         "is not a checkpoint of this tenant signed by Audit",
                     )
                 })?;
-            Some((payload.sequence, payload.hash))
-        };
+            checkpoints.push((payload.sequence, payload.hash));
+        }
         let everything = crate::requests::Filter::default();
         let mut prev = GENESIS.to_vec();
         let mut expected = 1_i64;
         let mut checked = 0_i64;
-        let mut at_checkpoint: Option<String> = None;
+        let mut at_checkpoints = std::collections::HashMap::new();
         let fault = |id: String, detail: String, checked: i64| pb::VerifyChainResponse {
             ok: false,
             first_bad_event_id: id,
@@ -260,11 +321,11 @@ impl AuditService for AuditApi {
                         checked,
                     )));
                 }
-                if checkpoint
-                    .as_ref()
-                    .is_some_and(|(sequence, _)| *sequence == row.sequence)
+                if checkpoints
+                    .iter()
+                    .any(|(sequence, _)| *sequence == row.sequence)
                 {
-                    at_checkpoint = Some(hex(&row.hash));
+                    at_checkpoints.insert(row.sequence, hex(&row.hash));
                 }
                 prev.clone_from(&row.hash);
                 expected += 1;
@@ -273,8 +334,8 @@ impl AuditService for AuditApi {
         }
         // Events cut off the end leave no gap: a signed checkpoint, and the
         // chain head, still name them.
-        if let Some((sequence, hash)) = &checkpoint {
-            match &at_checkpoint {
+        for (sequence, hash) in &checkpoints {
+            match at_checkpoints.get(sequence) {
                 None => {
                     return Ok(Response::new(fault(
                         String::new(),

@@ -10,6 +10,22 @@ use uuid::Uuid;
 /// Most events in one append.
 pub const MAX_BATCH: usize = 500;
 
+/// Most bytes of an event's values (old, new, metadata, as JSON): exports and
+/// verification read events in batches, and a batch must stay small.
+pub const MAX_VALUES_BYTES: usize = 64 * 1024;
+
+/// The actions each writer service may record (by prefix): a writer cannot put
+/// words in another's mouth (a task token cannot record logins).
+fn may_record(source: &str, action: &str) -> bool {
+    let prefixes: &[&str] = match source {
+        "auth" => &["auth."],
+        "tenant" => &["tenant.", "membership.", "settings."],
+        "task" => &["task.", "compliance."],
+        _ => &[],
+    };
+    prefixes.iter().any(|p| action.starts_with(p))
+}
+
 /// An event to append, checked.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -36,6 +52,9 @@ fn struct_json(s: Option<&prost_types::Struct>) -> Result<Option<Value>, &'stati
         Ok(match &v.kind {
             None | Some(Kind::NullValue(_)) => Value::Null,
             Some(Kind::BoolValue(b)) => Value::Bool(*b),
+            Some(Kind::StringValue(s)) if s.contains('\0') => {
+                return Err("must not contain NUL characters");
+            }
             Some(Kind::StringValue(s)) => Value::String(s.clone()),
             Some(Kind::NumberValue(n)) => {
                 #[expect(
@@ -58,6 +77,9 @@ fn struct_json(s: Option<&prost_types::Struct>) -> Result<Option<Value>, &'stati
         })
     }
     fn object(s: &prost_types::Struct) -> Result<Value, &'static str> {
+        if s.fields.keys().any(|k| k.contains('\0')) {
+            return Err("must not contain NUL characters");
+        }
         Ok(Value::Object(
             s.fields
                 .iter()
@@ -95,10 +117,12 @@ fn bounded(text: &str, max: usize) -> Result<String, &'static str> {
 #[derive(Debug)]
 pub struct Append(pub Vec<NewEvent>);
 
-impl TryFrom<&pb::AppendEventsRequest> for Append {
-    type Error = InvalidRequest;
-
-    fn try_from(r: &pb::AppendEventsRequest) -> Result<Self, InvalidRequest> {
+impl Append {
+    /// The batch of `source` (the writer service named by its token).
+    ///
+    /// # Errors
+    /// Every bad field; an action the writer may not record is one.
+    pub fn parse(r: &pb::AppendEventsRequest, source: &str) -> Result<Self, InvalidRequest> {
         let mut v = FieldViolations::new();
         if r.events.is_empty() || r.events.len() > MAX_BATCH {
             v.add("events", format!("must hold 1 to {MAX_BATCH} events"));
@@ -121,6 +145,8 @@ impl TryFrom<&pb::AppendEventsRequest> for Append {
                 bounded(&e.action, 100).and_then(|a| {
                     if a.is_empty() {
                         Err("must be set")
+                    } else if !may_record(source, &a) {
+                        Err("is not an action this service records")
                     } else {
                         Ok(a)
                     }
@@ -130,6 +156,17 @@ impl TryFrom<&pb::AppendEventsRequest> for Append {
             let old_value = v.check(&f("old_value"), struct_json(e.old_value.as_ref()));
             let new_value = v.check(&f("new_value"), struct_json(e.new_value.as_ref()));
             let metadata = v.check(&f("metadata"), struct_json(e.metadata.as_ref()));
+            let values_bytes: usize = [&old_value, &new_value, &metadata]
+                .iter()
+                .filter_map(|v| v.as_ref().and_then(Option::as_ref))
+                .map(|v| v.to_string().len())
+                .sum();
+            if values_bytes > MAX_VALUES_BYTES {
+                v.add(
+                    &f("new_value"),
+                    format!("the event's values must stay under {MAX_VALUES_BYTES} bytes"),
+                );
+            }
             let texts = [
                 ("actor_user_id", &e.actor_user_id, 64),
                 ("actor_service", &e.actor_service, 64),
@@ -203,14 +240,24 @@ impl Filter {
             };
         let start = time(f.start_time.as_ref(), "filter.start_time", v);
         let end = time(f.end_time.as_ref(), "filter.end_time", v);
-        let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let mut text = |s: &str, field: &str| {
+            if s.is_empty() {
+                Some(None)
+            } else {
+                v.check(field, bounded(s, 200)).map(Some)
+            }
+        };
+        let action = text(&f.action, "filter.action");
+        let resource_type = text(&f.resource_type, "filter.resource_type");
+        let resource_id = text(&f.resource_id, "filter.resource_id");
+        let actor_user_id = text(&f.actor_user_id, "filter.actor_user_id");
         Some(Self {
             start: start?,
             end: end?,
-            action: text(&f.action),
-            resource_type: text(&f.resource_type),
-            resource_id: text(&f.resource_id),
-            actor_user_id: text(&f.actor_user_id),
+            action: action?,
+            resource_type: resource_type?,
+            resource_id: resource_id?,
+            actor_user_id: actor_user_id?,
         })
     }
 

@@ -623,3 +623,96 @@ async fn heads_are_checkpointed_periodically_with_a_published_key() {
         .jwks_json;
     assert!(jwks.contains(key.kid()), "{jwks}");
 }
+
+/// A review found these: the newest stored checkpoint counts even when the
+/// caller passes an older one, and it is trusted for its signature, never its
+/// columns; writers record only their own actions; oversized or NUL-bearing
+/// input is INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_writers_and_limits_hold_against_misuse() {
+    let h = spawn_service().await;
+    let tenant = TenantId::new_v7();
+    h.append((0..5).map(|_| event(tenant, "task.created")).collect())
+        .await
+        .expect("append");
+    let older = h.checkpoint(tenant).await;
+    h.append((0..2).map(|_| event(tenant, "task.updated")).collect())
+        .await
+        .expect("append");
+    assert_eq!(h.checkpoint(tenant).await.sequence, 7);
+    h.sql(&format!(
+        "ALTER TABLE events DISABLE TRIGGER events_append_only;
+         DELETE FROM events WHERE tenant_id = '{tenant}' AND sequence = 7;
+         ALTER TABLE events ENABLE TRIGGER events_append_only;
+         UPDATE chain_heads SET sequence = 6,
+                hash = (SELECT hash FROM events WHERE tenant_id = '{tenant}' AND sequence = 6)
+          WHERE tenant_id = '{tenant}';"
+    ))
+    .await;
+    let verified = h.verify_with(tenant, older.jws).await.expect("verify");
+    assert!(
+        !verified.ok,
+        "an older kept checkpoint does not hide the newest stored one"
+    );
+    assert!(verified.detail.contains("covers 7"), "{}", verified.detail);
+    h.sql(&format!(
+        "ALTER TABLE checkpoints DISABLE TRIGGER checkpoints_append_only;
+         UPDATE checkpoints SET jws = jws || 'x' WHERE tenant_id = '{tenant}' AND sequence = 7;
+         ALTER TABLE checkpoints ENABLE TRIGGER checkpoints_append_only;"
+    ))
+    .await;
+    let verified = h.verify(tenant).await;
+    assert!(!verified.ok);
+    assert!(
+        verified.detail.contains("does not verify"),
+        "{}",
+        verified.detail
+    );
+
+    // Task records task and compliance actions only.
+    let status = h
+        .append(vec![event(tenant, "auth.login")])
+        .await
+        .expect_err("not task's to record");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    // Values past 64 KiB, and NUL characters, are refused, not stored.
+    let mut big = event(tenant, "task.updated");
+    big.new_value.as_mut().expect("values").fields.insert(
+        "description".into(),
+        prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue("x".repeat(70_000))),
+        },
+    );
+    assert_eq!(
+        h.append(vec![big]).await.expect_err("too big").code(),
+        Code::InvalidArgument
+    );
+    let mut nul = event(tenant, "task.updated");
+    nul.new_value.as_mut().expect("values").fields.insert(
+        "title".into(),
+        prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue("a\0b".into())),
+        },
+    );
+    assert_eq!(
+        h.append(vec![nul]).await.expect_err("NUL").code(),
+        Code::InvalidArgument
+    );
+    let filter = pb::AuditEventFilter {
+        action: "a\0b".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        h.query(
+            tenant,
+            pb::QueryEventsRequest {
+                filter: Some(filter),
+                ..Default::default()
+            }
+        )
+        .await
+        .expect_err("NUL in a filter")
+        .code(),
+        Code::InvalidArgument
+    );
+}
