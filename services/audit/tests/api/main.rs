@@ -716,3 +716,34 @@ async fn checkpoints_writers_and_limits_hold_against_misuse() {
         Code::InvalidArgument
     );
 }
+
+/// Verification while appends continue: an append committed during the walk is
+/// beyond the head it read, never a false alarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_during_appends_never_raises_a_false_alarm() {
+    let h = Arc::new(spawn_service().await);
+    let tenant = TenantId::new_v7();
+    h.append((0..150).map(|_| event(tenant, "task.created")).collect())
+        .await
+        .expect("seed");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut appenders = Vec::new();
+    for _ in 0..4 {
+        let (h, stopped) = (h.clone(), stopped.clone());
+        appenders.push(tokio::spawn(async move {
+            while !*stopped.borrow() {
+                h.append(vec![event(tenant, "task.updated")])
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for _ in 0..20 {
+        let verified = h.verify(tenant).await;
+        assert!(verified.ok, "{verified:?}");
+    }
+    let _ = stop.send(true);
+    for appender in appenders {
+        appender.await.expect("appender");
+    }
+}
