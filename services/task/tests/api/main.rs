@@ -981,6 +981,76 @@ async fn a_compliance_record_cannot_link_another_tenants_task() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_lists_and_changes_only_its_own_compliance_records() {
+    let h = spawn_service().await;
+    let a = h.org("tenant-a").await;
+    let b = h.org("tenant-b").await;
+    let create = |caller: Caller, title: &'static str| {
+        let mut tasks = h.tasks.clone();
+        let request = h.request(
+            &caller,
+            pb::CreateComplianceRecordRequest {
+                title: title.into(),
+                due_time: Some(prost_types::Timestamp {
+                    seconds: 4_000_000_000,
+                    nanos: 0,
+                }),
+                task_id: String::new(),
+            },
+        );
+        async move {
+            tasks
+                .create_compliance_record(request)
+                .await
+                .expect("record")
+                .into_inner()
+                .record
+                .expect("record")
+        }
+    };
+    let a_record = create(a.member.clone(), "A's record").await;
+    let b_record = create(b.member.clone(), "B's record").await;
+
+    let listed = h
+        .tasks
+        .clone()
+        .list_compliance_records(h.request(&a.viewer, pb::ListComplianceRecordsRequest::default()))
+        .await
+        .expect("list")
+        .into_inner();
+    let ids: Vec<&str> = listed.records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, [a_record.id.as_str()], "A sees only its own record");
+
+    // Updating B's record from A is NOT_FOUND, like an id nobody has, and changes nothing.
+    let update = |record: pb::ComplianceRecord| {
+        let mut tasks = h.tasks.clone();
+        let request = h.request(
+            &a.owner,
+            pb::UpdateComplianceRecordRequest {
+                record: Some(record),
+                update_mask: mask(&["title"]),
+            },
+        );
+        async move { tasks.update_compliance_record(request).await }
+    };
+    let mut forged = b_record.clone();
+    forged.title = "taken over".into();
+    let stranger = assert_code(update(forged.clone()).await, Code::NotFound);
+    forged.id = uuid::Uuid::now_v7().to_string();
+    let nobody = assert_code(update(forged).await, Code::NotFound);
+    assert_eq!(stranger.message(), nobody.message());
+    assert_eq!(
+        h.scalar(&format!(
+            "SELECT count(*) AS n FROM compliance_records WHERE id = '{}' AND title = 'B''s record' AND version = 1",
+            b_record.id
+        ))
+        .await,
+        1,
+        "B's record is untouched (read as the superuser)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compliance_records_read_overdue_and_count_in_analytics() {
     let h = spawn_service().await;
     let org = h.org("acme").await;
