@@ -11,7 +11,8 @@ use bulkhead_guard::VerifierConfig;
 use bulkhead_guard::token::{Claims, SigningKey};
 use bulkhead_postgres::testing::TestDatabase;
 use bulkhead_server::{DbUrls, Peers, ServiceModule, SharedGuard};
-use tonic::Request;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt as _;
 
 /// `message` with `authorization: Bearer <token>`.
 ///
@@ -182,4 +183,40 @@ impl Tokens {
         }
         request
     }
+}
+
+/// The error of `result`, asserting its code.
+///
+/// # Panics
+/// When `result` is `Ok` or carries another code.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    let status = result.expect_err(&format!("expected {code:?}"));
+    assert_eq!(status.code(), code, "{status:?}");
+    status
+}
+
+/// The fields named in the BadRequest details of an INVALID_ARGUMENT, in the
+/// order the service reported them.
+///
+/// # Panics
+/// When `result` is not an INVALID_ARGUMENT with BadRequest details.
+#[track_caller]
+pub fn violated_fields<T: std::fmt::Debug>(result: Result<T, Status>) -> Vec<String> {
+    assert_code(result, Code::InvalidArgument)
+        .get_error_details()
+        .bad_request()
+        .expect("BadRequest details")
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect()
+}
+
+/// An update mask of `paths`.
+#[must_use]
+pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+    })
 }

@@ -16,9 +16,8 @@ use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
 use bulkhead_server::Peers;
 use bulkhead_tenant::TenantModule;
 use bulkhead_testkit::{Tokens, start_module};
+use tonic::Request;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
-use tonic_types::StatusExt as _;
 
 pub const PASSWORD: &str = "a long enough password";
 pub const CLIENT_SECRET: &str = "task-secret-for-these-tests";
@@ -81,7 +80,7 @@ pub async fn spawn_service() -> Harness {
     }
 }
 
-pub use bulkhead_testkit::Caller;
+pub use bulkhead_testkit::{Caller, assert_code, violated_fields};
 
 impl Harness {
     pub fn request<T>(&self, caller: &Caller, message: T) -> Request<T> {
@@ -184,23 +183,4 @@ pub fn acting(
         tenant_role: role,
         platform_role: platform,
     }
-}
-
-pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
-    let status = result.expect_err(&format!("expected {code:?}"));
-    assert_eq!(status.code(), code, "{status:?}");
-    status
-}
-
-/// The fields named in the BadRequest details of an INVALID_ARGUMENT.
-pub fn violated_fields<T: std::fmt::Debug>(result: Result<T, Status>) -> Vec<String> {
-    let status = assert_code(result, Code::InvalidArgument);
-    status
-        .get_error_details()
-        .bad_request()
-        .expect("BadRequest details")
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect()
 }

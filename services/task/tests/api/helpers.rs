@@ -17,11 +17,10 @@ use bulkhead_task::TaskModule;
 use bulkhead_tenant::TenantModule;
 use bulkhead_testkit::{Tokens, start_module};
 use diesel_async::RunQueryDsl as _;
+use tonic::Request;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
-use tonic_types::StatusExt as _;
 
-pub use bulkhead_testkit::Caller;
+pub use bulkhead_testkit::{Caller, assert_code, mask, violated_fields};
 
 pub struct Harness {
     pub tasks: TaskServiceClient<Channel>,
@@ -200,29 +199,4 @@ impl Harness {
         ))
         .await
     }
-}
-
-pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
-    let status = result.expect_err(&format!("expected {code:?}"));
-    assert_eq!(status.code(), code, "{status:?}");
-    status
-}
-
-/// The fields named in the BadRequest details of an INVALID_ARGUMENT.
-pub fn violated_fields<T: std::fmt::Debug>(result: Result<T, Status>) -> Vec<String> {
-    let status = assert_code(result, Code::InvalidArgument);
-    status
-        .get_error_details()
-        .bad_request()
-        .expect("BadRequest details")
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect()
-}
-
-pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
-    Some(prost_types::FieldMask {
-        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-    })
 }

@@ -10,8 +10,7 @@ use bulkhead_server::Peers;
 use bulkhead_tenant::{SCHEMA, TenantModule};
 use bulkhead_testkit::{Tokens, start_module};
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
-use tonic_types::StatusExt as _;
+use tonic::{Request, Status};
 
 pub use bulkhead_testkit::Caller;
 
@@ -134,23 +133,12 @@ pub fn proto_role(role: TenantRole) -> pb::TenantRole {
     role.into()
 }
 
-pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
-    let status = result.expect_err(&format!("expected {code:?}"));
-    assert_eq!(status.code(), code, "{status:?}");
-    status
-}
+pub use bulkhead_testkit::assert_code;
 
-/// The fields named in the BadRequest details of an INVALID_ARGUMENT.
+/// The fields named in the BadRequest details of an INVALID_ARGUMENT, sorted
+/// (Tenant's tests name them alphabetically).
 pub fn violated_fields<T: std::fmt::Debug>(result: Result<T, Status>) -> Vec<String> {
-    let status = assert_code(result, Code::InvalidArgument);
-    let details = status.get_error_details();
-    let mut fields: Vec<String> = details
-        .bad_request()
-        .expect("BadRequest details")
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect();
+    let mut fields = bulkhead_testkit::violated_fields(result);
     fields.sort();
     fields
 }

@@ -5,14 +5,9 @@ mod helpers;
 
 use bulkhead_context::{TenantRole, UserId};
 use bulkhead_proto::tenant::v1 as pb;
+use bulkhead_testkit::mask;
 use helpers::*;
 use tonic::Code;
-
-fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
-    Some(prost_types::FieldMask {
-        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-    })
-}
 
 // --- CreateTenant ------------------------------------------------------------------
 
