@@ -115,6 +115,22 @@ async fn seed(suite: &TestSuite) -> String {
         ))
         .await
         .expect("compliance record");
+    // Someone joins and leaves: Task keeps the removal (through Tenant's outbox).
+    let bob = UserId::new_v7().to_string();
+    tenants
+        .add_member(bearer(
+            &token,
+            tenant::AddMemberRequest {
+                user_id: bob.clone(),
+                role: tenant::TenantRole::Viewer.into(),
+            },
+        ))
+        .await
+        .expect("bob joins");
+    tenants
+        .remove_member(bearer(&token, tenant::RemoveMemberRequest { user_id: bob }))
+        .await
+        .expect("bob leaves");
     token
 }
 
@@ -174,6 +190,14 @@ async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(10),
             "no audit event arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut task_admin = suite.databases["task"].admin_connection().await;
+    while tenant_rows(&mut task_admin, "member_removals").await != Ok(1) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the removal did not reach Task"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -240,7 +264,7 @@ async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
         }
     }
     assert!(
-        tables_checked >= 13,
-        "Auth's sessions and outbox, Tenant's memberships, settings and outbox, Task's tasks, records and outbox, Audit's events, chain heads and checkpoints at least: {tables_checked}"
+        tables_checked >= 14,
+        "Auth's sessions and outbox, Tenant's memberships, settings and outbox, Task's tasks, records, removals and outbox, Audit's events, chain heads and checkpoints at least: {tables_checked}"
     );
 }

@@ -11,7 +11,7 @@ use bulkhead_proto::task::v1 as pb;
 use bulkhead_proto::task::v1::task_service_server::{TaskService, TaskServiceServer};
 use bulkhead_rpc::paging;
 use bulkhead_rpc::timestamp;
-use chrono::{Duration, DurationRound as _, Utc};
+use chrono::{DateTime, Duration, DurationRound as _, Utc};
 use serde_json::json;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -67,13 +67,14 @@ impl TaskApi {
     }
 
     /// `assignee` must be a member of the caller's tenant now (asked of Tenant
-    /// with the caller's own token, so it answers for that tenant only). One
+    /// with the caller's own token, so it answers for that tenant only): when
+    /// their membership began, for [`repo::hold_assignee`] in the write. One
     /// answer whatever the reason; never assigned unchecked.
     async fn check_assignee<T>(
         &self,
         request: &Request<T>,
         assignee: UserId,
-    ) -> Result<(), TaskError> {
+    ) -> Result<DateTime<Utc>, TaskError> {
         let bearer = request
             .metadata()
             .get(bulkhead_guard::headers::AUTHORIZATION)
@@ -86,7 +87,7 @@ impl TaskApi {
             .check_membership(bearer, &assignee.to_string())
             .await
         {
-            Ok(Membership::Member(_)) => Ok(()),
+            Ok(Membership::Member { since, .. }) => Ok(since),
             Ok(Membership::NotMember) => Err(TaskError::AssigneeNotMember),
             Err(status) => Err(TaskError::TenantUnavailable(status.to_string())),
         }
@@ -104,9 +105,10 @@ impl TaskService for TaskApi {
         let ctx = RequestContext::from_request(&request)?;
         let user = ctx.tenant_user()?;
         let new = CreateTask::try_from(request.get_ref())?;
-        if let Some(assignee) = new.assignee {
-            self.check_assignee(&request, assignee).await?;
-        }
+        let member_since = match new.assignee {
+            Some(assignee) => Some(self.check_assignee(&request, assignee).await?),
+            None => None,
+        };
         let row = NewTask {
             tenant_id: *user.tenant_id.as_uuid(),
             id: Uuid::now_v7(),
@@ -114,12 +116,16 @@ impl TaskService for TaskApi {
             description: new.description.as_str(),
             status: new.status.as_str(),
             assignee_id: new.assignee.map(|a| *a.as_uuid()),
+            assignee_member_since: member_since,
             created_by: *user.user_id.as_uuid(),
             request_id: new.request_key.as_ref().map(|k| k.as_str()),
         };
         let task = self
             .db
             .tenant_tx(user.tenant_id, async |tx| {
+                if let (Some(assignee), Some(since)) = (new.assignee, member_since) {
+                    repo::hold_assignee(tx, assignee, since).await?;
+                }
                 if let Some(task) = repo::insert_task(tx, &row).await? {
                     let event =
                         Event::new("task.created", "task", task.id).new_value(snapshot(&task));
@@ -170,13 +176,19 @@ impl TaskService for TaskApi {
         let ctx = RequestContext::from_request(&request)?;
         let user = ctx.tenant_user()?;
         let update = UpdateTask::try_from(request.get_ref())?;
-        if let Some(Some(assignee)) = update.change.assignee {
-            self.check_assignee(&request, assignee).await?;
-        }
+        let member_since = match update.change.assignee {
+            Some(Some(assignee)) => Some(self.check_assignee(&request, assignee).await?),
+            _ => None,
+        };
         let change = &update.change;
         let task = self
             .db
             .tenant_tx(user.tenant_id, async |tx| {
+                // Before the task's row lock: a release takes the assignee's
+                // lock, then the rows (the other order deadlocks).
+                if let (Some(Some(assignee)), Some(since)) = (change.assignee, member_since) {
+                    repo::hold_assignee(tx, assignee, since).await?;
+                }
                 let before = repo::lock_task(tx, update.id)
                     .await?
                     .ok_or(TaskError::NotFound)?;
@@ -196,6 +208,7 @@ impl TaskService for TaskApi {
                     description: change.description.as_ref().map(|d| d.as_str()),
                     status: status.map(TaskStatus::as_str),
                     assignee_id: change.assignee.map(|a| a.map(|u| *u.as_uuid())),
+                    assignee_member_since: change.assignee.map(|_| member_since),
                 };
                 let after = repo::update_task(tx, update.id, &set).await?;
                 let (old, new) = changes(&before, &after);
@@ -508,7 +521,8 @@ impl TaskService for TaskApi {
         let released = self
             .db
             .platform_tx(async |tx| {
-                let released = repo::release(tx, release.tenant, release.user).await?;
+                let released =
+                    repo::release(tx, release.tenant, release.user, release.removal_time).await?;
                 if released > 0 {
                     Event::new(
                         "task.assignments_released",

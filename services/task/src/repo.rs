@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::domain::{ComplianceStatus, TaskStatus};
 use crate::error::TaskError;
 use crate::requests::TaskFilter;
-use crate::schema::{compliance_records, tasks};
+use crate::schema::{compliance_records, member_removals, tasks};
 
 /// A task row.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, serde::Serialize)]
@@ -50,6 +50,8 @@ pub struct NewTask<'a> {
     pub description: &'a str,
     pub status: &'a str,
     pub assignee_id: Option<Uuid>,
+    /// When the assignee's membership began (Tenant's clock).
+    pub assignee_member_since: Option<DateTime<Utc>>,
     pub created_by: Uuid,
     pub request_id: Option<&'a str>,
 }
@@ -62,6 +64,7 @@ pub struct TaskChangeset<'a> {
     pub description: Option<&'a str>,
     pub status: Option<&'a str>,
     pub assignee_id: Option<Option<Uuid>>,
+    pub assignee_member_since: Option<Option<DateTime<Utc>>>,
 }
 
 /// Creates `new` in the transaction's tenant, unless a task with its request
@@ -514,8 +517,47 @@ pub async fn list_all_tasks(
         .await?)
 }
 
+/// The advisory lock key of `user`'s assignments in `tenant`: assigning
+/// writes hold it shared, a release exclusively (Postgres hashes it, so every
+/// replica and version agrees on the key).
+fn assignee_lock_key(tenant: TenantId, user: UserId) -> String {
+    format!("task.assignee:{tenant}:{user}")
+}
+
+/// Holds `assignee`'s assignments in this tenant against a concurrent release
+/// until the transaction ends, then refuses them if Tenant removed them at or
+/// after `member_since` (the membership Tenant showed began then).
+///
+/// # Errors
+/// [`TaskError::AssigneeNotMember`] when they were removed since; on database failure.
+pub async fn hold_assignee(
+    tx: TenantConn<'_>,
+    assignee: UserId,
+    member_since: DateTime<Utc>,
+) -> Result<(), TaskError> {
+    // Two statements: the check's snapshot must be taken after the lock is held.
+    diesel::sql_query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
+        .bind::<diesel::sql_types::Text, _>(assignee_lock_key(tx.tenant_id(), assignee))
+        .execute(&mut tx.pg())
+        .await?;
+    let removed: bool = diesel::select(diesel::dsl::exists(
+        member_removals::table
+            .filter(member_removals::tenant_id.eq(tx.tenant_id().as_uuid()))
+            .filter(member_removals::user_id.eq(assignee.as_uuid()))
+            .filter(member_removals::removal_time.ge(member_since)),
+    ))
+    .get_result(&mut tx.pg())
+    .await?;
+    if removed {
+        return Err(TaskError::AssigneeNotMember);
+    }
+    Ok(())
+}
+
 /// Unassigns the open tasks of `user` (every assignee when `None`) in
-/// `tenant`; how many.
+/// `tenant` that were assigned on a membership begun at or before
+/// `removal_time`; how many. A user's removal is also kept, for
+/// [`hold_assignee`].
 ///
 /// # Errors
 /// On database failure.
@@ -523,6 +565,7 @@ pub async fn release(
     tx: PlatformConn<'_>,
     tenant: TenantId,
     user: Option<UserId>,
+    removal_time: DateTime<Utc>,
 ) -> Result<usize, TaskError> {
     let open = [
         TaskStatus::Pending.as_str(),
@@ -531,19 +574,44 @@ pub async fn release(
     let scope = tasks::table
         .filter(tasks::tenant_id.eq(tenant.as_uuid()))
         .filter(tasks::status.eq_any(open))
-        .filter(tasks::assignee_id.is_not_null());
+        .filter(tasks::assignee_id.is_not_null())
+        .filter(
+            tasks::assignee_member_since
+                .is_null()
+                .or(tasks::assignee_member_since.le(removal_time)),
+        );
     let set = (
         tasks::assignee_id.eq(None::<Uuid>),
+        tasks::assignee_member_since.eq(None::<DateTime<Utc>>),
         tasks::version.eq(tasks::version + 1),
         tasks::update_time.eq(diesel::dsl::now),
     );
-    Ok(match user {
-        Some(user) => {
-            diesel::update(scope.filter(tasks::assignee_id.eq(user.as_uuid())))
-                .set(set)
-                .execute(&mut tx.pg())
-                .await?
-        }
-        None => diesel::update(scope).set(set).execute(&mut tx.pg()).await?,
-    })
+    let Some(user) = user else {
+        return Ok(diesel::update(scope).set(set).execute(&mut tx.pg()).await?);
+    };
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind::<diesel::sql_types::Text, _>(assignee_lock_key(tenant, user))
+        .execute(&mut tx.pg())
+        .await?;
+    diesel::insert_into(member_removals::table)
+        .values((
+            member_removals::tenant_id.eq(tenant.as_uuid()),
+            member_removals::user_id.eq(user.as_uuid()),
+            member_removals::removal_time.eq(removal_time),
+        ))
+        .on_conflict((member_removals::tenant_id, member_removals::user_id))
+        .do_update()
+        .set(
+            member_removals::removal_time.eq(diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
+                "GREATEST(member_removals.removal_time, excluded.removal_time)",
+            )),
+        )
+        .execute(&mut tx.pg())
+        .await?;
+    Ok(
+        diesel::update(scope.filter(tasks::assignee_id.eq(user.as_uuid())))
+            .set(set)
+            .execute(&mut tx.pg())
+            .await?,
+    )
 }

@@ -47,27 +47,8 @@ fn expected_version(etag: &str) -> Option<i64> {
     (!etag.is_empty()).then(|| version_of(etag).unwrap_or(-1))
 }
 
-/// The earliest time a request may name: 0001-01-01T00:00:00Z.
-pub const EARLIEST: DateTime<Utc> = match DateTime::from_timestamp(-62_135_596_800, 0) {
-    Some(t) => t,
-    None => DateTime::<Utc>::UNIX_EPOCH,
-};
-
-/// The latest time a request may name: 9999-12-31T23:59:59Z.
-const LATEST_SECONDS: i64 = 253_402_300_799;
-
-fn time(t: Option<&prost_types::Timestamp>) -> Result<DateTime<Utc>, &'static str> {
-    let t = t.ok_or("must be set")?;
-    if !(EARLIEST.timestamp()..=LATEST_SECONDS).contains(&t.seconds)
-        || !(0..1_000_000_000).contains(&t.nanos)
-    {
-        return Err("must be between the years 1 and 9999");
-    }
-    u32::try_from(t.nanos)
-        .ok()
-        .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
-        .ok_or("must be a valid time")
-}
+pub use bulkhead_rpc::fields::EARLIEST;
+use bulkhead_rpc::fields::{LATEST, time};
 
 /// A new task.
 #[derive(Debug)]
@@ -407,9 +388,7 @@ impl ListCompliance {
                             .parse::<i64>()
                             .ok()
                             .and_then(DateTime::from_timestamp_micros)
-                            .filter(|due| {
-                                (EARLIEST.timestamp()..=LATEST_SECONDS).contains(&due.timestamp())
-                            })
+                            .filter(|due| (EARLIEST..=LATEST).contains(due))
                             .ok_or(RULE)?;
                         Ok((due, Uuid::try_parse(id).map_err(|_| RULE)?))
                     })
@@ -495,6 +474,8 @@ pub struct Release {
     pub tenant: TenantId,
     /// `None`: every assignee (the tenant was deactivated).
     pub user: Option<UserId>,
+    /// When Tenant removed them (its clock).
+    pub removal_time: DateTime<Utc>,
 }
 
 impl TryFrom<&pb::ReleaseAssignmentsRequest> for Release {
@@ -504,10 +485,12 @@ impl TryFrom<&pb::ReleaseAssignmentsRequest> for Release {
         let mut v = FieldViolations::new();
         let tenant = v.check("tenant_id", fields::tenant_id(&r.tenant_id));
         let user = v.check("user_id", optional_user(&r.user_id));
+        let removal_time = v.check("removal_time", time(r.removal_time.as_ref()));
         v.build(|| {
             Some(Self {
                 tenant: tenant?,
                 user: user?,
+                removal_time: removal_time?,
             })
         })
     }

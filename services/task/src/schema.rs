@@ -9,6 +9,7 @@ diesel::table! {
         description -> Text,
         status -> Text,
         assignee_id -> Nullable<Uuid>,
+        assignee_member_since -> Nullable<Timestamptz>,
         created_by -> Uuid,
         request_id -> Nullable<Text>,
         version -> BigInt,
@@ -31,4 +32,12 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(tasks, compliance_records);
+diesel::table! {
+    member_removals (tenant_id, user_id) {
+        tenant_id -> Uuid,
+        user_id -> Uuid,
+        removal_time -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(tasks, compliance_records, member_removals);

@@ -503,6 +503,7 @@ impl TenantService for TenantApi {
             .ok_or(TenantError::NotFound)?;
         Ok(Response::new(pb::CheckMembershipResponse {
             role: pb::TenantRole::from(found.role()).into(),
+            membership_create_time: Some(bulkhead_rpc::timestamp(found.create_time)),
         }))
     }
 }

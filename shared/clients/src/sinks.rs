@@ -186,9 +186,12 @@ impl Sink for ReleaseSink {
                         )));
                     }
                 };
+                // The removal's own transaction wrote the message: its time is
+                // the removal's, on the clock of Tenant's membership times.
                 let request = task::ReleaseAssignmentsRequest {
                     tenant_id: message.tenant_id.to_string(),
                     user_id,
+                    removal_time: Some(bulkhead_rpc::timestamp(message.create_time)),
                 };
                 let request = with_credentials(&*self.credentials, request)?;
                 self.client

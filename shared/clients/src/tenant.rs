@@ -83,8 +83,13 @@ impl TenantDirectory {
 /// What Tenant says of a user in the caller's tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Membership {
-    /// A member, with this role.
-    Member(TenantRole),
+    /// A member, with this role, since `since` (Tenant's clock).
+    Member {
+        /// The role.
+        role: TenantRole,
+        /// When the membership was created.
+        since: chrono::DateTime<chrono::Utc>,
+    },
     /// Not a member (or no such user: Tenant does not say which).
     NotMember,
 }
@@ -112,8 +117,19 @@ impl TenantDirectory {
             .metadata_mut()
             .insert("authorization", user_bearer.clone());
         match self.client.clone().check_membership(request).await {
-            Ok(response) => Ok(pb::TenantRole::domain_from_i32(response.into_inner().role)
-                .map_or(Membership::NotMember, Membership::Member)),
+            Ok(response) => {
+                let response = response.into_inner();
+                let since = response
+                    .membership_create_time
+                    .and_then(|t| {
+                        chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+                    })
+                    .ok_or_else(|| tonic::Status::internal("Tenant did not say since when"))?;
+                Ok(pb::TenantRole::domain_from_i32(response.role).map_or(
+                    Membership::NotMember,
+                    |role| Membership::Member { role, since },
+                ))
+            }
             Err(status) if status.code() == tonic::Code::NotFound => Ok(Membership::NotMember),
             Err(status) => Err(status),
         }

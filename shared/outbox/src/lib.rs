@@ -44,6 +44,8 @@ pub struct Message {
     pub topic: String,
     /// What the writer stored.
     pub payload: serde_json::Value,
+    /// When its transaction wrote it (the writer database's clock).
+    pub create_time: chrono::DateTime<chrono::Utc>,
 }
 
 /// Stores a message for `topic` in the current tenant-scoped transaction: it

@@ -9,7 +9,7 @@ use bulkhead_context::TenantId;
 use bulkhead_db::{Db, DbError};
 use diesel::QueryableByName;
 use diesel::sql_types::{
-    Array, BigInt, Bool, Double, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid,
+    Array, BigInt, Bool, Double, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
 use diesel_async::RunQueryDsl;
 use futures_util::future::BoxFuture;
@@ -105,6 +105,8 @@ struct PendingRow {
     payload: serde_json::Value,
     #[diesel(sql_type = Integer)]
     attempts: i32,
+    #[diesel(sql_type = Timestamptz)]
+    create_time: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(QueryableByName)]
@@ -164,7 +166,7 @@ impl Relay {
                     return Ok(RoundReport::default());
                 }
                 let rows: Vec<PendingRow> = diesel::sql_query(
-                    "SELECT o.tenant_id, o.seq, o.id, o.topic, o.payload, o.attempts
+                    "SELECT o.tenant_id, o.seq, o.id, o.topic, o.payload, o.attempts, o.create_time
                        FROM outbox o
                       WHERE o.delivered_time IS NULL
                         AND o.next_attempt_time <= now()
@@ -193,6 +195,7 @@ impl Relay {
                         id: row.id,
                         topic: row.topic,
                         payload: row.payload,
+                        create_time: row.create_time,
                     });
                 }
 

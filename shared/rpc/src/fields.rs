@@ -2,6 +2,7 @@
 //! text breaks, for [`FieldViolations::check`](crate::FieldViolations::check).
 
 use bulkhead_context::{TenantId, UserId};
+use chrono::{DateTime, Utc};
 
 use crate::FieldViolations;
 
@@ -47,6 +48,35 @@ pub fn update_mask(
         );
     }
     known
+}
+
+/// The earliest time a request may name: 0001-01-01T00:00:00Z.
+pub const EARLIEST: DateTime<Utc> = match DateTime::from_timestamp(-62_135_596_800, 0) {
+    Some(t) => t,
+    None => DateTime::<Utc>::UNIX_EPOCH,
+};
+
+/// The latest time a request may name: 9999-12-31T23:59:59Z (RFC 3339's range).
+pub const LATEST: DateTime<Utc> = match DateTime::from_timestamp(253_402_300_799, 0) {
+    Some(t) => t,
+    None => DateTime::<Utc>::UNIX_EPOCH,
+};
+
+/// A required time within [`EARLIEST`]..=[`LATEST`].
+///
+/// # Errors
+/// The rule, when it is missing, out of range or not a valid time.
+pub fn time(t: Option<&prost_types::Timestamp>) -> Result<DateTime<Utc>, &'static str> {
+    let t = t.ok_or("must be set")?;
+    if !(EARLIEST.timestamp()..=LATEST.timestamp()).contains(&t.seconds)
+        || !(0..1_000_000_000).contains(&t.nanos)
+    {
+        return Err("must be between the years 1 and 9999");
+    }
+    u32::try_from(t.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+        .ok_or("must be a valid time")
 }
 
 #[cfg(test)]

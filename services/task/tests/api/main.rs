@@ -390,6 +390,7 @@ async fn every_rpc_answers_each_kind_of_caller_exactly() {
                         pb::ReleaseAssignmentsRequest {
                             tenant_id: org.tenant.id.clone(),
                             user_id: String::new(),
+                            removal_time: Some(bulkhead_rpc::timestamp(chrono::Utc::now())),
                         },
                     ))
                     .await
@@ -1235,10 +1236,7 @@ async fn only_tenant_releases_and_the_platform_role_only_clears_assignees() {
         .into_inner()
         .task
         .expect("task");
-    let release = pb::ReleaseAssignmentsRequest {
-        tenant_id: org.tenant.id.clone(),
-        user_id: org.viewer.user().user_id.to_string(),
-    };
+    let release = release_of(&org, &org.viewer, chrono::Utc::now());
     let mut as_audit = tonic::Request::new(release.clone());
     let token = h.tokens.service_named("audit");
     as_audit.metadata_mut().insert(
@@ -1284,4 +1282,205 @@ async fn only_tenant_releases_and_the_platform_role_only_clears_assignees() {
             .is_empty()
     );
     assert_eq!(h.events("task.assignments_released").await, 1);
+}
+
+fn release_of(
+    org: &helpers::Org,
+    user: &Caller,
+    removal_time: chrono::DateTime<chrono::Utc>,
+) -> pb::ReleaseAssignmentsRequest {
+    pb::ReleaseAssignmentsRequest {
+        tenant_id: org.tenant.id.clone(),
+        user_id: user.user().user_id.to_string(),
+        removal_time: Some(bulkhead_rpc::timestamp(removal_time)),
+    }
+}
+
+fn assign(task: &pb::Task, assignee: Option<&Caller>) -> pb::UpdateTaskRequest {
+    pb::UpdateTaskRequest {
+        task: Some(pb::Task {
+            id: task.id.clone(),
+            assignee_user_id: assignee.map_or_else(String::new, |a| a.user().user_id.to_string()),
+            ..Default::default()
+        }),
+        update_mask: mask(&["assignee_user_id"]),
+    }
+}
+
+async fn release(h: &Harness, request: pb::ReleaseAssignmentsRequest) -> i32 {
+    h.tasks
+        .clone()
+        .release_assignments(h.request(&Caller::Service, request))
+        .await
+        .expect("tenant releases")
+        .into_inner()
+        .released_count
+}
+
+/// A removal Task hears of after Tenant vouched for the assignee, but before
+/// the write, refuses the write; a user who re-joins may be assigned again, and
+/// a late copy of the old removal leaves their new assignments alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_heard_before_the_write_refuses_the_assignee_and_a_rejoin_counts() {
+    let h = spawn_service().await;
+    let org = h.org("acme").await;
+    let task = h.task(&org.member, "to assign").await;
+    let before_rejoin = chrono::Utc::now();
+
+    // Tenant still says "member" (its removal is later than the membership it
+    // shows): the state between the check and the write of a racing update.
+    assert_eq!(
+        release(&h, release_of(&org, &org.viewer, chrono::Utc::now())).await,
+        0
+    );
+    let refused = assert_code(
+        h.tasks
+            .clone()
+            .update_task(h.request(&org.member, assign(&task, Some(&org.viewer))))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(
+        refused.message(),
+        "the assignee must be a member of this tenant"
+    );
+    assert_code(
+        h.tasks
+            .clone()
+            .create_task(h.request(
+                &org.member,
+                pb::CreateTaskRequest {
+                    title: "assigned".into(),
+                    assignee_user_id: org.viewer.user().user_id.to_string(),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(
+        h.scalar("SELECT count(*) AS n FROM tasks WHERE assignee_id IS NOT NULL")
+            .await,
+        0
+    );
+
+    // They leave and re-join: a new membership, newer than the removal.
+    let viewer_id = org.viewer.user().user_id.to_string();
+    h.tenants
+        .clone()
+        .remove_member(h.request(
+            &org.owner,
+            bulkhead_proto::tenant::v1::RemoveMemberRequest {
+                user_id: viewer_id.clone(),
+            },
+        ))
+        .await
+        .expect("removed");
+    h.tenants
+        .clone()
+        .add_member(h.request(
+            &org.owner,
+            bulkhead_proto::tenant::v1::AddMemberRequest {
+                user_id: viewer_id.clone(),
+                role: bulkhead_proto::tenant::v1::TenantRole::Viewer.into(),
+            },
+        ))
+        .await
+        .expect("re-added");
+    let assigned = h
+        .tasks
+        .clone()
+        .update_task(h.request(&org.member, assign(&task, Some(&org.viewer))))
+        .await
+        .expect("a re-joined member is assigned")
+        .into_inner()
+        .task
+        .expect("task");
+    assert_eq!(assigned.assignee_user_id, viewer_id);
+
+    // A late copy of a removal from before the re-join releases nothing.
+    assert_eq!(
+        release(&h, release_of(&org, &org.viewer, before_rejoin)).await,
+        0
+    );
+    assert_eq!(
+        get(&h, &org.member, &task.id)
+            .await
+            .expect("get")
+            .assignee_user_id,
+        viewer_id
+    );
+}
+
+/// 16 writers assign a member to their task over and over while Tenant removes
+/// them and the release arrives: once the release is in, no task is left
+/// assigned to them, whatever the interleaving, and each write either succeeded
+/// or was refused as not a member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_assignment_survives_a_removal_racing_the_writes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let h = Arc::new(spawn_service().await);
+    let org = Arc::new(h.org("acme").await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for i in 0..16 {
+        let task = h.task(&org.member, &format!("task {i}")).await;
+        let (h, org, stop) = (h.clone(), org.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let (mut assigned, mut refused) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let outcome = h
+                    .tasks
+                    .clone()
+                    .update_task(h.request(&org.member, assign(&task, Some(&org.viewer))))
+                    .await;
+                match outcome {
+                    Ok(_) => assigned += 1,
+                    Err(status) if status.code() == Code::FailedPrecondition => refused += 1,
+                    Err(status) => panic!("unexpected {status:?}"),
+                }
+            }
+            (assigned, refused)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The removal and its release land together (the outbox may deliver within
+    // milliseconds): writes checked before either and committed after both,
+    // and writes in between, all race them.
+    let removal_time = chrono::Utc::now();
+    let mut tenants = h.tenants.clone();
+    let remove = tenants.remove_member(h.request(
+        &org.owner,
+        bulkhead_proto::tenant::v1::RemoveMemberRequest {
+            user_id: org.viewer.user().user_id.to_string(),
+        },
+    ));
+    let (removed, _) = tokio::join!(
+        remove,
+        release(&h, release_of(&org, &org.viewer, removal_time))
+    );
+    removed.expect("removed");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut assigned, mut refused) = (0, 0);
+    for writer in writers {
+        let (a, r) = writer.await.expect("writer");
+        assigned += a;
+        refused += r;
+    }
+    assert!(
+        assigned > 0 && refused > 0,
+        "{assigned} assigned, {refused} refused"
+    );
+    // Without the removal kept and the lock, a write checked before the removal
+    // and committed after the release would survive here.
+    assert_eq!(
+        h.scalar(&format!(
+            "SELECT count(*) AS n FROM tasks WHERE assignee_id = '{}'",
+            org.viewer.user().user_id
+        ))
+        .await,
+        0
+    );
 }
