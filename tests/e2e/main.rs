@@ -2,6 +2,7 @@
 //! test binary (../shared/TESTING.md), a module per area.
 
 mod auth;
+mod outbox;
 mod roles;
 mod suite;
 mod support;

@@ -15,7 +15,6 @@ use bulkhead_server::{DbUrls, Peers, SharedGuard};
 pub const TASK_CLIENT_SECRET: &str = "task-secret-for-tests-only";
 
 /// The running suite and the key its tokens are signed with.
-#[derive(Debug)]
 pub struct TestSuite {
     /// The four services.
     pub suite: Suite,
@@ -24,16 +23,56 @@ pub struct TestSuite {
     /// Each service's database, by service name.
     pub databases:
         std::collections::BTreeMap<&'static str, bulkhead_postgres::testing::TestDatabase>,
+    /// Services bound to their sockets but not serving yet (see [`spawn_suite_holding`]).
+    held: Vec<Launch>,
+    guard: SharedGuard,
+    peers: Peers,
+    credentials: bulkhead_server::CredentialsFactory,
+}
+
+impl std::fmt::Debug for TestSuite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestSuite")
+            .field("suite", &self.suite)
+            .field("held", &self.held)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TestSuite {
     /// Where `kind` listens.
     ///
     /// # Panics
-    /// Never: every kind is started.
+    /// Never: every kind is started or held.
     #[must_use]
     pub fn addr(&self, kind: ServiceKind) -> SocketAddr {
-        self.suite.addrs[kind.name()]
+        self.suite
+            .addrs
+            .get(kind.name())
+            .copied()
+            .unwrap_or_else(|| {
+                self.held
+                    .iter()
+                    .find(|l| l.module.name() == kind.name())
+                    .and_then(|l| l.listener.local_addr().ok())
+                    .expect("every kind is started or held")
+            })
+    }
+
+    /// Starts the services held back: they begin serving on the sockets the
+    /// others have been calling all along (their calls waited in the backlog).
+    ///
+    /// # Panics
+    /// When one cannot start.
+    pub async fn start_held(&mut self) -> Suite {
+        Suite::start(
+            std::mem::take(&mut self.held),
+            &self.guard,
+            &self.peers,
+            Some(&self.credentials),
+        )
+        .await
+        .expect("the held services start")
     }
 
     /// `http://addr` of `kind`, for tonic clients.
@@ -72,6 +111,18 @@ pub async fn spawn_suite() -> TestSuite {
 /// # Panics
 /// When Postgres cannot be had or a service cannot start.
 pub async fn spawn_suite_with(login_limits: bulkhead_auth::LimitsConfig) -> TestSuite {
+    spawn_suite_holding(login_limits, &[]).await
+}
+
+/// Starts the services, except those named in `held`: their sockets are bound
+/// (calls to them wait) until [`TestSuite::start_held`].
+///
+/// # Panics
+/// When Postgres cannot be had or a service cannot start.
+pub async fn spawn_suite_holding(
+    login_limits: bulkhead_auth::LimitsConfig,
+    held: &[&str],
+) -> TestSuite {
     let key = std::sync::Arc::new(SigningKey::generate());
     let guard = SharedGuard::new(bulkhead::keys::verifier_for(
         &key,
@@ -124,8 +175,12 @@ pub async fn spawn_suite_with(login_limits: bulkhead_auth::LimitsConfig) -> Test
         tenant: addr("tenant"),
         task: addr("task"),
         audit: addr("audit"),
+        relay: fast_relay(),
     };
     let credentials = bulkhead::services::local_credentials(key.clone(), VerifierConfig::default());
+    let (held, launches): (Vec<Launch>, Vec<Launch>) = launches
+        .into_iter()
+        .partition(|l| held.contains(&l.module.name()));
     let suite = Suite::start(launches, &guard, &peers, Some(&credentials))
         .await
         .expect("the suite starts");
@@ -133,5 +188,21 @@ pub async fn spawn_suite_with(login_limits: bulkhead_auth::LimitsConfig) -> Test
         suite,
         key,
         databases,
+        held,
+        guard,
+        peers,
+        credentials,
+    }
+}
+
+/// A relay that retries within a fraction of a second (tests wait seconds, not minutes).
+#[must_use]
+pub fn fast_relay() -> bulkhead_outbox::RelayConfig {
+    bulkhead_outbox::RelayConfig {
+        poll_interval: std::time::Duration::from_millis(20),
+        min_backoff: std::time::Duration::from_millis(20),
+        max_backoff: std::time::Duration::from_millis(200),
+        delivery_timeout: std::time::Duration::from_secs(5),
+        ..bulkhead_outbox::RelayConfig::default()
     }
 }

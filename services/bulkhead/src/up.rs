@@ -69,6 +69,20 @@ pub async fn bootstrap_only(config: UpConfig) -> anyhow::Result<()> {
     with_cluster(&config, Mode::BootstrapOnly).await
 }
 
+/// The URL for `role` to `database` in the cluster of a running `up` whose
+/// data folder is `data_dir` (for commands run beside it).
+///
+/// # Errors
+/// When the data folder cannot be read.
+pub fn cluster_url(
+    data_dir: &std::path::Path,
+    role: &str,
+    database: &str,
+) -> anyhow::Result<String> {
+    let home = cluster_home::locate(data_dir)?;
+    Ok(bulkhead_postgres::socket_url(home.root(), role, database))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Serve,
@@ -160,6 +174,7 @@ async fn serve_on(
         tenant: url_of("tenant")?,
         task: url_of("task")?,
         audit: url_of("audit")?,
+        relay: bulkhead_outbox::RelayConfig::default(),
     };
     let (stop_keys, keys_stopped) = tokio::sync::watch::channel(false);
     keys::spawn_key_reload(keys_dir, signing_keys, guard.verifier.clone(), keys_stopped);

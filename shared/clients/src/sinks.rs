@@ -21,8 +21,17 @@ fn with_credentials<T>(
     crate::credentials::service_request(credentials, message).map_err(|s| failed(&s))
 }
 
+/// A refusal of the content (the receiver checked it and said no) may set a
+/// message aside; anything else (down, overloaded, our credentials refused)
+/// is waited out.
 fn failed(status: &tonic::Status) -> SinkError {
-    SinkError(format!("{:?}: {}", status.code(), status.message()))
+    let message = format!("{:?}: {}", status.code(), status.message());
+    match status.code() {
+        tonic::Code::InvalidArgument
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::OutOfRange => SinkError::rejected(message),
+        _ => SinkError::unavailable(message),
+    }
 }
 
 /// Delivers `audit` messages to `AuditService.AppendEvents`.
@@ -180,7 +189,7 @@ impl Sink for ReleaseSink {
                     Value::Null => String::new(),
                     Value::String(id) if !id.is_empty() => id.clone(),
                     other => {
-                        return Err(SinkError(format!(
+                        return Err(SinkError::rejected(format!(
                             "task.release message {} names no user: {other}",
                             message.id
                         )));

@@ -1,14 +1,18 @@
 //! The transactional outbox (ARCHITECTURE.md §5): every message that must survive
 //! a crash between a change and its delivery (audit events, revocation requests)
 //! is written by [`enqueue`] in the *same* transaction as the change, and a
-//! [`Relay`] delivers it afterwards — in batches, retried with exponential backoff
-//! and jitter, in commit order per tenant and topic, marked delivered row by row.
+//! [`Relay`] delivers it afterwards — claimed with a lease, sent outside any open
+//! transaction under a deadline, in batches retried with exponential backoff and
+//! jitter, in commit order per tenant and topic, marked delivered row by row.
 //!
 //! Receivers must be idempotent by message id: a relay that crashes after a
 //! delivery and before marking it delivers again. Nothing is ever dropped: a
-//! message whose sink keeps failing stays pending (and shows in [`OutboxStats`]).
+//! message whose receiver is down stays pending (and shows in [`OutboxStats`]);
+//! one it keeps refusing is, on topics that allow it, set aside as a dead letter
+//! ([`dead`]) — kept until an operator resends it — so the rest flows.
 
 pub mod audit;
+pub mod dead;
 mod relay;
 
 use bulkhead_context::TenantId;
@@ -18,7 +22,9 @@ use diesel_async::RunQueryDsl;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use uuid::Uuid;
 
-pub use relay::{OutboxStats, Relay, RelayConfig, RoundReport, Sink, SinkError, SinkFuture};
+pub use relay::{
+    Failure, OnRejection, OutboxStats, Relay, RelayConfig, RoundReport, Sink, SinkError, SinkFuture,
+};
 
 /// The topic of revocation requests for Auth's `RevokeSessions` (Tenant writes
 /// them when a change lowers or ends someone's access).

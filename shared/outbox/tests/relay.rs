@@ -1,6 +1,9 @@
 //! The outbox against a real Postgres: messages commit with their change, and the
 //! relay delivers every one exactly once, in commit order per tenant, through a
-//! sink that fails before it works, with writers running concurrently.
+//! sink that fails before it works, with writers running concurrently; a message
+//! the receiver keeps refusing is set aside without holding back the rest (never
+//! on a retry-forever topic); a hung receiver holds no locks; delivered rows are
+//! pruned.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +13,10 @@ use std::time::{Duration, Instant};
 use bulkhead_context::TenantId;
 use bulkhead_db::schema::ServiceSchema;
 use bulkhead_db::{Db, DbError, TenantConn};
-use bulkhead_outbox::{Message, Relay, RelayConfig, Sink, SinkError, SinkFuture, enqueue};
+use bulkhead_outbox::dead::{self, Redrive};
+use bulkhead_outbox::{
+    Message, OnRejection, Relay, RelayConfig, Sink, SinkError, SinkFuture, enqueue,
+};
 use bulkhead_postgres::testing::test_database;
 use diesel::sql_types::Uuid as SqlUuid;
 use diesel_async::RunQueryDsl;
@@ -36,7 +42,7 @@ impl Sink for FlakySink {
     fn deliver<'a>(&'a self, messages: &'a [Message]) -> SinkFuture<'a> {
         Box::pin(async move {
             if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
-                return Err(SinkError("audit unavailable".into()));
+                return Err(SinkError::unavailable("audit unavailable"));
             }
             self.taken.lock().expect("lock").extend_from_slice(messages);
             Ok(())
@@ -50,6 +56,9 @@ fn fast() -> RelayConfig {
         poll_interval: Duration::from_millis(5),
         min_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(40),
+        delivery_timeout: Duration::from_secs(5),
+        dead_letter_after: 3,
+        ..RelayConfig::default()
     }
 }
 
@@ -87,7 +96,11 @@ async fn every_message_is_delivered_once_in_commit_order_per_tenant() {
         failures: 3,
         ..FlakySink::default()
     });
-    let relay = Arc::new(Relay::new(db.clone(), fast()).route(TOPIC, sink.clone()));
+    let relay = Arc::new(Relay::new(db.clone(), fast()).route(
+        TOPIC,
+        sink.clone(),
+        OnRejection::DeadLetter,
+    ));
     let tenants: Vec<TenantId> = (0..3).map(|_| TenantId::new_v7()).collect();
     let per_writer = 20;
 
@@ -167,7 +180,7 @@ async fn every_message_is_delivered_once_in_commit_order_per_tenant() {
 async fn a_message_committed_late_is_not_skipped() {
     let db = db().await;
     let sink = Arc::new(FlakySink::default());
-    let relay = Relay::new(db.clone(), fast()).route(TOPIC, sink.clone());
+    let relay = Relay::new(db.clone(), fast()).route(TOPIC, sink.clone(), OnRejection::DeadLetter);
     let (a, b) = (TenantId::new_v7(), TenantId::new_v7());
 
     // A's first transaction writes its message, then waits before committing.
@@ -223,7 +236,7 @@ async fn a_message_committed_late_is_not_skipped() {
 async fn a_rolled_back_change_leaves_no_message() {
     let db = db().await;
     let sink = Arc::new(FlakySink::default());
-    let relay = Relay::new(db.clone(), fast()).route(TOPIC, sink.clone());
+    let relay = Relay::new(db.clone(), fast()).route(TOPIC, sink.clone(), OnRejection::DeadLetter);
     let tenant = TenantId::new_v7();
     let failed = db
         .tenant_tx(tenant, async |tx| {
@@ -272,4 +285,229 @@ async fn undeliverable_messages_stay_pending_and_are_counted() {
         .await
         .expect("count");
     assert_eq!(visible, 0);
+}
+
+/// Refuses messages whose payload says `"poison": true` (while `refusing`),
+/// and records the rest; can hang on its first call.
+#[derive(Default)]
+struct PickySink {
+    refusing: std::sync::atomic::AtomicBool,
+    hang_first: bool,
+    calls: AtomicUsize,
+    taken: Mutex<Vec<Message>>,
+}
+
+impl PickySink {
+    fn refusing() -> Self {
+        let sink = Self::default();
+        sink.refusing.store(true, Ordering::SeqCst);
+        sink
+    }
+
+    fn taken_ns(&self, tenant: TenantId) -> Vec<i64> {
+        self.taken
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|m| m.tenant_id == tenant)
+            .map(|m| m.payload["n"].as_i64().expect("n"))
+            .collect()
+    }
+}
+
+impl Sink for PickySink {
+    fn deliver<'a>(&'a self, messages: &'a [Message]) -> SinkFuture<'a> {
+        Box::pin(async move {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 && self.hang_first {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            if std::sync::atomic::AtomicBool::load(&self.refusing, Ordering::SeqCst)
+                && messages.iter().any(|m| m.payload["poison"] == json!(true))
+            {
+                return Err(SinkError::rejected("InvalidArgument: events[0].action"));
+            }
+            self.taken.lock().expect("lock").extend_from_slice(messages);
+            Ok(())
+        })
+    }
+}
+
+async fn write(db: &Db, tenant: TenantId, payload: serde_json::Value) -> Uuid {
+    db.tenant_tx(tenant, async |tx| change(tx, payload).await)
+        .await
+        .expect("write")
+}
+
+async fn rounds(relay: &Relay, n: usize) {
+    for _ in 0..n {
+        relay.run_once().await.expect("round");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A message the receiver refuses is retried alone, set aside after three
+/// refusals, and the messages behind it (its tenant's) and beside it (other
+/// tenants') are delivered; an operator lists it and resends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_set_aside_and_the_rest_flows() {
+    let db = db().await;
+    let sink = Arc::new(PickySink::refusing());
+    let relay = Relay::new(db.clone(), fast()).route(TOPIC, sink.clone(), OnRejection::DeadLetter);
+    let (a, b) = (TenantId::new_v7(), TenantId::new_v7());
+    write(&db, a, json!({"n": 1})).await;
+    let poison = write(&db, a, json!({"n": 2, "poison": true})).await;
+    write(&db, a, json!({"n": 3})).await;
+    for n in 1..=3 {
+        write(&db, b, json!({"n": n})).await;
+    }
+
+    // One batch holds all six: B's and A's first are taken in the first round.
+    relay.run_once().await.expect("round");
+    assert_eq!(
+        sink.taken_ns(b),
+        vec![1, 2, 3],
+        "other tenants are not held back"
+    );
+    assert_eq!(
+        sink.taken_ns(a),
+        vec![1],
+        "A's order holds behind its bad message"
+    );
+
+    let started = Instant::now();
+    while sink.taken_ns(a) != vec![1, 3] {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "A's rest never came"
+        );
+        rounds(&relay, 1).await;
+    }
+    let stats = relay.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.dead), (0, 1));
+    let letters = dead::list_dead(&db, 10).await.expect("list");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].id, poison);
+    assert_eq!(letters[0].rejections, 3);
+    assert_eq!(
+        letters[0].last_error.as_deref(),
+        Some("InvalidArgument: events[0].action")
+    );
+
+    // Fixed on the receiver's side, then resent by an operator.
+    sink.refusing.store(false, Ordering::SeqCst);
+    rounds(&relay, 3).await;
+    assert_eq!(
+        sink.taken_ns(a),
+        vec![1, 3],
+        "a dead letter waits for the operator"
+    );
+    assert_eq!(
+        dead::redrive(&db, &Redrive::One(poison))
+            .await
+            .expect("redrive"),
+        1
+    );
+    drain(&relay, || sink.taken_ns(a).len() == 3).await;
+    assert_eq!(sink.taken_ns(a), vec![1, 3, 2]);
+    assert_eq!(relay.stats().await.expect("stats").dead, 0);
+}
+
+/// On a retry-forever topic (revocations: a lost one fails open) a refused
+/// message is never set aside, and its tenant's later messages wait behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_message_on_a_retry_forever_topic_is_never_set_aside() {
+    let db = db().await;
+    let sink = Arc::new(PickySink::refusing());
+    let relay =
+        Relay::new(db.clone(), fast()).route(TOPIC, sink.clone(), OnRejection::RetryForever);
+    let a = TenantId::new_v7();
+    write(&db, a, json!({"n": 1, "poison": true})).await;
+    write(&db, a, json!({"n": 2})).await;
+    rounds(&relay, 40).await;
+    let stats = relay.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.dead), (2, 0));
+    assert!(
+        sink.taken_ns(a).is_empty(),
+        "order holds: nothing jumps the queue"
+    );
+    assert!(
+        AtomicUsize::load(&sink.calls, Ordering::SeqCst) >= 5,
+        "retried, again and again"
+    );
+
+    sink.refusing.store(false, Ordering::SeqCst);
+    drain(&relay, || sink.taken_ns(a).len() == 2).await;
+    assert_eq!(sink.taken_ns(a), vec![1, 2]);
+}
+
+/// A receiver that hangs holds no lock: while one relay waits on it (up to its
+/// delivery deadline), a second relay delivers another tenant's new messages
+/// and leaves the claimed ones alone; after the deadline they are retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_receiver_holds_no_lock_and_times_out() {
+    let db = db().await;
+    let config = RelayConfig {
+        delivery_timeout: Duration::from_millis(1500),
+        ..fast()
+    };
+    let hung = Arc::new(PickySink {
+        hang_first: true,
+        ..PickySink::default()
+    });
+    let first = Arc::new(Relay::new(db.clone(), config.clone()).route(
+        TOPIC,
+        hung.clone(),
+        OnRejection::DeadLetter,
+    ));
+    let (a, b) = (TenantId::new_v7(), TenantId::new_v7());
+    write(&db, a, json!({"n": 1})).await;
+    let waiting = {
+        let first = first.clone();
+        tokio::spawn(async move { first.run_once().await.expect("round") })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let other = Arc::new(PickySink::default());
+    let second =
+        Relay::new(db.clone(), config).route(TOPIC, other.clone(), OnRejection::DeadLetter);
+    write(&db, b, json!({"n": 1})).await;
+    let report = second.run_once().await.expect("second relay's round");
+    assert_eq!(report.delivered, 1, "B's message, not A's claimed one");
+    assert_eq!(other.taken_ns(b), vec![1]);
+    assert!(other.taken_ns(a).is_empty());
+
+    let report = waiting.await.expect("first relay");
+    assert_eq!(
+        (report.delivered, report.failed),
+        (0, 1),
+        "timed out, rescheduled"
+    );
+    drain(&first, || hung.taken_ns(a) == vec![1]).await;
+}
+
+/// Delivered messages older than the pruning age are deleted; pending and dead
+/// ones never are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_messages_are_pruned_and_nothing_else() {
+    let db = db().await;
+    let sink = Arc::new(PickySink::refusing());
+    let config = RelayConfig {
+        dead_letter_after: 1,
+        prune_after: Duration::ZERO,
+        ..fast()
+    };
+    let relay = Relay::new(db.clone(), config).route(TOPIC, sink.clone(), OnRejection::DeadLetter);
+    let (a, b) = (TenantId::new_v7(), TenantId::new_v7());
+    for n in 0..5 {
+        write(&db, a, json!({"n": n})).await;
+    }
+    write(&db, b, json!({"n": 0, "poison": true})).await;
+    rounds(&relay, 3).await;
+    // Pending: a topic no relay routes.
+    db.tenant_tx(a, async |tx| enqueue(tx, "unrouted", &json!({})).await)
+        .await
+        .expect("write");
+    assert_eq!(relay.prune().await.expect("prune"), 5);
+    let stats = relay.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.dead), (1, 1));
 }

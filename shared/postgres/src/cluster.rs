@@ -178,8 +178,7 @@ impl Cluster {
     /// A connection URL for `role` to database `database` over the Unix socket.
     #[must_use]
     pub fn url(&self, role: &str, database: &str) -> String {
-        let host = self.socket_dir().display().to_string().replace('/', "%2F");
-        format!("postgresql://{role}@{host}:{PORT}/{database}")
+        socket_url(&self.root, role, database)
     }
 
     /// The superuser's URL to `database`.
@@ -382,4 +381,16 @@ fn reachable_by_others(path: &Path) -> bool {
     path.ancestors()
         .skip(1)
         .all(|dir| fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+/// The URL for `role` to `database` of the cluster kept under `root` (running
+/// or not: for a second process reaching a cluster another one started).
+#[must_use]
+pub fn socket_url(root: &Path, role: &str, database: &str) -> String {
+    let host = root
+        .join("socket")
+        .display()
+        .to_string()
+        .replace('/', "%2F");
+    format!("postgresql://{role}@{host}:{PORT}/{database}")
 }

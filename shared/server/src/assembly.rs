@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use bulkhead_outbox::OnRejection;
+
 use bulkhead_clients::ServiceCredentials;
 use bulkhead_db::Db;
 use bulkhead_db::schema::ServiceSchema;
@@ -95,6 +97,8 @@ pub struct Peers {
     pub task: Option<String>,
     /// Audit: audit events.
     pub audit: Option<String>,
+    /// How the outbox relay paces its deliveries to them.
+    pub relay: bulkhead_outbox::RelayConfig,
 }
 
 /// A lazily connected channel to `url`.
@@ -170,20 +174,32 @@ impl ServiceEnv {
             );
             return Ok(None);
         };
-        let mut relay =
-            bulkhead_outbox::Relay::new(self.db.clone(), bulkhead_outbox::RelayConfig::default());
+        let mut relay = bulkhead_outbox::Relay::new(self.db.clone(), self.peers.relay.clone());
         if let Some(audit) = &self.peers.audit {
             let sink =
                 bulkhead_clients::AuditSink::new(channel(audit)?, credentials.clone(), service);
-            relay = relay.route(bulkhead_outbox::audit::AUDIT_TOPIC, Arc::new(sink));
+            relay = relay.route(
+                bulkhead_outbox::audit::AUDIT_TOPIC,
+                Arc::new(sink),
+                OnRejection::DeadLetter,
+            );
         }
         if let Some(auth) = &self.peers.auth {
             let sink = bulkhead_clients::RevokeSink::new(channel(auth)?, credentials.clone());
-            relay = relay.route(bulkhead_outbox::REVOKE_TOPIC, Arc::new(sink));
+            // A lost revocation fails open: never set aside.
+            relay = relay.route(
+                bulkhead_outbox::REVOKE_TOPIC,
+                Arc::new(sink),
+                OnRejection::RetryForever,
+            );
         }
         if let Some(task) = &self.peers.task {
             let sink = bulkhead_clients::ReleaseSink::new(channel(task)?, credentials);
-            relay = relay.route(bulkhead_outbox::RELEASE_TOPIC, Arc::new(sink));
+            relay = relay.route(
+                bulkhead_outbox::RELEASE_TOPIC,
+                Arc::new(sink),
+                OnRejection::DeadLetter,
+            );
         }
         Ok(Some(Box::pin(relay.run(self.shutdown.clone()))))
     }

@@ -4,6 +4,7 @@
 mod bootstrap;
 mod keys;
 mod migrate;
+mod outbox;
 mod serve;
 mod token;
 mod up;
@@ -42,6 +43,8 @@ enum Command {
     Jwks(keys::JwksArgs),
     /// Mint an access token with the local signing key (break-glass; for `up`).
     Token(token::Args),
+    /// A service's outbox: list the messages set aside as dead letters, resend them.
+    Outbox(outbox::Args),
 }
 
 impl Cli {
@@ -58,6 +61,7 @@ impl Cli {
             Command::RotateKey(args) => keys::rotate(&args),
             Command::Jwks(args) => keys::jwks(&args),
             Command::Token(args) => token::run(args),
+            Command::Outbox(args) => outbox::run(args).await,
         }
     }
 }

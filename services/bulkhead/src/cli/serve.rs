@@ -53,6 +53,9 @@ pub struct Args {
     /// (someone left a tenant).
     #[arg(long, env = "BULKHEAD_TASK_URL")]
     task_url: Option<String>,
+    /// The outbox relay's pace.
+    #[command(flatten)]
+    relay: super::outbox::RelayArgs,
     /// Where Prometheus metrics are served (`/metrics`).
     #[arg(long, env = "BULKHEAD_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
     metrics_listen: SocketAddr,
@@ -174,6 +177,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tenant: args.tenant_url,
         task: args.task_url,
         audit: args.audit_url,
+        relay: args.relay.config(),
     };
     let launch = Launch {
         module,

@@ -1,0 +1,30 @@
+-- The relay delivers outside any transaction (claim, send, mark), so a slow or
+-- hung receiver holds no locks: a claimed message carries a lease
+-- (claimed_until) instead of a row lock. A message the receiver refuses as
+-- invalid is counted (rejections) and, on topics that allow it, set aside
+-- after N refusals (dead_time): kept, never deleted, until an operator resends
+-- it (`bulkhead outbox redrive`). Delivered messages are pruned after a while.
+ALTER TABLE outbox
+    ADD COLUMN claimed_until timestamptz,
+    ADD COLUMN rejections integer NOT NULL DEFAULT 0,
+    ADD COLUMN dead_time timestamptz;
+ALTER TABLE outbox ADD CONSTRAINT outbox_dead_or_delivered
+    CHECK (dead_time IS NULL OR delivered_time IS NULL);
+
+DROP INDEX outbox_pending;
+CREATE INDEX outbox_pending ON outbox (tenant_id, topic, seq)
+    WHERE delivered_time IS NULL AND dead_time IS NULL;
+CREATE INDEX outbox_dead ON outbox (dead_time) WHERE dead_time IS NOT NULL;
+CREATE INDEX outbox_delivered ON outbox (delivered_time) WHERE delivered_time IS NOT NULL;
+
+DO $$
+DECLARE
+    svc text := regexp_replace(current_user, '_owner$', '');
+    platform text := svc || '_platform';
+BEGIN
+    EXECUTE format('GRANT UPDATE (claimed_until, rejections, dead_time) ON outbox TO %I', platform);
+    -- Pruning: the relay deletes delivered messages only.
+    EXECUTE format('GRANT DELETE ON outbox TO %I', platform);
+    EXECUTE format('CREATE POLICY relay_prune ON outbox FOR DELETE TO %I USING (delivered_time IS NOT NULL)',
+                   platform);
+END $$;

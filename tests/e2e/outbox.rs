@@ -1,0 +1,201 @@
+//! Nothing is lost: with Audit not answering, Tenant, Auth and Task mutations
+//! still succeed; once Audit serves, every audit event they wrote arrives
+//! exactly once, in each writer's commit order per tenant.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bulkhead::services::ServiceKind;
+use bulkhead_auth::Existing;
+use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
+use bulkhead_proto::auth::v1 as auth;
+use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
+use bulkhead_proto::task::v1 as task;
+use bulkhead_proto::task::v1::task_service_client::TaskServiceClient;
+use bulkhead_proto::tenant::v1 as tenant;
+use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
+use bulkhead_testkit::bearer;
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::support::spawn_suite_holding;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = SqlUuid)]
+    tenant_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn rows(conn: &mut AsyncPgConnection, sql: &str) -> Vec<(Uuid, Uuid)> {
+    diesel::sql_query(sql)
+        .load::<Row>(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .map(|r| (r.tenant_id, r.id))
+        .collect()
+}
+
+async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .get_result::<Count>(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_audit_down_mutations_succeed_and_every_event_arrives_once_in_order() {
+    let mut suite = spawn_suite_holding(bulkhead_auth::LimitsConfig::default(), &["audit"]).await;
+    let connect = |kind: ServiceKind| {
+        tonic::transport::Endpoint::from_shared(suite.endpoint(kind))
+            .expect("endpoint")
+            .connect_lazy()
+    };
+    let mut tenants = TenantServiceClient::new(connect(ServiceKind::Tenant));
+    let mut tasks = TaskServiceClient::new(connect(ServiceKind::Task));
+    let mut logins = AuthServiceClient::new(connect(ServiceKind::Auth));
+
+    // Mutations in every writer, in two tenants, while Audit does not answer.
+    let auth_db = suite.databases["auth"].app_db(2).await;
+    let operator = suite.token(&TenantUser {
+        user_id: UserId::new_v7(),
+        session_id: SessionId::new_v7(),
+        tenant_id: TenantId::new_v7(),
+        tenant_slug: "ops".into(),
+        tenant_role: TenantRole::Viewer,
+        platform_role: PlatformRole::SuperAdmin,
+    });
+    for slug in ["acme", "globex"] {
+        let email = format!("owner@{slug}.example");
+        let owner = bulkhead_auth::bootstrap_admin(&auth_db, &email, PASSWORD, Existing::Verify)
+            .await
+            .expect("owner")
+            .user_id();
+        tenants
+            .create_tenant(bearer(
+                &operator,
+                tenant::CreateTenantRequest {
+                    slug: slug.into(),
+                    name: slug.into(),
+                    domain: String::new(),
+                    owner_user_id: owner.to_string(),
+                },
+            ))
+            .await
+            .expect("tenant created with Audit down");
+        let token = logins
+            .login(auth::LoginRequest {
+                email: email.clone(),
+                password: PASSWORD.into(),
+                tenant_slug: slug.into(),
+            })
+            .await
+            .expect("login with Audit down")
+            .into_inner()
+            .tokens
+            .expect("tokens")
+            .access_token;
+        for _ in 0..3 {
+            tenants
+                .add_member(bearer(
+                    &token,
+                    tenant::AddMemberRequest {
+                        user_id: UserId::new_v7().to_string(),
+                        role: tenant::TenantRole::Member.into(),
+                    },
+                ))
+                .await
+                .expect("member added with Audit down");
+        }
+        for n in 0..10 {
+            tasks
+                .create_task(bearer(
+                    &token,
+                    task::CreateTaskRequest {
+                        title: format!("{slug} task {n}"),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("task created with Audit down");
+        }
+    }
+
+    let writers = ["auth", "tenant", "task"];
+    let mut audit_db = suite.databases["audit"].admin_connection().await;
+    let mut written: BTreeMap<&str, Vec<(Uuid, Uuid)>> = BTreeMap::new();
+    for writer in writers {
+        let mut conn = suite.databases[writer].admin_connection().await;
+        let messages = rows(
+            &mut conn,
+            "SELECT tenant_id, id FROM outbox WHERE topic = 'audit' ORDER BY tenant_id, seq",
+        )
+        .await;
+        assert!(!messages.is_empty(), "{writer} wrote audit events");
+        assert_eq!(
+            count(
+                &mut conn,
+                "SELECT count(*) AS n FROM outbox WHERE topic = 'audit' AND delivered_time IS NOT NULL"
+            )
+            .await,
+            0,
+            "{writer}: nothing delivered while Audit is down"
+        );
+        written.insert(writer, messages);
+    }
+    let total: usize = written.values().map(Vec::len).sum();
+
+    // Audit starts serving on the socket the relays have been calling.
+    let _audit = suite.start_held().await;
+    let started = Instant::now();
+    loop {
+        let stored = count(&mut audit_db, "SELECT count(*) AS n FROM events").await;
+        if usize::try_from(stored).expect("count") >= total {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{stored} of {total} events arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "{total} events arrived {:?} after Audit started",
+        started.elapsed()
+    );
+    // A moment more: a duplicate would show now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = rows(
+        &mut audit_db,
+        "SELECT tenant_id, id FROM events ORDER BY tenant_id, sequence",
+    )
+    .await;
+    assert_eq!(stored.len(), total, "every event once, none twice");
+    let ids: HashSet<Uuid> = stored.iter().map(|(_, id)| *id).collect();
+    assert_eq!(ids.len(), total);
+    for (writer, messages) in &written {
+        let mine: HashSet<Uuid> = messages.iter().map(|(_, id)| *id).collect();
+        let arrived: Vec<(Uuid, Uuid)> = stored
+            .iter()
+            .filter(|(_, id)| mine.contains(id))
+            .copied()
+            .collect();
+        assert_eq!(
+            &arrived, messages,
+            "{writer}'s events in its commit order, per tenant"
+        );
+    }
+}
