@@ -199,3 +199,119 @@ async fn with_audit_down_mutations_succeed_and_every_event_arrives_once_in_order
         );
     }
 }
+
+/// The guard's refusals of known callers reach the caller's own tenant trail:
+/// a VIEWER's DeleteTask in Task, another tenant asserted in Tenant, a VIEWER
+/// reading the trail in Audit (which appends its own directly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_arrive_in_the_callers_tenant_trail() {
+    use bulkhead_proto::audit::v1 as audit;
+    use bulkhead_proto::audit::v1::audit_service_client::AuditServiceClient;
+
+    let suite = crate::support::spawn_suite().await;
+    let connect = |kind: ServiceKind| {
+        tonic::transport::Endpoint::from_shared(suite.endpoint(kind))
+            .expect("endpoint")
+            .connect_lazy()
+    };
+    let tenant_id = TenantId::new_v7();
+    let user = |role: TenantRole| TenantUser {
+        user_id: UserId::new_v7(),
+        session_id: SessionId::new_v7(),
+        tenant_id,
+        tenant_slug: "acme".into(),
+        tenant_role: role,
+        platform_role: PlatformRole::User,
+    };
+    let (viewer, owner) = (user(TenantRole::Viewer), user(TenantRole::Owner));
+    let viewer_token = suite.token(&viewer);
+    let denied = TaskServiceClient::new(connect(ServiceKind::Task))
+        .delete_task(bearer(
+            &viewer_token,
+            task::DeleteTaskRequest {
+                task_id: Uuid::now_v7().to_string(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("a VIEWER may not delete");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let mut mismatched = bearer(&viewer_token, tenant::ListMembersRequest::default());
+    mismatched.metadata_mut().insert(
+        "x-tenant-id",
+        TenantId::new_v7().to_string().parse().expect("ascii"),
+    );
+    let denied = TenantServiceClient::new(connect(ServiceKind::Tenant))
+        .list_members(mismatched)
+        .await
+        .expect_err("another tenant asserted");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+
+    let mut trail = AuditServiceClient::new(connect(ServiceKind::Audit));
+    let denied = trail
+        .query_events(bearer(&viewer_token, audit::QueryEventsRequest::default()))
+        .await
+        .expect_err("a VIEWER may not read the trail");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let owner_token = suite.token(&owner);
+    let started = Instant::now();
+    let events = loop {
+        let events = trail
+            .query_events(bearer(
+                &owner_token,
+                audit::QueryEventsRequest {
+                    page_size: 10,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("query")
+            .into_inner()
+            .events;
+        if events.len() >= 3 {
+            break events;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{} security events arrived",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut seen: Vec<(String, String, String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.action.clone(),
+                e.source_service.clone(),
+                e.resource_id.clone(),
+                e.actor_user_id.clone(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let viewer_id = viewer.user_id.to_string();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "security.permission_denied".to_owned(),
+                "audit".to_owned(),
+                "/bulkhead.audit.v1.AuditService/QueryEvents".to_owned(),
+                viewer_id.clone()
+            ),
+            (
+                "security.permission_denied".to_owned(),
+                "task".to_owned(),
+                "/bulkhead.task.v1.TaskService/DeleteTask".to_owned(),
+                viewer_id.clone()
+            ),
+            (
+                "security.tenant_mismatch".to_owned(),
+                "tenant".to_owned(),
+                "/bulkhead.tenant.v1.TenantService/ListMembers".to_owned(),
+                viewer_id
+            ),
+        ]
+    );
+}

@@ -24,7 +24,7 @@ const BATCH: i64 = 100;
 const MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Now, to the microsecond (what the database keeps, so what the chain hashes).
-fn now_micros() -> chrono::DateTime<chrono::Utc> {
+pub(crate) fn now_micros() -> chrono::DateTime<chrono::Utc> {
     use chrono::DurationRound as _;
     let now = chrono::Utc::now();
     now.duration_trunc(chrono::TimeDelta::microseconds(1))

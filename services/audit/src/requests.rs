@@ -15,12 +15,13 @@ pub const MAX_BATCH: usize = 500;
 pub const MAX_VALUES_BYTES: usize = 64 * 1024;
 
 /// The actions each writer service may record (by prefix): a writer cannot put
-/// words in another's mouth (a task token cannot record logins).
+/// words in another's mouth (a task token cannot record logins). Every writer
+/// records the refusals of its own guard (`security.`).
 fn may_record(source: &str, action: &str) -> bool {
     let prefixes: &[&str] = match source {
-        "auth" => &["auth."],
-        "tenant" => &["tenant.", "membership.", "settings."],
-        "task" => &["task.", "compliance."],
+        "auth" => &["auth.", "security."],
+        "tenant" => &["tenant.", "membership.", "settings.", "security."],
+        "task" => &["task.", "compliance.", "security."],
         _ => &[],
     };
     prefixes.iter().any(|p| action.starts_with(p))

@@ -68,6 +68,9 @@ impl ServiceModule for AuthModule {
             reason: format!("loading revoked sessions: {e}"),
         })?;
         let relay = env.outbox_relay(service)?;
-        Ok(Assembled::new(Routes::new(api.into_server())).with_task(relay))
+        let security = env.outbox_security_events();
+        Ok(Assembled::new(Routes::new(api.into_server()))
+            .with_task(relay)
+            .with_task(security))
     }
 }

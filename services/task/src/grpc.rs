@@ -210,7 +210,17 @@ impl TaskService for TaskApi {
                     assignee_id: change.assignee.map(|a| a.map(|u| *u.as_uuid())),
                     assignee_member_since: change.assignee.map(|_| member_since),
                 };
-                let after = repo::update_task(tx, update.id, &set).await?;
+                let mut after = repo::update_task(tx, update.id, &set).await?;
+                // Reopened with its assignee kept: not if they left meanwhile.
+                let reopened = !from.is_open() && status.is_some_and(TaskStatus::is_open);
+                if let (true, None, Some(assignee)) = (reopened, change.assignee, after.assignee_id)
+                {
+                    repo::lock_assignee(tx, UserId::from_uuid(assignee)).await?;
+                    if let Some(task) = repo::drop_departed_assignees(tx, &[after.id]).await?.pop()
+                    {
+                        after = task;
+                    }
+                }
                 let (old, new) = changes(&before, &after);
                 let event = Event::new("task.updated", "task", after.id)
                     .old(old)
@@ -319,13 +329,25 @@ impl TaskService for TaskApi {
                 }
                 let ids: Vec<Uuid> = movable.iter().map(|(id, _)| *id).collect();
                 repo::set_status(tx, &ids, bulk.status).await?;
+                // Reopened tasks do not bring back assignees who left.
+                let mut departed = 0;
+                if bulk.status.is_open() {
+                    for assignee in repo::assignees(tx, &ids).await? {
+                        repo::lock_assignee(tx, UserId::from_uuid(assignee)).await?;
+                    }
+                    departed = repo::drop_departed_assignees(tx, &ids).await?.len();
+                }
                 let tasks: Vec<_> = movable
                     .iter()
                     .map(|(id, from)| json!({ "id": id, "status": from }))
                     .collect();
                 let event = Event::new("task.bulk_status_updated", "task", "*")
                     .old(json!({ "tasks": tasks }))
-                    .new_value(json!({ "status": bulk.status.as_str(), "count": ids.len() }));
+                    .new_value(json!({
+                        "status": bulk.status.as_str(),
+                        "count": ids.len(),
+                        "unassigned_departed": departed,
+                    }));
                 audit::record(tx, ctx, event).await?;
                 Ok(ids)
             })
@@ -522,7 +544,7 @@ impl TaskService for TaskApi {
             .db
             .platform_tx(async |tx| {
                 let released =
-                    repo::release(tx, release.tenant, release.user, release.removal_time).await?;
+                    repo::release(tx, release.tenant, release.user, release.ended_since).await?;
                 if released > 0 {
                     Event::new(
                         "task.assignments_released",

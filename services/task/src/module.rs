@@ -51,6 +51,9 @@ impl ServiceModule for TaskModule {
         let api =
             TaskApi::new(env.db.clone(), tenants).with_super_admin_bypass(self.super_admin_bypass);
         let relay = env.outbox_relay(self.name())?;
-        Ok(Assembled::new(Routes::new(api.into_server())).with_task(relay))
+        let security = env.outbox_security_events();
+        Ok(Assembled::new(Routes::new(api.into_server()))
+            .with_task(relay)
+            .with_task(security))
     }
 }

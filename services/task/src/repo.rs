@@ -254,6 +254,22 @@ pub async fn set_status(
     .await?)
 }
 
+/// The distinct assignees of `ids`, sorted (locks are taken in this order).
+///
+/// # Errors
+/// On database failure.
+pub async fn assignees(tx: TenantConn<'_>, ids: &[Uuid]) -> Result<Vec<Uuid>, TaskError> {
+    Ok(tasks::table
+        .filter(tasks::tenant_id.eq(tx.tenant_id().as_uuid()))
+        .filter(tasks::id.eq_any(ids))
+        .filter(tasks::assignee_id.is_not_null())
+        .select(tasks::assignee_id.assume_not_null())
+        .distinct()
+        .order(tasks::assignee_id.assume_not_null())
+        .load(&mut tx.pg())
+        .await?)
+}
+
 /// The tenant's task count per status.
 ///
 /// # Errors
@@ -525,8 +541,61 @@ fn assignee_lock_key(tenant: TenantId, user: UserId) -> String {
 }
 
 /// Holds `assignee`'s assignments in this tenant against a concurrent release
-/// until the transaction ends, then refuses them if Tenant removed them at or
-/// after `member_since` (the membership Tenant showed began then).
+/// until the transaction ends (shared: writers do not wait for each other).
+///
+/// # Errors
+/// On database failure.
+pub async fn lock_assignee(tx: TenantConn<'_>, assignee: UserId) -> Result<(), TaskError> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
+        .bind::<diesel::sql_types::Text, _>(assignee_lock_key(tx.tenant_id(), assignee))
+        .execute(&mut tx.pg())
+        .await?;
+    Ok(())
+}
+
+/// Clears the assignee of those of `ids` whose assignee's membership has ended
+/// (a release skips closed tasks: a reopened one must not bring a member who
+/// left back); the tasks changed. Call with their assignees locked
+/// ([`lock_assignee`]).
+///
+/// # Errors
+/// On database failure.
+pub async fn drop_departed_assignees(
+    tx: TenantConn<'_>,
+    ids: &[Uuid],
+) -> Result<Vec<Task>, TaskError> {
+    let departed = member_removals::table
+        .filter(member_removals::tenant_id.eq(tasks::tenant_id))
+        .filter(member_removals::user_id.nullable().eq(tasks::assignee_id))
+        .filter(
+            tasks::assignee_member_since
+                .is_null()
+                .or(member_removals::ended_membership_since
+                    .nullable()
+                    .ge(tasks::assignee_member_since)),
+        );
+    Ok(diesel::update(
+        tasks::table
+            .filter(tasks::tenant_id.eq(tx.tenant_id().as_uuid()))
+            .filter(tasks::id.eq_any(ids))
+            .filter(tasks::assignee_id.is_not_null())
+            .filter(diesel::dsl::exists(departed)),
+    )
+    .set((
+        tasks::assignee_id.eq(None::<Uuid>),
+        tasks::assignee_member_since.eq(None::<DateTime<Utc>>),
+        tasks::version.eq(tasks::version + 1),
+        tasks::update_time.eq(diesel::dsl::now),
+    ))
+    .returning(Task::as_returning())
+    .get_results(&mut tx.pg())
+    .await?)
+}
+
+/// Holds `assignee`'s assignments in this tenant against a concurrent release
+/// until the transaction ends, then refuses them if the membership Tenant showed
+/// (begun at `member_since`) has ended: a released membership of theirs began
+/// at or after it.
 ///
 /// # Errors
 /// [`TaskError::AssigneeNotMember`] when they were removed since; on database failure.
@@ -536,15 +605,12 @@ pub async fn hold_assignee(
     member_since: DateTime<Utc>,
 ) -> Result<(), TaskError> {
     // Two statements: the check's snapshot must be taken after the lock is held.
-    diesel::sql_query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
-        .bind::<diesel::sql_types::Text, _>(assignee_lock_key(tx.tenant_id(), assignee))
-        .execute(&mut tx.pg())
-        .await?;
+    lock_assignee(tx, assignee).await?;
     let removed: bool = diesel::select(diesel::dsl::exists(
         member_removals::table
             .filter(member_removals::tenant_id.eq(tx.tenant_id().as_uuid()))
             .filter(member_removals::user_id.eq(assignee.as_uuid()))
-            .filter(member_removals::removal_time.ge(member_since)),
+            .filter(member_removals::ended_membership_since.ge(member_since)),
     ))
     .get_result(&mut tx.pg())
     .await?;
@@ -555,9 +621,9 @@ pub async fn hold_assignee(
 }
 
 /// Unassigns the open tasks of `user` (every assignee when `None`) in
-/// `tenant` that were assigned on a membership begun at or before
-/// `removal_time`; how many. A user's removal is also kept, for
-/// [`hold_assignee`].
+/// `tenant` that were assigned on the membership that ended (begun at
+/// `ended_since`) or an older one; how many. The user's ended membership is
+/// also kept, for [`hold_assignee`].
 ///
 /// # Errors
 /// On database failure.
@@ -565,7 +631,7 @@ pub async fn release(
     tx: PlatformConn<'_>,
     tenant: TenantId,
     user: Option<UserId>,
-    removal_time: DateTime<Utc>,
+    ended_since: DateTime<Utc>,
 ) -> Result<usize, TaskError> {
     let open = [
         TaskStatus::Pending.as_str(),
@@ -578,7 +644,7 @@ pub async fn release(
         .filter(
             tasks::assignee_member_since
                 .is_null()
-                .or(tasks::assignee_member_since.le(removal_time)),
+                .or(tasks::assignee_member_since.le(ended_since)),
         );
     let set = (
         tasks::assignee_id.eq(None::<Uuid>),
@@ -597,13 +663,15 @@ pub async fn release(
         .values((
             member_removals::tenant_id.eq(tenant.as_uuid()),
             member_removals::user_id.eq(user.as_uuid()),
-            member_removals::removal_time.eq(removal_time),
+            member_removals::ended_membership_since.eq(ended_since),
         ))
         .on_conflict((member_removals::tenant_id, member_removals::user_id))
         .do_update()
         .set(
-            member_removals::removal_time.eq(diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
-                "GREATEST(member_removals.removal_time, excluded.removal_time)",
+            member_removals::ended_membership_since.eq(diesel::dsl::sql::<
+                diesel::sql_types::Timestamptz,
+            >(
+                "GREATEST(member_removals.ended_membership_since, excluded.ended_membership_since)",
             )),
         )
         .execute(&mut tx.pg())

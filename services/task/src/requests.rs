@@ -474,8 +474,8 @@ pub struct Release {
     pub tenant: TenantId,
     /// `None`: every assignee (the tenant was deactivated).
     pub user: Option<UserId>,
-    /// When Tenant removed them (its clock).
-    pub removal_time: DateTime<Utc>,
+    /// The membership that ended, by its create time (Tenant's clock).
+    pub ended_since: DateTime<Utc>,
 }
 
 impl TryFrom<&pb::ReleaseAssignmentsRequest> for Release {
@@ -485,12 +485,22 @@ impl TryFrom<&pb::ReleaseAssignmentsRequest> for Release {
         let mut v = FieldViolations::new();
         let tenant = v.check("tenant_id", fields::tenant_id(&r.tenant_id));
         let user = v.check("user_id", optional_user(&r.user_id));
-        let removal_time = v.check("removal_time", time(r.removal_time.as_ref()));
+        // Not in the future: a far-future time would refuse the user for good.
+        let ended_since = v.check(
+            "membership_create_time",
+            time(r.membership_create_time.as_ref()).and_then(|t| {
+                if t > Utc::now() + chrono::Duration::minutes(5) {
+                    Err("must not be in the future")
+                } else {
+                    Ok(t)
+                }
+            }),
+        );
         v.build(|| {
             Some(Self {
                 tenant: tenant?,
                 user: user?,
-                removal_time: removal_time?,
+                ended_since: ended_since?,
             })
         })
     }

@@ -36,7 +36,7 @@ diesel::table! {
     member_removals (tenant_id, user_id) {
         tenant_id -> Uuid,
         user_id -> Uuid,
-        removal_time -> Timestamptz,
+        ended_membership_since -> Timestamptz,
     }
 }
 

@@ -63,12 +63,22 @@ pub async fn revoke_user(
 }
 
 /// Asks Task (through the outbox) to unassign `user`'s open tasks in the
-/// transaction's tenant: they left it.
+/// transaction's tenant: they left it. The membership that ended is named by
+/// its create time (what CheckMembership showed), so a later re-join is not
+/// mistaken for it, whatever the clocks.
 ///
 /// # Errors
 /// When the outbox insert fails.
-pub async fn release_user(tx: TenantConn<'_>, user: UserId) -> Result<(), TenantError> {
-    let payload = json!({ "user_id": user.to_string() });
+pub async fn release_user(
+    tx: TenantConn<'_>,
+    user: UserId,
+    membership_create_time: chrono::DateTime<chrono::Utc>,
+) -> Result<(), TenantError> {
+    let payload = json!({
+        "user_id": user.to_string(),
+        "membership_create_time": membership_create_time
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    });
     bulkhead_outbox::enqueue(tx, RELEASE_TOPIC, &payload).await?;
     Ok(())
 }

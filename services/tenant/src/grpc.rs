@@ -307,7 +307,7 @@ impl TenantService for TenantApi {
                     .old(membership_json(&target));
                 audit::record(tx, ctx, event).await?;
                 audit::revoke_user(tx, member, "membership removed").await?;
-                audit::release_user(tx, member).await?;
+                audit::release_user(tx, member, target.create_time).await?;
                 Ok::<_, TenantError>(())
             })
             .await?;

@@ -35,6 +35,9 @@ impl ServiceModule for TenantModule {
                 reason: format!("loading inactive tenants: {e}"),
             })?;
         let relay = env.outbox_relay(self.name())?;
-        Ok(Assembled::new(Routes::new(api.into_server())).with_task(relay))
+        let security = env.outbox_security_events();
+        Ok(Assembled::new(Routes::new(api.into_server()))
+            .with_task(relay)
+            .with_task(security))
     }
 }

@@ -195,12 +195,23 @@ impl Sink for ReleaseSink {
                         )));
                     }
                 };
-                // The removal's own transaction wrote the message: its time is
-                // the removal's, on the clock of Tenant's membership times.
+                // The membership that ended, by its create time; a deactivation
+                // ends every membership begun by the time it was written.
+                let ended = match &message.payload["membership_create_time"] {
+                    Value::String(t) => chrono::DateTime::parse_from_rfc3339(t)
+                        .map(|t| t.to_utc())
+                        .map_err(|_| {
+                            SinkError::rejected(format!(
+                                "task.release message {} has a bad membership time",
+                                message.id
+                            ))
+                        })?,
+                    _ => message.create_time,
+                };
                 let request = task::ReleaseAssignmentsRequest {
                     tenant_id: message.tenant_id.to_string(),
                     user_id,
-                    removal_time: Some(bulkhead_rpc::timestamp(message.create_time)),
+                    membership_create_time: Some(bulkhead_rpc::timestamp(ended)),
                 };
                 let request = with_credentials(&*self.credentials, request)?;
                 self.client

@@ -11,7 +11,8 @@ use http::HeaderMap;
 use crate::headers::{AUTHORIZATION, SERVICE_AUTHORIZATION, TENANT_ID, TRACEPARENT};
 use crate::token::{Identity, TokenUse};
 use crate::{
-    GuardError, InactiveTenants, Policy, RequestContext, RequestId, RevokedSessions, TokenVerifier,
+    GuardError, InactiveTenants, Policy, RequestContext, RequestId, RevokedSessions, SecurityEvent,
+    SecurityEvents, SecurityKind, TokenVerifier,
 };
 
 /// Layer adding [`Guard`]; one per server, holding that service's policy table.
@@ -21,6 +22,7 @@ pub struct GuardLayer {
     policy: Arc<Policy>,
     revoked: RevokedSessions,
     inactive: InactiveTenants,
+    security: Option<SecurityEvents>,
 }
 
 impl GuardLayer {
@@ -33,7 +35,15 @@ impl GuardLayer {
             policy: Arc::new(policy),
             revoked,
             inactive: InactiveTenants::default(),
+            security: None,
         }
+    }
+
+    /// Hands refusals of authenticated callers to `events` (for the audit trail).
+    #[must_use]
+    pub fn with_security_events(mut self, events: SecurityEvents) -> Self {
+        self.security = Some(events);
+        self
     }
 
     /// Refuses requests in the tenants of `inactive` with `FAILED_PRECONDITION`.
@@ -92,11 +102,20 @@ impl GuardLayer {
             return Ok(());
         }
         let principal = self.authenticate(request.headers())?;
-        check_tenant_assertion(request.headers(), &principal, request.uri().path())?;
+        if let Err(err) =
+            check_tenant_assertion(request.headers(), &principal, request.uri().path())
+        {
+            self.report(SecurityKind::TenantMismatch, &principal, request);
+            return Err(err);
+        }
         // Authenticated first, so an unknown method answers the same to everyone
         // without a token, and PERMISSION_DENIED to those with one.
-        let rule = rule.ok_or(GuardError::MethodNotAllowed)?;
+        let Some(rule) = rule else {
+            self.report(SecurityKind::PermissionDenied, &principal, request);
+            return Err(GuardError::MethodNotAllowed);
+        };
         if !rule.allows(&principal) {
+            self.report(SecurityKind::PermissionDenied, &principal, request);
             return Err(GuardError::Forbidden);
         }
         if principal
@@ -115,6 +134,31 @@ impl GuardLayer {
             .extensions_mut()
             .insert(RequestContext::new(principal, request_id, trace_id));
         Ok(())
+    }
+
+    /// Hands a refusal of an authenticated caller to the service, if it listens.
+    fn report<B>(&self, kind: SecurityKind, principal: &Principal, request: &http::Request<B>) {
+        let Some(events) = &self.security else {
+            return;
+        };
+        let asserted_tenant = (kind == SecurityKind::TenantMismatch).then(|| {
+            let value = request.headers().get(TENANT_ID);
+            let text = value.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            text.unwrap_or_default().chars().take(64).collect()
+        });
+        events.report(SecurityEvent {
+            kind,
+            principal: principal.clone(),
+            // Audit keeps resource ids up to 200 characters.
+            method: request.uri().path().chars().take(200).collect(),
+            asserted_tenant,
+            request_id: request
+                .extensions()
+                .get::<RequestId>()
+                .map(|id| id.as_str().to_owned())
+                .unwrap_or_default(),
+            trace_id: trace_id(request.headers()),
+        });
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, GuardError> {

@@ -8,7 +8,9 @@
 //!    to EdDSA, with `exp`/`nbf`/`iss`/`aud`, `kid` lookup and a size limit; refuse
 //!    revoked sessions; refuse an `x-tenant-id` that is not the token's tenant;
 //! 3. **authorize**: the service's [`Policy`] table decides; a method missing from
-//!    the table is denied.
+//!    the table is denied. A refusal of an authenticated caller (tenant mismatch,
+//!    permission denied) is also handed to the service as a [`SecurityEvent`],
+//!    for its audit trail.
 //!
 //! Only this crate can build a [`RequestContext`], and handlers can only find one
 //! that the guard put on the request: no context, no access (fail-secure).
@@ -19,6 +21,7 @@ mod layer;
 mod policy;
 mod request_id;
 mod revocation;
+mod security;
 pub mod token;
 mod verifier;
 
@@ -30,6 +33,7 @@ pub use layer::{Guard, GuardLayer};
 pub use policy::{Policy, Rule};
 pub use request_id::{RequestId, RequestIdLayer, RequestIdService};
 pub use revocation::{InactiveTenants, RevokedSessions};
+pub use security::{DEFAULT_PER_MINUTE, SecurityEvent, SecurityEvents, SecurityKind};
 pub use verifier::{TokenVerifier, Verified, VerifierConfig};
 
 /// The metadata keys of the wire contract (ARCHITECTURE.md §2).

@@ -12,8 +12,8 @@ use bulkhead_context::{
 };
 use bulkhead_guard::token::{Claims, SigningKey, unix_now};
 use bulkhead_guard::{
-    GuardLayer, Policy, RequestContext, RequestIdLayer, RevokedSessions, Rule, TokenVerifier,
-    VerifierConfig,
+    DEFAULT_PER_MINUTE, GuardLayer, Policy, RequestContext, RequestIdLayer, RevokedSessions, Rule,
+    SecurityEvent, SecurityEvents, SecurityKind, TokenVerifier, VerifierConfig,
 };
 use bulkhead_proto::auth::v1 as pb;
 use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -131,6 +131,7 @@ struct Harness {
     key: SigningKey,
     revoked: RevokedSessions,
     client: AuthServiceClient<Channel>,
+    security: tokio::sync::mpsc::Receiver<SecurityEvent>,
 }
 
 async fn harness() -> Harness {
@@ -144,7 +145,8 @@ async fn harness() -> Harness {
         .await
         .expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
-    let guard = GuardLayer::new(verifier, policy(), revoked.clone());
+    let (events, security) = SecurityEvents::channel(DEFAULT_PER_MINUTE);
+    let guard = GuardLayer::new(verifier, policy(), revoked.clone()).with_security_events(events);
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .layer(RequestIdLayer)
@@ -161,6 +163,7 @@ async fn harness() -> Harness {
         key,
         revoked,
         client,
+        security,
     }
 }
 
@@ -601,4 +604,117 @@ async fn public_methods_need_no_token_and_get_no_context() {
         .get_jwks(GetJwksRequest {})
         .await
         .expect("public method");
+}
+
+/// Every event the guard reported so far.
+fn reported(h: &mut Harness) -> Vec<SecurityEvent> {
+    std::iter::from_fn(|| h.security.try_recv().ok()).collect()
+}
+
+/// Refusals of callers whose token was good (a role too low, a method not in
+/// the table, another tenant asserted) are handed to the service as security
+/// events, a few per principal per minute; a caller without a valid token
+/// leaves none.
+#[tokio::test]
+async fn refusals_of_known_callers_become_security_events_limited_per_principal() {
+    let mut h = harness().await;
+    let viewer = alice(TenantRole::Viewer);
+    let token = h.key.sign(&claims(&viewer)).expect("sign");
+    let auth = format!("Bearer {token}");
+    let as_viewer = |m: CreateUserRequest| with_header(m, "authorization", &auth);
+
+    assert_refused(
+        h.client.who_am_i(Request::new(WhoAmIRequest {})).await,
+        Code::Unauthenticated,
+    );
+    assert_refused(
+        h.client.who_am_i(bearer("forged")).await,
+        Code::Unauthenticated,
+    );
+    h.client
+        .who_am_i(bearer(&token))
+        .await
+        .expect("allowed: no event");
+    let denied = h
+        .client
+        .create_user(as_viewer(CreateUserRequest::default()))
+        .await;
+    assert_eq!(denied.expect_err("viewer").code(), Code::PermissionDenied);
+    let missing = h
+        .client
+        .logout(with_header(
+            LogoutRequest::default(),
+            "authorization",
+            &auth,
+        ))
+        .await;
+    assert_eq!(
+        missing.expect_err("not in the table").code(),
+        Code::PermissionDenied
+    );
+    let other = TenantId::new_v7().to_string();
+    let mut mismatched = bearer(&token);
+    mismatched
+        .metadata_mut()
+        .insert("x-tenant-id", other.parse().expect("ascii"));
+    assert_refused(h.client.who_am_i(mismatched).await, Code::PermissionDenied);
+
+    let events = reported(&mut h);
+    let seen: Vec<(SecurityKind, &str, Option<&str>)> = events
+        .iter()
+        .map(|e| (e.kind, e.method.as_str(), e.asserted_tenant.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                SecurityKind::PermissionDenied,
+                "/bulkhead.auth.v1.AuthService/CreateUser",
+                None
+            ),
+            (
+                SecurityKind::PermissionDenied,
+                "/bulkhead.auth.v1.AuthService/Logout",
+                None
+            ),
+            (
+                SecurityKind::TenantMismatch,
+                "/bulkhead.auth.v1.AuthService/WhoAmI",
+                Some(other.as_str())
+            ),
+        ]
+    );
+    for event in &events {
+        assert_eq!(
+            event.principal.user().map(|u| u.user_id),
+            Some(viewer.user_id)
+        );
+        assert!(!event.request_id.is_empty(), "the request id is carried");
+    }
+
+    // A flood from one principal: only the rest of its allowance is reported.
+    for _ in 0..30 {
+        let denied = h
+            .client
+            .create_user(as_viewer(CreateUserRequest::default()))
+            .await;
+        assert_eq!(denied.expect_err("viewer").code(), Code::PermissionDenied);
+    }
+    let flood = reported(&mut h);
+    assert_eq!(flood.len(), DEFAULT_PER_MINUTE as usize - 3);
+    // Another principal is not held back by it.
+    let other_viewer = h
+        .key
+        .sign(&claims(&alice(TenantRole::Viewer)))
+        .expect("sign");
+    let denied = h
+        .client
+        .create_user(with_header(
+            CreateUserRequest::default(),
+            "authorization",
+            &format!("Bearer {other_viewer}"),
+        ))
+        .await;
+    assert_eq!(denied.expect_err("viewer").code(), Code::PermissionDenied);
+    assert_eq!(reported(&mut h).len(), 1);
 }

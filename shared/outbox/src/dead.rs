@@ -86,7 +86,7 @@ pub async fn redrive(db: &Db, which: &Redrive) -> Result<usize, DbError> {
     db.platform_tx(async |tx| {
         diesel::sql_query(
             "UPDATE outbox SET dead_time = NULL, rejections = 0, next_attempt_time = now(),
-                    claimed_until = NULL
+                    claimed_until = NULL, claim_id = NULL
               WHERE dead_time IS NOT NULL AND ($1::uuid IS NULL OR id = $1)",
         )
         .bind::<Nullable<SqlUuid>, _>(id)

@@ -249,7 +249,8 @@ impl Relay {
     /// # Errors
     /// [`DbError`] when the database fails; sink failures are not errors here.
     pub async fn run_once(&self) -> Result<RoundReport, DbError> {
-        let claimed = self.claim().await?;
+        let round = Uuid::now_v7();
+        let claimed = self.claim(round).await?;
         if claimed.is_empty() {
             return Ok(RoundReport::default());
         }
@@ -258,19 +259,24 @@ impl Relay {
             by_topic.entry(c.message.topic.clone()).or_default().push(c);
         }
         let mut outcomes = Vec::new();
+        // Stop trying well inside the lease: what is left is released, never
+        // delivered while another relay may have taken it over.
+        let deadline = std::time::Instant::now() + self.config.lease() / 2;
         for (topic, mut batch) in by_topic {
             batch.sort_by_key(|c| (*c.message.tenant_id.as_uuid(), c.message.seq));
             let results = match self.sinks.get(&topic) {
-                Some((sink, _)) => self.deliver(sink.as_ref(), &batch).await,
-                None => batch.iter().map(|_| Outcome::Released).collect(),
+                Some((sink, _)) if std::time::Instant::now() < deadline => {
+                    self.deliver(sink.as_ref(), &batch, deadline).await
+                }
+                _ => batch.iter().map(|_| Outcome::Released).collect(),
             };
             outcomes.extend(batch.into_iter().zip(results));
         }
-        self.mark(outcomes).await
+        self.mark(round, outcomes).await
     }
 
     /// Claims the due messages of routed topics with a lease.
-    async fn claim(&self) -> Result<Vec<Claimed>, DbError> {
+    async fn claim(&self, round: Uuid) -> Result<Vec<Claimed>, DbError> {
         let topics: Vec<String> = self.sinks.keys().cloned().collect();
         let lease_ms = self.config.lease().as_secs_f64() * 1000.0;
         let batch_size = self.config.batch_size;
@@ -297,7 +303,8 @@ impl Relay {
                          ORDER BY o.tenant_id, o.topic, o.seq
                          LIMIT $1
                          FOR UPDATE OF o)
-                     UPDATE outbox o SET claimed_until = now() + $3 * interval '1 millisecond'
+                     UPDATE outbox o SET claimed_until = now() + $3 * interval '1 millisecond',
+                                         claim_id = $4
                        FROM due WHERE o.tenant_id = due.tenant_id AND o.seq = due.seq
                      RETURNING o.tenant_id, o.seq, o.id, o.topic, o.payload, o.attempts,
                                o.rejections, o.create_time",
@@ -305,6 +312,7 @@ impl Relay {
                 .bind::<BigInt, _>(batch_size)
                 .bind::<Array<Text>, _>(&topics)
                 .bind::<Double, _>(lease_ms)
+                .bind::<SqlUuid, _>(round)
                 .load(&mut tx.pg())
                 .await
                 .map_err(DbError::from)
@@ -339,7 +347,12 @@ impl Relay {
     }
 
     /// Delivers one topic's batch; an outcome per message, in order.
-    async fn deliver(&self, sink: &dyn Sink, batch: &[Claimed]) -> Vec<Outcome> {
+    async fn deliver(
+        &self,
+        sink: &dyn Sink,
+        batch: &[Claimed],
+        deadline: std::time::Instant,
+    ) -> Vec<Outcome> {
         let messages: Vec<Message> = batch.iter().map(|c| c.message.clone()).collect();
         let err = match self.send(sink, &messages).await {
             Ok(()) => return batch.iter().map(|_| Outcome::Delivered).collect(),
@@ -361,7 +374,7 @@ impl Relay {
         let mut unreachable = false;
         for c in batch {
             let tenant = c.message.tenant_id;
-            if unreachable || held.contains(&tenant) {
+            if unreachable || held.contains(&tenant) || std::time::Instant::now() >= deadline {
                 outcomes.push(Outcome::Released);
                 continue;
             }
@@ -381,7 +394,11 @@ impl Relay {
     }
 
     /// Records a round's outcomes in one short transaction.
-    async fn mark(&self, outcomes: Vec<(Claimed, Outcome)>) -> Result<RoundReport, DbError> {
+    async fn mark(
+        &self,
+        round: Uuid,
+        outcomes: Vec<(Claimed, Outcome)>,
+    ) -> Result<RoundReport, DbError> {
         let mut report = RoundReport::default();
         let (mut delivered, mut released) = (Keys::default(), Keys::default());
         let mut failed = Keys::default();
@@ -438,12 +455,14 @@ impl Relay {
                 if !delivered.is_empty() {
                     diesel::sql_query(
                         "UPDATE outbox o
-                            SET delivered_time = now(), claimed_until = NULL, last_error = NULL
+                            SET delivered_time = now(), claimed_until = NULL, claim_id = NULL,
+                                last_error = NULL
                            FROM unnest($1::uuid[], $2::bigint[]) AS d(tenant_id, seq)
-                          WHERE o.tenant_id = d.tenant_id AND o.seq = d.seq",
+                          WHERE o.tenant_id = d.tenant_id AND o.seq = d.seq AND o.claim_id = $3",
                     )
                     .bind::<Array<SqlUuid>, _>(&delivered.tenants)
                     .bind::<Array<BigInt>, _>(&delivered.seqs)
+                    .bind::<SqlUuid, _>(round)
                     .execute(&mut tx.pg())
                     .await?;
                 }
@@ -455,11 +474,12 @@ impl Relay {
                                 next_attempt_time = now() + d.delay_ms * interval '1 millisecond',
                                 last_error = d.error,
                                 claimed_until = NULL,
+                                claim_id = NULL,
                                 dead_time = CASE WHEN d.dead THEN now() END
                            FROM unnest($1::uuid[], $2::bigint[], $3::float8[], $4::text[],
                                        $5::int[], $6::bool[])
                                 AS d(tenant_id, seq, delay_ms, error, rejected, dead)
-                          WHERE o.tenant_id = d.tenant_id AND o.seq = d.seq",
+                          WHERE o.tenant_id = d.tenant_id AND o.seq = d.seq AND o.claim_id = $7",
                     )
                     .bind::<Array<SqlUuid>, _>(&failed.tenants)
                     .bind::<Array<BigInt>, _>(&failed.seqs)
@@ -467,17 +487,19 @@ impl Relay {
                     .bind::<Array<Text>, _>(&errors)
                     .bind::<Array<Integer>, _>(&rejected)
                     .bind::<Array<Bool>, _>(&dead)
+                    .bind::<SqlUuid, _>(round)
                     .execute(&mut tx.pg())
                     .await?;
                 }
                 if !released.is_empty() {
                     diesel::sql_query(
-                        "UPDATE outbox o SET claimed_until = NULL
+                        "UPDATE outbox o SET claimed_until = NULL, claim_id = NULL
                            FROM unnest($1::uuid[], $2::bigint[]) AS d(tenant_id, seq)
-                          WHERE o.tenant_id = d.tenant_id AND o.seq = d.seq",
+                          WHERE o.tenant_id = d.tenant_id AND o.seq = d.seq AND o.claim_id = $3",
                     )
                     .bind::<Array<SqlUuid>, _>(&released.tenants)
                     .bind::<Array<BigInt>, _>(&released.seqs)
+                    .bind::<SqlUuid, _>(round)
                     .execute(&mut tx.pg())
                     .await?;
                 }

@@ -485,11 +485,13 @@ async fn a_hung_receiver_holds_no_lock_and_times_out() {
     drain(&first, || hung.taken_ns(a) == vec![1]).await;
 }
 
-/// Delivered messages older than the pruning age are deleted; pending and dead
-/// ones never are.
+/// Delivered messages older than the pruning age (and a day at least) are
+/// deleted; pending and dead ones never are, and the platform role cannot
+/// backdate a delivery to hurry one out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_messages_are_pruned_and_nothing_else() {
-    let db = db().await;
+    let database = test_database(&WRITER).await;
+    let db = database.app_db(4).await;
     let sink = Arc::new(PickySink::refusing());
     let config = RelayConfig {
         dead_letter_after: 1,
@@ -507,6 +509,31 @@ async fn delivered_messages_are_pruned_and_nothing_else() {
     db.tenant_tx(a, async |tx| enqueue(tx, "unrouted", &json!({})).await)
         .await
         .expect("write");
+    assert_eq!(relay.prune().await.expect("prune"), 0, "delivered just now");
+
+    let backdate = "UPDATE outbox SET delivered_time = now() - interval '2 days'
+                     WHERE delivered_time IS NOT NULL";
+    let as_platform = db
+        .platform_tx(async |tx| {
+            diesel::sql_query(backdate)
+                .execute(&mut tx.pg())
+                .await
+                .map_err(DbError::from)
+        })
+        .await;
+    assert!(
+        as_platform.is_err(),
+        "the relay's role cannot backdate a delivery"
+    );
+    let mut admin = database.admin_connection().await;
+    diesel::sql_query("SET session_replication_role = replica")
+        .execute(&mut admin)
+        .await
+        .expect("as the superuser, past the trigger");
+    diesel::sql_query(backdate)
+        .execute(&mut admin)
+        .await
+        .expect("two days pass");
     assert_eq!(relay.prune().await.expect("prune"), 5);
     let stats = relay.stats().await.expect("stats");
     assert_eq!((stats.pending, stats.dead), (1, 1));

@@ -13,7 +13,10 @@ use bulkhead_outbox::OnRejection;
 use bulkhead_clients::ServiceCredentials;
 use bulkhead_db::Db;
 use bulkhead_db::schema::ServiceSchema;
-use bulkhead_guard::{GuardLayer, InactiveTenants, Policy, RevokedSessions, TokenVerifier};
+use bulkhead_guard::{
+    GuardLayer, InactiveTenants, Policy, RevokedSessions, SecurityEvent, SecurityEvents,
+    TokenVerifier,
+};
 use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -143,6 +146,11 @@ pub struct ServiceEnv {
     pub credentials: Option<Arc<dyn ServiceCredentials>>,
     /// Flips to true when the process stops; background tasks end with it.
     pub shutdown: watch::Receiver<bool>,
+    /// The guard's refusals of authenticated callers, for the audit trail
+    /// (taken by the one task that records them).
+    pub security_events: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<SecurityEvent>>>>,
+    /// The guard's reporter (its limiter is pruned by that task).
+    pub security: SecurityEvents,
 }
 
 impl std::fmt::Debug for ServiceEnv {
@@ -202,6 +210,57 @@ impl ServiceEnv {
             );
         }
         Ok(Some(Box::pin(relay.run(self.shutdown.clone()))))
+    }
+
+    /// Records the guard's refusals (security events) as audit events through
+    /// this service's outbox, each in its caller's tenant trail (a service's
+    /// own in the platform chain), a batch per transaction.
+    pub fn outbox_security_events(&self) -> Option<BoxFuture<'static, ()>> {
+        let mut receiver = self
+            .security_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()?;
+        let (db, reporter) = (self.db.clone(), self.security.clone());
+        let mut shutdown = self.shutdown.clone();
+        Some(Box::pin(async move {
+            let mut pruned = std::time::Instant::now();
+            loop {
+                let first = tokio::select! {
+                    event = receiver.recv() => match event {
+                        Some(event) => event,
+                        None => return,
+                    },
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                };
+                let mut batch = vec![first];
+                while batch.len() < 100 {
+                    match receiver.try_recv() {
+                        Ok(event) => batch.push(event),
+                        Err(_) => break,
+                    }
+                }
+                let recorded = db
+                    .platform_tx(async |tx| {
+                        for refusal in &batch {
+                            let (tenant, actor, event) =
+                                bulkhead_outbox::audit::security_event(refusal);
+                            event.record_for(tx, tenant, &actor).await?;
+                        }
+                        Ok::<_, bulkhead_db::DbError>(())
+                    })
+                    .await;
+                if let Err(err) = recorded {
+                    tracing::error!(%err, count = batch.len(), "security events not recorded");
+                    metrics::counter!("security_events_dropped_total", "action" => "unrecorded")
+                        .increment(batch.len() as u64);
+                }
+                if pruned.elapsed() > std::time::Duration::from_secs(60) {
+                    reporter.prune();
+                    pruned = std::time::Instant::now();
+                }
+            }
+        }))
     }
 }
 
@@ -360,18 +419,22 @@ pub async fn start(
         tenant_tables = ?report.tenant_tables,
         "row-level security verified"
     );
+    let (security, security_events) = SecurityEvents::channel(bulkhead_guard::DEFAULT_PER_MINUTE);
     let layer = GuardLayer::new(
         guard.verifier.clone(),
         module.policy(),
         guard.revoked.clone(),
     )
-    .with_inactive_tenants(guard.inactive.clone());
+    .with_inactive_tenants(guard.inactive.clone())
+    .with_security_events(security.clone());
     let env = ServiceEnv {
         db,
         guard,
         peers,
         credentials,
         shutdown: shutdown.clone(),
+        security_events: Arc::new(std::sync::Mutex::new(Some(security_events))),
+        security,
     };
     let assembled = module.assemble(env).await?;
     let tasks = assembled.tasks.into_iter().map(tokio::spawn).collect();

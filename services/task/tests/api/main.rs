@@ -390,7 +390,9 @@ async fn every_rpc_answers_each_kind_of_caller_exactly() {
                         pb::ReleaseAssignmentsRequest {
                             tenant_id: org.tenant.id.clone(),
                             user_id: String::new(),
-                            removal_time: Some(bulkhead_rpc::timestamp(chrono::Utc::now())),
+                            membership_create_time: Some(bulkhead_rpc::timestamp(
+                                chrono::Utc::now(),
+                            )),
                         },
                     ))
                     .await
@@ -1287,12 +1289,12 @@ async fn only_tenant_releases_and_the_platform_role_only_clears_assignees() {
 fn release_of(
     org: &helpers::Org,
     user: &Caller,
-    removal_time: chrono::DateTime<chrono::Utc>,
+    ended_since: chrono::DateTime<chrono::Utc>,
 ) -> pb::ReleaseAssignmentsRequest {
     pb::ReleaseAssignmentsRequest {
         tenant_id: org.tenant.id.clone(),
         user_id: user.user().user_id.to_string(),
-        removal_time: Some(bulkhead_rpc::timestamp(removal_time)),
+        membership_create_time: Some(bulkhead_rpc::timestamp(ended_since)),
     }
 }
 
@@ -1448,7 +1450,7 @@ async fn no_assignment_survives_a_removal_racing_the_writes() {
     // The removal and its release land together (the outbox may deliver within
     // milliseconds): writes checked before either and committed after both,
     // and writes in between, all race them.
-    let removal_time = chrono::Utc::now();
+    let ended_since = chrono::Utc::now();
     let mut tenants = h.tenants.clone();
     let remove = tenants.remove_member(h.request(
         &org.owner,
@@ -1458,7 +1460,7 @@ async fn no_assignment_survives_a_removal_racing_the_writes() {
     ));
     let (removed, _) = tokio::join!(
         remove,
-        release(&h, release_of(&org, &org.viewer, removal_time))
+        release(&h, release_of(&org, &org.viewer, ended_since))
     );
     removed.expect("removed");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -1482,5 +1484,94 @@ async fn no_assignment_survives_a_removal_racing_the_writes() {
         ))
         .await,
         0
+    );
+}
+
+/// A release skips closed tasks; reopening one (alone or in bulk) does not
+/// bring back an assignee who left meanwhile, and one still a member stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_task_does_not_bring_back_an_assignee_who_left() {
+    let h = spawn_service().await;
+    let org = h.org("acme").await;
+    let assigned_to = |who: &Caller| {
+        let request = pb::CreateTaskRequest {
+            title: "done".into(),
+            assignee_user_id: who.user().user_id.to_string(),
+            status: pb::TaskStatus::Completed.into(),
+            ..Default::default()
+        };
+        let (mut tasks, request) = (h.tasks.clone(), h.request(&org.member, request));
+        async move {
+            tasks
+                .create_task(request)
+                .await
+                .expect("created")
+                .into_inner()
+                .task
+                .expect("task")
+        }
+    };
+    let single = assigned_to(&org.viewer).await;
+    let bulk = assigned_to(&org.viewer).await;
+    let stays = assigned_to(&org.admin).await;
+    assert_eq!(
+        release(&h, release_of(&org, &org.viewer, chrono::Utc::now())).await,
+        0
+    );
+
+    let reopened = h
+        .tasks
+        .clone()
+        .update_task(h.request(
+            &org.member,
+            pb::UpdateTaskRequest {
+                task: Some(pb::Task {
+                    id: single.id.clone(),
+                    status: pb::TaskStatus::Pending.into(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["status"]),
+            },
+        ))
+        .await
+        .expect("reopened")
+        .into_inner()
+        .task
+        .expect("task");
+    assert_eq!(status_of(&reopened), pb::TaskStatus::Pending);
+    assert_eq!(
+        reopened.assignee_user_id, "",
+        "the departed assignee is dropped"
+    );
+
+    let moved = h
+        .tasks
+        .clone()
+        .bulk_update_task_status(h.request(
+            &org.admin,
+            pb::BulkUpdateTaskStatusRequest {
+                task_ids: vec![bulk.id.clone(), stays.id.clone()],
+                status: pb::TaskStatus::Pending.into(),
+            },
+        ))
+        .await
+        .expect("bulk")
+        .into_inner()
+        .updated_task_ids;
+    assert_eq!(moved.len(), 2);
+    assert_eq!(
+        get(&h, &org.member, &bulk.id)
+            .await
+            .expect("get")
+            .assignee_user_id,
+        ""
+    );
+    assert_eq!(
+        get(&h, &org.member, &stays.id)
+            .await
+            .expect("get")
+            .assignee_user_id,
+        org.admin.user().user_id.to_string(),
+        "a member still there keeps their task"
     );
 }

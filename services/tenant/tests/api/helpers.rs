@@ -108,7 +108,8 @@ impl Harness {
         user_in(tenant, user, role)
     }
 
-    /// Outbox messages of `topic` for `tenant`, read as the database owner.
+    /// Outbox messages of `topic` for `tenant`, read as the database owner: the
+    /// handlers' own (the guard's security events arrive on their own time).
     pub async fn outbox(&self, tenant: &str, topic: &str) -> Vec<serde_json::Value> {
         use diesel_async::RunQueryDsl as _;
         #[derive(diesel::QueryableByName)]
@@ -118,7 +119,8 @@ impl Harness {
         }
         let mut conn = self.database.admin_connection().await;
         let rows: Vec<Row> = diesel::sql_query(
-            "SELECT payload FROM outbox WHERE tenant_id = $1::uuid AND topic = $2 ORDER BY seq",
+            "SELECT payload FROM outbox WHERE tenant_id = $1::uuid AND topic = $2
+               AND coalesce(payload->>'action', '') NOT LIKE 'security.%' ORDER BY seq",
         )
         .bind::<diesel::sql_types::Text, _>(tenant)
         .bind::<diesel::sql_types::Text, _>(topic)
