@@ -180,7 +180,7 @@ async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
     );
     let started = std::time::Instant::now();
     while audit
-        .create_checkpoint(bearer(&token, audit_pb::CreateCheckpointRequest {}))
+        .create_checkpoint(bearer(&token, audit_pb::CreateCheckpointRequest::default()))
         .await
         .expect("checkpoint")
         .into_inner()

@@ -1,6 +1,7 @@
 //! The gRPC handlers: appends from the writer services' relays (the source
 //! service from the caller's token), and a tenant's own reads.
 
+use bulkhead_context::{PlatformRole, TenantId, TenantRole};
 use bulkhead_db::Db;
 use bulkhead_guard::RequestContext;
 use bulkhead_proto::audit::v1 as pb;
@@ -24,6 +25,25 @@ const BATCH: i64 = 100;
 const MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Now, to the microsecond (what the database keeps, so what the chain hashes).
+/// The chain a trail request reads: the caller's tenant's (OWNER/ADMIN), or,
+/// asked for, the platform chain of events of no tenant (SUPER_ADMIN only).
+/// A SUPER_ADMIN reads a tenant's trail only as that tenant's OWNER/ADMIN.
+fn chain_of(ctx: &RequestContext, platform: bool) -> Result<TenantId, Status> {
+    let user = ctx.tenant_user()?;
+    if platform {
+        return if user.platform_role == PlatformRole::SuperAdmin {
+            Ok(TenantId::from_uuid(uuid::Uuid::nil()))
+        } else {
+            Err(AuditError::Forbidden.into())
+        };
+    }
+    if user.tenant_role >= TenantRole::Admin {
+        Ok(user.tenant_id)
+    } else {
+        Err(AuditError::Forbidden.into())
+    }
+}
+
 pub(crate) fn now_micros() -> chrono::DateTime<chrono::Utc> {
     use chrono::DurationRound as _;
     let now = chrono::Utc::now();
@@ -104,11 +124,11 @@ impl AuditService for AuditApi {
         request: Request<pb::QueryEventsRequest>,
     ) -> Reply<pb::QueryEventsResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let user = ctx.tenant_user()?;
-        let query = Query::parse(request.get_ref(), user.tenant_id)?;
+        let chain = chain_of(ctx, request.get_ref().platform)?;
+        let query = Query::parse(request.get_ref(), chain)?;
         let mut rows = self
             .db
-            .tenant_read(user.tenant_id, async |tx| {
+            .tenant_read(chain, async |tx| {
                 repo::query(tx, &query.filter, query.before, query.size + 1).await
             })
             .await?;
@@ -150,7 +170,7 @@ impl AuditService for AuditApi {
     ) -> Reply<Self::ExportEventsStream> {
         let ctx = RequestContext::from_request(&request)?;
         let user = ctx.tenant_user()?;
-        let tenant = user.tenant_id;
+        let tenant = chain_of(ctx, request.get_ref().platform)?;
         let filter = export_filter(request.get_ref())?;
         // An export is itself in the trail, before the events it carries.
         let exported = NewEvent {
@@ -243,7 +263,7 @@ impl AuditService for AuditApi {
         request: Request<pb::VerifyChainRequest>,
     ) -> Reply<pb::VerifyChainResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let tenant = ctx.tenant_user()?.tenant_id;
+        let tenant = chain_of(ctx, request.get_ref().platform)?;
         // The checkpoints to hold the chain to: the newest stored one (its
         // signature checked, never its columns) and the caller's own copy.
         let notary = &self.notary;
@@ -387,7 +407,7 @@ impl AuditService for AuditApi {
         request: Request<pb::CreateCheckpointRequest>,
     ) -> Reply<pb::CreateCheckpointResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let tenant = ctx.tenant_user()?.tenant_id;
+        let tenant = chain_of(ctx, request.get_ref().platform)?;
         let notary = &self.notary;
         let checkpoint = self
             .db

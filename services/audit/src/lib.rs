@@ -45,22 +45,22 @@ pub fn policy() -> Policy {
         .allow(
             SERVICE_NAME,
             "QueryEvents",
-            Rule::tenant_role(TenantRole::Admin),
+            Rule::tenant_role(TenantRole::Admin).or_super_admin(),
         )
         .allow(
             SERVICE_NAME,
             "ExportEvents",
-            Rule::tenant_role(TenantRole::Admin),
+            Rule::tenant_role(TenantRole::Admin).or_super_admin(),
         )
         .allow(
             SERVICE_NAME,
             "VerifyChain",
-            Rule::tenant_role(TenantRole::Admin),
+            Rule::tenant_role(TenantRole::Admin).or_super_admin(),
         )
         .allow(
             SERVICE_NAME,
             "CreateCheckpoint",
-            Rule::tenant_role(TenantRole::Admin),
+            Rule::tenant_role(TenantRole::Admin).or_super_admin(),
         )
         // Anyone may check a checkpoint: the keys are public.
         .allow(SERVICE_NAME, "GetCheckpointKeys", Rule::public())

@@ -84,7 +84,10 @@ impl Harness {
             .verify_chain(self.as_user(
                 tenant,
                 TenantRole::Admin,
-                pb::VerifyChainRequest { checkpoint },
+                pb::VerifyChainRequest {
+                    checkpoint,
+                    ..Default::default()
+                },
             ))
             .await
             .map(tonic::Response::into_inner)
@@ -96,7 +99,7 @@ impl Harness {
             .create_checkpoint(self.as_user(
                 tenant,
                 TenantRole::Owner,
-                pb::CreateCheckpointRequest {},
+                pb::CreateCheckpointRequest::default(),
             ))
             .await
             .expect("checkpoint")
@@ -418,6 +421,7 @@ async fn queries_filter_and_page_and_bad_input_is_reported() {
                     filter: Some(created.clone()),
                     page_size: 2,
                     page_token: token.clone(),
+                    platform: false,
                 },
             )
             .await
@@ -436,6 +440,7 @@ async fn queries_filter_and_page_and_bad_input_is_reported() {
                 filter: Some(created),
                 page_size: 2,
                 page_token: String::new(),
+                platform: false,
             },
         )
         .await
@@ -447,6 +452,7 @@ async fn queries_filter_and_page_and_bad_input_is_reported() {
                 filter: None,
                 page_size: 2,
                 page_token: first.next_page_token.clone(),
+                platform: false,
             },
         )
         .await
@@ -459,6 +465,7 @@ async fn queries_filter_and_page_and_bad_input_is_reported() {
                 filter: None,
                 page_size: 2,
                 page_token: first.next_page_token,
+                platform: false,
             },
         )
         .await
@@ -746,4 +753,117 @@ async fn verification_during_appends_never_raises_a_false_alarm() {
     for appender in appenders {
         appender.await.expect("appender");
     }
+}
+
+/// The platform chain (events of no tenant) is read, exported, verified and
+/// checkpointed by SUPER_ADMINs only; a SUPER_ADMIN reads a tenant's trail only
+/// as that tenant's OWNER/ADMIN, and a tenant ADMIN never the platform's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_super_admins_read_the_platform_chain() {
+    let h = spawn_service().await;
+    let platform = TenantId::from_uuid(uuid::Uuid::nil());
+    let a = TenantId::new_v7();
+    h.append(vec![
+        event(platform, "task.read_across_tenants"),
+        event(a, "task.created"),
+    ])
+    .await
+    .expect("append");
+    let operator = Caller::User(TenantUser {
+        user_id: UserId::new_v7(),
+        session_id: SessionId::new_v7(),
+        tenant_id: a,
+        tenant_slug: "t".into(),
+        tenant_role: TenantRole::Viewer,
+        platform_role: PlatformRole::SuperAdmin,
+    });
+    let mut client = h.client.clone();
+
+    let events = client
+        .query_events(h.tokens.request(
+            &operator,
+            pb::QueryEventsRequest {
+                platform: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("a SUPER_ADMIN reads the platform chain")
+        .into_inner()
+        .events;
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.tenant_id.as_str(), e.action.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(platform.to_string().as_str(), "task.read_across_tenants")]
+    );
+
+    let denied = client
+        .query_events(
+            h.tokens
+                .request(&operator, pb::QueryEventsRequest::default()),
+        )
+        .await
+        .expect_err("a VIEWER of A, SUPER_ADMIN or not");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = client
+        .query_events(h.as_user(
+            a,
+            TenantRole::Owner,
+            pb::QueryEventsRequest {
+                platform: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("a tenant OWNER");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    let mut export = client
+        .export_events(h.tokens.request(
+            &operator,
+            pb::ExportEventsRequest {
+                platform: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("export")
+        .into_inner();
+    let mut exported = Vec::new();
+    while let Some(batch) = export.message().await.expect("batch") {
+        exported.extend(batch.events);
+    }
+    let actions: Vec<&str> = exported.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, vec!["task.read_across_tenants", "audit.exported"]);
+    assert!(exported.iter().all(|e| e.tenant_id == platform.to_string()));
+
+    let checkpoint = client
+        .create_checkpoint(
+            h.tokens
+                .request(&operator, pb::CreateCheckpointRequest { platform: true }),
+        )
+        .await
+        .expect("checkpoint")
+        .into_inner()
+        .checkpoint
+        .expect("a head");
+    assert_eq!(checkpoint.tenant_id, platform.to_string());
+    let verified = client
+        .verify_chain(h.tokens.request(
+            &operator,
+            pb::VerifyChainRequest {
+                checkpoint: checkpoint.jws,
+                platform: true,
+            },
+        ))
+        .await
+        .expect("verify")
+        .into_inner();
+    assert!(verified.ok, "{}", verified.detail);
+    assert_eq!(verified.checked_count, 2);
+    // Tenant A's chain is untouched by all this.
+    assert_eq!(h.sequences(a).await.len(), 1);
 }
