@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Uses the product as an operator would, then checks Audit's chain from outside:
 # starts `bulkhead up` on its own address and data folder, runs the Task
-# walkthrough, exports the default tenant's audit trail with grpcurl and has a
-# standard-library-only Python script recompute every hash.
+# walkthrough, exports the default tenant's audit trail with grpcurl, has a
+# standard-library-only Python script recompute every hash, and checks the file
+# offline with `bulkhead audit verify` against Audit's published key (a cut
+# copy must be refused).
 #
 #   bash deploy/checks/audit_export_check.sh [path/to/bulkhead]
 #
@@ -31,6 +33,27 @@ token=$(grpcurl -plaintext -d "{\"email\":\"admin@bulkhead.local\",\"password\":
   "$AUTH_ADDR" bulkhead.auth.v1.AuthService/Login | python3 -c 'import json,sys; print(json.load(sys.stdin)["tokens"]["accessToken"])')
 grpcurl -plaintext -H "authorization: Bearer $token" "$host:50054" bulkhead.audit.v1.AuditService/ExportEvents >"$work/export.json"
 python3 "$here/verify_audit_export.py" "$work/export.json"
+# The same file, offline, against Audit's published key: the export ends with a
+# signed checkpoint, so a cut or altered file is refused.
+grpcurl -plaintext "$host:50054" bulkhead.audit.v1.AuditService/GetCheckpointKeys >"$work/keys.json"
+"$bulkhead" audit verify "$work/export.json" --keys "$work/keys.json"
+python3 - "$work/export.json" "$work/cut.json" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+decoder, at, messages = json.JSONDecoder(), 0, []
+while at < len(text.rstrip()):
+    while text[at].isspace(): at += 1
+    message, at = decoder.raw_decode(text, at); messages.append(message)
+for m in messages:  # drop the newest event: a cut export
+    if m.get("events"): last = m
+last["events"].pop()
+open(sys.argv[2], "w").write("\n".join(json.dumps(m) for m in messages))
+PY
+if "$bulkhead" audit verify "$work/cut.json" --keys "$work/keys.json" >"$work/cut.out" 2>&1; then
+  echo "a cut export verified:"; cat "$work/cut.out"; exit 1
+fi
+grep -q "cut off" "$work/cut.out" || { echo "a cut export was refused for the wrong reason:"; cat "$work/cut.out"; exit 1; }
+echo "a cut export is refused: $(grep -m1 "cut off" "$work/cut.out")"
 if grep -q "delivery failed" "$work/up.err"; then
   echo "up logged outbox delivery failures:"; grep "delivery failed" "$work/up.err" | head -5; exit 1
 fi

@@ -25,6 +25,28 @@ const BATCH: i64 = 100;
 const MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Now, to the microsecond (what the database keeps, so what the chain hashes).
+/// Signs and stores `tenant`'s chain head now (none for a chain with no event).
+async fn sign_head(
+    tx: bulkhead_db::PlatformConn<'_>,
+    notary: &Notary,
+    tenant: TenantId,
+) -> Result<Option<pb::Checkpoint>, AuditError> {
+    let Some((sequence, hash)) = repo::head(tx, tenant).await?.filter(|(s, _)| *s > 0) else {
+        return Ok(None);
+    };
+    let (jws, time) = notary
+        .sign(*tenant.as_uuid(), sequence, &hash)
+        .map_err(AuditError::Signing)?;
+    repo::store_checkpoint(tx, *tenant.as_uuid(), sequence, &hash, &jws).await?;
+    Ok(Some(pb::Checkpoint {
+        tenant_id: tenant.to_string(),
+        sequence,
+        hash: hex(&hash),
+        create_time: Some(bulkhead_rpc::timestamp(time)),
+        jws,
+    }))
+}
+
 /// The chain a trail request reads: the caller's tenant's (OWNER/ADMIN), or,
 /// asked for, the platform chain of events of no tenant (SUPER_ADMIN only).
 /// A SUPER_ADMIN reads a tenant's trail only as that tenant's OWNER/ADMIN.
@@ -199,9 +221,12 @@ impl AuditService for AuditApi {
             trace_id: ctx.trace_id().unwrap_or_default().to_owned(),
             occur_time: now_micros(),
         };
-        self.db
+        let notary = &self.notary;
+        let checkpoint = self
+            .db
             .platform_tx(async |tx| {
-                repo::append(tx, "audit", std::slice::from_ref(&exported)).await
+                repo::append(tx, "audit", std::slice::from_ref(&exported)).await?;
+                sign_head(tx, notary, tenant).await
             })
             .await?;
         // Two batches in flight at most: a slow reader slows the reads.
@@ -223,6 +248,11 @@ impl AuditService for AuditApi {
                     }
                 };
                 let Some(last) = rows.last().map(|r| r.sequence) else {
+                    let end = pb::ExportEventsResponse {
+                        events: Vec::new(),
+                        checkpoint,
+                    };
+                    let _ = send.send(Ok(end)).await;
                     return;
                 };
                 after = last;
@@ -235,6 +265,7 @@ impl AuditService for AuditApi {
                     if bytes + size > MESSAGE_BYTES && !events.is_empty() {
                         let batch = pb::ExportEventsResponse {
                             events: std::mem::take(&mut events),
+                            checkpoint: None,
                         };
                         if send.send(Ok(batch)).await.is_err() {
                             return; // the reader went away
@@ -245,7 +276,10 @@ impl AuditService for AuditApi {
                     events.push(event);
                 }
                 if send
-                    .send(Ok(pb::ExportEventsResponse { events }))
+                    .send(Ok(pb::ExportEventsResponse {
+                        events,
+                        checkpoint: None,
+                    }))
                     .await
                     .is_err()
                 {
@@ -411,23 +445,7 @@ impl AuditService for AuditApi {
         let notary = &self.notary;
         let checkpoint = self
             .db
-            .platform_tx(async |tx| {
-                let Some((sequence, hash)) = repo::head(tx, tenant).await?.filter(|(s, _)| *s > 0)
-                else {
-                    return Ok::<_, AuditError>(None);
-                };
-                let (jws, time) = notary
-                    .sign(*tenant.as_uuid(), sequence, &hash)
-                    .map_err(AuditError::Signing)?;
-                repo::store_checkpoint(tx, *tenant.as_uuid(), sequence, &hash, &jws).await?;
-                Ok(Some(pb::Checkpoint {
-                    tenant_id: tenant.to_string(),
-                    sequence,
-                    hash: hex(&hash),
-                    create_time: Some(bulkhead_rpc::timestamp(time)),
-                    jws,
-                }))
-            })
+            .platform_tx(async |tx| sign_head(tx, notary, tenant).await)
             .await?;
         Ok(Response::new(pb::CreateCheckpointResponse { checkpoint }))
     }

@@ -9,6 +9,7 @@ mod convert;
 mod error;
 mod grpc;
 mod module;
+pub mod offline;
 mod repo;
 mod requests;
 mod schema;

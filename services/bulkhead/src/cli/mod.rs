@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand, each with its arguments and
 //! what it runs.
 
+mod audit;
 mod bootstrap;
 mod keys;
 mod migrate;
@@ -45,6 +46,8 @@ enum Command {
     Token(token::Args),
     /// A service's outbox: list the messages set aside as dead letters, resend them.
     Outbox(outbox::Args),
+    /// The audit trail from outside: verify an export offline.
+    Audit(audit::Args),
 }
 
 impl Cli {
@@ -62,6 +65,7 @@ impl Cli {
             Command::Jwks(args) => keys::jwks(&args),
             Command::Token(args) => token::run(args),
             Command::Outbox(args) => outbox::run(args).await,
+            Command::Audit(args) => audit::run(&args),
         }
     }
 }
