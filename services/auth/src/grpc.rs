@@ -79,6 +79,31 @@ impl AuthApi {
         self.sessions.load_revoked().await
     }
 
+    /// A rotated refresh token was shown again: someone holds a copy, or two
+    /// holders raced with one token. The session (the token family) ends
+    /// (OAuth 2.0 Security BCP §4.14); the caller gets the refusal to return.
+    async fn end_family(&self, session: Uuid, actor: &Actor) -> Status {
+        tracing::warn!(
+            security = true,
+            event = "refresh_reuse",
+            "rotated refresh token reused: session revoked"
+        );
+        let platform = TenantId::from_uuid(Uuid::nil());
+        match self
+            .sessions
+            .revoke(
+                Revoke::Session(session),
+                "refresh token reused",
+                platform,
+                actor,
+            )
+            .await
+        {
+            Ok(_) => AuthError::InvalidRefreshToken.into(),
+            Err(err) => err.into(),
+        }
+    }
+
     /// The user's live memberships, read from Tenant.
     async fn memberships(&self, user: Uuid) -> Result<Vec<MembershipView>, AuthError> {
         self.tenants
@@ -211,22 +236,7 @@ impl AuthService for AuthApi {
             RefreshStep::Rotate(session) => session,
             RefreshStep::Refuse => return Err(AuthError::InvalidRefreshToken.into()),
             RefreshStep::EndFamily(session) => {
-                // A rotated token shown again: someone holds a copy. End the family.
-                tracing::warn!(
-                    security = true,
-                    event = "refresh_reuse",
-                    "rotated refresh token reused: session revoked"
-                );
-                let platform = TenantId::from_uuid(Uuid::nil());
-                self.sessions
-                    .revoke(
-                        Revoke::Session(session),
-                        "refresh token reused",
-                        platform,
-                        &actor,
-                    )
-                    .await?;
-                return Err(AuthError::InvalidRefreshToken.into());
+                return Err(self.end_family(session, &actor).await);
             }
         };
         let user = active_user(&self.db, UserId::from_uuid(session.user_id))
@@ -249,7 +259,15 @@ impl AuthService for AuthApi {
                 .await?;
             return Err(AuthError::InvalidRefreshToken.into());
         };
-        let tokens = self.sessions.rotate(&user, &session, &membership).await?;
+        let Some(tokens) = self
+            .sessions
+            .rotate(&user, &session, &hash, &membership)
+            .await?
+        else {
+            // Another refresh with this token won the swap: a second use of a
+            // rotated token, whoever sent it.
+            return Err(self.end_family(session.id, &actor).await);
+        };
         Ok(Response::new(pb::RefreshResponse {
             tokens: Some(convert::token_pair(tokens)),
             tenant: Some(convert::tenant_access(&membership)),

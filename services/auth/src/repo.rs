@@ -212,24 +212,36 @@ pub async fn presented_refresh(tx: PlatformConn<'_>, hash: &[u8]) -> Result<Pres
     Ok(rotated.map_or(Presented::Unknown, Presented::Rotated))
 }
 
-/// Rotates a session's refresh token (and pushes its access expiry).
+/// Rotates a session's refresh token (and pushes its access expiry) if
+/// `presented` is still its current one and it is not revoked: one compare-and-
+/// swap, so one presented token yields one rotation whatever the concurrency,
+/// and a revocation committed first wins. Whether it rotated.
 ///
 /// # Errors
 /// On database failure.
 pub async fn rotate(
     tx: PlatformConn<'_>,
     session: Uuid,
+    presented: &[u8],
     new_hash: &[u8],
     access_expires_at: DateTime<Utc>,
-) -> Result<(), AuthError> {
-    diesel::update(sessions::table.filter(sessions::id.eq(session)))
-        .set((
-            sessions::refresh_hash.eq(new_hash),
-            sessions::access_expires_at.eq(access_expires_at),
-            sessions::update_time.eq(diesel::dsl::now),
-        ))
-        .execute(&mut tx.pg())
-        .await?;
+) -> Result<bool, AuthError> {
+    let swapped = diesel::update(
+        sessions::table
+            .filter(sessions::id.eq(session))
+            .filter(sessions::refresh_hash.eq(presented))
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set((
+        sessions::refresh_hash.eq(new_hash),
+        sessions::access_expires_at.eq(access_expires_at),
+        sessions::update_time.eq(diesel::dsl::now),
+    ))
+    .execute(&mut tx.pg())
+    .await?;
+    if swapped == 0 {
+        return Ok(false);
+    }
     diesel::insert_into(refresh_tokens::table)
         .values((
             refresh_tokens::hash.eq(new_hash),
@@ -237,7 +249,7 @@ pub async fn rotate(
         ))
         .execute(&mut tx.pg())
         .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Which sessions to revoke.

@@ -178,21 +178,30 @@ impl Sessions {
         &self,
         user: &User,
         session: &Session,
+        presented: &[u8],
         membership: &MembershipView,
-    ) -> Result<IssuedTokens, AuthError> {
+    ) -> Result<Option<IssuedTokens>, AuthError> {
         let sid = SessionId::from_uuid(session.id);
         let (access_token, access_expires) = self.access_token(user, sid, membership)?;
         let (refresh_token, new_hash) = new_refresh_token();
-        self.db
-            .platform_tx(async |tx| repo::rotate(tx, session.id, &new_hash, access_expires).await)
+        let rotated = self
+            .db
+            .platform_tx(async |tx| {
+                repo::rotate(tx, session.id, presented, &new_hash, access_expires).await
+            })
             .await?;
-        Ok(IssuedTokens {
+        if !rotated {
+            // Rotated (or revoked) since it was read: the tokens just made are
+            // dropped unsigned into the world.
+            return Ok(None);
+        }
+        Ok(Some(IssuedTokens {
             session: sid,
             access_token,
             access_expires,
             refresh_token,
             refresh_expires: session.refresh_expires_at,
-        })
+        }))
     }
 
     /// Revokes `which` and leaves the audit event in the same transaction.

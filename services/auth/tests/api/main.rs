@@ -468,3 +468,52 @@ async fn a_user_reaches_only_their_own_identity_and_sessions() {
         .collect();
     assert_eq!(slugs, ["alices"], "bob's tenant is not among alice's");
 }
+
+/// One refresh token yields one new token pair, however many calls race with
+/// it (16 at once, 50 times): the rest are a second use of a rotated token, so
+/// the family ends and even the winner's new refresh token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_is_spent_once_under_concurrency() {
+    let h = std::sync::Arc::new(spawn_service().await);
+    h.root().await;
+    for trial in 0..50 {
+        let refresh_token = login(&h, "root@example.com")
+            .await
+            .tokens
+            .expect("tokens")
+            .refresh_token;
+        let racers: Vec<_> = (0..16)
+            .map(|_| {
+                let (h, refresh_token) = (h.clone(), refresh_token.clone());
+                tokio::spawn(async move {
+                    h.auth
+                        .clone()
+                        .refresh(pb::RefreshRequest { refresh_token })
+                        .await
+                })
+            })
+            .collect();
+        let mut issued = Vec::new();
+        for racer in racers {
+            match racer.await.expect("racer") {
+                Ok(response) => issued.push(response.into_inner()),
+                Err(status) => assert_eq!(status.code(), Code::Unauthenticated, "trial {trial}"),
+            }
+        }
+        assert_eq!(
+            issued.len(),
+            1,
+            "trial {trial}: one new pair per refresh token"
+        );
+        let winner = issued.pop().and_then(|r| r.tokens).expect("tokens");
+        assert_code(
+            h.auth
+                .clone()
+                .refresh(pb::RefreshRequest {
+                    refresh_token: winner.refresh_token,
+                })
+                .await,
+            Code::Unauthenticated,
+        );
+    }
+}
