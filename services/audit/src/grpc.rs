@@ -3,7 +3,7 @@
 
 use bulkhead_context::{PlatformRole, TenantId, TenantRole};
 use bulkhead_db::Db;
-use bulkhead_guard::RequestContext;
+use bulkhead_guard::{RequestContext, SecurityEvent, SecurityEvents, SecurityKind};
 use bulkhead_proto::audit::v1 as pb;
 use bulkhead_proto::audit::v1::audit_service_server::{AuditService, AuditServiceServer};
 use tonic::{Request, Response, Status};
@@ -78,13 +78,56 @@ pub(crate) fn now_micros() -> chrono::DateTime<chrono::Utc> {
 pub struct AuditApi {
     db: Db,
     notary: Notary,
+    /// Where refusals made here (past the guard) go, like the guard's own.
+    security: Option<SecurityEvents>,
 }
 
 impl AuditApi {
     /// Handlers over the service's pools, signing checkpoints with `notary`.
     #[must_use]
     pub fn new(db: Db, notary: Notary) -> Self {
-        Self { db, notary }
+        Self {
+            db,
+            notary,
+            security: None,
+        }
+    }
+
+    /// Reports the refusals the handlers make (a platform chain asked for by a
+    /// non-SUPER_ADMIN, a SUPER_ADMIN below ADMIN in their tenant) to `events`.
+    #[must_use]
+    pub fn with_security(mut self, events: SecurityEvents) -> Self {
+        self.security = Some(events);
+        self
+    }
+
+    /// The chain a trail request reads ([`chain_of`]); a refusal is also a
+    /// security event.
+    fn chain(
+        &self,
+        ctx: &RequestContext,
+        platform: bool,
+        method: &str,
+    ) -> Result<TenantId, Status> {
+        let refused = match chain_of(ctx, platform) {
+            Ok(chain) => return Ok(chain),
+            Err(refused) => refused,
+        };
+        if let (Some(events), true) = (
+            &self.security,
+            refused.code() == tonic::Code::PermissionDenied,
+        ) {
+            events.report(SecurityEvent {
+                kind: SecurityKind::PermissionDenied,
+                principal: ctx.principal().clone(),
+                method: format!("/{}/{method}", crate::SERVICE_NAME),
+                asserted_tenant: None,
+                request_id: ctx.request_id().as_str().to_owned(),
+                trace_id: ctx.trace_id().map(str::to_owned),
+                suppressed_before: 0,
+            });
+        }
+        Err(refused)
     }
 
     /// Signs every chain head that moved since its newest checkpoint (the
@@ -146,7 +189,7 @@ impl AuditService for AuditApi {
         request: Request<pb::QueryEventsRequest>,
     ) -> Reply<pb::QueryEventsResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let chain = chain_of(ctx, request.get_ref().platform)?;
+        let chain = self.chain(ctx, request.get_ref().platform, "QueryEvents")?;
         let query = Query::parse(request.get_ref(), chain)?;
         let mut rows = self
             .db
@@ -192,7 +235,7 @@ impl AuditService for AuditApi {
     ) -> Reply<Self::ExportEventsStream> {
         let ctx = RequestContext::from_request(&request)?;
         let user = ctx.tenant_user()?;
-        let tenant = chain_of(ctx, request.get_ref().platform)?;
+        let tenant = self.chain(ctx, request.get_ref().platform, "ExportEvents")?;
         let filter = export_filter(request.get_ref())?;
         // An export is itself in the trail, before the events it carries.
         let exported = NewEvent {
@@ -297,7 +340,7 @@ impl AuditService for AuditApi {
         request: Request<pb::VerifyChainRequest>,
     ) -> Reply<pb::VerifyChainResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let tenant = chain_of(ctx, request.get_ref().platform)?;
+        let tenant = self.chain(ctx, request.get_ref().platform, "VerifyChain")?;
         // The checkpoints to hold the chain to: the newest stored one (its
         // signature checked, never its columns) and the caller's own copy.
         let notary = &self.notary;
@@ -441,7 +484,7 @@ impl AuditService for AuditApi {
         request: Request<pb::CreateCheckpointRequest>,
     ) -> Reply<pb::CreateCheckpointResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let tenant = chain_of(ctx, request.get_ref().platform)?;
+        let tenant = self.chain(ctx, request.get_ref().platform, "CreateCheckpoint")?;
         let notary = &self.notary;
         let checkpoint = self
             .db

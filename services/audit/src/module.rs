@@ -66,7 +66,8 @@ impl ServiceModule for AuditModule {
             );
             Arc::new(SigningKey::generate())
         });
-        let api = AuditApi::new(env.db.clone(), Notary::new(key));
+        let api =
+            AuditApi::new(env.db.clone(), Notary::new(key)).with_security(env.security.clone());
         let every = self.checkpoint_every;
         let (notary, mut shutdown) = (api.clone(), env.shutdown.clone());
         let checkpoints: futures_util::future::BoxFuture<'static, ()> = Box::pin(async move {

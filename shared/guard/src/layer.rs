@@ -141,16 +141,26 @@ impl GuardLayer {
         let Some(events) = &self.security else {
             return;
         };
+        // Caller-chosen text is never copied into the trail as sent: a UUID
+        // or a hex digest of it, a method of the table or a digest of the path.
         let asserted_tenant = (kind == SecurityKind::TenantMismatch).then(|| {
             let value = request.headers().get(TENANT_ID);
-            let text = value.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-            text.unwrap_or_default().chars().take(64).collect()
+            let bytes = value.map(http::HeaderValue::as_bytes).unwrap_or_default();
+            match std::str::from_utf8(bytes).ok().map(TenantId::parse) {
+                Some(Ok(tenant)) => tenant.to_string(),
+                _ => format!("not a tenant id, sha256 {}", digest(bytes)),
+            }
         });
+        let path = request.uri().path();
+        let method = if self.policy.rule(path).is_some() {
+            path.to_owned()
+        } else {
+            format!("unknown method, sha256 {}", digest(path.as_bytes()))
+        };
         events.report(SecurityEvent {
             kind,
             principal: principal.clone(),
-            // Audit keeps resource ids up to 200 characters.
-            method: request.uri().path().chars().take(200).collect(),
+            method,
             asserted_tenant,
             request_id: request
                 .extensions()
@@ -158,6 +168,7 @@ impl GuardLayer {
                 .map(|id| id.as_str().to_owned())
                 .unwrap_or_default(),
             trace_id: trace_id(request.headers()),
+            suppressed_before: 0,
         });
     }
 
@@ -190,6 +201,13 @@ impl GuardLayer {
             (None, None) => Err(GuardError::MissingToken),
         }
     }
+}
+
+/// The first 16 hex digits of the SHA-256 of `bytes`.
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let sum = sha2::Sha256::digest(bytes);
+    sum.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The bearer token in header `name`, if the header is present.

@@ -7,8 +7,9 @@
 //! counted (`security_events_suppressed_total`), as are events the service did
 //! not take in time (`security_events_dropped_total`).
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bulkhead_context::Principal;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -49,6 +50,9 @@ pub struct SecurityEvent {
     pub request_id: String,
     /// The request's trace id.
     pub trace_id: Option<String>,
+    /// Refusals of the same principal in the same tenant left out (over the
+    /// limit) since the last one recorded.
+    pub suppressed_before: u64,
 }
 
 impl SecurityEvent {
@@ -61,13 +65,15 @@ impl SecurityEvent {
             "tenant_role": user.map(|u| u.tenant_role.as_str()),
             "platform_role": user.map(|u| u.platform_role.as_str()),
             "asserted_tenant_id": self.asserted_tenant,
+            "suppressed_before": self.suppressed_before,
         })
     }
 
-    /// Whom the limit counts against: the user, else the service.
+    /// Whom the limit counts against: the user in their token's tenant (junk
+    /// in one tenant cannot spend another's allowance), else the service.
     fn principal_key(&self) -> String {
         match (self.principal.user(), self.principal.service()) {
-            (Some(user), _) => format!("user:{}", user.user_id),
+            (Some(user), _) => format!("user:{}:{}", user.user_id, user.tenant_id),
             (None, Some(service)) => format!("service:{}", service.name),
             (None, None) => String::new(),
         }
@@ -80,11 +86,19 @@ pub const DEFAULT_PER_MINUTE: u32 = 10;
 /// Events waiting for the service at most.
 const CAPACITY: usize = 1024;
 
+/// Principals whose suppressed refusals are counted at most (beyond, they are
+/// only in the metric).
+const SUPPRESSED_KEYS: usize = 10_000;
+
 /// The guard's end: reports events, limited per principal, never waiting.
 #[derive(Debug, Clone)]
 pub struct SecurityEvents {
     sender: mpsc::Sender<SecurityEvent>,
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    /// Refusals left out per principal since its last recorded one: the next
+    /// recorded event says how many, so a burst of junk cannot hide a probe
+    /// without leaving its count.
+    suppressed: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl SecurityEvents {
@@ -95,17 +109,35 @@ impl SecurityEvents {
         let (sender, receiver) = mpsc::channel(CAPACITY);
         let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
         let limiter = Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute)));
-        (Self { sender, limiter }, receiver)
+        let suppressed = Arc::new(Mutex::new(HashMap::new()));
+        (
+            Self {
+                sender,
+                limiter,
+                suppressed,
+            },
+            receiver,
+        )
     }
 
     /// Hands `event` to the service, unless its principal is over the limit or
     /// the service is behind.
-    pub fn report(&self, event: SecurityEvent) {
-        if self.limiter.check_key(&event.principal_key()).is_err() {
+    pub fn report(&self, mut event: SecurityEvent) {
+        let key = event.principal_key();
+        let mut suppressed = self
+            .suppressed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.limiter.check_key(&key).is_err() {
             metrics::counter!("security_events_suppressed_total", "action" => event.kind.action())
                 .increment(1);
+            if suppressed.len() < SUPPRESSED_KEYS || suppressed.contains_key(&key) {
+                *suppressed.entry(key).or_default() += 1;
+            }
             return;
         }
+        event.suppressed_before = suppressed.remove(&key).unwrap_or_default();
+        drop(suppressed);
         let action = event.kind.action();
         if self.sender.try_send(event).is_err() {
             metrics::counter!("security_events_dropped_total", "action" => action).increment(1);

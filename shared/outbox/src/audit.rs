@@ -135,9 +135,11 @@ impl Event {
         Self {
             action,
             resource_type,
+            // Audit's limits: no control characters, at most 200 characters.
             resource_id: resource_id
                 .to_string()
                 .chars()
+                .filter(|c| !c.is_control())
                 .take(MAX_RESOURCE_ID)
                 .collect(),
             old: Value::Null,

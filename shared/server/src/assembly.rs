@@ -240,20 +240,26 @@ impl ServiceEnv {
                         Err(_) => break,
                     }
                 }
-                let recorded = db
-                    .platform_tx(async |tx| {
-                        for refusal in &batch {
+                let record = async |refusals: &[SecurityEvent]| {
+                    db.platform_tx(async |tx| {
+                        for refusal in refusals {
                             let (tenant, actor, event) =
                                 bulkhead_outbox::audit::security_event(refusal);
                             event.record_for(tx, tenant, &actor).await?;
                         }
                         Ok::<_, bulkhead_db::DbError>(())
                     })
-                    .await;
-                if let Err(err) = recorded {
-                    tracing::error!(%err, count = batch.len(), "security events not recorded");
-                    metrics::counter!("security_events_dropped_total", "action" => "unrecorded")
-                        .increment(batch.len() as u64);
+                    .await
+                };
+                if record(&batch).await.is_err() {
+                    // One at a time, so one that cannot be stored takes no other with it.
+                    for refusal in &batch {
+                        if let Err(err) = record(std::slice::from_ref(refusal)).await {
+                            tracing::error!(%err, action = refusal.kind.action(), "a security event was not recorded");
+                            metrics::counter!("security_events_dropped_total", "action" => "unrecorded")
+                                .increment(1);
+                        }
+                    }
                 }
                 if pruned.elapsed() > std::time::Duration::from_secs(60) {
                     reporter.prune();

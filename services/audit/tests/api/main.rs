@@ -864,6 +864,39 @@ async fn only_super_admins_read_the_platform_chain() {
         .into_inner();
     assert!(verified.ok, "{}", verified.detail);
     assert_eq!(verified.checked_count, 2);
-    // Tenant A's chain is untouched by all this.
-    assert_eq!(h.sequences(a).await.len(), 1);
+    // What A's chain gained: the two refusals above, recorded by Audit itself
+    // (a SUPER_ADMIN who is only a VIEWER of A reading A's trail, a tenant
+    // OWNER asking for the platform chain), nothing else.
+    let started = std::time::Instant::now();
+    let actions = loop {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            action: String,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            resource_id: String,
+        }
+        let mut admin = h.database.admin_connection().await;
+        let rows: Vec<Row> = diesel::sql_query(format!(
+            "SELECT action, resource_id FROM events WHERE tenant_id = '{a}' ORDER BY sequence"
+        ))
+        .load(&mut admin)
+        .await
+        .expect("rows");
+        if rows.len() >= 3 || started.elapsed() > std::time::Duration::from_secs(10) {
+            break rows
+                .into_iter()
+                .map(|r| format!("{} {}", r.action, r.resource_id))
+                .collect::<Vec<_>>();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        actions,
+        [
+            "task.created r1",
+            "security.permission_denied /bulkhead.audit.v1.AuditService/QueryEvents",
+            "security.permission_denied /bulkhead.audit.v1.AuditService/QueryEvents",
+        ]
+    );
 }
