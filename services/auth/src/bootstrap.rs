@@ -64,14 +64,14 @@ pub async fn bootstrap_admin(
         return if existing == Existing::Keep
             || passwords
                 .verify(password, Some(user.password_hash.clone()))
-                .await
+                .await?
         {
             Ok(Bootstrapped::Existing(UserId::from_uuid(user.id)))
         } else {
             Err(AuthError::InvalidCredentials)
         };
     }
-    let hash = passwords.hash(password).await.map_err(AuthError::Hashing)?;
+    let hash = passwords.hash(password).await?;
     let (user, created) = db
         .platform_tx(async |tx| {
             repo::ensure_user(tx, email.as_str(), &hash, PlatformRole::SuperAdmin).await

@@ -41,9 +41,27 @@ pub enum AuthError {
     /// A password could not be hashed.
     #[error("hashing failed")]
     Hashing(String),
+    /// Every password hasher is busy and the line is full.
+    #[error("too many password checks at once")]
+    Busy,
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+impl From<crate::password::Busy> for AuthError {
+    fn from(_: crate::password::Busy) -> Self {
+        Self::Busy
+    }
+}
+
+impl From<crate::password::HashError> for AuthError {
+    fn from(err: crate::password::HashError) -> Self {
+        match err {
+            crate::password::HashError::Busy(_) => Self::Busy,
+            crate::password::HashError::Failed(cause) => Self::Hashing(cause),
+        }
+    }
 }
 
 impl From<diesel::result::Error> for AuthError {
@@ -75,6 +93,7 @@ impl From<AuthError> for Status {
                 tracing::error!(%cause, "{message}");
                 Self::internal("internal error")
             }
+            AuthError::Busy => bulkhead_rpc::throttled(&message, std::time::Duration::from_secs(1)),
             AuthError::Db(cause) => bulkhead_rpc::db_status(&cause),
         }
     }

@@ -196,7 +196,8 @@ impl AuthService for AuthApi {
                 login.password,
                 user.as_ref().map(|u| u.password_hash.clone()),
             )
-            .await;
+            .await
+            .map_err(AuthError::from)?;
         let known = user.as_ref().map(|u| u.id);
         let Some(user) = user.filter(|u| verified && u.is_active) else {
             tracing::info!(security = true, event = "login_failure", "login refused");
@@ -367,7 +368,7 @@ impl AuthService for AuthApi {
             .passwords
             .hash(new.password.expose())
             .await
-            .map_err(AuthError::Hashing)?;
+            .map_err(AuthError::from)?;
         let actor = Actor::of(&ctx);
         let user = self
             .db
@@ -409,6 +410,7 @@ impl AuthService for AuthApi {
             .passwords
             .verify(change.current, Some(user.password_hash))
             .await
+            .map_err(AuthError::from)?
         {
             return Err(AuthError::InvalidCredentials.into());
         }
@@ -416,7 +418,7 @@ impl AuthService for AuthApi {
             .passwords
             .hash(change.new.expose())
             .await
-            .map_err(AuthError::Hashing)?;
+            .map_err(AuthError::from)?;
         // The new hash, the end of every other session and the audit event: one transaction.
         let keep = *caller.session_id.as_uuid();
         let actor = Actor::of(&ctx);

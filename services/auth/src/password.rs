@@ -1,18 +1,39 @@
 //! Password hashing with Argon2id (RustCrypto `argon2`, its defaults are OWASP's
 //! minimum: m=19 MiB, t=2, p=1), on blocking threads behind a semaphore sized to
 //! the cores: a login storm queues instead of stalling other RPCs or taking GiBs.
+//! The queue is bounded too: past [`QUEUE_PER_HASHER`] waiting per hasher, a
+//! call is refused at once ([`Busy`]: RESOURCE_EXHAUSTED with RetryInfo) rather
+//! than waiting without end. Presented passwords over [`MAX_PASSWORD_BYTES`] are
+//! refused before any hashing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use tokio::sync::Semaphore;
 
+/// The longest password hashed or checked (bytes): longer ones are refused
+/// unhashed (Argon2 over megabytes would be a cheap way to burn CPU).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Calls that may wait for a hasher, per hasher (at ~35 ms a hash in release
+/// builds, about a second of queue).
+pub const QUEUE_PER_HASHER: usize = 32;
+
+/// Every hasher is busy and the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("password hashing is busy")]
+pub struct Busy;
+
 /// Hashes and verifies passwords off the async threads.
 #[derive(Debug, Clone)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
+    /// Calls holding or waiting for a permit, and how many may.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     /// Verified when the email is unknown, so that case costs the same time.
     decoy: Arc<str>,
 }
@@ -24,29 +45,67 @@ impl Passwords {
     /// Never in practice: hashing a constant with a fresh salt cannot fail.
     #[must_use]
     pub fn new(parallelism: usize) -> Self {
+        Self::with_queue(parallelism, parallelism.max(1) * QUEUE_PER_HASHER)
+    }
+
+    /// A hasher allowing `parallelism` hashes at once and `queue` calls waiting.
+    ///
+    /// # Panics
+    /// Never in practice: hashing a constant with a fresh salt cannot fail.
+    #[must_use]
+    pub fn with_queue(parallelism: usize, queue: usize) -> Self {
         let decoy = hash_now("decoy password, never a real one").expect("hashing a constant");
+        let parallelism = parallelism.max(1);
         Self {
-            permits: Arc::new(Semaphore::new(parallelism.max(1))),
+            permits: Arc::new(Semaphore::new(parallelism)),
+            queued: Arc::new(AtomicUsize::new(0)),
+            capacity: parallelism + queue,
             decoy: decoy.into(),
         }
+    }
+
+    /// A place in line, or [`Busy`] when the line is full.
+    fn enter(&self) -> Result<InLine, Busy> {
+        let before = self.queued.fetch_add(1, Ordering::SeqCst);
+        let place = InLine(self.queued.clone());
+        if before >= self.capacity {
+            metrics::counter!("password_hashing_refused_total").increment(1);
+            return Err(Busy);
+        }
+        Ok(place)
     }
 
     /// The PHC string of `password`.
     ///
     /// # Errors
-    /// When hashing fails (it does not in practice) or the pool is closed.
-    pub async fn hash(&self, password: String) -> Result<String, String> {
-        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+    /// [`HashError::Busy`] when the queue is full; [`HashError::Failed`] when
+    /// hashing fails (it does not in practice).
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
+        let _place = self.enter()?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| HashError::Failed(e.to_string()))?;
         tokio::task::spawn_blocking(move || hash_now(&password))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| HashError::Failed(e.to_string()))?
+            .map_err(HashError::Failed)
     }
 
     /// Whether `password` matches `hash`; with no hash (unknown user), checks the
-    /// decoy anyway and answers false.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> bool {
+    /// decoy anyway and answers false. A password over [`MAX_PASSWORD_BYTES`]
+    /// matches nothing and is not hashed.
+    ///
+    /// # Errors
+    /// [`Busy`] when the queue is full.
+    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, Busy> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Ok(false);
+        }
+        let _place = self.enter()?;
         let Ok(_permit) = self.permits.acquire().await else {
-            return false;
+            return Ok(false);
         };
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.decoy.to_string());
@@ -59,7 +118,27 @@ impl Passwords {
         })
         .await
         .unwrap_or(false);
-        known && matches
+        Ok(known && matches)
+    }
+}
+
+/// Why a password was not hashed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    /// The queue is full.
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    /// Hashing failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A call's place in the hashing line, given back when dropped.
+struct InLine(Arc<AtomicUsize>);
+
+impl Drop for InLine {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -69,4 +148,37 @@ fn hash_now(password: &str) -> Result<String, String> {
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One hasher and one place in line: of eight calls at once, those beyond
+    /// two are refused at once, and the line empties again after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_line_refuses_instead_of_waiting() {
+        let passwords = Passwords::with_queue(1, 1);
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let passwords = passwords.clone();
+                tokio::spawn(async move { passwords.verify("a password".into(), None).await })
+            })
+            .collect();
+        let mut busy = 0;
+        for call in calls {
+            match call.await.expect("call") {
+                Ok(matched) => assert!(!matched, "the decoy matches nothing"),
+                Err(Busy) => busy += 1,
+            }
+        }
+        assert!(busy >= 6, "{busy} of 8 refused");
+        assert_eq!(passwords.queued.load(Ordering::SeqCst), 0);
+        assert_eq!(passwords.verify("a password".into(), None).await, Ok(false));
+        let huge = "x".repeat(MAX_PASSWORD_BYTES + 1);
+        assert_eq!(
+            passwords.verify(huge, Some("not even a hash".into())).await,
+            Ok(false)
+        );
+    }
 }
