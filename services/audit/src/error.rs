@@ -15,6 +15,10 @@ pub enum AuditError {
     /// user in a tenant for reads).
     #[error("permission denied")]
     Forbidden,
+    /// An event id already stored (or sent twice in one batch) with other
+    /// content: the same id, another event.
+    #[error("event {0} was already recorded with other content")]
+    IdReused(uuid::Uuid),
     /// A checkpoint could not be signed.
     #[error("signing failed")]
     Signing(String),
@@ -34,6 +38,7 @@ impl From<AuditError> for Status {
         match err {
             AuditError::Invalid(invalid) => invalid.into(),
             AuditError::Forbidden => Self::permission_denied(err.to_string()),
+            AuditError::IdReused(_) => Self::already_exists(err.to_string()),
             AuditError::Signing(cause) => {
                 tracing::error!(%cause, "checkpoint signing failed");
                 Self::internal("internal error")

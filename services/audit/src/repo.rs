@@ -2,7 +2,7 @@
 //! ([`TenantConn`]), appends through the platform role ([`PlatformConn`]), which
 //! may insert events and move chain heads and nothing else.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use bulkhead_context::TenantId;
 use bulkhead_db::{PlatformConn, TenantConn};
@@ -42,6 +42,24 @@ pub struct EventRow {
 }
 
 impl EventRow {
+    /// Whether `e`, sent by `source`, is this event (the same content: what
+    /// Audit assigns — sequence, hashes, receive time — aside).
+    #[must_use]
+    pub fn same_event(&self, e: &NewEvent, source: &str) -> bool {
+        self.source_service == source
+            && self.actor_user_id == e.actor_user_id
+            && self.actor_service == e.actor_service
+            && self.action == e.action
+            && self.resource_type == e.resource_type
+            && self.resource_id == e.resource_id
+            && self.old_value == e.old_value
+            && self.new_value == e.new_value
+            && self.metadata == e.metadata
+            && self.request_id == e.request_id
+            && self.trace_id == e.trace_id
+            && self.occur_time == e.occur_time
+    }
+
     /// The hash this row should have after `prev`, from its own fields.
     #[must_use]
     pub fn expected_hash(&self, prev: &[u8]) -> [u8; 32] {
@@ -107,19 +125,21 @@ pub async fn append(
             .first(&mut tx.pg())
             .await?;
         let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-        let stored: HashSet<Uuid> = events::table
+        let stored: Vec<EventRow> = events::table
             .filter(events::tenant_id.eq(tenant))
             .filter(events::id.eq_any(&ids))
-            .select(events::id)
-            .load::<Uuid>(&mut tx.pg())
-            .await?
-            .into_iter()
-            .collect();
-        let mut rows = Vec::new();
-        let mut seen = stored.clone();
+            .select(EventRow::as_select())
+            .load(&mut tx.pg())
+            .await?;
+        let mut rows: Vec<EventRow> = Vec::new();
         for e in events {
             accepted.push(e.id);
-            if !seen.insert(e.id) {
+            // Seen before (stored, or earlier in this batch): the same event
+            // again is acknowledged; another event under its id is refused.
+            if let Some(first) = stored.iter().chain(&rows).find(|r| r.id == e.id) {
+                if !first.same_event(e, source_service) {
+                    return Err(AuditError::IdReused(e.id));
+                }
                 continue;
             }
             sequence += 1;

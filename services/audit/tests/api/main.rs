@@ -185,7 +185,7 @@ async fn appends_are_idempotent_and_the_writer_is_named_by_its_token() {
     let ids: Vec<String> = batch.iter().map(|e| e.id.clone()).collect();
     assert_eq!(h.append(batch.clone()).await.expect("append"), ids);
     assert_eq!(
-        h.append(batch).await.expect("again"),
+        h.append(batch.clone()).await.expect("again"),
         ids,
         "acknowledged again"
     );
@@ -209,6 +209,34 @@ async fn appends_are_idempotent_and_the_writer_is_named_by_its_token() {
         "microseconds, as the chain hashes them"
     );
     assert!(h.verify(tenant).await.ok);
+
+    // The same id with other content is another event: refused, nothing stored
+    // (a writer's bug or a forgery, never silently acknowledged).
+    let mut rewritten = batch[0].clone();
+    rewritten.action = "task.deleted".into();
+    let conflict = h
+        .append(vec![event(tenant, "task.created"), rewritten])
+        .await
+        .expect_err("another event under a stored id");
+    assert_eq!(conflict.code(), Code::AlreadyExists);
+    assert!(
+        conflict.message().contains(&batch[0].id),
+        "{}",
+        conflict.message()
+    );
+    let twice = event(tenant, "task.created");
+    let mut other = twice.clone();
+    other.resource_id = "r2".into();
+    let conflict = h
+        .append(vec![twice, other])
+        .await
+        .expect_err("two events, one id");
+    assert_eq!(conflict.code(), Code::AlreadyExists);
+    assert_eq!(
+        h.sequences(tenant).await.len(),
+        2,
+        "nothing stored by either"
+    );
 }
 
 /// 8 appenders for one tenant at once: sequence numbers 1..n without a gap,
