@@ -3,7 +3,7 @@
 
 use bulkhead_context::{PlatformRole, TenantId, TenantRole};
 use bulkhead_db::Db;
-use bulkhead_guard::{RequestContext, SecurityEvent, SecurityEvents, SecurityKind};
+use bulkhead_guard::{RequestContext, SecurityEvents};
 use bulkhead_proto::audit::v1 as pb;
 use bulkhead_proto::audit::v1::audit_service_server::{AuditService, AuditServiceServer};
 use tonic::{Request, Response, Status};
@@ -117,15 +117,7 @@ impl AuditApi {
             &self.security,
             refused.code() == tonic::Code::PermissionDenied,
         ) {
-            events.report(SecurityEvent {
-                kind: SecurityKind::PermissionDenied,
-                principal: ctx.principal().clone(),
-                method: format!("/{}/{method}", crate::SERVICE_NAME),
-                asserted_tenant: None,
-                request_id: ctx.request_id().as_str().to_owned(),
-                trace_id: ctx.trace_id().map(str::to_owned),
-                suppressed_before: 0,
-            });
+            events.report_denied(ctx, format!("/{}/{method}", crate::SERVICE_NAME));
         }
         Err(refused)
     }

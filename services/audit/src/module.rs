@@ -9,6 +9,8 @@ use std::time::Duration;
 use bulkhead_guard::token::SigningKey;
 
 use bulkhead_context::TenantId;
+use bulkhead_db::Db;
+use bulkhead_guard::SecurityEvent;
 
 use crate::checkpoint::Notary;
 use crate::requests::NewEvent;
@@ -90,58 +92,39 @@ impl ServiceModule for AuditModule {
 /// Audit's own guard refusals (say a VIEWER reading the trail), appended to
 /// the trail directly: Audit has no outbox, it is where outboxes deliver.
 fn own_refusals(env: &ServiceEnv) -> Option<futures_util::future::BoxFuture<'static, ()>> {
-    let mut receiver = env
-        .security_events
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take()?;
-    let (db, reporter, mut shutdown) = (env.db.clone(), env.security.clone(), env.shutdown.clone());
-    Some(Box::pin(async move {
-        let mut pruned = std::time::Instant::now();
-        loop {
-            let refusal = tokio::select! {
-                refusal = receiver.recv() => match refusal {
-                    Some(refusal) => refusal,
-                    None => return,
-                },
-                _ = shutdown.wait_for(|stop| *stop) => return,
-            };
-            let principal = &refusal.principal;
-            let event = NewEvent {
-                id: uuid::Uuid::now_v7(),
-                tenant: principal
-                    .tenant_id()
-                    .unwrap_or_else(|| TenantId::from_uuid(uuid::Uuid::nil())),
-                actor_user_id: principal
-                    .user()
-                    .map(|u| u.user_id.to_string())
-                    .unwrap_or_default(),
-                actor_service: principal
-                    .service()
-                    .map(|s| s.name.clone())
-                    .unwrap_or_default(),
-                action: refusal.kind.action().into(),
-                resource_type: "method".into(),
-                resource_id: refusal.method.clone(),
-                old_value: None,
-                new_value: Some(refusal.details()),
-                metadata: None,
-                request_id: refusal.request_id.clone(),
-                trace_id: refusal.trace_id.clone().unwrap_or_default(),
-                occur_time: crate::grpc::now_micros(),
-            };
-            let appended = db
-                .platform_tx(async |tx| {
-                    crate::repo::append(tx, "audit", std::slice::from_ref(&event)).await
-                })
-                .await;
-            if let Err(err) = appended {
-                tracing::error!(%err, "a security event was not recorded");
-            }
-            if pruned.elapsed() > Duration::from_secs(60) {
-                reporter.prune();
-                pruned = std::time::Instant::now();
-            }
-        }
-    }))
+    env.record_security_events(|db: Db, refusals: Vec<SecurityEvent>| async move {
+        let events: Vec<NewEvent> = refusals.iter().map(refusal_event).collect();
+        db.platform_tx(async |tx| crate::repo::append(tx, "audit", &events).await)
+            .await
+            .map(drop)
+    })
+}
+
+/// A refusal as an event of its caller's tenant (the platform chain for a bare
+/// service).
+fn refusal_event(refusal: &SecurityEvent) -> NewEvent {
+    let principal = &refusal.principal;
+    NewEvent {
+        id: uuid::Uuid::now_v7(),
+        tenant: principal
+            .tenant_id()
+            .unwrap_or_else(|| TenantId::from_uuid(uuid::Uuid::nil())),
+        actor_user_id: principal
+            .user()
+            .map(|u| u.user_id.to_string())
+            .unwrap_or_default(),
+        actor_service: principal
+            .service()
+            .map(|s| s.name.clone())
+            .unwrap_or_default(),
+        action: refusal.kind.action().into(),
+        resource_type: "method".into(),
+        resource_id: refusal.method.clone(),
+        old_value: None,
+        new_value: Some(refusal.details()),
+        metadata: None,
+        request_id: refusal.request_id.clone(),
+        trace_id: refusal.trace_id.clone().unwrap_or_default(),
+        occur_time: crate::grpc::now_micros(),
+    }
 }

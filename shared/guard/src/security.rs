@@ -144,6 +144,20 @@ impl SecurityEvents {
         }
     }
 
+    /// Reports a refusal a handler made past the guard (the caller is known
+    /// from `ctx`) of `method` (`/package.Service/Method`).
+    pub fn report_denied(&self, ctx: &crate::RequestContext, method: String) {
+        self.report(SecurityEvent {
+            kind: SecurityKind::PermissionDenied,
+            principal: ctx.principal().clone(),
+            method,
+            asserted_tenant: None,
+            request_id: ctx.request_id().as_str().to_owned(),
+            trace_id: ctx.trace_id().map(str::to_owned),
+            suppressed_before: 0,
+        });
+    }
+
     /// Forgets the limits of principals quiet for a while (the limiter's state
     /// would otherwise only grow).
     pub fn prune(&self) {

@@ -214,8 +214,30 @@ impl ServiceEnv {
 
     /// Records the guard's refusals (security events) as audit events through
     /// this service's outbox, each in its caller's tenant trail (a service's
-    /// own in the platform chain), a batch per transaction.
+    /// own in the platform chain).
     pub fn outbox_security_events(&self) -> Option<BoxFuture<'static, ()>> {
+        self.record_security_events(|db: Db, refusals: Vec<SecurityEvent>| async move {
+            db.platform_tx(async |tx| {
+                for refusal in &refusals {
+                    let (tenant, actor, event) = bulkhead_outbox::audit::security_event(refusal);
+                    event.record_for(tx, tenant, &actor).await?;
+                }
+                Ok::<_, bulkhead_db::DbError>(())
+            })
+            .await
+        })
+    }
+
+    /// The task that takes the guard's refusals (once: `None` when already
+    /// taken) and hands them to `store` in batches of up to 100; a batch that
+    /// fails is stored again one refusal at a time, so one that cannot be stored
+    /// takes no other with it. It also keeps the guard's limiter pruned.
+    pub fn record_security_events<F, Fut, E>(&self, store: F) -> Option<BoxFuture<'static, ()>>
+    where
+        F: Fn(Db, Vec<SecurityEvent>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), E>> + Send,
+        E: std::fmt::Display,
+    {
         let mut receiver = self
             .security_events
             .lock()
@@ -240,22 +262,11 @@ impl ServiceEnv {
                         Err(_) => break,
                     }
                 }
-                let record = async |refusals: &[SecurityEvent]| {
-                    db.platform_tx(async |tx| {
-                        for refusal in refusals {
-                            let (tenant, actor, event) =
-                                bulkhead_outbox::audit::security_event(refusal);
-                            event.record_for(tx, tenant, &actor).await?;
-                        }
-                        Ok::<_, bulkhead_db::DbError>(())
-                    })
-                    .await
-                };
-                if record(&batch).await.is_err() {
-                    // One at a time, so one that cannot be stored takes no other with it.
-                    for refusal in &batch {
-                        if let Err(err) = record(std::slice::from_ref(refusal)).await {
-                            tracing::error!(%err, action = refusal.kind.action(), "a security event was not recorded");
+                if store(db.clone(), batch.clone()).await.is_err() {
+                    for refusal in batch {
+                        let action = refusal.kind.action();
+                        if let Err(err) = store(db.clone(), vec![refusal]).await {
+                            tracing::error!(%err, action, "a security event was not recorded");
                             metrics::counter!("security_events_dropped_total", "action" => "unrecorded")
                                 .increment(1);
                         }
