@@ -119,12 +119,8 @@ impl TenantDirectory {
         match self.client.clone().check_membership(request).await {
             Ok(response) => {
                 let response = response.into_inner();
-                let since = response
-                    .membership_create_time
-                    .and_then(|t| {
-                        chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
-                    })
-                    .ok_or_else(|| tonic::Status::internal("Tenant did not say since when"))?;
+                let since = bulkhead_rpc::fields::time(response.membership_create_time.as_ref())
+                    .map_err(|_| tonic::Status::internal("Tenant did not say since when"))?;
                 Ok(pb::TenantRole::domain_from_i32(response.role).map_or(
                     Membership::NotMember,
                     |role| Membership::Member { role, since },

@@ -264,13 +264,26 @@ impl Relay {
         let deadline = std::time::Instant::now() + self.config.lease() / 2;
         for (topic, mut batch) in by_topic {
             batch.sort_by_key(|c| (*c.message.tenant_id.as_uuid(), c.message.seq));
+            let (messages, counts): (Vec<Message>, Vec<(i32, i32)>) = batch
+                .into_iter()
+                .map(|c| (c.message, (c.attempts, c.rejections)))
+                .unzip();
             let results = match self.sinks.get(&topic) {
                 Some((sink, _)) if std::time::Instant::now() < deadline => {
-                    self.deliver(sink.as_ref(), &batch, deadline).await
+                    self.deliver(sink.as_ref(), &messages, deadline).await
                 }
-                _ => batch.iter().map(|_| Outcome::Released).collect(),
+                _ => messages.iter().map(|_| Outcome::Released).collect(),
             };
-            outcomes.extend(batch.into_iter().zip(results));
+            let claimed =
+                messages
+                    .into_iter()
+                    .zip(counts)
+                    .map(|(message, (attempts, rejections))| Claimed {
+                        message,
+                        attempts,
+                        rejections,
+                    });
+            outcomes.extend(claimed.zip(results));
         }
         self.mark(round, outcomes).await
     }
@@ -350,11 +363,10 @@ impl Relay {
     async fn deliver(
         &self,
         sink: &dyn Sink,
-        batch: &[Claimed],
+        batch: &[Message],
         deadline: std::time::Instant,
     ) -> Vec<Outcome> {
-        let messages: Vec<Message> = batch.iter().map(|c| c.message.clone()).collect();
-        let err = match self.send(sink, &messages).await {
+        let err = match self.send(sink, batch).await {
             Ok(()) => return batch.iter().map(|_| Outcome::Delivered).collect(),
             Err(err) => err,
         };
@@ -372,13 +384,13 @@ impl Relay {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut held: Vec<TenantId> = Vec::new();
         let mut unreachable = false;
-        for c in batch {
-            let tenant = c.message.tenant_id;
+        for message in batch {
+            let tenant = message.tenant_id;
             if unreachable || held.contains(&tenant) || std::time::Instant::now() >= deadline {
                 outcomes.push(Outcome::Released);
                 continue;
             }
-            match self.send(sink, std::slice::from_ref(&c.message)).await {
+            match self.send(sink, std::slice::from_ref(message)).await {
                 Ok(()) => outcomes.push(Outcome::Delivered),
                 Err(err) => {
                     unreachable = err.failure == Failure::Unavailable;
