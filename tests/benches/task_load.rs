@@ -184,21 +184,9 @@ fn pgbench(bin: &PathBuf, url: &str, script: &str) -> Option<f64> {
 #[tokio::main]
 async fn main() {
     let suite = spawn_suite().await;
-    let connect = |kind| {
-        tonic::transport::Endpoint::from_shared(suite.endpoint(kind))
-            .expect("endpoint")
-            .connect_lazy()
-    };
-    let operator = suite.token(&TenantUser {
-        user_id: UserId::new_v7(),
-        session_id: SessionId::new_v7(),
-        tenant_id: TenantId::new_v7(),
-        tenant_slug: "ops".into(),
-        tenant_role: TenantRole::Viewer,
-        platform_role: PlatformRole::SuperAdmin,
-    });
+    let operator = suite.operator_token();
     let owner = UserId::new_v7();
-    let big = TenantServiceClient::new(connect(ServiceKind::Tenant))
+    let big = TenantServiceClient::new(suite.channel(ServiceKind::Tenant))
         .create_tenant(bearer(
             &operator,
             tenant::CreateTenantRequest {
@@ -224,7 +212,7 @@ async fn main() {
     });
     let database = &suite.databases["task"];
     let mut admin = database.admin_connection().await;
-    let mut tasks = TaskServiceClient::new(connect(ServiceKind::Task));
+    let mut tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!("Task under load: {cores} cores, in-process clients, release build recommended");
 
@@ -272,7 +260,9 @@ async fn main() {
         .into_inner()
         .task
         .expect("task");
-    let channels: Vec<Channel> = (0..CHANNELS).map(|_| connect(ServiceKind::Task)).collect();
+    let channels: Vec<Channel> = (0..CHANNELS)
+        .map(|_| suite.channel(ServiceKind::Task))
+        .collect();
     let get = {
         let (token, id) = (token.clone(), created.id.clone());
         move |channel: Channel| {

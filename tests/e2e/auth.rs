@@ -52,14 +52,7 @@ async fn world() -> World {
         .expect("bob")
         .user_id();
     let mut tenants = TenantServiceClient::new(channel(&suite, ServiceKind::Tenant).await);
-    let operator = suite.token(&TenantUser {
-        user_id: UserId::new_v7(),
-        session_id: SessionId::new_v7(),
-        tenant_id: TenantId::new_v7(),
-        tenant_slug: "ops".into(),
-        tenant_role: TenantRole::Viewer,
-        platform_role: PlatformRole::SuperAdmin,
-    });
+    let operator = suite.operator_token();
     let create = |slug: &str, owner: UserId| {
         bearer(
             &operator,

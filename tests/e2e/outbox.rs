@@ -59,25 +59,13 @@ async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_audit_down_mutations_succeed_and_every_event_arrives_once_in_order() {
     let mut suite = spawn_suite_holding(bulkhead_auth::LimitsConfig::default(), &["audit"]).await;
-    let connect = |kind: ServiceKind| {
-        tonic::transport::Endpoint::from_shared(suite.endpoint(kind))
-            .expect("endpoint")
-            .connect_lazy()
-    };
-    let mut tenants = TenantServiceClient::new(connect(ServiceKind::Tenant));
-    let mut tasks = TaskServiceClient::new(connect(ServiceKind::Task));
-    let mut logins = AuthServiceClient::new(connect(ServiceKind::Auth));
+    let mut tenants = TenantServiceClient::new(suite.channel(ServiceKind::Tenant));
+    let mut tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
+    let mut logins = AuthServiceClient::new(suite.channel(ServiceKind::Auth));
 
     // Mutations in every writer, in two tenants, while Audit does not answer.
     let auth_db = suite.databases["auth"].app_db(2).await;
-    let operator = suite.token(&TenantUser {
-        user_id: UserId::new_v7(),
-        session_id: SessionId::new_v7(),
-        tenant_id: TenantId::new_v7(),
-        tenant_slug: "ops".into(),
-        tenant_role: TenantRole::Viewer,
-        platform_role: PlatformRole::SuperAdmin,
-    });
+    let operator = suite.operator_token();
     for slug in ["acme", "globex"] {
         let email = format!("owner@{slug}.example");
         let owner = bulkhead_auth::bootstrap_admin(&auth_db, &email, PASSWORD, Existing::Verify)
@@ -209,11 +197,6 @@ async fn refusals_arrive_in_the_callers_tenant_trail() {
     use bulkhead_proto::audit::v1::audit_service_client::AuditServiceClient;
 
     let suite = crate::support::spawn_suite().await;
-    let connect = |kind: ServiceKind| {
-        tonic::transport::Endpoint::from_shared(suite.endpoint(kind))
-            .expect("endpoint")
-            .connect_lazy()
-    };
     let tenant_id = TenantId::new_v7();
     let user = |role: TenantRole| TenantUser {
         user_id: UserId::new_v7(),
@@ -225,7 +208,7 @@ async fn refusals_arrive_in_the_callers_tenant_trail() {
     };
     let (viewer, owner) = (user(TenantRole::Viewer), user(TenantRole::Owner));
     let viewer_token = suite.token(&viewer);
-    let denied = TaskServiceClient::new(connect(ServiceKind::Task))
+    let denied = TaskServiceClient::new(suite.channel(ServiceKind::Task))
         .delete_task(bearer(
             &viewer_token,
             task::DeleteTaskRequest {
@@ -241,13 +224,13 @@ async fn refusals_arrive_in_the_callers_tenant_trail() {
         "x-tenant-id",
         TenantId::new_v7().to_string().parse().expect("ascii"),
     );
-    let denied = TenantServiceClient::new(connect(ServiceKind::Tenant))
+    let denied = TenantServiceClient::new(suite.channel(ServiceKind::Tenant))
         .list_members(mismatched)
         .await
         .expect_err("another tenant asserted");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
 
-    let mut trail = AuditServiceClient::new(connect(ServiceKind::Audit));
+    let mut trail = AuditServiceClient::new(suite.channel(ServiceKind::Audit));
     let denied = trail
         .query_events(bearer(&viewer_token, audit::QueryEventsRequest::default()))
         .await

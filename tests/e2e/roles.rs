@@ -6,7 +6,7 @@
 
 use bulkhead::services::ServiceKind;
 use bulkhead_auth::Existing;
-use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
+use bulkhead_context::UserId;
 use bulkhead_proto::audit::v1 as audit_pb;
 use bulkhead_proto::audit::v1::audit_service_client::AuditServiceClient;
 use bulkhead_proto::auth::v1 as auth;
@@ -35,20 +35,8 @@ async fn seed(suite: &TestSuite) -> String {
             .await
             .expect("alice")
             .user_id();
-    let connect = |kind: ServiceKind| {
-        tonic::transport::Endpoint::from_shared(suite.endpoint(kind))
-            .expect("endpoint")
-            .connect_lazy()
-    };
-    let mut tenants = TenantServiceClient::new(connect(ServiceKind::Tenant));
-    let operator = suite.token(&TenantUser {
-        user_id: UserId::new_v7(),
-        session_id: SessionId::new_v7(),
-        tenant_id: TenantId::new_v7(),
-        tenant_slug: "ops".into(),
-        tenant_role: TenantRole::Viewer,
-        platform_role: PlatformRole::SuperAdmin,
-    });
+    let mut tenants = TenantServiceClient::new(suite.channel(ServiceKind::Tenant));
+    let operator = suite.operator_token();
     tenants
         .create_tenant(bearer(
             &operator,
@@ -61,7 +49,7 @@ async fn seed(suite: &TestSuite) -> String {
         ))
         .await
         .expect("tenant");
-    let login = AuthServiceClient::new(connect(ServiceKind::Auth))
+    let login = AuthServiceClient::new(suite.channel(ServiceKind::Auth))
         .login(auth::LoginRequest {
             email: "alice@example.com".into(),
             password: PASSWORD.into(),
@@ -87,7 +75,7 @@ async fn seed(suite: &TestSuite) -> String {
         ))
         .await
         .expect("settings");
-    let mut tasks = TaskServiceClient::new(connect(ServiceKind::Task));
+    let mut tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
     let task = tasks
         .create_task(bearer(
             &token,

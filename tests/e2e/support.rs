@@ -81,6 +81,27 @@ impl TestSuite {
         format!("http://{}", self.addr(kind))
     }
 
+    /// A lazily connected channel to `kind`.
+    #[must_use]
+    pub fn channel(&self, kind: ServiceKind) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.endpoint(kind))
+            .expect("endpoint")
+            .connect_lazy()
+    }
+
+    /// An access token of a SUPER_ADMIN (an operator of no tenant of the test).
+    #[must_use]
+    pub fn operator_token(&self) -> String {
+        self.token(&bulkhead_context::TenantUser {
+            user_id: bulkhead_context::UserId::new_v7(),
+            session_id: bulkhead_context::SessionId::new_v7(),
+            tenant_id: bulkhead_context::TenantId::new_v7(),
+            tenant_slug: "ops".into(),
+            tenant_role: bulkhead_context::TenantRole::Viewer,
+            platform_role: bulkhead_context::PlatformRole::SuperAdmin,
+        })
+    }
+
     /// A signed access token for `user`.
     ///
     /// # Panics

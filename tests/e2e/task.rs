@@ -17,13 +17,8 @@ use crate::support::spawn_suite;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_who_leaves_is_unassigned_from_open_tasks_within_two_seconds() {
     let suite = spawn_suite().await;
-    let connect = |kind: ServiceKind| {
-        tonic::transport::Endpoint::from_shared(suite.endpoint(kind))
-            .expect("endpoint")
-            .connect_lazy()
-    };
-    let mut tenants = TenantServiceClient::new(connect(ServiceKind::Tenant));
-    let mut tasks = TaskServiceClient::new(connect(ServiceKind::Task));
+    let mut tenants = TenantServiceClient::new(suite.channel(ServiceKind::Tenant));
+    let mut tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
     let as_user = |user: UserId, tenant: &tenant::Tenant, role: TenantRole| TenantUser {
         user_id: user,
         session_id: SessionId::new_v7(),
@@ -32,14 +27,7 @@ async fn a_member_who_leaves_is_unassigned_from_open_tasks_within_two_seconds() 
         tenant_role: role,
         platform_role: PlatformRole::User,
     };
-    let operator = suite.token(&TenantUser {
-        user_id: UserId::new_v7(),
-        session_id: SessionId::new_v7(),
-        tenant_id: TenantId::new_v7(),
-        tenant_slug: "ops".into(),
-        tenant_role: TenantRole::Viewer,
-        platform_role: PlatformRole::SuperAdmin,
-    });
+    let operator = suite.operator_token();
     let (owner, worker) = (UserId::new_v7(), UserId::new_v7());
     let acme = tenants
         .create_tenant(bearer(
