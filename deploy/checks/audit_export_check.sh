@@ -4,7 +4,8 @@
 # walkthrough, exports the default tenant's audit trail with grpcurl, has a
 # standard-library-only Python script recompute every hash, and checks the file
 # offline with `bulkhead audit verify` against Audit's published key (a cut
-# copy must be refused).
+# copy must be refused); then prunes it with `bulkhead audit prune` and checks
+# the export that starts from the prune's signed checkpoint.
 #
 #   bash deploy/checks/audit_export_check.sh [path/to/bulkhead]
 #
@@ -54,6 +55,15 @@ if "$bulkhead" audit verify "$work/cut.json" --keys "$work/keys.json" >"$work/cu
 fi
 grep -q "cut off" "$work/cut.out" || { echo "a cut export was refused for the wrong reason:"; cat "$work/cut.out"; exit 1; }
 echo "a cut export is refused: $(grep -m1 "cut off" "$work/cut.out")"
+# Retention: prune as if 400 days had passed (everything goes, after Audit's
+# key signs the last event), then export again: the file starts from the
+# prune's signed checkpoint and still verifies, by Python and offline.
+"$bulkhead" audit prune --data-dir "$work/data" --as-of "$(date -u -d '+400 days' +%Y-%m-%dT%H:%M:%SZ)" | tee "$work/prune.out"
+grep -q '"pruned_through"' "$work/prune.out" || { echo "the prune deleted nothing"; exit 1; }
+grpcurl -plaintext -H "authorization: Bearer $token" "$host:50054" bulkhead.audit.v1.AuditService/ExportEvents >"$work/pruned.json"
+grep -q prunedThrough "$work/pruned.json" || { echo "the export after a prune does not start from it"; exit 1; }
+python3 "$here/verify_audit_export.py" "$work/pruned.json"
+"$bulkhead" audit verify "$work/pruned.json" --keys "$work/keys.json"
 if grep -q "delivery failed" "$work/up.err"; then
   echo "up logged outbox delivery failures:"; grep "delivery failed" "$work/up.err" | head -5; exit 1
 fi

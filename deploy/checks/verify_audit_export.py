@@ -3,7 +3,10 @@
 
 Reads the JSON grpcurl prints for AuditService/ExportEvents (one object per
 streamed batch) of one tenant's whole trail and checks that it starts at the
-chain's first event (sequence 1, previous hash all zeros), that sequence
+chain's first event (sequence 1, previous hash all zeros) -- or, when
+retention pruned the oldest events, right after the `prunedThrough`
+checkpoint the export starts with (its signature is `bulkhead audit verify`'s
+to check: no Ed25519 in the standard library) -- that sequence
 numbers follow one another, that each event names the previous one's hash,
 and that each hash is
     SHA-256(prev_hash bytes || canonical JSON of the event)
@@ -68,8 +71,14 @@ def batches(text):
 
 def main(path):
     last = {}  # tenant -> (sequence, hash)
-    checked = 0
+    checked, start = 0, 0
     for batch in batches(open(path, encoding="utf-8").read()):
+        pruned = batch.get("prunedThrough")
+        if pruned:
+            if last:
+                sys.exit("prunedThrough after the first events")
+            start = int(pruned["sequence"])
+            last[pruned["tenantId"]] = (start, bytes.fromhex(pruned["hash"]))
         for event in batch.get("events", []):
             tenant, sequence = event["tenantId"], int(event["sequence"])
             prev = bytes.fromhex(event.get("prevHash", ""))
@@ -88,7 +97,8 @@ def main(path):
     if checked == 0:
         sys.exit("no events in the export")
     (tenant, (sequence, _)), = last.items()
-    print(f"verified events 1 to {sequence} of tenant {tenant} with Python's hashlib and json")
+    pruned = f" (1 to {start} were pruned)" if start else ""
+    print(f"verified events {start + 1} to {sequence} of tenant {tenant}{pruned} with Python's hashlib and json")
 
 
 if __name__ == "__main__":

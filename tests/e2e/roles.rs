@@ -189,14 +189,44 @@ async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // Retention's tables: a period set through the job's own role, and a
+    // prune record (a real prune would empty the short chains of this test).
+    let audit_db = &suite.databases["audit"];
+    let job_url = &audit_db.job_urls["audit_retention"];
+    let config = bulkhead_db::PoolConfig::default();
+    let job = bulkhead_db::Db::connect(job_url, &config)
+        .await
+        .expect("retention role")
+        .with_platform(job_url, &config)
+        .await
+        .expect("retention role");
+    let some_tenant = bulkhead_context::TenantId::new_v7();
+    bulkhead_audit::retention::set_period(&job, some_tenant, 30)
+        .await
+        .expect("period");
+    diesel::sql_query(format!(
+        "INSERT INTO prunes (tenant_id, sequence, hash, jws, deleted_count)
+         VALUES ('{some_tenant}', 1, '\\x00', 'jws', 1)"
+    ))
+    .execute(&mut audit_db.admin_connection().await)
+    .await
+    .expect("a prune record");
     let mut tables_checked = 0;
     for kind in ServiceKind::ALL {
         let database = &suite.databases[kind.name()];
         let schema = kind.schema();
+        let jobs: Vec<(&String, String)> = database
+            .job_urls
+            .iter()
+            .map(|(role, url)| (url, role.clone()))
+            .collect();
         for (url, me) in [
             (&database.app_url, schema.app_role()),
             (&database.platform_url, schema.platform_role()),
-        ] {
+        ]
+        .into_iter()
+        .chain(jobs)
+        {
             let mut conn = bulkhead_db::schema::connect_once(url)
                 .await
                 .expect("connect");
@@ -252,7 +282,7 @@ async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
         }
     }
     assert!(
-        tables_checked >= 14,
-        "Auth's sessions and outbox, Tenant's memberships, settings and outbox, Task's tasks, records, removals and outbox, Audit's events, chain heads and checkpoints at least: {tables_checked}"
+        tables_checked >= 16,
+        "Auth's sessions and outbox, Tenant's memberships, settings and outbox, Task's tasks, records, removals and outbox, Audit's events, chain heads, checkpoints, retention periods and prunes at least: {tables_checked}"
     );
 }

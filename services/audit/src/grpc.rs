@@ -47,6 +47,17 @@ async fn sign_head(
     }))
 }
 
+/// A signed checkpoint as the API shows it, from what its signature says.
+fn checkpoint_message(jws: &str, payload: &crate::checkpoint::Payload) -> pb::Checkpoint {
+    pb::Checkpoint {
+        tenant_id: payload.tenant_id.clone(),
+        sequence: payload.sequence,
+        hash: payload.hash.clone(),
+        create_time: chrono::DateTime::from_timestamp(payload.iat, 0).map(bulkhead_rpc::timestamp),
+        jws: jws.to_owned(),
+    }
+}
+
 /// The chain a trail request reads: the caller's tenant's (OWNER/ADMIN), or,
 /// asked for, the platform chain of events of no tenant (SUPER_ADMIN only).
 /// A SUPER_ADMIN reads a tenant's trail only as that tenant's OWNER/ADMIN.
@@ -264,10 +275,35 @@ impl AuditService for AuditApi {
                 sign_head(tx, notary, tenant).await
             })
             .await?;
+        let pruned_through = self
+            .db
+            .tenant_read(tenant, async |tx| repo::horizon(tx).await)
+            .await?
+            .map(|h| match notary.verify(&h.jws) {
+                Some(payload) => checkpoint_message(&h.jws, &payload),
+                // Sent as stored: the verifier finds it altered.
+                None => pb::Checkpoint {
+                    tenant_id: tenant.to_string(),
+                    sequence: h.sequence,
+                    hash: hex(&h.hash),
+                    create_time: None,
+                    jws: h.jws,
+                },
+            });
         // Two batches in flight at most: a slow reader slows the reads.
         let (send, receive) = tokio::sync::mpsc::channel(2);
         let db = self.db.clone();
         tokio::spawn(async move {
+            if pruned_through.is_some() {
+                let start = pb::ExportEventsResponse {
+                    events: Vec::new(),
+                    checkpoint: None,
+                    pruned_through,
+                };
+                if send.send(Ok(start)).await.is_err() {
+                    return;
+                }
+            }
             let mut after = 0;
             loop {
                 let rows = db
@@ -286,6 +322,7 @@ impl AuditService for AuditApi {
                     let end = pb::ExportEventsResponse {
                         events: Vec::new(),
                         checkpoint,
+                        pruned_through: None,
                     };
                     let _ = send.send(Ok(end)).await;
                     return;
@@ -301,6 +338,7 @@ impl AuditService for AuditApi {
                         let batch = pb::ExportEventsResponse {
                             events: std::mem::take(&mut events),
                             checkpoint: None,
+                            pruned_through: None,
                         };
                         if send.send(Ok(batch)).await.is_err() {
                             return; // the reader went away
@@ -314,6 +352,7 @@ impl AuditService for AuditApi {
                     .send(Ok(pb::ExportEventsResponse {
                         events,
                         checkpoint: None,
+                        pruned_through: None,
                     }))
                     .await
                     .is_err()
@@ -336,10 +375,38 @@ impl AuditService for AuditApi {
         // The checkpoints to hold the chain to: the newest stored one (its
         // signature checked, never its columns) and the caller's own copy.
         let notary = &self.notary;
-        let stored = self
+        let (stored, horizon) = self
             .db
-            .tenant_read(tenant, async |tx| repo::latest_checkpoint(tx).await)
+            .tenant_read(tenant, async |tx| {
+                Ok::<_, AuditError>((repo::latest_checkpoint(tx).await?, repo::horizon(tx).await?))
+            })
             .await?;
+        let fault = |id: String, detail: String, checked: i64| pb::VerifyChainResponse {
+            ok: false,
+            first_bad_event_id: id,
+            checked_count: checked,
+            detail,
+            pruned_through: None,
+        };
+        // A pruned chain starts after the prune's checkpoint, whose signature
+        // (never its columns) says which event and hash it was.
+        let pruned_through = match &horizon {
+            None => None,
+            Some(h) => match notary.verify(&h.jws).filter(|p| {
+                p.tenant_id == tenant.to_string()
+                    && p.sequence == h.sequence
+                    && p.hash == hex(&h.hash)
+            }) {
+                Some(payload) => Some(checkpoint_message(&h.jws, &payload)),
+                None => {
+                    return Ok(Response::new(fault(
+                        String::new(),
+                        "the record of a prune does not verify: it was altered".into(),
+                        0,
+                    )));
+                }
+            },
+        };
         let mut checkpoints: Vec<(i64, String)> = Vec::new();
         if let Some((_, _, jws)) = stored {
             match notary
@@ -348,13 +415,11 @@ impl AuditService for AuditApi {
             {
                 Some(payload) => checkpoints.push((payload.sequence, payload.hash)),
                 None => {
-                    return Ok(Response::new(pb::VerifyChainResponse {
-                        ok: false,
-                        first_bad_event_id: String::new(),
-                        checked_count: 0,
-                        detail: "the newest stored checkpoint does not verify: it was altered"
-                            .into(),
-                    }));
+                    return Ok(Response::new(fault(
+                        String::new(),
+                        "the newest stored checkpoint does not verify: it was altered".into(),
+                        0,
+                    )));
                 }
             }
         }
@@ -380,16 +445,17 @@ impl AuditService for AuditApi {
             .await?;
         let last = head.as_ref().map_or(i64::MAX, |(sequence, _)| *sequence);
         let everything = crate::requests::Filter::default();
-        let mut prev = GENESIS.to_vec();
-        let mut expected = 1_i64;
+        let (mut prev, start) = horizon
+            .as_ref()
+            .map_or((GENESIS.to_vec(), 0), |h| (h.hash.clone(), h.sequence));
+        let mut expected = start + 1;
         let mut checked = 0_i64;
+        // Checkpoints of pruned events: only the prune's own can be held.
         let mut at_checkpoints = std::collections::HashMap::new();
-        let fault = |id: String, detail: String, checked: i64| pb::VerifyChainResponse {
-            ok: false,
-            first_bad_event_id: id,
-            checked_count: checked,
-            detail,
-        };
+        if let Some(h) = &horizon {
+            at_checkpoints.insert(h.sequence, hex(&h.hash));
+        }
+        checkpoints.retain(|(sequence, _)| *sequence >= start);
         loop {
             let rows = self
                 .db
@@ -429,6 +495,7 @@ impl AuditService for AuditApi {
                 checked += 1;
             }
         }
+        let end = expected - 1;
         // Events cut off the end leave no gap: a signed checkpoint, and the
         // chain head, still name them.
         for (sequence, hash) in &checkpoints {
@@ -437,7 +504,7 @@ impl AuditService for AuditApi {
                     return Ok(Response::new(fault(
                         String::new(),
                         format!(
-                            "the chain ends at event {checked} but a signed checkpoint covers {sequence}: events were removed from its end"
+                            "the chain ends at event {end} but a signed checkpoint covers {sequence}: events were removed from its end"
                         ),
                         checked,
                     )));
@@ -453,12 +520,12 @@ impl AuditService for AuditApi {
             }
         }
         if let Some((sequence, hash)) = head
-            && (sequence != checked || hash != prev)
+            && (sequence != end || hash != prev)
         {
             return Ok(Response::new(fault(
                 String::new(),
                 format!(
-                    "the chain ends at event {checked} but its head says {sequence}: events were removed from its end"
+                    "the chain ends at event {end} but its head says {sequence}: events were removed from its end"
                 ),
                 checked,
             )));
@@ -468,6 +535,7 @@ impl AuditService for AuditApi {
             first_bad_event_id: String::new(),
             checked_count: checked,
             detail: String::new(),
+            pruned_through,
         }))
     }
 

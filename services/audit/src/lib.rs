@@ -12,6 +12,7 @@ mod module;
 pub mod offline;
 mod repo;
 mod requests;
+pub mod retention;
 mod schema;
 
 use bulkhead_context::TenantRole;
@@ -31,7 +32,8 @@ pub const SERVICE_NAME: &str = "bulkhead.audit.v1.AuditService";
 static MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// The service's roles, database and migrations.
-pub static SCHEMA: ServiceSchema = ServiceSchema::new("audit", &MIGRATIONS);
+pub static SCHEMA: ServiceSchema =
+    ServiceSchema::new("audit", &MIGRATIONS).with_jobs(&["retention"]);
 
 /// Who may call each RPC (ARCHITECTURE.md §1 roles). A method missing here is denied.
 #[must_use]

@@ -16,8 +16,12 @@ use crate::checkpoint::{Payload, hex};
 pub struct Report {
     /// Its tenant (the nil UUID for the platform chain).
     pub tenant_id: String,
-    /// Events checked (from sequence 1).
+    /// The last event checked (the chain's head as exported).
     pub events: i64,
+    /// The last event pruned before the export (0: the chain is whole): the
+    /// export holds events `pruned_through + 1` to `events`, and starts from
+    /// Audit's signed checkpoint of this one.
+    pub pruned_through: i64,
     /// The signed checkpoint the export was checked against: its sequence and
     /// key id.
     pub checkpoint: Option<(i64, String)>,
@@ -44,6 +48,28 @@ pub enum ExportFault {
 
 fn malformed(what: impl Into<String>) -> ExportFault {
     ExportFault::Malformed(what.into())
+}
+
+/// 32 bytes from 64 hex digits.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    (0..32)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+/// The tenant a pruned export with no events left names in its prune.
+fn message_tenant(text: &str) -> Option<String> {
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<Value>()
+        .flatten()
+        .find_map(|m| {
+            m.pointer("/prunedThrough/tenantId")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
 }
 
 /// Struct values as protojson prints them: numbers may come as `1.0`; the
@@ -122,10 +148,27 @@ pub fn verify_export(text: &str, keys_json: Option<&str>) -> Result<Report, Expo
     let (mut last_sequence, mut last_hash) = (0_i64, GENESIS.to_vec());
     let mut hashes: Vec<Vec<u8>> = Vec::new();
     let mut checkpoint: Option<String> = None;
+    // The prune's checkpoint: (jws, sequence, hash as stated).
+    let mut pruned: Option<(String, i64, String)> = None;
     for message in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
         let message = message.map_err(|e| malformed(e.to_string()))?;
         if let Some(jws) = message.pointer("/checkpoint/jws").and_then(Value::as_str) {
             checkpoint = Some(jws.to_owned());
+        }
+        // A pruned chain: the export starts after the prune's checkpoint.
+        if let Some(start) = message.get("prunedThrough") {
+            if tenant.is_some() || pruned.is_some() {
+                return Err(malformed("prunedThrough after the first events"));
+            }
+            let field = |key: &str| start.get(key).and_then(Value::as_str).unwrap_or_default();
+            last_sequence = int(&start["sequence"], "prunedThrough.sequence")?;
+            last_hash = unhex(field("hash"))
+                .ok_or_else(|| malformed("prunedThrough.hash is not 32 bytes of hex"))?;
+            pruned = Some((
+                field("jws").to_owned(),
+                last_sequence,
+                field("hash").to_owned(),
+            ));
         }
         let events = match message.get("events") {
             Some(Value::Array(events)) => events.as_slice(),
@@ -148,7 +191,7 @@ pub fn verify_export(text: &str, keys_json: Option<&str>) -> Result<Report, Expo
             }
             if sequence != last_sequence + 1 {
                 return Err(broken(&format!(
-                    "expected event {} (the export must hold the chain from event 1, in order)",
+                    "expected event {} (the export must hold the chain from its start, in order)",
                     last_sequence + 1
                 )));
             }
@@ -192,15 +235,32 @@ pub fn verify_export(text: &str, keys_json: Option<&str>) -> Result<Report, Expo
             hashes.push(last_hash.clone());
         }
     }
-    let tenant = tenant.ok_or_else(|| malformed("no events"))?;
+    let pruned_through = pruned.as_ref().map_or(0, |(_, sequence, _)| *sequence);
+    let tenant = match (tenant, &pruned) {
+        (Some(tenant), _) => tenant,
+        // Everything was pruned: the chain is only its prune's checkpoint.
+        (None, Some(_)) => message_tenant(text).ok_or_else(|| malformed("no tenant"))?,
+        (None, None) => return Err(malformed("no events")),
+    };
     let Some(keys_json) = keys_json else {
         return Ok(Report {
             tenant_id: tenant,
             events: last_sequence,
+            pruned_through,
             checkpoint: None,
         });
     };
     let keys = checkpoint_keys(keys_json)?;
+    // The first event's prev_hash was checked against the stated hash: the
+    // signature must name that tenant, event and hash.
+    if let Some((jws, sequence, stated)) = &pruned {
+        let (signed, _) = verify_jws(jws, &keys)?;
+        if signed.tenant_id != tenant || signed.sequence != *sequence || signed.hash != *stated {
+            return Err(ExportFault::Checkpoint(
+                "the prune's checkpoint is not what Audit signed".into(),
+            ));
+        }
+    }
     let jws = checkpoint.ok_or_else(|| {
         ExportFault::Checkpoint("the export ends without one: it may have been cut".into())
     })?;
@@ -208,21 +268,28 @@ pub fn verify_export(text: &str, keys_json: Option<&str>) -> Result<Report, Expo
     if signed.tenant_id != tenant {
         return Err(ExportFault::Checkpoint("it is another tenant's".into()));
     }
-    let held = usize::try_from(signed.sequence - 1)
-        .ok()
-        .and_then(|i| hashes.get(i));
+    // `hashes` holds events pruned_through + 1 onwards; the prune's own
+    // checkpoint stands for pruned_through.
+    let held = match &pruned {
+        Some((_, sequence, stated)) if signed.sequence == *sequence => Some(stated.clone()),
+        _ => usize::try_from(signed.sequence - 1 - pruned_through)
+            .ok()
+            .and_then(|i| hashes.get(i))
+            .map(|h| hex(h)),
+    };
     match held {
         None => Err(ExportFault::Checkpoint(format!(
             "Audit signed event {} but the export stops at event {last_sequence}: events were cut off",
             signed.sequence
         ))),
-        Some(h) if hex(h) != signed.hash => Err(ExportFault::Checkpoint(format!(
+        Some(h) if h != signed.hash => Err(ExportFault::Checkpoint(format!(
             "event {} is not the one Audit signed",
             signed.sequence
         ))),
         Some(_) => Ok(Report {
             tenant_id: tenant,
             events: last_sequence,
+            pruned_through,
             checkpoint: Some((signed.sequence, kid)),
         }),
     }
@@ -354,6 +421,64 @@ mod tests {
         let fault = verify_export(&text(&events, &forged), Some(&keys)).expect_err("forged");
         assert!(
             fault.to_string().contains("not in the published set"),
+            "{fault}"
+        );
+    }
+
+    /// The export of a chain whose events 1..=`through` were pruned.
+    fn pruned(events: &[Value], through: usize, notary: &Notary) -> Value {
+        let hash = events[through - 1]["hash"]
+            .as_str()
+            .expect("hash")
+            .to_owned();
+        let tenant = uuid::Uuid::parse_str(TENANT).expect("uuid");
+        let sequence = i64::try_from(through).expect("small");
+        let (jws, _) = notary
+            .sign(tenant, sequence, &unhex(&hash).expect("hex"))
+            .expect("sign");
+        json!({ "prunedThrough": {
+            "tenantId": TENANT, "sequence": sequence.to_string(), "hash": hash, "jws": jws } })
+    }
+
+    #[test]
+    fn a_pruned_export_verifies_from_its_signed_start_only() {
+        let notary = Notary::new(Arc::new(SigningKey::generate()));
+        let keys = notary.jwks_json();
+        let (events, end) = export(6, 6, &notary);
+        let start = pruned(&events, 2, &notary);
+        let file = format!("{start}\n{}", text(&events[2..], &end));
+        let report = verify_export(&file, Some(&keys)).expect("verifies");
+        assert_eq!((report.pruned_through, report.events), (2, 6));
+
+        // Everything pruned: the export is the prune's checkpoint and the end's.
+        let all = pruned(&events, 6, &notary);
+        let report = verify_export(&format!("{all}\n{end}"), Some(&keys)).expect("all pruned");
+        assert_eq!((report.pruned_through, report.events), (6, 6));
+
+        // A start signed by another key, or naming another hash, is refused.
+        let forger = Notary::new(Arc::new(SigningKey::generate()));
+        let forged = pruned(&events, 2, &forger);
+        let fault = verify_export(
+            &format!("{forged}\n{}", text(&events[2..], &end)),
+            Some(&keys),
+        )
+        .expect_err("forged start");
+        assert!(matches!(fault, ExportFault::Checkpoint(_)), "{fault}");
+        let mut lied = start.clone();
+        lied["prunedThrough"]["hash"] = events[0]["hash"].clone();
+        let fault = verify_export(
+            &format!("{lied}\n{}", text(&events[2..], &end)),
+            Some(&keys),
+        )
+        .expect_err("another hash");
+        assert!(
+            matches!(fault, ExportFault::Broken { sequence: 3, .. }),
+            "{fault}"
+        );
+        // Events cut from the start without a prune are a gap, not a prune.
+        let fault = verify_export(&text(&events[2..], &end), Some(&keys)).expect_err("cut start");
+        assert!(
+            matches!(fault, ExportFault::Broken { sequence: 3, .. }),
             "{fault}"
         );
     }

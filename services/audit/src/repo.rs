@@ -14,7 +14,8 @@ use uuid::Uuid;
 use crate::chain::{self, Chained};
 use crate::error::AuditError;
 use crate::requests::{Filter, NewEvent};
-use crate::schema::{chain_heads, checkpoints, events};
+use crate::retention::Horizon;
+use crate::schema::{chain_heads, checkpoints, events, prunes};
 
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
@@ -282,6 +283,26 @@ pub async fn latest_checkpoint(
         .first(&mut tx.pg())
         .await
         .optional()?)
+}
+
+/// Where the tenant's stored chain starts when its oldest events were pruned:
+/// the newest prune's signed checkpoint.
+///
+/// # Errors
+/// On database failure.
+pub async fn horizon(tx: TenantConn<'_>) -> Result<Option<Horizon>, AuditError> {
+    Ok(prunes::table
+        .filter(prunes::tenant_id.eq(tx.tenant_id().as_uuid()))
+        .order(prunes::sequence.desc())
+        .select((prunes::sequence, prunes::hash, prunes::jws))
+        .first::<(i64, Vec<u8>, String)>(&mut tx.pg())
+        .await
+        .optional()?
+        .map(|(sequence, hash, jws)| Horizon {
+            sequence,
+            hash,
+            jws,
+        }))
 }
 
 /// Stores a checkpoint (once per tenant and sequence).

@@ -41,3 +41,22 @@ diesel::table! {
         jws -> Text,
     }
 }
+
+diesel::table! {
+    retention_periods (tenant_id) {
+        tenant_id -> Uuid,
+        retain_days -> Integer,
+        update_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    prunes (tenant_id, sequence) {
+        tenant_id -> Uuid,
+        sequence -> BigInt,
+        hash -> Bytea,
+        jws -> Text,
+        prune_time -> Timestamptz,
+        deleted_count -> BigInt,
+    }
+}

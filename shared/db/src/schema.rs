@@ -21,6 +21,7 @@ pub struct ServiceSchema {
     service: &'static str,
     migrations: &'static EmbeddedMigrations,
     shared: &'static [&'static EmbeddedMigrations],
+    jobs: &'static [&'static str],
 }
 
 impl std::fmt::Debug for ServiceSchema {
@@ -69,7 +70,44 @@ impl ServiceSchema {
             service,
             migrations,
             shared: &[],
+            jobs: &[],
         }
+    }
+
+    /// Adds job roles `<svc>_<job>`: login roles of their own for jobs that run
+    /// outside the service (Audit's retention job), with their own credentials
+    /// and grants, and the same limits as the runtime role. The service's
+    /// migrations grant them what the job needs; nothing else reaches them.
+    ///
+    /// # Panics
+    /// When a job name is not `[a-z]+`: a programming error.
+    #[must_use]
+    pub const fn with_jobs(mut self, jobs: &'static [&'static str]) -> Self {
+        let mut j = 0;
+        while j < jobs.len() {
+            let bytes = jobs[j].as_bytes();
+            assert!(!bytes.is_empty(), "job name");
+            let mut i = 0;
+            while i < bytes.len() {
+                assert!(bytes[i].is_ascii_lowercase(), "job name must be [a-z]+");
+                i += 1;
+            }
+            j += 1;
+        }
+        self.jobs = jobs;
+        self
+    }
+
+    /// The login role of job `job` (`audit_retention`).
+    #[must_use]
+    pub fn job_role(&self, job: &str) -> String {
+        format!("{}_{job}", self.service)
+    }
+
+    /// Every job role.
+    #[must_use]
+    pub fn job_roles(&self) -> Vec<String> {
+        self.jobs.iter().map(|job| self.job_role(job)).collect()
     }
 
     /// Adds migrations of shared crates (e.g. the outbox), run after the service's
@@ -139,6 +177,21 @@ impl ServiceSchema {
         let platform = self.platform_role();
         let legacy = format!("{}_support", self.service);
         let limits = "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION";
+        let job_roles = self.job_roles();
+        let jobs: String = job_roles
+            .iter()
+            .map(|role| {
+                format!(
+                    "DO $$ BEGIN
+                       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
+                         CREATE ROLE {role} LOGIN NOINHERIT {limits};
+                       END IF;
+                     END $$;
+                     ALTER ROLE {role} LOGIN NOINHERIT {limits};"
+                )
+            })
+            .collect();
+        let job_list: String = job_roles.iter().map(|r| format!(", '{r}'")).collect();
         // One advisory lock serialises concurrent test processes creating roles.
         admin
             .batch_execute(&format!(
@@ -161,12 +214,13 @@ impl ServiceSchema {
                  END $$;
                  ALTER ROLE {app} LOGIN NOINHERIT {limits};
                  ALTER ROLE {platform} LOGIN NOINHERIT {limits};
+                 {jobs}
                  DO $$ DECLARE m record; BEGIN
                    FOR m IN SELECT r.rolname AS role, u.rolname AS member
                               FROM pg_auth_members am
                               JOIN pg_roles r ON r.oid = am.roleid
                               JOIN pg_roles u ON u.oid = am.member
-                             WHERE u.rolname IN ('{app}', '{platform}')
+                             WHERE u.rolname IN ('{app}', '{platform}'{job_list})
                    LOOP
                      EXECUTE format('REVOKE %I FROM %I', m.role, m.member);
                    END LOOP;
@@ -206,7 +260,12 @@ impl ServiceSchema {
             .batch_execute(&format!(
                 "REVOKE ALL ON DATABASE {name} FROM PUBLIC;
                  GRANT CONNECT, TEMPORARY ON DATABASE {name} TO {owner};
-                 GRANT CONNECT ON DATABASE {name} TO {app}, {platform};"
+                 GRANT CONNECT ON DATABASE {name} TO {app}, {platform}{jobs};",
+                jobs = self
+                    .job_roles()
+                    .iter()
+                    .map(|r| format!(", {r}"))
+                    .collect::<String>()
             ))
             .await?;
         Ok(())

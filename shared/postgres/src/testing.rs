@@ -88,6 +88,8 @@ pub struct TestDatabase {
     pub platform_url: String,
     /// URL as the owner role `<svc>_owner`.
     pub owner_url: String,
+    /// URLs as the job roles `<svc>_<job>`, by role name.
+    pub job_urls: std::collections::BTreeMap<String, String>,
     /// URL as the cluster's superuser.
     pub admin_url: String,
 }
@@ -176,6 +178,14 @@ pub async fn test_database(schema: &ServiceSchema) -> TestDatabase {
         app_url: server.url(&schema.app_role(), &name),
         platform_url: server.url(&schema.platform_role(), &name),
         owner_url: server.url(&schema.owner_role(), &name),
+        job_urls: schema
+            .job_roles()
+            .into_iter()
+            .map(|role| {
+                let url = server.url(&role, &name);
+                (role, url)
+            })
+            .collect(),
         admin_url: server.admin_url(&name),
         name,
     }
@@ -203,7 +213,10 @@ async fn template(server: &Server, schema: &ServiceSchema) -> String {
                 schema.owner_role(),
                 schema.app_role(),
                 schema.platform_role(),
-            ] {
+            ]
+            .into_iter()
+            .chain(schema.job_roles())
+            {
                 admin
                     .batch_execute(&format!("ALTER ROLE {role} PASSWORD '{role}'"))
                     .await?;

@@ -3,6 +3,8 @@
 //! and roles, tampering and truncation found by VerifyChain, the append-only
 //! trigger, the writer's name from its token, queries and exports.
 
+mod retention;
+
 use std::sync::Arc;
 
 use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};

@@ -1,8 +1,14 @@
 //! `bulkhead audit`: the audit trail, checked from outside.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use bulkhead::services::ServiceKind;
+use bulkhead_audit::Notary;
 use bulkhead_audit::offline::verify_export;
+use bulkhead_audit::retention;
+use bulkhead_context::TenantId;
+use bulkhead_db::Db;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,22 +28,168 @@ enum Command {
         #[arg(long)]
         keys: Option<PathBuf>,
     },
+    /// Delete the events older than each tenant's retention period from the
+    /// start of its chain, after signing a checkpoint of the last one deleted
+    /// (VerifyChain and exports then start from it). Runs as the retention
+    /// job's own role, the only one the trail lets delete.
+    Prune {
+        #[command(flatten)]
+        job: Job,
+        /// Signs the prunes' checkpoints: Audit's checkpoint key (must exist).
+        /// Default with --data-dir: the key of `bulkhead up`.
+        #[arg(long, env = "BULKHEAD_CHECKPOINT_KEY_FILE")]
+        checkpoint_key_file: Option<PathBuf>,
+        /// Days events are kept for tenants with no period of their own.
+        #[arg(long, env = "BULKHEAD_AUDIT_RETENTION_DAYS", default_value_t = 365,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        default_days: u32,
+        /// Print what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Prune as of this time (RFC 3339) instead of now: with --dry-run,
+        /// what a later run will delete.
+        #[arg(long)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Set a tenant's retention period (the nil UUID: the platform chain).
+    SetRetention {
+        #[command(flatten)]
+        job: Job,
+        /// The tenant (UUID).
+        tenant: String,
+        /// Days its events are kept.
+        #[arg(value_parser = clap::value_parser!(i32).range(1..))]
+        days: i32,
+    },
+    /// Print the retention periods set (one JSON object per line).
+    ListRetention {
+        #[command(flatten)]
+        job: Job,
+    },
 }
 
-pub fn run(args: &Args) -> anyhow::Result<()> {
+/// How the retention job reaches the trail.
+#[derive(Debug, clap::Args)]
+struct Job {
+    /// Postgres URL as the retention role `audit_retention`; default: the
+    /// cluster of a running `bulkhead up` (see --data-dir).
+    #[arg(long, env = "BULKHEAD_RETENTION_DATABASE_URL", hide_env_values = true)]
+    retention_database_url: Option<String>,
+    /// The `up` data folder, when no URL is given.
+    #[arg(long, env = "BULKHEAD_DATA_DIR", default_value = ".bulkhead")]
+    data_dir: PathBuf,
+}
+
+impl Job {
+    async fn db(&self) -> anyhow::Result<Db> {
+        let schema = ServiceKind::Audit.schema();
+        let url = match &self.retention_database_url {
+            Some(url) => url.clone(),
+            None => bulkhead::up::cluster_url(
+                &self.data_dir,
+                &schema.job_role("retention"),
+                &schema.database(),
+            )?,
+        };
+        let config = bulkhead_db::PoolConfig {
+            max_size: 1,
+            ..schema.pool_config()
+        };
+        // The job's cross-tenant transactions, as its own role.
+        Ok(Db::connect(&url, &config)
+            .await?
+            .with_platform(&url, &config)
+            .await?)
+    }
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<()> {
     match &args.command {
+        Command::Prune {
+            job,
+            checkpoint_key_file,
+            default_days,
+            dry_run,
+            as_of,
+        } => {
+            let key_file = checkpoint_key_file
+                .clone()
+                .unwrap_or_else(|| job.data_dir.join("keys/audit-checkpoint.pem"));
+            let key = bulkhead::keys::load(&key_file)?;
+            let notary = Notary::new(Arc::new(key));
+            let db = job.db().await?;
+            let report = retention::prune(
+                &db,
+                &notary,
+                *default_days,
+                as_of.unwrap_or_else(chrono::Utc::now),
+                *dry_run,
+            )
+            .await?;
+            for pruned in &report {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "tenant_id": pruned.tenant_id,
+                        "pruned_through": pruned.through,
+                        if *dry_run { "would_delete" } else { "deleted" }: pruned.deleted,
+                    })
+                );
+            }
+            if report.is_empty() {
+                eprintln!("nothing older than its retention period");
+            }
+            Ok(())
+        }
+        Command::SetRetention { job, tenant, days } => {
+            let tenant = TenantId::parse(tenant)
+                .map_err(|_| anyhow::anyhow!("{tenant:?} is not a tenant id (UUID)"))?;
+            retention::set_period(&job.db().await?, tenant, *days).await?;
+            println!("tenant {tenant}: events kept {days} days");
+            Ok(())
+        }
+        Command::ListRetention { job } => {
+            for period in retention::periods(&job.db().await?).await? {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "tenant_id": period.tenant_id,
+                        "retain_days": period.retain_days,
+                        "update_time": period.update_time,
+                    })
+                );
+            }
+            Ok(())
+        }
         Command::Verify { export, keys } => {
             let text = std::fs::read_to_string(export)?;
             let keys = keys.as_ref().map(std::fs::read_to_string).transpose()?;
             let report = verify_export(&text, keys.as_deref())?;
             match report.checkpoint {
                 Some((sequence, kid)) => println!(
-                    "verified events 1 to {} of tenant {}; Audit's checkpoint of event {sequence} (key {kid}) holds",
-                    report.events, report.tenant_id
+                    "verified events {} to {} of tenant {}{}; Audit's checkpoint of event {sequence} (key {kid}) holds",
+                    report.pruned_through + 1,
+                    report.events,
+                    report.tenant_id,
+                    if report.pruned_through > 0 {
+                        format!(
+                            " (events 1 to {} were pruned; Audit signed the last of them)",
+                            report.pruned_through
+                        )
+                    } else {
+                        String::new()
+                    }
                 ),
                 None => println!(
-                    "verified events 1 to {} of tenant {} (the end is not proven: give --keys)",
-                    report.events, report.tenant_id
+                    "verified events {} to {} of tenant {} (the end{} not proven: give --keys)",
+                    report.pruned_through + 1,
+                    report.events,
+                    report.tenant_id,
+                    if report.pruned_through > 0 {
+                        " and the pruned start are"
+                    } else {
+                        " is"
+                    }
                 ),
             }
             Ok(())

@@ -46,7 +46,7 @@ enum Command {
     Token(token::Args),
     /// A service's outbox: list the messages set aside as dead letters, resend them.
     Outbox(outbox::Args),
-    /// The audit trail from outside: verify an export offline.
+    /// The audit trail from outside: verify an export offline; retention.
     Audit(audit::Args),
 }
 
@@ -65,7 +65,7 @@ impl Cli {
             Command::Jwks(args) => keys::jwks(&args),
             Command::Token(args) => token::run(args),
             Command::Outbox(args) => outbox::run(args).await,
-            Command::Audit(args) => audit::run(&args),
+            Command::Audit(args) => audit::run(&args).await,
         }
     }
 }

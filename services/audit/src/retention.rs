@@ -1,0 +1,231 @@
+//! Retention: `bulkhead audit prune`, run as the job role `audit_retention`
+//! (the only role the append-only trigger lets delete, and only a prefix of a
+//! chain recorded in `prunes`).
+//!
+//! Per tenant, the events Audit received before the tenant's retention period
+//! (its row in `retention_periods`, or the job's default) are deleted from the
+//! start of the chain, after Audit's key signs the last of them: that signed
+//! checkpoint, kept in `prunes`, is where VerifyChain and exports start, so the
+//! chain that remains stays verifiable — and a prune is never silent, since
+//! its record cannot be deleted either.
+
+use bulkhead_context::TenantId;
+use bulkhead_db::{Db, PlatformConn};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use crate::checkpoint::Notary;
+use crate::error::AuditError;
+use crate::schema::{chain_heads, checkpoints, events, prunes, retention_periods};
+
+/// One chain's prune.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    /// The tenant (nil: the platform chain).
+    pub tenant_id: Uuid,
+    /// Events 1 to this one are gone.
+    pub through: i64,
+    /// How many this run deleted.
+    pub deleted: i64,
+}
+
+/// Where a pruned chain now starts: its last deleted event, signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Horizon {
+    /// The last event deleted.
+    pub sequence: i64,
+    /// Its hash: the `prev_hash` of the first event kept.
+    pub hash: Vec<u8>,
+    /// Audit's signed checkpoint of it.
+    pub jws: String,
+}
+
+/// One tenant's retention period.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct Period {
+    /// The tenant (nil: the platform chain).
+    pub tenant_id: Uuid,
+    /// Days events are kept.
+    pub retain_days: i32,
+    /// When it was set.
+    pub update_time: DateTime<Utc>,
+}
+
+/// Prunes every chain: in each tenant's own transaction, the events received
+/// before `now` minus its period (default `default_days`) from the start of the
+/// chain up to the first one received later. With `dry_run`, reports what it
+/// would delete and deletes nothing.
+///
+/// # Errors
+/// On database failure, or when signing fails.
+pub async fn prune(
+    db: &Db,
+    notary: &Notary,
+    default_days: u32,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vec<Pruned>, AuditError> {
+    let tenants: Vec<Uuid> = db
+        .platform_tx(async |tx| {
+            Ok::<_, AuditError>(
+                chain_heads::table
+                    .select(chain_heads::tenant_id)
+                    .order(chain_heads::tenant_id)
+                    .load(&mut tx.pg())
+                    .await?,
+            )
+        })
+        .await?;
+    let mut report = Vec::new();
+    for tenant in tenants {
+        let pruned = db
+            .platform_tx(async |tx| {
+                prune_chain(tx, notary, tenant, default_days, now, dry_run).await
+            })
+            .await?;
+        report.extend(pruned);
+    }
+    Ok(report)
+}
+
+async fn prune_chain(
+    tx: PlatformConn<'_>,
+    notary: &Notary,
+    tenant: Uuid,
+    default_days: u32,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Option<Pruned>, AuditError> {
+    // One prune of a chain at a time (two jobs started together).
+    diesel::sql_query("SELECT pg_advisory_xact_lock(7305242, hashtext($1::text))")
+        .bind::<diesel::sql_types::Uuid, _>(tenant)
+        .execute(&mut tx.pg())
+        .await?;
+    let days: i32 = retention_periods::table
+        .filter(retention_periods::tenant_id.eq(tenant))
+        .select(retention_periods::retain_days)
+        .first(&mut tx.pg())
+        .await
+        .optional()?
+        .unwrap_or_else(|| i32::try_from(default_days).unwrap_or(i32::MAX));
+    let cutoff = now - chrono::Duration::days(i64::from(days));
+    let done: i64 = prunes::table
+        .filter(prunes::tenant_id.eq(tenant))
+        .select(diesel::dsl::max(prunes::sequence))
+        .first::<Option<i64>>(&mut tx.pg())
+        .await?
+        .unwrap_or(0);
+    // The first event kept: the first received at or after the cutoff (walked
+    // in chain order from the start, so only what goes is read).
+    let first_kept: Option<i64> = events::table
+        .filter(events::tenant_id.eq(tenant))
+        .filter(events::sequence.gt(done))
+        .filter(events::receive_time.ge(cutoff))
+        .order(events::sequence.asc())
+        .select(events::sequence)
+        .first(&mut tx.pg())
+        .await
+        .optional()?;
+    let through = match first_kept {
+        Some(sequence) => sequence - 1,
+        None => events::table
+            .filter(events::tenant_id.eq(tenant))
+            .select(diesel::dsl::max(events::sequence))
+            .first::<Option<i64>>(&mut tx.pg())
+            .await?
+            .unwrap_or(0),
+    };
+    if through <= done {
+        return Ok(None);
+    }
+    let deleted = through - done;
+    if dry_run {
+        return Ok(Some(Pruned {
+            tenant_id: tenant,
+            through,
+            deleted,
+        }));
+    }
+    let hash: Vec<u8> = events::table
+        .filter(events::tenant_id.eq(tenant))
+        .filter(events::sequence.eq(through))
+        .select(events::hash)
+        .first(&mut tx.pg())
+        .await?;
+    let (jws, _) = notary
+        .sign(tenant, through, &hash)
+        .map_err(AuditError::Signing)?;
+    diesel::insert_into(checkpoints::table)
+        .values((
+            checkpoints::tenant_id.eq(tenant),
+            checkpoints::sequence.eq(through),
+            checkpoints::hash.eq(&hash),
+            checkpoints::jws.eq(&jws),
+        ))
+        .on_conflict_do_nothing()
+        .execute(&mut tx.pg())
+        .await?;
+    diesel::insert_into(prunes::table)
+        .values((
+            prunes::tenant_id.eq(tenant),
+            prunes::sequence.eq(through),
+            prunes::hash.eq(&hash),
+            prunes::jws.eq(&jws),
+            prunes::deleted_count.eq(deleted),
+        ))
+        .execute(&mut tx.pg())
+        .await?;
+    let gone = diesel::delete(
+        events::table
+            .filter(events::tenant_id.eq(tenant))
+            .filter(events::sequence.gt(done))
+            .filter(events::sequence.le(through)),
+    )
+    .execute(&mut tx.pg())
+    .await?;
+    Ok(Some(Pruned {
+        tenant_id: tenant,
+        through,
+        deleted: i64::try_from(gone).unwrap_or(i64::MAX),
+    }))
+}
+
+/// Sets `tenant`'s retention period.
+///
+/// # Errors
+/// On database failure (a period under a day is refused by the table).
+pub async fn set_period(db: &Db, tenant: TenantId, days: i32) -> Result<(), AuditError> {
+    db.platform_tx(async |tx| {
+        diesel::insert_into(retention_periods::table)
+            .values((
+                retention_periods::tenant_id.eq(tenant.as_uuid()),
+                retention_periods::retain_days.eq(days),
+            ))
+            .on_conflict(retention_periods::tenant_id)
+            .do_update()
+            .set((
+                retention_periods::retain_days.eq(days),
+                retention_periods::update_time.eq(diesel::dsl::now),
+            ))
+            .execute(&mut tx.pg())
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Every period set.
+///
+/// # Errors
+/// On database failure.
+pub async fn periods(db: &Db) -> Result<Vec<Period>, AuditError> {
+    db.platform_tx(async |tx| {
+        Ok(retention_periods::table
+            .order(retention_periods::tenant_id)
+            .load(&mut tx.pg())
+            .await?)
+    })
+    .await
+}

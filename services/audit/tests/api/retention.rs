@@ -1,0 +1,294 @@
+//! Retention: only the retention job's role deletes, only a prefix covered by
+//! a signed prune, and what remains stays verifiable from that prune on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_audit::Notary;
+use bulkhead_audit::retention::{self, Pruned};
+use bulkhead_context::{TenantId, TenantRole};
+use bulkhead_db::{Db, PoolConfig};
+use bulkhead_guard::token::SigningKey;
+use bulkhead_proto::audit::v1 as pb;
+use diesel_async::SimpleAsyncConnection as _;
+
+use crate::{Harness, event, spawn_with};
+
+async fn with_key() -> (Harness, Notary) {
+    let key = Arc::new(SigningKey::generate());
+    let h = spawn_with(bulkhead_audit::AuditModule::new(
+        Some(key.clone()),
+        Duration::from_secs(3600),
+    ))
+    .await;
+    (h, Notary::new(key))
+}
+
+impl Harness {
+    fn retention_url(&self) -> String {
+        self.database.job_urls["audit_retention"].clone()
+    }
+
+    async fn retention_db(&self) -> Db {
+        let url = self.retention_url();
+        let config = PoolConfig::default();
+        Db::connect(&url, &config)
+            .await
+            .expect("retention role connects")
+            .with_platform(&url, &config)
+            .await
+            .expect("retention role connects")
+    }
+
+    async fn count(&self, tenant: TenantId) -> usize {
+        self.sequences(tenant).await.len()
+    }
+
+    /// Makes the tenant's events up to `through` look received 400 days ago
+    /// (receive_time is not hashed).
+    async fn age(&self, tenant: TenantId, through: i64) {
+        self.sql(&format!(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+             UPDATE events SET receive_time = now() - interval '400 days'
+              WHERE tenant_id = '{tenant}' AND sequence <= {through};
+             ALTER TABLE events ENABLE TRIGGER events_append_only;"
+        ))
+        .await;
+    }
+
+    async fn export(&self, tenant: TenantId) -> Vec<pb::ExportEventsResponse> {
+        let mut stream = self
+            .client
+            .clone()
+            .export_events(self.as_user(
+                tenant,
+                TenantRole::Owner,
+                pb::ExportEventsRequest::default(),
+            ))
+            .await
+            .expect("export")
+            .into_inner();
+        let mut messages = Vec::new();
+        while let Some(message) = stream.message().await.expect("message") {
+            messages.push(message);
+        }
+        messages
+    }
+}
+
+async fn refused(url: &str, statement: &str) -> String {
+    let mut conn =
+        <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(url)
+            .await
+            .expect("connect");
+    match conn.batch_execute(statement).await {
+        Ok(()) => panic!("{statement} was allowed at {url}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_retention_job_deletes_and_only_a_signed_prefix() {
+    let (h, notary) = with_key().await;
+    let (a, b) = (TenantId::new_v7(), TenantId::new_v7());
+    h.append((0..5).map(|_| event(a, "task.created")).collect())
+        .await
+        .expect("append");
+    h.append((0..3).map(|_| event(b, "task.created")).collect())
+        .await
+        .expect("append");
+    h.age(a, 3).await;
+    h.age(b, 3).await;
+
+    // Every other role is refused (the owner, under forced RLS with no
+    // policy of its own, sees no row to delete; with the trigger it could not
+    // either); the job itself may delete nothing no prune covers, and may
+    // change nothing.
+    let delete = format!("DELETE FROM events WHERE tenant_id = '{a}' AND sequence = 1");
+    let db = &h.database;
+    let mut owner = db.owner_connection().await;
+    owner.batch_execute(&delete).await.expect("deletes nothing");
+    assert!(
+        refused(
+            &db.owner_url,
+            "ALTER TABLE events NO FORCE ROW LEVEL SECURITY; DELETE FROM events"
+        )
+        .await
+        .contains("append-only")
+    );
+    assert!(
+        refused(&db.platform_url, &delete)
+            .await
+            .contains("permission denied")
+    );
+    assert!(
+        refused(&db.app_url, &delete)
+            .await
+            .contains("permission denied")
+    );
+    assert!(
+        refused(&h.retention_url(), &delete)
+            .await
+            .contains("append-only")
+    );
+    let update = format!("UPDATE events SET action = 'x' WHERE tenant_id = '{a}'");
+    assert!(
+        refused(&h.retention_url(), &update)
+            .await
+            .contains("permission denied")
+    );
+    let forged_prune = format!(
+        "SET ROLE audit_platform; INSERT INTO prunes (tenant_id, sequence, hash, jws, deleted_count) VALUES ('{a}', 5, '\\x00', 'x', 5)"
+    );
+    assert!(
+        refused(&h.retention_url(), &forged_prune)
+            .await
+            .contains("permission denied")
+    );
+    assert_eq!(h.count(a).await, 5);
+
+    // b keeps its events 1000 days; a gets the default, 365.
+    let job = h.retention_db().await;
+    retention::set_period(&job, b, 1000).await.expect("period");
+    let now = chrono::Utc::now();
+    let planned = retention::prune(&job, &notary, 365, now, true)
+        .await
+        .expect("dry run");
+    assert_eq!(
+        planned,
+        vec![Pruned {
+            tenant_id: *a.as_uuid(),
+            through: 3,
+            deleted: 3
+        }]
+    );
+    assert_eq!(h.count(a).await, 5, "a dry run deletes nothing");
+    let pruned = retention::prune(&job, &notary, 365, now, false)
+        .await
+        .expect("prune");
+    assert_eq!(pruned, planned);
+    let left: Vec<i64> = h.sequences(a).await.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(left, vec![4, 5]);
+    assert_eq!(h.count(b).await, 3, "b's period keeps its events");
+    assert!(
+        retention::prune(&job, &notary, 365, now, false)
+            .await
+            .expect("again")
+            .is_empty(),
+        "nothing more to prune"
+    );
+
+    // The rest verifies from the prune's signed checkpoint.
+    let verified = h.verify(a).await;
+    assert!(verified.ok, "{}", verified.detail);
+    assert_eq!(verified.checked_count, 2);
+    let start = verified.pruned_through.expect("pruned");
+    assert_eq!(start.sequence, 3);
+    assert!(notary.verify(&start.jws).is_some());
+    assert!(h.verify(b).await.pruned_through.is_none());
+    // An export starts with it, then events 4 onwards.
+    let export = h.export(a).await;
+    assert_eq!(
+        export[0].pruned_through.as_ref().map(|c| c.sequence),
+        Some(3)
+    );
+    assert!(export[0].events.is_empty());
+    let first = export
+        .iter()
+        .flat_map(|m| &m.events)
+        .next()
+        .expect("events");
+    assert_eq!(
+        (first.sequence, first.prev_hash.as_str()),
+        (4, start.hash.as_str())
+    );
+
+    // A prune record altered, or removed with the events it covered, is found.
+    h.sql(&format!(
+        "ALTER TABLE prunes DISABLE TRIGGER prunes_append_only;
+         UPDATE prunes SET hash = '\\x00' WHERE tenant_id = '{a}';
+         ALTER TABLE prunes ENABLE TRIGGER prunes_append_only;"
+    ))
+    .await;
+    let verified = h.verify(a).await;
+    assert!(!verified.ok);
+    assert!(
+        verified.detail.contains("prune does not verify"),
+        "{}",
+        verified.detail
+    );
+    h.sql(&format!(
+        "ALTER TABLE prunes DISABLE TRIGGER prunes_append_only;
+         DELETE FROM prunes WHERE tenant_id = '{a}';
+         ALTER TABLE prunes ENABLE TRIGGER prunes_append_only;"
+    ))
+    .await;
+    let verified = h.verify(a).await;
+    assert!(!verified.ok);
+    assert!(
+        verified.detail.contains("event 1 is missing"),
+        "{}",
+        verified.detail
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_during_appends_and_beside_another_prune_keeps_the_chain_whole() {
+    let (h, notary) = with_key().await;
+    let a = TenantId::new_v7();
+    h.append((0..10).map(|_| event(a, "task.created")).collect())
+        .await
+        .expect("append");
+    let job = h.retention_db().await;
+    // Two prunes of everything received before a year from now, beside four
+    // appenders: each event is either pruned whole or kept whole.
+    let later = chrono::Utc::now() + chrono::Duration::days(400);
+    let h = Arc::new(h);
+    let mut appenders = Vec::new();
+    for _ in 0..4 {
+        let h = Arc::clone(&h);
+        appenders.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                h.append(vec![event(a, "task.updated")])
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    let (one, two) = tokio::join!(
+        retention::prune(&job, &notary, 365, later, false),
+        retention::prune(&job, &notary, 365, later, false),
+    );
+    for appender in appenders {
+        appender.await.expect("appender");
+    }
+    let through: i64 = one
+        .expect("prune")
+        .iter()
+        .chain(&two.expect("prune"))
+        .map(|p| p.through)
+        .max()
+        .expect("something pruned");
+    let deleted = through;
+    let kept = h.count(a).await;
+    assert_eq!(
+        usize::try_from(deleted).expect("small") + kept,
+        50,
+        "every event pruned or kept, once"
+    );
+    let verified = h.verify(a).await;
+    assert!(verified.ok, "{}", verified.detail);
+    assert_eq!(verified.pruned_through.map(|c| c.sequence), Some(through));
+    // Everything pruned, then a new event: the chain goes on from the head.
+    retention::prune(&job, &notary, 365, later + chrono::Duration::days(1), false)
+        .await
+        .expect("prune all");
+    assert_eq!(h.count(a).await, 0);
+    assert!(h.verify(a).await.ok);
+    h.append(vec![event(a, "task.created")])
+        .await
+        .expect("append");
+    let verified = h.verify(a).await;
+    assert!(verified.ok, "{}", verified.detail);
+    assert_eq!(verified.checked_count, 1);
+}
