@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Uses the product as an operator would, then checks Audit's chain from outside:
-# starts `bulkhead up` on its own address and data folder, runs the Task
-# walkthrough, exports the default tenant's audit trail with grpcurl, has a
+# starts `bulkhead up` on its own address and data folder, runs the Task and
+# Audit walkthroughs, exports the default tenant's audit trail with grpcurl, has a
 # standard-library-only Python script recompute every hash, and checks the file
 # offline with `bulkhead audit verify` against Audit's published key (a cut
 # copy must be refused); then prunes it with `bulkhead audit prune` and checks
@@ -15,7 +15,7 @@ bulkhead=$(realpath "${1:-target/debug/bulkhead}")
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 host=127.0.0.$((100 + RANDOM % 100))
-export AUTH_ADDR=$host:50051 TENANT_ADDR=$host:50052 TASK_ADDR=$host:50053 BULKHEAD_DATA_DIR=$work/data
+export AUTH_ADDR=$host:50051 TENANT_ADDR=$host:50052 TASK_ADDR=$host:50053 AUDIT_ADDR=$host:50054 BULKHEAD_DATA_DIR=$work/data
 "$bulkhead" up --data-dir "$work/data" --host "$host" --metrics-listen "$host:9464" >"$work/up.out" 2>"$work/up.err" &
 up=$!
 stop() {
@@ -29,6 +29,10 @@ for _ in $(seq 1 120); do grep -q '^Ctrl-C' "$work/up.out" 2>/dev/null && break;
 grep -q '^Ctrl-C' "$work/up.out" || { cat "$work/up.err"; exit 1; }
 
 bash "$here/../demo/task-walkthrough.sh" >"$work/walk.out" 2>&1 || { cat "$work/walk.out"; exit 1; }
+BULKHEAD=$bulkhead bash "$here/../demo/audit-walkthrough.sh" >"$work/audit-walk.out" 2>&1 || { cat "$work/audit-walk.out"; exit 1; }
+grep -q "Audit's checkpoint of event" "$work/audit-walk.out" || { cat "$work/audit-walk.out"; exit 1; }
+grep -q "tenant_mismatch events in dave's trail: 1" "$work/audit-walk.out" || { cat "$work/audit-walk.out"; exit 1; }
+echo "the Audit walkthrough ran: $(grep -c '^==' "$work/audit-walk.out") steps"
 sleep 2 # the outbox relays deliver within a second
 token=$(grpcurl -plaintext -d "{\"email\":\"admin@bulkhead.local\",\"password\":\"$(cat "$work/data/admin-password")\"}" \
   "$AUTH_ADDR" bulkhead.auth.v1.AuthService/Login | python3 -c 'import json,sys; print(json.load(sys.stdin)["tokens"]["accessToken"])')
