@@ -59,15 +59,26 @@ if "$bulkhead" audit verify "$work/cut.json" --keys "$work/keys.json" >"$work/cu
 fi
 grep -q "cut off" "$work/cut.out" || { echo "a cut export was refused for the wrong reason:"; cat "$work/cut.out"; exit 1; }
 echo "a cut export is refused: $(grep -m1 "cut off" "$work/cut.out")"
-# Retention: prune as if 400 days had passed (everything goes, after Audit's
-# key signs the last event), then export again: the file starts from the
-# prune's signed checkpoint and still verifies, by Python and offline.
-"$bulkhead" audit prune --data-dir "$work/data" --as-of "$(date -u -d '+400 days' +%Y-%m-%dT%H:%M:%SZ)" | tee "$work/prune.out"
+# Retention: the events are made 400 days old (as the cluster's superuser,
+# the trigger set aside: a test's shortcut for waiting a year), then pruned
+# (everything goes, after Audit's key signs a prune of the last event), then
+# exported again: the file starts from the signed prune and still verifies.
+cluster=$(sed -n 's/^ *cluster in \([^ ]*\) .*/\1/p' "$work/up.out")
+cluster=${cluster:-$work/data/postgres}
+psql=$(ls /usr/lib/postgresql/*/bin/psql | sort -V | tail -1)
+"$psql" -q -h "$cluster/socket" -U postgres -d bulkhead_audit -c "
+  ALTER TABLE events DISABLE TRIGGER events_append_only;
+  UPDATE events SET receive_time = receive_time - interval '400 days';
+  ALTER TABLE events ENABLE TRIGGER events_append_only;"
+"$bulkhead" audit prune --data-dir "$work/data" | tee "$work/prune.out"
 grep -q '"pruned_through"' "$work/prune.out" || { echo "the prune deleted nothing"; exit 1; }
 grpcurl -plaintext -H "authorization: Bearer $token" "$host:50054" bulkhead.audit.v1.AuditService/ExportEvents >"$work/pruned.json"
 grep -q prunedThrough "$work/pruned.json" || { echo "the export after a prune does not start from it"; exit 1; }
-python3 "$here/verify_audit_export.py" "$work/pruned.json"
+if python3 "$here/verify_audit_export.py" "$work/pruned.json" >"$work/py.out" 2>&1; then
+  echo "the Python check took a prune on trust:"; cat "$work/py.out"; exit 1
+fi
 "$bulkhead" audit verify "$work/pruned.json" --keys "$work/keys.json"
+python3 "$here/verify_audit_export.py" "$work/pruned.json" --accept-unproven-prune
 if grep -q "delivery failed" "$work/up.err"; then
   echo "up logged outbox delivery failures:"; grep "delivery failed" "$work/up.err" | head -5; exit 1
 fi

@@ -14,8 +14,10 @@ with the canonical encoding of services/audit/src/chain.rs: the fields below,
 keys sorted at every level, no whitespace, UTF-8, times as RFC 3339 UTC with
 exactly six fractional digits, and no floating point.
 
-    python3 verify_audit_export.py export.json
-Exit status 0 when every event verifies.
+    python3 verify_audit_export.py export.json [--accept-unproven-prune]
+Exit status 0 when every event verifies. An export that starts after a prune
+is refused unless --accept-unproven-prune is given: only the prune's
+signature (`bulkhead audit verify --keys`) proves the start was not cut.
 """
 import datetime
 import hashlib
@@ -69,7 +71,7 @@ def batches(text):
         yield batch
 
 
-def main(path):
+def main(path, accept_prune=False):
     last = {}  # tenant -> (sequence, hash)
     checked, start = 0, 0
     for batch in batches(open(path, encoding="utf-8").read()):
@@ -77,6 +79,11 @@ def main(path):
         if pruned:
             if last:
                 sys.exit("prunedThrough after the first events")
+            if not accept_prune:
+                sys.exit("the export starts after a prune (events 1 to "
+                         f"{pruned.get('sequence')}): only its signature proves the start was not "
+                         "cut -- check it with `bulkhead audit verify --keys`, then pass "
+                         "--accept-unproven-prune to recompute the rest here")
             start = int(pruned["sequence"])
             last[pruned["tenantId"]] = (start, bytes.fromhex(pruned["hash"]))
         for event in batch.get("events", []):
@@ -97,9 +104,10 @@ def main(path):
     if checked == 0:
         sys.exit("no events in the export")
     (tenant, (sequence, _)), = last.items()
-    pruned = f" (1 to {start} were pruned)" if start else ""
+    pruned = f" (1 to {start} were pruned: the prune's signature is not checked here)" if start else ""
     print(f"verified events {start + 1} to {sequence} of tenant {tenant}{pruned} with Python's hashlib and json")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    args = [a for a in sys.argv[1:] if a != "--accept-unproven-prune"]
+    main(args[0], accept_prune=len(args) < len(sys.argv) - 1)

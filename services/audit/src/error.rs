@@ -22,6 +22,10 @@ pub enum AuditError {
     /// A checkpoint could not be signed.
     #[error("signing failed")]
     Signing(String),
+    /// Retention refused to prune (the chain does not verify, or the time
+    /// asked for is to come).
+    #[error("{0}")]
+    PruneRefused(String),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -43,6 +47,7 @@ impl From<AuditError> for Status {
                 tracing::error!(%cause, "checkpoint signing failed");
                 Self::internal("internal error")
             }
+            AuditError::PruneRefused(why) => Self::failed_precondition(why),
             AuditError::Db(cause) => bulkhead_rpc::db_status(&cause),
         }
     }

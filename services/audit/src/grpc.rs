@@ -20,6 +20,11 @@ use bulkhead_rpc::InvalidRequest;
 /// at 64 KiB of values, memory stays bounded whatever the size of the chain.
 const BATCH: i64 = 100;
 
+/// Exports of one tenant's trail running at once; more wait for one to end
+/// (RESOURCE_EXHAUSTED with RetryInfo), so one tenant cannot hold every
+/// connection of the pool with exports.
+pub const EXPORTS_PER_TENANT: usize = 2;
+
 /// Most bytes in one streamed export message or one query page: clients' default
 /// limit is 4 MiB.
 const MESSAGE_BYTES: usize = 1024 * 1024;
@@ -84,11 +89,56 @@ pub(crate) fn now_micros() -> chrono::DateTime<chrono::Utc> {
         .unwrap_or(now)
 }
 
+/// The exports running, per tenant.
+#[derive(Debug, Clone, Default)]
+struct Exports(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<TenantId, usize>>>);
+
+/// One running export; dropped when its stream ends.
+struct ExportSlot {
+    exports: Exports,
+    tenant: TenantId,
+}
+
+impl Exports {
+    fn take(&self, tenant: TenantId) -> Option<ExportSlot> {
+        let mut running = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = running.entry(tenant).or_insert(0);
+        if *count >= EXPORTS_PER_TENANT {
+            return None;
+        }
+        *count += 1;
+        Some(ExportSlot {
+            exports: self.clone(),
+            tenant,
+        })
+    }
+}
+
+impl Drop for ExportSlot {
+    fn drop(&mut self) {
+        let mut running = self
+            .exports
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = running.get_mut(&self.tenant) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&self.tenant);
+            }
+        }
+    }
+}
+
 /// The Audit service's handlers.
 #[derive(Debug, Clone)]
 pub struct AuditApi {
     db: Db,
     notary: Notary,
+    exports: Exports,
     /// Where refusals made here (past the guard) go, like the guard's own.
     security: Option<SecurityEvents>,
 }
@@ -100,6 +150,7 @@ impl AuditApi {
         Self {
             db,
             notary,
+            exports: Exports::default(),
             security: None,
         }
     }
@@ -152,6 +203,172 @@ impl AuditApi {
                 Ok(heads.len())
             })
             .await
+    }
+
+    /// Walks `tenant`'s chain from its start (event 1, or after its newest
+    /// signed prune) and holds it to the newest stored checkpoint, `given`,
+    /// and the chain head.
+    async fn check_chain(
+        &self,
+        tenant: TenantId,
+        given: Option<&crate::checkpoint::Payload>,
+    ) -> Result<pb::VerifyChainResponse, Status> {
+        // The checkpoints to hold the chain to: the newest stored one (its
+        // signature checked, never its columns) and the caller's own copy.
+        let notary = &self.notary;
+        let (stored, horizon) = self
+            .db
+            .tenant_read(tenant, async |tx| {
+                Ok::<_, AuditError>((repo::latest_checkpoint(tx).await?, repo::horizon(tx).await?))
+            })
+            .await?;
+        let fault = |id: String, detail: String, checked: i64| pb::VerifyChainResponse {
+            ok: false,
+            first_bad_event_id: id,
+            checked_count: checked,
+            detail,
+            pruned_through: None,
+        };
+        // A pruned chain starts after the prune's checkpoint, whose signature
+        // (never its columns) says which event and hash it was.
+        let pruned_through = match &horizon {
+            None => None,
+            Some(h) => match notary.verify(&h.jws).filter(|p| {
+                p.is_prune()
+                    && p.tenant_id == tenant.to_string()
+                    && p.sequence == h.sequence
+                    && p.hash == hex(&h.hash)
+            }) {
+                Some(payload) => Some(checkpoint_message(&h.jws, &payload)),
+                None => {
+                    return Ok(fault(
+                        String::new(),
+                        "the record of a prune does not verify: it was altered".into(),
+                        0,
+                    ));
+                }
+            },
+        };
+        let mut checkpoints: Vec<(i64, String)> = Vec::new();
+        if let Some((_, _, jws)) = stored {
+            match notary
+                .verify(&jws)
+                .filter(|p| p.tenant_id == tenant.to_string())
+            {
+                Some(payload) => checkpoints.push((payload.sequence, payload.hash)),
+                None => {
+                    return Ok(fault(
+                        String::new(),
+                        "the newest stored checkpoint does not verify: it was altered".into(),
+                        0,
+                    ));
+                }
+            }
+        }
+        if let Some(payload) = given {
+            checkpoints.push((payload.sequence, payload.hash.clone()));
+        }
+        // The head, read after the checkpoints (it only grows past them) and
+        // before the walk: appends committed meanwhile are beyond it, not a
+        // false alarm.
+        let head = self
+            .db
+            .platform_tx(async |tx| repo::head(tx, tenant).await)
+            .await?;
+        let last = head.as_ref().map_or(i64::MAX, |(sequence, _)| *sequence);
+        let everything = crate::requests::Filter::default();
+        let (mut prev, start) = horizon
+            .as_ref()
+            .map_or((GENESIS.to_vec(), 0), |h| (h.hash.clone(), h.sequence));
+        let mut expected = start + 1;
+        let mut checked = 0_i64;
+        // Checkpoints of pruned events: only the prune's own can be held.
+        let mut at_checkpoints = std::collections::HashMap::new();
+        if let Some(h) = &horizon {
+            at_checkpoints.insert(h.sequence, hex(&h.hash));
+        }
+        checkpoints.retain(|(sequence, _)| *sequence >= start);
+        loop {
+            let rows = self
+                .db
+                .tenant_read(tenant, async |tx| {
+                    repo::batch_after(tx, &everything, expected - 1, BATCH).await
+                })
+                .await?;
+            if rows.is_empty() || expected > last {
+                break;
+            }
+            for row in rows.iter().take_while(|r| r.sequence <= last) {
+                if row.sequence != expected {
+                    return Ok(fault(
+                        row.id.to_string(),
+                        format!(
+                            "event {expected} is missing (the next stored is {})",
+                            row.sequence
+                        ),
+                        checked,
+                    ));
+                }
+                if row.prev_hash != prev || row.expected_hash(&prev).as_slice() != row.hash {
+                    return Ok(fault(
+                        row.id.to_string(),
+                        format!("event {expected} was altered"),
+                        checked,
+                    ));
+                }
+                if checkpoints
+                    .iter()
+                    .any(|(sequence, _)| *sequence == row.sequence)
+                {
+                    at_checkpoints.insert(row.sequence, hex(&row.hash));
+                }
+                prev.clone_from(&row.hash);
+                expected += 1;
+                checked += 1;
+            }
+        }
+        let end = expected - 1;
+        // Events cut off the end leave no gap: a signed checkpoint, and the
+        // chain head, still name them.
+        for (sequence, hash) in &checkpoints {
+            match at_checkpoints.get(sequence) {
+                None => {
+                    return Ok(fault(
+                        String::new(),
+                        format!(
+                            "the chain ends at event {end} but a signed checkpoint covers {sequence}: events were removed from its end"
+                        ),
+                        checked,
+                    ));
+                }
+                Some(found) if found != hash => {
+                    return Ok(fault(
+                        String::new(),
+                        format!("event {sequence} is not the one its signed checkpoint names"),
+                        checked,
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some((sequence, hash)) = head
+            && (sequence != end || hash != prev)
+        {
+            return Ok(fault(
+                String::new(),
+                format!(
+                    "the chain ends at event {end} but its head says {sequence}: events were removed from its end"
+                ),
+                checked,
+            ));
+        }
+        Ok(pb::VerifyChainResponse {
+            ok: true,
+            first_bad_event_id: String::new(),
+            checked_count: checked,
+            detail: String::new(),
+            pruned_through,
+        })
     }
 
     /// The tonic service to mount.
@@ -240,6 +457,12 @@ impl AuditService for AuditApi {
         let user = ctx.tenant_user()?;
         let tenant = self.chain(ctx, request.get_ref().platform, "ExportEvents")?;
         let filter = export_filter(request.get_ref())?;
+        let slot = self.exports.take(tenant).ok_or_else(|| {
+            bulkhead_rpc::throttled(
+                &format!("{EXPORTS_PER_TENANT} exports of this trail are running"),
+                std::time::Duration::from_secs(5),
+            )
+        })?;
         // An export is itself in the trail, before the events it carries.
         let exported = NewEvent {
             id: uuid::Uuid::now_v7(),
@@ -290,10 +513,14 @@ impl AuditService for AuditApi {
                     jws: h.jws,
                 },
             });
+        // Events at or below the prune are gone, or going.
+        let start_after = pruned_through.as_ref().map_or(0, |c| c.sequence);
         // Two batches in flight at most: a slow reader slows the reads.
         let (send, receive) = tokio::sync::mpsc::channel(2);
         let db = self.db.clone();
         tokio::spawn(async move {
+            // Held until the stream ends or its reader goes away.
+            let _slot = slot;
             if pruned_through.is_some() {
                 let start = pb::ExportEventsResponse {
                     events: Vec::new(),
@@ -304,7 +531,7 @@ impl AuditService for AuditApi {
                     return;
                 }
             }
-            let mut after = 0;
+            let mut after = start_after;
             loop {
                 let rows = db
                     .tenant_read(tenant, async |tx| {
@@ -372,171 +599,37 @@ impl AuditService for AuditApi {
     ) -> Reply<pb::VerifyChainResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let tenant = self.chain(ctx, request.get_ref().platform, "VerifyChain")?;
-        // The checkpoints to hold the chain to: the newest stored one (its
-        // signature checked, never its columns) and the caller's own copy.
-        let notary = &self.notary;
-        let (stored, horizon) = self
-            .db
-            .tenant_read(tenant, async |tx| {
-                Ok::<_, AuditError>((repo::latest_checkpoint(tx).await?, repo::horizon(tx).await?))
-            })
-            .await?;
-        let fault = |id: String, detail: String, checked: i64| pb::VerifyChainResponse {
-            ok: false,
-            first_bad_event_id: id,
-            checked_count: checked,
-            detail,
-            pruned_through: None,
-        };
-        // A pruned chain starts after the prune's checkpoint, whose signature
-        // (never its columns) says which event and hash it was.
-        let pruned_through = match &horizon {
-            None => None,
-            Some(h) => match notary.verify(&h.jws).filter(|p| {
-                p.tenant_id == tenant.to_string()
-                    && p.sequence == h.sequence
-                    && p.hash == hex(&h.hash)
-            }) {
-                Some(payload) => Some(checkpoint_message(&h.jws, &payload)),
-                None => {
-                    return Ok(Response::new(fault(
-                        String::new(),
-                        "the record of a prune does not verify: it was altered".into(),
-                        0,
-                    )));
-                }
-            },
-        };
-        let mut checkpoints: Vec<(i64, String)> = Vec::new();
-        if let Some((_, _, jws)) = stored {
-            match notary
-                .verify(&jws)
-                .filter(|p| p.tenant_id == tenant.to_string())
-            {
-                Some(payload) => checkpoints.push((payload.sequence, payload.hash)),
-                None => {
-                    return Ok(Response::new(fault(
-                        String::new(),
-                        "the newest stored checkpoint does not verify: it was altered".into(),
-                        0,
-                    )));
-                }
-            }
-        }
         let given = request.get_ref().checkpoint.trim();
-        if !given.is_empty() {
-            let payload = notary
-                .verify(given)
-                .filter(|p| p.tenant_id == tenant.to_string())
-                .ok_or_else(|| {
-                    InvalidRequest::field(
-                        "checkpoint",
-                        "is not a checkpoint of this tenant signed by Audit",
-                    )
-                })?;
-            checkpoints.push((payload.sequence, payload.hash));
-        }
-        // The head, read after the checkpoints (it only grows past them) and
-        // before the walk: appends committed meanwhile are beyond it, not a
-        // false alarm.
-        let head = self
-            .db
-            .platform_tx(async |tx| repo::head(tx, tenant).await)
-            .await?;
-        let last = head.as_ref().map_or(i64::MAX, |(sequence, _)| *sequence);
-        let everything = crate::requests::Filter::default();
-        let (mut prev, start) = horizon
-            .as_ref()
-            .map_or((GENESIS.to_vec(), 0), |h| (h.hash.clone(), h.sequence));
-        let mut expected = start + 1;
-        let mut checked = 0_i64;
-        // Checkpoints of pruned events: only the prune's own can be held.
-        let mut at_checkpoints = std::collections::HashMap::new();
-        if let Some(h) = &horizon {
-            at_checkpoints.insert(h.sequence, hex(&h.hash));
-        }
-        checkpoints.retain(|(sequence, _)| *sequence >= start);
-        loop {
-            let rows = self
+        let given = if given.is_empty() {
+            None
+        } else {
+            Some(
+                self.notary
+                    .verify(given)
+                    .filter(|p| p.tenant_id == tenant.to_string())
+                    .ok_or_else(|| {
+                        InvalidRequest::field(
+                            "checkpoint",
+                            "is not a checkpoint of this tenant signed by Audit",
+                        )
+                    })?,
+            )
+        };
+        // A prune committed during the walk deletes events the walk expected:
+        // when the chain's start moved meanwhile, the walk is done again.
+        let mut verified = self.check_chain(tenant, given.as_ref()).await?;
+        if !verified.ok {
+            let start = |v: &pb::VerifyChainResponse| v.pruned_through.as_ref().map(|c| c.sequence);
+            let now = self
                 .db
-                .tenant_read(tenant, async |tx| {
-                    repo::batch_after(tx, &everything, expected - 1, BATCH).await
-                })
-                .await?;
-            if rows.is_empty() || expected > last {
-                break;
-            }
-            for row in rows.iter().take_while(|r| r.sequence <= last) {
-                if row.sequence != expected {
-                    return Ok(Response::new(fault(
-                        row.id.to_string(),
-                        format!(
-                            "event {expected} is missing (the next stored is {})",
-                            row.sequence
-                        ),
-                        checked,
-                    )));
-                }
-                if row.prev_hash != prev || row.expected_hash(&prev).as_slice() != row.hash {
-                    return Ok(Response::new(fault(
-                        row.id.to_string(),
-                        format!("event {expected} was altered"),
-                        checked,
-                    )));
-                }
-                if checkpoints
-                    .iter()
-                    .any(|(sequence, _)| *sequence == row.sequence)
-                {
-                    at_checkpoints.insert(row.sequence, hex(&row.hash));
-                }
-                prev.clone_from(&row.hash);
-                expected += 1;
-                checked += 1;
+                .tenant_read(tenant, async |tx| repo::horizon(tx).await)
+                .await?
+                .map(|h| h.sequence);
+            if now != start(&verified) {
+                verified = self.check_chain(tenant, given.as_ref()).await?;
             }
         }
-        let end = expected - 1;
-        // Events cut off the end leave no gap: a signed checkpoint, and the
-        // chain head, still name them.
-        for (sequence, hash) in &checkpoints {
-            match at_checkpoints.get(sequence) {
-                None => {
-                    return Ok(Response::new(fault(
-                        String::new(),
-                        format!(
-                            "the chain ends at event {end} but a signed checkpoint covers {sequence}: events were removed from its end"
-                        ),
-                        checked,
-                    )));
-                }
-                Some(found) if found != hash => {
-                    return Ok(Response::new(fault(
-                        String::new(),
-                        format!("event {sequence} is not the one its signed checkpoint names"),
-                        checked,
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
-        if let Some((sequence, hash)) = head
-            && (sequence != end || hash != prev)
-        {
-            return Ok(Response::new(fault(
-                String::new(),
-                format!(
-                    "the chain ends at event {end} but its head says {sequence}: events were removed from its end"
-                ),
-                checked,
-            )));
-        }
-        Ok(Response::new(pb::VerifyChainResponse {
-            ok: true,
-            first_bad_event_id: String::new(),
-            checked_count: checked,
-            detail: String::new(),
-            pruned_through,
-        }))
+        Ok(Response::new(verified))
     }
 
     async fn create_checkpoint(

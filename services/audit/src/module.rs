@@ -31,6 +31,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 #[derive(Debug, Clone)]
 pub struct AuditModule {
     checkpoint_key: Option<Arc<SigningKey>>,
+    retired_keys: Vec<serde_json::Value>,
     checkpoint_every: Duration,
 }
 
@@ -38,6 +39,7 @@ impl Default for AuditModule {
     fn default() -> Self {
         Self {
             checkpoint_key: None,
+            retired_keys: Vec::new(),
             checkpoint_every: Duration::from_secs(60),
         }
     }
@@ -50,8 +52,17 @@ impl AuditModule {
     pub fn new(key: Option<Arc<SigningKey>>, every: Duration) -> Self {
         Self {
             checkpoint_key: key,
+            retired_keys: Vec::new(),
             checkpoint_every: every,
         }
+    }
+
+    /// Also checks (and publishes) checkpoints of the keys the current one
+    /// replaced: their public JWKs.
+    #[must_use]
+    pub fn with_retired_keys(mut self, keys: Vec<serde_json::Value>) -> Self {
+        self.retired_keys = keys;
+        self
     }
 }
 
@@ -68,8 +79,12 @@ impl ServiceModule for AuditModule {
             );
             Arc::new(SigningKey::generate())
         });
-        let api =
-            AuditApi::new(env.db.clone(), Notary::new(key)).with_security(env.security.clone());
+        let notary =
+            Notary::with_retired(key, &self.retired_keys).map_err(|e| StartError::Assembly {
+                service: SPEC.grpc_name,
+                reason: e.to_string(),
+            })?;
+        let api = AuditApi::new(env.db.clone(), notary).with_security(env.security.clone());
         let every = self.checkpoint_every;
         let (notary, mut shutdown) = (api.clone(), env.shutdown.clone());
         let checkpoints: futures_util::future::BoxFuture<'static, ()> = Box::pin(async move {

@@ -255,6 +255,12 @@ pub fn verify_export(text: &str, keys_json: Option<&str>) -> Result<Report, Expo
     // signature must name that tenant, event and hash.
     if let Some((jws, sequence, stated)) = &pruned {
         let (signed, _) = verify_jws(jws, &keys)?;
+        if !signed.is_prune() {
+            return Err(ExportFault::Checkpoint(
+                "the export starts after a checkpoint, not a prune: events were cut from its start"
+                    .into(),
+            ));
+        }
         if signed.tenant_id != tenant || signed.sequence != *sequence || signed.hash != *stated {
             return Err(ExportFault::Checkpoint(
                 "the prune's checkpoint is not what Audit signed".into(),
@@ -433,8 +439,13 @@ mod tests {
             .to_owned();
         let tenant = uuid::Uuid::parse_str(TENANT).expect("uuid");
         let sequence = i64::try_from(through).expect("small");
-        let (jws, _) = notary
-            .sign(tenant, sequence, &unhex(&hash).expect("hex"))
+        let jws = notary
+            .sign_prune(
+                tenant,
+                sequence,
+                &unhex(&hash).expect("hex"),
+                chrono::Utc::now(),
+            )
             .expect("sign");
         json!({ "prunedThrough": {
             "tenantId": TENANT, "sequence": sequence.to_string(), "hash": hash, "jws": jws } })
@@ -475,6 +486,22 @@ mod tests {
             matches!(fault, ExportFault::Broken { sequence: 3, .. }),
             "{fault}"
         );
+        // A checkpoint (two exports give two) passed off as a prune is refused.
+        let (checkpoint, _) = notary
+            .sign(
+                uuid::Uuid::parse_str(TENANT).expect("uuid"),
+                2,
+                &unhex(events[1]["hash"].as_str().expect("hash")).expect("hex"),
+            )
+            .expect("sign");
+        let mut passed_off = start.clone();
+        passed_off["prunedThrough"]["jws"] = json!(checkpoint);
+        let fault = verify_export(
+            &format!("{passed_off}\n{}", text(&events[2..], &end)),
+            Some(&keys),
+        )
+        .expect_err("a checkpoint is not a prune");
+        assert!(fault.to_string().contains("not a prune"), "{fault}");
         // Events cut from the start without a prune are a gap, not a prune.
         let fault = verify_export(&text(&events[2..], &end), Some(&keys)).expect_err("cut start");
         assert!(

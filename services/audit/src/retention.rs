@@ -16,9 +16,11 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
+use crate::chain::GENESIS;
 use crate::checkpoint::Notary;
 use crate::error::AuditError;
-use crate::schema::{chain_heads, checkpoints, events, prunes, retention_periods};
+use crate::repo::EventRow;
+use crate::schema::{chain_heads, events, prunes, retention_periods};
 
 /// One chain's prune.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,12 @@ pub async fn prune(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<Vec<Pruned>, AuditError> {
+    if !dry_run && now > Utc::now() + chrono::Duration::minutes(1) {
+        return Err(AuditError::PruneRefused(
+            "a prune as of a time to come deletes nothing it should not yet: only with --dry-run"
+                .into(),
+        ));
+    }
     let tenants: Vec<Uuid> = db
         .platform_tx(async |tx| {
             Ok::<_, AuditError>(
@@ -128,15 +136,17 @@ async fn prune_chain(
         .first(&mut tx.pg())
         .await
         .optional()?;
-    let through = match first_kept {
-        Some(sequence) => sequence - 1,
-        None => events::table
-            .filter(events::tenant_id.eq(tenant))
-            .select(diesel::dsl::max(events::sequence))
-            .first::<Option<i64>>(&mut tx.pg())
-            .await?
-            .unwrap_or(0),
-    };
+    // Only events received before the cutoff go: an event appended meanwhile
+    // is newer than it.
+    let through: i64 = events::table
+        .filter(events::tenant_id.eq(tenant))
+        .filter(events::sequence.gt(done))
+        .filter(events::sequence.lt(first_kept.unwrap_or(i64::MAX)))
+        .filter(events::receive_time.lt(cutoff))
+        .select(diesel::dsl::max(events::sequence))
+        .first::<Option<i64>>(&mut tx.pg())
+        .await?
+        .unwrap_or(0);
     if through <= done {
         return Ok(None);
     }
@@ -148,25 +158,15 @@ async fn prune_chain(
             deleted,
         }));
     }
-    let hash: Vec<u8> = events::table
-        .filter(events::tenant_id.eq(tenant))
-        .filter(events::sequence.eq(through))
-        .select(events::hash)
-        .first(&mut tx.pg())
-        .await?;
-    let (jws, _) = notary
-        .sign(tenant, through, &hash)
+    // What goes is checked first: a prune signs the chain as stored, so it
+    // must not launder events altered before it.
+    let hash = verified_segment(&tx, tenant, done, through).await?;
+    let jws = notary
+        .sign_prune(tenant, through, &hash, cutoff)
         .map_err(AuditError::Signing)?;
-    diesel::insert_into(checkpoints::table)
-        .values((
-            checkpoints::tenant_id.eq(tenant),
-            checkpoints::sequence.eq(through),
-            checkpoints::hash.eq(&hash),
-            checkpoints::jws.eq(&jws),
-        ))
-        .on_conflict_do_nothing()
-        .execute(&mut tx.pg())
-        .await?;
+    // The table's triggers hold the record to the chain: its hash must be the
+    // stored event's, it only moves forward, and by commit every event up to
+    // it must be gone.
     diesel::insert_into(prunes::table)
         .values((
             prunes::tenant_id.eq(tenant),
@@ -190,6 +190,76 @@ async fn prune_chain(
         through,
         deleted: i64::try_from(gone).unwrap_or(i64::MAX),
     }))
+}
+
+/// Recomputes `tenant`'s events `after + 1 ..= through` from the prune before
+/// (or the chain's start), and the link to the event after them; returns the
+/// hash of `through`.
+async fn verified_segment(
+    tx: &PlatformConn<'_>,
+    tenant: Uuid,
+    after: i64,
+    through: i64,
+) -> Result<Vec<u8>, AuditError> {
+    let mut prev: Vec<u8> = if after == 0 {
+        GENESIS.to_vec()
+    } else {
+        prunes::table
+            .filter(prunes::tenant_id.eq(tenant))
+            .filter(prunes::sequence.eq(after))
+            .select(prunes::hash)
+            .first(&mut tx.pg())
+            .await?
+    };
+    let mut expected = after + 1;
+    let refuse = |sequence: i64, what: &str| {
+        AuditError::PruneRefused(format!(
+            "tenant {tenant}: event {sequence} {what}; the chain was not pruned (VerifyChain shows where it breaks)"
+        ))
+    };
+    while expected <= through + 1 {
+        let rows: Vec<EventRow> = events::table
+            .filter(events::tenant_id.eq(tenant))
+            .filter(events::sequence.ge(expected))
+            .filter(events::sequence.le(through + 1))
+            .order(events::sequence.asc())
+            .limit(1000)
+            .select(EventRow::as_select())
+            .load(&mut tx.pg())
+            .await?;
+        let Some(last) = rows.last().map(|r| r.sequence) else {
+            break;
+        };
+        for row in &rows {
+            if row.sequence != expected {
+                return Err(refuse(expected, "is missing"));
+            }
+            if row.prev_hash != prev {
+                return Err(refuse(
+                    row.sequence,
+                    "does not name the previous event's hash",
+                ));
+            }
+            if row.sequence <= through && row.expected_hash(&prev).as_slice() != row.hash {
+                return Err(refuse(row.sequence, "was altered"));
+            }
+            prev.clone_from(&row.hash);
+            expected += 1;
+        }
+        if last > through {
+            break;
+        }
+    }
+    if expected <= through {
+        return Err(refuse(expected, "is missing"));
+    }
+    // The hash of `through` (the last one checked may be the event after it).
+    Ok(events::table
+        .filter(events::tenant_id.eq(tenant))
+        .filter(events::sequence.eq(through))
+        .select(events::hash)
+        .first(&mut tx.pg())
+        .await?)
 }
 
 /// Sets `tenant`'s retention period.

@@ -147,6 +147,62 @@ pub fn spawn_key_reload(
     });
 }
 
+/// The retired checkpoint keys kept beside the current one (`up`'s folder):
+/// a JWK set of public keys.
+#[must_use]
+pub fn retired_checkpoint_keys_path(key_file: &Path) -> std::path::PathBuf {
+    key_file.with_extension("retired.json")
+}
+
+/// The public keys of a JWK set file (none when the file does not exist).
+///
+/// # Errors
+/// When the file cannot be read or is not a JWK set.
+pub fn load_public_keys(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let set: serde_json::Value = serde_json::from_str(&fs::read_to_string(path)?)?;
+    set.get("keys")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("{}: not a JWK set", path.display()))
+}
+
+/// Replaces Audit's checkpoint key: the current key's public half joins the
+/// retired set (so its checkpoints stay checkable and published), then a new
+/// key takes the file's place. Returns (old kid, new kid).
+///
+/// # Errors
+/// When the current key is missing or a file cannot be written.
+pub fn rotate_checkpoint_key(
+    key_file: &Path,
+    retired_file: &Path,
+) -> anyhow::Result<(String, String)> {
+    let old = load(key_file)?;
+    let mut retired = load_public_keys(retired_file)?;
+    if !retired.iter().any(|k| k["kid"] == old.kid()) {
+        retired.push(old.public_jwk());
+    }
+    // The retired set first: a crash between the two writes leaves the old
+    // key signing and already listed, never a key nobody can check.
+    let staged = retired_file.with_extension("json.new");
+    fs::write(&staged, serde_json::json!({ "keys": retired }).to_string())?;
+    fs::rename(&staged, retired_file)?;
+    let new = SigningKey::generate();
+    let staged = key_file.with_extension("pem.new");
+    let _ = fs::remove_file(&staged);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&staged)?;
+    file.write_all(new.to_pkcs8_pem().as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&staged, key_file)?;
+    Ok((old.kid().to_owned(), new.kid().to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -196,5 +252,25 @@ mod tests {
                 .verify(token, TokenUse::Access)
                 .expect("both keys verify");
         }
+    }
+
+    #[test]
+    fn a_checkpoint_key_rotation_keeps_the_old_public_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key_file = dir.path().join("audit-checkpoint.pem");
+        let first = load_or_create(&key_file).expect("key");
+        let retired = retired_checkpoint_keys_path(&key_file);
+        let (old, new) = rotate_checkpoint_key(&key_file, &retired).expect("rotate");
+        assert_eq!(old, first.kid());
+        assert_eq!(load(&key_file).expect("new key").kid(), new);
+        let (again, newest) = rotate_checkpoint_key(&key_file, &retired).expect("again");
+        assert_eq!(again, new);
+        let kept: Vec<String> = load_public_keys(&retired)
+            .expect("retired set")
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(kept, vec![old, new]);
+        assert_ne!(newest, again);
     }
 }

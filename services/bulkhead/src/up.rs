@@ -116,6 +116,7 @@ async fn serve_on(
         &ring.jwk_set(),
     )));
     let signing_keys: bulkhead_auth::SharedKeys = Arc::new(std::sync::RwLock::new(Arc::new(ring)));
+    let checkpoint_key = keys_dir.join("audit-checkpoint.pem");
     let modules = modules(Settings {
         auth: AuthModule::new(
             Some(signing_keys.clone()),
@@ -125,11 +126,12 @@ async fn serve_on(
         // Audit's own key, kept beside Auth's: checkpoints stay checkable
         // across restarts.
         audit: bulkhead_audit::AuditModule::new(
-            Some(Arc::new(keys::load_or_create(
-                &config.data_dir.join("keys/audit-checkpoint.pem"),
-            )?)),
+            Some(Arc::new(keys::load_or_create(&checkpoint_key)?)),
             std::time::Duration::from_secs(60),
-        ),
+        )
+        .with_retired_keys(keys::load_public_keys(
+            &keys::retired_checkpoint_keys_path(&checkpoint_key),
+        )?),
     });
 
     let mut launches = Vec::new();

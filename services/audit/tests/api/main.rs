@@ -930,3 +930,59 @@ async fn only_super_admins_read_the_platform_chain() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_runs_two_exports_at_once_at_most() {
+    use tonic_types::StatusExt as _;
+    let h = spawn_service().await;
+    let (a, b) = (TenantId::new_v7(), TenantId::new_v7());
+    // Enough events (about 5 MB) that an export nobody reads stays open.
+    h.sql(&format!(
+        "INSERT INTO events (tenant_id, sequence, id, source_service, action, occur_time, new_value, prev_hash, hash)
+         SELECT '{a}', g, gen_random_uuid(), 'task', 'task.created', now(),
+                jsonb_build_object('d', repeat('x', 1000)), '\\x00'::bytea, sha256(g::text::bytea)
+           FROM generate_series(1, 5000) g;
+         INSERT INTO chain_heads VALUES ('{a}', 5000, sha256('5000'::bytea));"
+    ))
+    .await;
+    h.append(vec![event(b, "task.created")])
+        .await
+        .expect("append");
+    let export = |tenant: TenantId| {
+        let mut client = h.client.clone();
+        let request = h.as_user(
+            tenant,
+            TenantRole::Owner,
+            pb::ExportEventsRequest::default(),
+        );
+        async move { client.export_events(request).await }
+    };
+    let first = export(a).await.expect("first export");
+    let second = export(a).await.expect("second export");
+    let third = export(a).await.expect_err("a third at once");
+    assert_eq!(third.code(), Code::ResourceExhausted);
+    assert!(
+        third.get_error_details().retry_info().is_some(),
+        "says when to retry"
+    );
+    // Another tenant is not held up by a's exports.
+    let mut other = export(b).await.expect("b's export").into_inner();
+    while other.message().await.expect("b's batch").is_some() {}
+    // A reader that goes away frees its slot.
+    drop(first);
+    let started = std::time::Instant::now();
+    loop {
+        match export(a).await {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(10),
+                    "the abandoned export's slot was never freed"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    drop(second);
+}

@@ -239,10 +239,11 @@ async fn pruning_during_appends_and_beside_another_prune_keeps_the_chain_whole()
     h.append((0..10).map(|_| event(a, "task.created")).collect())
         .await
         .expect("append");
+    h.age(a, 10).await;
     let job = h.retention_db().await;
-    // Two prunes of everything received before a year from now, beside four
-    // appenders: each event is either pruned whole or kept whole.
-    let later = chrono::Utc::now() + chrono::Duration::days(400);
+    // Two prunes of everything received a year ago, beside four appenders
+    // (16 tasks in all): each event is pruned whole or kept whole, and the
+    // events appended meanwhile are never pruned.
     let h = Arc::new(h);
     let mut appenders = Vec::new();
     for _ in 0..4 {
@@ -255,32 +256,37 @@ async fn pruning_during_appends_and_beside_another_prune_keeps_the_chain_whole()
             }
         }));
     }
-    let (one, two) = tokio::join!(
-        retention::prune(&job, &notary, 365, later, false),
-        retention::prune(&job, &notary, 365, later, false),
-    );
+    let now = chrono::Utc::now();
+    let prunes: Vec<_> = (0..12)
+        .map(|_| {
+            let (job, notary) = (job.clone(), notary.clone());
+            tokio::spawn(async move { retention::prune(&job, &notary, 365, now, false).await })
+        })
+        .collect();
+    let mut pruned = Vec::new();
+    for prune in prunes {
+        pruned.extend(prune.await.expect("task").expect("prune"));
+    }
     for appender in appenders {
         appender.await.expect("appender");
     }
-    let through: i64 = one
-        .expect("prune")
-        .iter()
-        .chain(&two.expect("prune"))
-        .map(|p| p.through)
-        .max()
-        .expect("something pruned");
-    let deleted = through;
-    let kept = h.count(a).await;
     assert_eq!(
-        usize::try_from(deleted).expect("small") + kept,
-        50,
-        "every event pruned or kept, once"
+        pruned,
+        vec![Pruned {
+            tenant_id: *a.as_uuid(),
+            through: 10,
+            deleted: 10
+        }],
+        "one prune did it, the others found nothing left"
     );
+    let left: Vec<i64> = h.sequences(a).await.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(left, (11..=50).collect::<Vec<_>>());
     let verified = h.verify(a).await;
     assert!(verified.ok, "{}", verified.detail);
-    assert_eq!(verified.pruned_through.map(|c| c.sequence), Some(through));
+    assert_eq!(verified.pruned_through.map(|c| c.sequence), Some(10));
     // Everything pruned, then a new event: the chain goes on from the head.
-    retention::prune(&job, &notary, 365, later + chrono::Duration::days(1), false)
+    h.age(a, 50).await;
+    retention::prune(&job, &notary, 365, now, false)
         .await
         .expect("prune all");
     assert_eq!(h.count(a).await, 0);
@@ -291,4 +297,174 @@ async fn pruning_during_appends_and_beside_another_prune_keeps_the_chain_whole()
     let verified = h.verify(a).await;
     assert!(verified.ok, "{}", verified.detail);
     assert_eq!(verified.checked_count, 1);
+    // A prune as of a time to come is refused (a dry run may look ahead).
+    let later = now + chrono::Duration::days(400);
+    assert!(
+        retention::prune(&job, &notary, 365, later, false)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        retention::prune(&job, &notary, 365, later, true)
+            .await
+            .expect("look ahead")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_role_alone_cannot_delete_recent_middle_or_uncovered_events() {
+    let (h, notary) = with_key().await;
+    let a = TenantId::new_v7();
+    h.append((0..8).map(|_| event(a, "task.created")).collect())
+        .await
+        .expect("append");
+    let checkpoint = h.checkpoint(a).await;
+    let retention_url = h.retention_url();
+    // A checkpoint copied into prunes, then a recent middle event deleted:
+    // the deletion is refused (too recent), and the prune record alone cannot
+    // commit while the events it covers remain.
+    let copied = format!(
+        "INSERT INTO prunes (tenant_id, sequence, hash, jws, deleted_count)
+           SELECT tenant_id, sequence, hash, jws, 1 FROM checkpoints
+            WHERE tenant_id = '{a}' AND sequence = 8;"
+    );
+    let err = refused(
+        &retention_url,
+        &format!("{copied} DELETE FROM events WHERE tenant_id = '{a}' AND sequence = 7;"),
+    )
+    .await;
+    assert!(err.contains("append-only"), "{err}");
+    assert!(
+        refused(&retention_url, &copied)
+            .await
+            .contains("every event up to its own")
+    );
+    // Old events: a middle one alone still cannot go (the whole prefix must).
+    h.age(a, 8).await;
+    let err = refused(
+        &retention_url,
+        &format!(
+            "BEGIN; {copied} DELETE FROM events WHERE tenant_id = '{a}' AND sequence = 7; COMMIT;"
+        ),
+    )
+    .await;
+    assert!(err.contains("every event up to its own"), "{err}");
+    // A record naming another hash, or moving the start back, is refused.
+    let err = refused(
+        &retention_url,
+        &format!(
+            "INSERT INTO prunes (tenant_id, sequence, hash, jws, deleted_count)
+             VALUES ('{a}', 3, '\\x00', 'x', 0)"
+        ),
+    )
+    .await;
+    assert!(err.contains("stored hash"), "{err}");
+    assert_eq!(h.count(a).await, 8);
+    // A whole old prefix under a copied checkpoint (not a prune signature)
+    // can be deleted by the role — and VerifyChain finds the record is no
+    // prune.
+    let mut conn = <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(
+        &retention_url,
+    )
+    .await
+    .expect("connect");
+    conn.batch_execute(&format!(
+        "BEGIN; {copied} DELETE FROM events WHERE tenant_id = '{a}' AND sequence <= 8; COMMIT;"
+    ))
+    .await
+    .expect("an old prefix goes");
+    let verified = h.verify(a).await;
+    assert!(
+        !verified.ok,
+        "a checkpoint passed off as a prune: {verified:?}"
+    );
+    assert!(
+        verified.detail.contains("prune does not verify"),
+        "{}",
+        verified.detail
+    );
+    let _ = (checkpoint, notary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_checkpoint_key_keeps_old_checkpoints_checkable() {
+    let (h, old) = with_key().await;
+    let tenant = TenantId::new_v7();
+    h.append((0..3).map(|_| event(tenant, "task.created")).collect())
+        .await
+        .expect("append");
+    let kept = h.checkpoint(tenant).await;
+    // Audit restarted with a new key, the old one retired: the stored and the
+    // kept checkpoints still verify, and both keys are published.
+    let new = Arc::new(SigningKey::generate());
+    let old_jwk: serde_json::Value = serde_json::from_str::<serde_json::Value>(&old.jwks_json())
+        .expect("json")["keys"][0]
+        .clone();
+    let rotated = bulkhead_audit::AuditModule::new(Some(new.clone()), Duration::from_secs(3600))
+        .with_retired_keys(vec![old_jwk]);
+    let url = bulkhead_testkit::start_module(
+        &rotated,
+        &h.database,
+        &h.tokens.guard(),
+        bulkhead_server::Peers::default(),
+        None,
+    )
+    .await;
+    let after = Harness {
+        client: bulkhead_proto::audit::v1::audit_service_client::AuditServiceClient::new(
+            bulkhead_testkit::channel(&url),
+        ),
+        tokens: h.tokens.clone(),
+        database: h.database.clone(),
+    };
+    let verified = after
+        .verify_with(tenant, kept.jws.clone())
+        .await
+        .expect("verify");
+    assert!(verified.ok, "{}", verified.detail);
+    let fresh = after.checkpoint(tenant).await;
+    assert_eq!(
+        jsonwebtoken::decode_header(&fresh.jws)
+            .expect("jws")
+            .kid
+            .as_deref(),
+        Some(new.kid()),
+        "new checkpoints are signed with the new key"
+    );
+    let keys = after
+        .client
+        .clone()
+        .get_checkpoint_keys(pb::GetCheckpointKeysRequest {})
+        .await
+        .expect("keys")
+        .into_inner()
+        .jwks_json;
+    let keys: serde_json::Value = serde_json::from_str(&keys).expect("json");
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(2));
+
+    // Without the retired key, the old checkpoints no longer verify: the
+    // rotation must keep it.
+    let forgetful = bulkhead_audit::AuditModule::new(Some(new), Duration::from_secs(3600));
+    let url = bulkhead_testkit::start_module(
+        &forgetful,
+        &h.database,
+        &h.tokens.guard(),
+        bulkhead_server::Peers::default(),
+        None,
+    )
+    .await;
+    let forgot = Harness {
+        client: bulkhead_proto::audit::v1::audit_service_client::AuditServiceClient::new(
+            bulkhead_testkit::channel(&url),
+        ),
+        tokens: h.tokens.clone(),
+        database: h.database.clone(),
+    };
+    let refused = forgot
+        .verify_with(tenant, kept.jws)
+        .await
+        .expect_err("unknown key");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 }

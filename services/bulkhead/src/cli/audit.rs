@@ -61,6 +61,21 @@ enum Command {
         #[arg(value_parser = clap::value_parser!(i32).range(1..))]
         days: i32,
     },
+    /// Replace Audit's checkpoint key: the current one's public half joins the
+    /// retired set beside it (its checkpoints stay checkable and published),
+    /// a new key takes its place. Audit signs with it once restarted.
+    RotateCheckpointKey {
+        /// The key file (default with --data-dir: the key of `bulkhead up`).
+        #[arg(long, env = "BULKHEAD_CHECKPOINT_KEY_FILE")]
+        checkpoint_key_file: Option<PathBuf>,
+        /// The retired keys (a JWK set; default: beside the key file, as
+        /// `<key>.retired.json`, where `up` reads it).
+        #[arg(long, env = "BULKHEAD_CHECKPOINT_RETIRED_KEYS_FILE")]
+        checkpoint_retired_keys_file: Option<PathBuf>,
+        /// The `up` data folder, when no key file is given.
+        #[arg(long, env = "BULKHEAD_DATA_DIR", default_value = ".bulkhead")]
+        data_dir: PathBuf,
+    },
     /// Print the retention periods set (one JSON object per line).
     ListRetention {
         #[command(flatten)]
@@ -146,6 +161,24 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
                 .map_err(|_| anyhow::anyhow!("{tenant:?} is not a tenant id (UUID)"))?;
             retention::set_period(&job.db().await?, tenant, *days).await?;
             println!("tenant {tenant}: events kept {days} days");
+            Ok(())
+        }
+        Command::RotateCheckpointKey {
+            checkpoint_key_file,
+            checkpoint_retired_keys_file,
+            data_dir,
+        } => {
+            let key_file = checkpoint_key_file
+                .clone()
+                .unwrap_or_else(|| data_dir.join("keys/audit-checkpoint.pem"));
+            let retired = checkpoint_retired_keys_file
+                .clone()
+                .unwrap_or_else(|| bulkhead::keys::retired_checkpoint_keys_path(&key_file));
+            let (old, new) = bulkhead::keys::rotate_checkpoint_key(&key_file, &retired)?;
+            println!(
+                "checkpoint key {new} replaces {old} ({} keeps the old public key): restart Audit to sign with it; checkpoints of {old} stay checkable",
+                retired.display()
+            );
             Ok(())
         }
         Command::ListRetention { job } => {

@@ -73,6 +73,11 @@ pub struct Args {
     /// when missing). Keep it: checkpoints signed with it stay checkable.
     #[arg(long, env = "BULKHEAD_CHECKPOINT_KEY_FILE")]
     checkpoint_key_file: Option<PathBuf>,
+    /// Audit only: the public keys of earlier checkpoint keys (a JWK set;
+    /// `bulkhead audit rotate-checkpoint-key` keeps one beside the key), whose
+    /// checkpoints stay checkable and published.
+    #[arg(long, env = "BULKHEAD_CHECKPOINT_RETIRED_KEYS_FILE")]
+    checkpoint_retired_keys_file: Option<PathBuf>,
     /// Task only: let SUPER_ADMINs get and list tasks across tenants (each
     /// call audited).
     #[arg(long, env = "BULKHEAD_TASK_SUPER_ADMIN_BYPASS")]
@@ -129,6 +134,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     .transpose()?
                     .map(Arc::new),
                 std::time::Duration::from_secs(60),
+            )
+            .with_retired_keys(
+                args.checkpoint_retired_keys_file
+                    .as_deref()
+                    .map(keys::load_public_keys)
+                    .transpose()?
+                    .unwrap_or_default(),
             ),
             auth: bulkhead_auth::AuthModule::new(
                 signing_key

@@ -1,0 +1,2 @@
+DROP INDEX outbox_claimed;
+DROP INDEX outbox_backing_off;
