@@ -29,6 +29,7 @@ use support::spawn_suite;
 
 const APPENDED: u64 = 100_000;
 const APPEND_TENANTS: u64 = 100;
+const APPEND_ROUNDS: usize = 3;
 const STORED: u64 = 1_000_000;
 const QUERY_SAMPLES: usize = 200;
 
@@ -81,40 +82,53 @@ async fn main() {
     // Chain heads count the events cheaply (a count(*) of events would load
     // the database it measures).
     let stored = "SELECT COALESCE(sum(sequence), 0)::bigint AS n FROM chain_heads";
-    let before = count(&mut audit_db, stored).await;
     let per_tenant = APPENDED / APPEND_TENANTS;
-    task_db
-        .batch_execute(&format!(
-            "INSERT INTO outbox (tenant_id, seq, id, topic, payload)
-             SELECT t.id, g, gen_random_uuid(), 'audit', jsonb_build_object(
-                      'action', 'task.created', 'tenant_id', t.id, 'resource_type', 'task',
-                      'resource_id', gen_random_uuid(), 'actor_user_id', gen_random_uuid(),
-                      'request_id', 'bench-' || g, 'trace_id', null, 'actor_service', null,
-                      'old_value', null, 'occur_time', now(),
-                      'new_value', jsonb_build_object('title', 'task ' || g, 'status', 'PENDING'))
-               FROM (SELECT md5('bench' || i)::uuid AS id FROM generate_series(1, {APPEND_TENANTS}) i) t,
-                    generate_series(1, {per_tenant}) g;"
-        ))
-        .await
-        .expect("seed the outbox");
-    let started = Instant::now();
-    let target = before + i64::try_from(APPENDED).expect("small");
-    loop {
-        let arrived = count(&mut audit_db, stored).await;
-        if arrived >= target {
-            break;
+    let mut rates = Vec::new();
+    for round in 0..APPEND_ROUNDS {
+        let before = count(&mut audit_db, stored).await;
+        task_db
+            .batch_execute(&format!(
+                "INSERT INTO outbox (tenant_id, seq, id, topic, payload)
+                 SELECT t.id, g, gen_random_uuid(), 'audit', jsonb_build_object(
+                          'action', 'task.created', 'tenant_id', t.id, 'resource_type', 'task',
+                          'resource_id', gen_random_uuid(), 'actor_user_id', gen_random_uuid(),
+                          'request_id', 'bench-' || g, 'trace_id', null, 'actor_service', null,
+                          'old_value', null, 'occur_time', now(),
+                          'new_value', jsonb_build_object('title', 'task ' || g, 'status', 'PENDING'))
+                   FROM (SELECT md5('bench-{round}-' || i)::uuid AS id
+                           FROM generate_series(1, {APPEND_TENANTS}) i) t,
+                        generate_series(1, {per_tenant}) g;
+                 ANALYZE outbox;"
+            ))
+            .await
+            .expect("seed the outbox");
+        let started = Instant::now();
+        let target = before + i64::try_from(APPENDED).expect("small");
+        loop {
+            let arrived = count(&mut audit_db, stored).await;
+            if arrived >= target {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "only {arrived} of {target} events arrived in ten minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "only {arrived} of {target} events arrived in ten minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        #[expect(clippy::cast_precision_loss, reason = "a rate")]
+        rates.push(APPENDED as f64 / started.elapsed().as_secs_f64());
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    #[expect(clippy::cast_precision_loss, reason = "a rate")]
-    let rate = APPENDED as f64 / elapsed;
+    let config = bulkhead_outbox::RelayConfig::default();
     println!(
-        "\nAppend through the relay: {APPENDED} events of {APPEND_TENANTS} tenants in {elapsed:.1} s = {rate:.0} events/s (goal >= 10,000), one relay, batches of 200"
+        "\nAppend through the relay: {APPENDED} events of {APPEND_TENANTS} tenants, {APPEND_ROUNDS} rounds: median {:.0} events/s (rounds: {}; goal >= 10,000); one relay, {} rounds in flight, batches of {}",
+        percentile(rates.clone(), 0.5),
+        rates
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        config.concurrency,
+        config.batch_size
     );
     let unverified = count(
         &mut audit_db,
@@ -124,6 +138,9 @@ async fn main() {
     )
     .await;
     println!("  chain links broken after the run: {unverified}");
+    if std::env::var_os("AUDIT_LOAD_APPEND_ONLY").is_some() {
+        return;
+    }
 
     // --- QueryEvents by time range over 10^6 events ---------------------------------
     let tenant = TenantId::new_v7();

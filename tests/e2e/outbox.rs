@@ -298,3 +298,80 @@ async fn refusals_arrive_in_the_callers_tenant_trail() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_a_grpc_message_reaches_audit_in_pieces() {
+    let suite = crate::support::spawn_suite().await;
+    // 150 events of 40 KB in Task's outbox: 6 MB a batch, over gRPC's 4 MiB.
+    let tenant = TenantId::new_v7();
+    let mut task_db = suite.databases["task"].admin_connection().await;
+    diesel_async::SimpleAsyncConnection::batch_execute(
+        &mut task_db,
+        &format!(
+            "INSERT INTO outbox (tenant_id, seq, id, topic, payload)
+             SELECT '{tenant}', g, gen_random_uuid(), 'audit', jsonb_build_object(
+                      'action', 'task.created', 'tenant_id', '{tenant}', 'resource_type', 'task',
+                      'resource_id', g::text, 'occur_time', now(),
+                      'new_value', jsonb_build_object('description', repeat('x', 40000)))
+               FROM generate_series(1, 150) g;"
+        ),
+    )
+    .await
+    .expect("seed");
+    let mut audit_db = suite.databases["audit"].admin_connection().await;
+    let started = Instant::now();
+    loop {
+        let arrived = count(
+            &mut audit_db,
+            &format!("SELECT count(*) AS n FROM events WHERE tenant_id = '{tenant}'"),
+        )
+        .await;
+        if arrived == 150 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{arrived} of 150 large events arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failed = count(
+        &mut task_db,
+        "SELECT count(*) AS n FROM outbox WHERE attempts > 0 OR dead_time IS NOT NULL",
+    )
+    .await;
+    assert_eq!(failed, 0, "no delivery failed on the way");
+
+    // The sink itself, handed such a batch: one call that succeeds (sent
+    // whole, Audit would refuse it as too large).
+    let sink = bulkhead_clients::AuditSink::new(
+        suite.channel(ServiceKind::Audit),
+        (suite.credentials)("task"),
+        "task",
+    );
+    let messages: Vec<bulkhead_outbox::Message> = (1..=150)
+        .map(|seq| bulkhead_outbox::Message {
+            tenant_id: tenant,
+            seq: 1000 + seq,
+            id: Uuid::now_v7(),
+            topic: "audit".into(),
+            payload: serde_json::json!({
+                "action": "task.updated", "resource_type": "task", "resource_id": seq.to_string(),
+                "occur_time": "2026-12-03T00:00:00Z",
+                "new_value": { "description": "y".repeat(40_000) },
+            }),
+            create_time: chrono::Utc::now(),
+        })
+        .collect();
+    bulkhead_outbox::Sink::deliver(&sink, &messages)
+        .await
+        .expect("a 6 MB batch is delivered in pieces");
+    assert_eq!(
+        count(
+            &mut audit_db,
+            &format!("SELECT count(*) AS n FROM events WHERE tenant_id = '{tenant}'"),
+        )
+        .await,
+        300
+    );
+}

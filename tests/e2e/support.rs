@@ -27,7 +27,7 @@ pub struct TestSuite {
     held: Vec<Launch>,
     guard: SharedGuard,
     peers: Peers,
-    credentials: bulkhead_server::CredentialsFactory,
+    pub credentials: bulkhead_server::CredentialsFactory,
 }
 
 impl std::fmt::Debug for TestSuite {

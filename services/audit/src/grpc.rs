@@ -434,8 +434,10 @@ impl AuditService for AuditApi {
         let cut = events.len() < rows.len();
         let next_page_token = if more || cut {
             events
-                .last()
-                .map(|e| query.next_token(e.sequence))
+                .len()
+                .checked_sub(1)
+                .and_then(|i| rows.get(i))
+                .map(|r| query.next_token(r.occur_time, r.sequence))
                 .unwrap_or_default()
         } else {
             String::new()

@@ -214,19 +214,29 @@ fn filtered<'a>(tenant: TenantId, filter: &'a Filter) -> Boxed<'a> {
     query
 }
 
-/// A page of the tenant's events before sequence `before`, newest first.
+/// A page of the tenant's events before `before` (occur_time, sequence),
+/// newest first.
 ///
 /// # Errors
 /// On database failure.
 pub async fn query(
     tx: TenantConn<'_>,
     filter: &Filter,
-    before: Option<i64>,
+    before: Option<(DateTime<Utc>, i64)>,
     limit: i64,
 ) -> Result<Vec<EventRow>, AuditError> {
-    Ok(filtered(tx.tenant_id(), filter)
-        .filter(events::sequence.lt(before.unwrap_or(i64::MAX)))
-        .order(events::sequence.desc())
+    let mut query = filtered(tx.tenant_id(), filter);
+    if let Some((time, sequence)) = before {
+        query = query.filter(
+            events::occur_time.le(time).and(
+                events::occur_time
+                    .lt(time)
+                    .or(events::sequence.lt(sequence)),
+            ),
+        );
+    }
+    Ok(query
+        .order((events::occur_time.desc(), events::sequence.desc()))
         .limit(limit)
         .select(EventRow::as_select())
         .load(&mut tx.pg())

@@ -272,14 +272,26 @@ impl Filter {
     }
 }
 
-/// A page of events, newest first.
+/// A page of events, newest first: by the time they happened, then by
+/// sequence (what the indexes of every filter end with, so a page of a wide
+/// time range costs what a page of a narrow one does).
 #[derive(Debug)]
 pub struct Query {
     pub filter: Filter,
     pub size: i64,
-    /// The sequence before which the page starts.
-    pub before: Option<i64>,
+    /// The (occur_time, sequence) before which the page starts.
+    pub before: Option<(chrono::DateTime<chrono::Utc>, i64)>,
     kind: String,
+}
+
+/// A page position: the last event's occur_time (Unix microseconds) and
+/// sequence.
+fn position(text: &str) -> Option<(chrono::DateTime<chrono::Utc>, i64)> {
+    let (micros, sequence) = text.split_once('.')?;
+    Some((
+        chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        sequence.parse().ok()?,
+    ))
 }
 
 impl Query {
@@ -303,11 +315,8 @@ impl Query {
             v.check(
                 "page_token",
                 paging::decode(kind, &r.page_token).and_then(|c| {
-                    c.map(|t| {
-                        t.parse::<i64>()
-                            .map_err(|_| "is not a page token of this list")
-                    })
-                    .transpose()
+                    c.map(|t| position(&t).ok_or("is not a page token of this list"))
+                        .transpose()
                 }),
             )
         });
@@ -321,10 +330,14 @@ impl Query {
         })
     }
 
-    /// The token of the page after the one ending at `last`.
+    /// The token of the page after the one ending at the event that
+    /// happened at `occur_time` with `sequence`.
     #[must_use]
-    pub fn next_token(&self, last: i64) -> String {
-        paging::encode(&self.kind, &last.to_string())
+    pub fn next_token(&self, occur_time: chrono::DateTime<chrono::Utc>, sequence: i64) -> String {
+        paging::encode(
+            &self.kind,
+            &format!("{}.{sequence}", occur_time.timestamp_micros()),
+        )
     }
 }
 

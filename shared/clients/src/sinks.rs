@@ -94,17 +94,47 @@ impl AuditSink {
     }
 }
 
+/// Most bytes of events in one AppendEvents request.
+const APPEND_BYTES: usize = 1024 * 1024;
+/// Most events in one AppendEvents request (Audit takes 500).
+const APPEND_EVENTS: usize = 500;
+
+impl AuditSink {
+    async fn append(&self, events: Vec<audit::AuditEvent>) -> Result<(), SinkError> {
+        let request = with_credentials(&*self.credentials, audit::AppendEventsRequest { events })?;
+        self.client
+            .clone()
+            .append_events(request)
+            .await
+            .map_err(|s| failed(&s))?;
+        Ok(())
+    }
+}
+
 impl Sink for AuditSink {
     fn deliver<'a>(&'a self, messages: &'a [Message]) -> SinkFuture<'a> {
         Box::pin(async move {
-            let events = messages.iter().map(|m| self.event(m)).collect();
-            let request =
-                with_credentials(&*self.credentials, audit::AppendEventsRequest { events })?;
-            self.client
-                .clone()
-                .append_events(request)
-                .await
-                .map_err(|s| failed(&s))?;
+            // Requests of at most APPEND_BYTES and APPEND_EVENTS (gRPC's
+            // default limit is 4 MiB a message; an event may hold 48 KiB).
+            // A failure after some requests went through redelivers them
+            // all: Audit acknowledges an event it has without a second copy.
+            let mut events: Vec<audit::AuditEvent> = Vec::new();
+            let mut bytes = 0;
+            for message in messages {
+                let event = self.event(message);
+                let size = prost::Message::encoded_len(&event);
+                if !events.is_empty()
+                    && (bytes + size > APPEND_BYTES || events.len() >= APPEND_EVENTS)
+                {
+                    self.append(std::mem::take(&mut events)).await?;
+                    bytes = 0;
+                }
+                bytes += size;
+                events.push(event);
+            }
+            if !events.is_empty() {
+                self.append(events).await?;
+            }
             Ok(())
         })
     }

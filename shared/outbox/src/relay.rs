@@ -97,18 +97,23 @@ pub struct RelayConfig {
     pub dead_letter_after: i32,
     /// Age after which delivered messages are deleted.
     pub prune_after: Duration,
+    /// Rounds in flight at once: while one waits for its receiver, the next
+    /// claims other tenants' messages. A tenant's messages stay in order: its
+    /// later ones wait behind those another round holds.
+    pub concurrency: usize,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            batch_size: 200,
+            batch_size: 500,
             poll_interval: Duration::from_millis(250),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(60),
             delivery_timeout: Duration::from_secs(10),
             dead_letter_after: 5,
             prune_after: Duration::from_secs(7 * 24 * 3600),
+            concurrency: 4,
         }
     }
 }
@@ -216,6 +221,38 @@ const PRUNE_BATCH: i64 = 10_000;
 /// How often the running relay prunes.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
 
+/// Claims up to `$1` due messages of topic `$2` for round `$4`, with a lease
+/// of `$3` ms. `waiting`: per tenant, the first message that waits (backing
+/// off, or claimed by a round in flight); its successors wait behind it (order
+/// per tenant). Found through the two small indexes of waiting messages, not
+/// by walking every pending one; tested row by row (a join would lose the
+/// index's order and sort every pending message).
+const CLAIM: &str = "WITH waiting AS MATERIALIZED (
+        SELECT w.tenant_id, min(w.seq) AS seq FROM (
+            SELECT tenant_id, seq FROM outbox
+             WHERE delivered_time IS NULL AND dead_time IS NULL
+               AND next_attempt_time > now() AND topic = $2
+            UNION ALL
+            SELECT tenant_id, seq FROM outbox
+             WHERE claimed_until > now() AND topic = $2) w
+         GROUP BY w.tenant_id),
+     due AS (
+        SELECT o.tenant_id, o.seq FROM outbox o
+         WHERE o.delivered_time IS NULL AND o.dead_time IS NULL
+           AND o.next_attempt_time <= now()
+           AND (o.claimed_until IS NULL OR o.claimed_until <= now())
+           AND o.topic = $2
+           AND o.seq < COALESCE(
+               (SELECT b.seq FROM waiting b WHERE b.tenant_id = o.tenant_id),
+               9223372036854775807)
+         ORDER BY o.tenant_id, o.seq
+         LIMIT $1
+         FOR UPDATE OF o)
+     UPDATE outbox o SET claimed_until = now() + $3 * interval '1 millisecond', claim_id = $4
+       FROM due WHERE o.tenant_id = due.tenant_id AND o.seq = due.seq
+     RETURNING o.tenant_id, o.seq, o.id, o.topic, o.payload, o.attempts, o.rejections,
+               o.create_time";
+
 /// How often a running relay refreshes its gauges.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -303,48 +340,27 @@ impl Relay {
                     .bind::<BigInt, _>(CLAIM_LOCK)
                     .execute(&mut tx.pg())
                     .await?;
-                diesel::sql_query(
-                    // `waiting`: per tenant and topic, the first message
-                    // that waits (backing off or claimed); its successors
-                    // wait behind it (order per tenant). Found through the
-                    // two small indexes of waiting messages, not by walking
-                    // every pending one.
-                    "WITH waiting AS MATERIALIZED (
-                        SELECT w.tenant_id, w.topic, min(w.seq) AS seq FROM (
-                            SELECT tenant_id, topic, seq FROM outbox
-                             WHERE delivered_time IS NULL AND dead_time IS NULL
-                               AND next_attempt_time > now()
-                            UNION ALL
-                            SELECT tenant_id, topic, seq FROM outbox
-                             WHERE claimed_until > now()
-                               AND delivered_time IS NULL AND dead_time IS NULL) w
-                         GROUP BY w.tenant_id, w.topic),
-                     due AS (
-                        SELECT o.tenant_id, o.seq FROM outbox o
-                         WHERE o.delivered_time IS NULL AND o.dead_time IS NULL
-                           AND o.next_attempt_time <= now()
-                           AND (o.claimed_until IS NULL OR o.claimed_until <= now())
-                           AND o.topic = ANY($2)
-                           AND NOT EXISTS (
-                               SELECT 1 FROM waiting b
-                                WHERE b.tenant_id = o.tenant_id AND b.topic = o.topic
-                                  AND b.seq < o.seq)
-                         ORDER BY o.tenant_id, o.topic, o.seq
-                         LIMIT $1
-                         FOR UPDATE OF o)
-                     UPDATE outbox o SET claimed_until = now() + $3 * interval '1 millisecond',
-                                         claim_id = $4
-                       FROM due WHERE o.tenant_id = due.tenant_id AND o.seq = due.seq
-                     RETURNING o.tenant_id, o.seq, o.id, o.topic, o.payload, o.attempts,
-                               o.rejections, o.create_time",
-                )
-                .bind::<BigInt, _>(batch_size)
-                .bind::<Array<Text>, _>(&topics)
-                .bind::<Double, _>(lease_ms)
-                .bind::<SqlUuid, _>(round)
-                .load(&mut tx.pg())
-                .await
-                .map_err(DbError::from)
+                // One topic at a time: with the topic fixed, the pending index
+                // yields (tenant, seq) order as it is, and the LIMIT stops the
+                // scan (an `= ANY` on its second column sorted every pending
+                // message on each claim: 130 ms with 10^5 pending).
+                let mut rows: Vec<ClaimedRow> = Vec::new();
+                for topic in &topics {
+                    let budget = batch_size - i64::try_from(rows.len()).unwrap_or(i64::MAX);
+                    if budget <= 0 {
+                        break;
+                    }
+                    rows.extend(
+                        diesel::sql_query(CLAIM)
+                            .bind::<BigInt, _>(budget)
+                            .bind::<Text, _>(topic)
+                            .bind::<Double, _>(lease_ms)
+                            .bind::<SqlUuid, _>(round)
+                            .load::<ClaimedRow>(&mut tx.pg())
+                            .await?,
+                    );
+                }
+                Ok::<_, DbError>(rows)
             })
             .await?;
         Ok(rows
@@ -621,12 +637,28 @@ impl Relay {
     }
 
     /// Runs rounds until `shutdown` flips to true: immediately again after a busy
-    /// round, after `poll_interval` after an idle one.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// round, after `poll_interval` after an idle one; [`RelayConfig::concurrency`]
+    /// of them at once.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let relay = Arc::new(self);
+        let others: Vec<_> = (1..relay.config.concurrency.max(1))
+            .map(|_| {
+                let (relay, shutdown) = (Arc::clone(&relay), shutdown.clone());
+                tokio::spawn(async move { relay.rounds(shutdown, false).await })
+            })
+            .collect();
+        relay.rounds(shutdown, true).await;
+        for other in others {
+            let _ = other.await;
+        }
+    }
+
+    /// One line of rounds; the first also prunes and keeps the gauges.
+    async fn rounds(&self, mut shutdown: watch::Receiver<bool>, housekeeping: bool) {
         let mut last_prune: Option<std::time::Instant> = None;
         let mut last_stats: Option<std::time::Instant> = None;
         loop {
-            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            if housekeeping && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
                 last_prune = Some(std::time::Instant::now());
                 match self.prune().await {
                     Ok(0) => {}
@@ -643,7 +675,7 @@ impl Relay {
             };
             // The gauges count every pending message: once a second at most,
             // not on every round of a busy relay.
-            if last_stats.is_none_or(|t| t.elapsed() >= STATS_EVERY) {
+            if housekeeping && last_stats.is_none_or(|t| t.elapsed() >= STATS_EVERY) {
                 last_stats = Some(std::time::Instant::now());
                 if let Err(err) = self.stats().await {
                     tracing::warn!(%err, "outbox stats failed");
@@ -653,8 +685,15 @@ impl Relay {
                 return;
             }
             if !busy {
+                // Only the first line polls at the configured pace; the others,
+                // there for bursts, look less often while there is nothing.
+                let pause = if housekeeping {
+                    self.config.poll_interval
+                } else {
+                    self.config.poll_interval * 4
+                };
                 tokio::select! {
-                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                    () = tokio::time::sleep(pause) => {}
                     _ = shutdown.changed() => return,
                 }
             }

@@ -986,3 +986,63 @@ async fn a_tenant_runs_two_exports_at_once_at_most() {
     }
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_run_newest_first_by_occurrence_even_when_events_arrive_out_of_order() {
+    let h = spawn_service().await;
+    let tenant = TenantId::new_v7();
+    // Appended in one order, happened in another (writers' clocks, relays).
+    let seconds = [50, 10, 40, 40, 20, 60, 30];
+    let events: Vec<pb::AuditEvent> = seconds
+        .iter()
+        .map(|s| {
+            let mut e = event(tenant, "task.created");
+            e.occur_time = Some(prost_types::Timestamp {
+                seconds: 1_700_000_000 + s,
+                nanos: 0,
+            });
+            e
+        })
+        .collect();
+    h.append(events).await.expect("append");
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = h
+            .query(
+                tenant,
+                pb::QueryEventsRequest {
+                    page_size: 2,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("page");
+        seen.extend(page.events.iter().map(|e| {
+            (
+                e.occur_time
+                    .as_ref()
+                    .map_or(0, |t| t.seconds - 1_700_000_000),
+                e.sequence,
+            )
+        }));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (60, 6),
+            (50, 1),
+            (40, 4),
+            (40, 3),
+            (30, 7),
+            (20, 5),
+            (10, 2)
+        ],
+        "every event once, newest occurrence first, ties by sequence"
+    );
+}

@@ -126,6 +126,18 @@ async fn only_the_retention_job_deletes_and_only_a_signed_prefix() {
             .await
             .contains("permission denied")
     );
+    // receive_time, which retention goes by, is Audit's clock: the appending
+    // role cannot set it (say, to keep an event forever, or to age one).
+    let backdated = format!(
+        "INSERT INTO events (tenant_id, sequence, id, source_service, action, occur_time,
+                             receive_time, prev_hash, hash)
+         VALUES ('{b}', 99, gen_random_uuid(), 'task', 'x', now(), 'infinity', '\\x00', '\\x00')"
+    );
+    assert!(
+        refused(&db.platform_url, &backdated)
+            .await
+            .contains("permission denied")
+    );
     assert!(
         refused(&h.retention_url(), &delete)
             .await
