@@ -291,3 +291,113 @@ async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
         "Auth's sessions and outbox, Tenant's memberships, settings and outbox, Task's tasks, records, removals and outbox, Audit's events, chain heads, checkpoints, retention periods and prunes at least: {tables_checked}"
     );
 }
+
+/// The code of `path` called with an empty message and `service`'s token.
+async fn internal_call(
+    suite: &crate::support::TestSuite,
+    kind: ServiceKind,
+    path: &'static str,
+    streaming: bool,
+    service: &str,
+    on_behalf_of: Option<&str>,
+) -> tonic::Code {
+    let mut grpc = tonic::client::Grpc::new(suite.channel(kind));
+    grpc.ready().await.expect("ready");
+    let mut request = tonic::Request::new(());
+    request.metadata_mut().insert(
+        "x-service-authorization",
+        format!("Bearer {}", suite.service_token(service))
+            .parse()
+            .expect("ascii"),
+    );
+    if let Some(user) = on_behalf_of {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {user}").parse().expect("ascii"),
+        );
+    }
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let result = if streaming {
+        grpc.server_streaming(request, path, codec).await.map(drop)
+    } else {
+        grpc.unary(request, path, codec).await.map(drop)
+    };
+    result.map_or_else(|status| status.code(), |()| tonic::Code::Ok)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_internal_rpc_answers_only_the_services_it_names() {
+    use tonic::Code;
+    let suite = spawn_suite().await;
+    // (service, method, streaming, the services it names, what they get for
+    // an empty request).
+    let table: [(ServiceKind, &'static str, bool, &[&str], Code); 7] = [
+        (
+            ServiceKind::Auth,
+            "/bulkhead.auth.v1.AuthService/RevokeSessions",
+            false,
+            &["tenant"],
+            Code::InvalidArgument,
+        ),
+        (
+            ServiceKind::Auth,
+            "/bulkhead.auth.v1.AuthService/WatchRevocations",
+            true,
+            &["tenant", "task", "audit"],
+            Code::Ok,
+        ),
+        (
+            ServiceKind::Tenant,
+            "/bulkhead.tenant.v1.TenantService/ListUserMemberships",
+            false,
+            &["auth"],
+            Code::InvalidArgument,
+        ),
+        (
+            ServiceKind::Tenant,
+            "/bulkhead.tenant.v1.TenantService/CheckMembership",
+            false,
+            &["task"],
+            Code::InvalidArgument,
+        ),
+        (
+            ServiceKind::Tenant,
+            "/bulkhead.tenant.v1.TenantService/ListTenants",
+            false,
+            &["auth", "task", "audit"],
+            Code::Ok,
+        ),
+        (
+            ServiceKind::Task,
+            "/bulkhead.task.v1.TaskService/ReleaseAssignments",
+            false,
+            &["tenant"],
+            Code::InvalidArgument,
+        ),
+        (
+            ServiceKind::Audit,
+            "/bulkhead.audit.v1.AuditService/AppendEvents",
+            false,
+            &["auth", "tenant", "task"],
+            Code::InvalidArgument,
+        ),
+    ];
+    // CheckMembership answers for the user whose call the service makes.
+    let user = suite.operator_token();
+    let mut refused = 0;
+    for (kind, path, streaming, named, allowed) in table {
+        let on_behalf_of = path.ends_with("CheckMembership").then_some(user.as_str());
+        for service in ["auth", "tenant", "task", "audit", "billing"] {
+            let code = internal_call(&suite, kind, path, streaming, service, on_behalf_of).await;
+            let expected = if named.contains(&service) {
+                allowed
+            } else {
+                refused += 1;
+                Code::PermissionDenied
+            };
+            assert_eq!(code, expected, "{path} called by service {service:?}");
+        }
+    }
+    assert!(refused >= 20, "{refused} refusals checked");
+}

@@ -117,6 +117,25 @@ impl TestSuite {
         );
         self.key.sign(&claims).expect("signing")
     }
+
+    /// A signed service token naming `service` (as Auth mints for a client).
+    ///
+    /// # Panics
+    /// When signing fails.
+    #[must_use]
+    pub fn service_token(&self, service: &str) -> String {
+        let config = VerifierConfig::default();
+        let claims = Claims::service(
+            &config.issuer,
+            &config.audience,
+            &bulkhead_context::ServiceIdentity {
+                name: service.into(),
+                scopes: vec![],
+            },
+            Duration::from_secs(900),
+        );
+        self.key.sign(&claims).expect("signing")
+    }
 }
 
 /// Starts all four services on fresh databases.

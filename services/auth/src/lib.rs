@@ -70,6 +70,16 @@ pub fn policy() -> Policy {
             "CreateUser",
             Rule::tenant_role(TenantRole::Admin).or_super_admin(),
         )
-        .allow(SERVICE_NAME, "RevokeSessions", Rule::service())
-        .allow(SERVICE_NAME, "WatchRevocations", Rule::service())
+        // Tenant, when a member leaves a tenant (through its outbox).
+        .allow(
+            SERVICE_NAME,
+            "RevokeSessions",
+            Rule::service_named(&["tenant"]),
+        )
+        // Every other service's guard follows revocations.
+        .allow(
+            SERVICE_NAME,
+            "WatchRevocations",
+            Rule::service_named(&["tenant", "task", "audit"]),
+        )
 }

@@ -47,7 +47,8 @@ pub fn policy() -> Policy {
             "ListTenants",
             Rule::tenant_role(TenantRole::Viewer)
                 .or_super_admin()
-                .or_service(),
+                // Every other service follows deactivated tenants.
+                .or_service_named(&["auth", "task", "audit"]),
         )
         .allow(
             SERVICE_NAME,
@@ -85,6 +86,16 @@ pub fn policy() -> Policy {
             "UpdateSettings",
             Rule::tenant_role(TenantRole::Admin).or_super_admin(),
         )
-        .allow(SERVICE_NAME, "ListUserMemberships", Rule::service())
-        .allow(SERVICE_NAME, "CheckMembership", Rule::service())
+        // Auth, to sign a user's memberships into their token.
+        .allow(
+            SERVICE_NAME,
+            "ListUserMemberships",
+            Rule::service_named(&["auth"]),
+        )
+        // Task, to check an assignee with its caller's identity.
+        .allow(
+            SERVICE_NAME,
+            "CheckMembership",
+            Rule::service_named(&["task"]),
+        )
 }

@@ -90,10 +90,11 @@ impl Rule {
         self
     }
 
-    /// This rule, or a service principal.
+    /// This rule, or one of the named services (by the name in their token).
     #[must_use]
-    pub const fn or_service(mut self) -> Self {
+    pub const fn or_service_named(mut self, services: &'static [&'static str]) -> Self {
         self.service = true;
+        self.services = services;
         self
     }
 
@@ -245,10 +246,15 @@ mod tests {
         let rule = Rule::service();
         assert!(rule.allows(&service()));
         assert!(!rule.allows(&user(TenantRole::Owner, PlatformRole::SuperAdmin)));
-        assert!(
-            Rule::tenant_role(TenantRole::Owner)
-                .or_service()
-                .allows(&service())
-        );
+        let owner_or_task = Rule::tenant_role(TenantRole::Owner).or_service_named(&["task"]);
+        assert!(owner_or_task.allows(&user(TenantRole::Owner, PlatformRole::User)));
+        let named = |name: &str| {
+            Principal::Service(bulkhead_context::ServiceIdentity {
+                name: name.into(),
+                scopes: vec![],
+            })
+        };
+        assert!(owner_or_task.allows(&named("task")));
+        assert!(!owner_or_task.allows(&named("audit")));
     }
 }
