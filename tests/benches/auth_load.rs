@@ -71,7 +71,12 @@ async fn main() {
     // The throttles would stop a benchmark from one address: raised here.
     let limits = bulkhead_auth::LimitsConfig {
         per_peer_per_minute: 1_000_000,
-        per_email_per_minute: 1_000_000,
+        throttle: bulkhead_auth::ThrottleConfig {
+            free_failures: 1_000_000,
+            account_failures_per_hour: 1_000_000,
+            network_failures_per_hour: 1_000_000,
+            ..bulkhead_auth::ThrottleConfig::default()
+        },
     };
     let suite = spawn_suite_with(limits).await;
     let db = suite.databases["auth"].app_db(4).await;

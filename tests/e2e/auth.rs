@@ -5,7 +5,7 @@
 use bulkhead_testkit::bearer;
 use std::time::{Duration, Instant};
 
-use crate::support::{TestSuite, spawn_suite};
+use crate::support::{TestSuite, spawn_suite_with};
 use bulkhead::services::ServiceKind;
 use bulkhead_auth::Existing;
 use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
@@ -39,7 +39,11 @@ struct World {
 const PASSWORD: &str = "correct horse battery staple";
 
 async fn world() -> World {
-    let suite = spawn_suite().await;
+    world_with(bulkhead_auth::LimitsConfig::default()).await
+}
+
+async fn world_with(limits: bulkhead_auth::LimitsConfig) -> World {
+    let suite = spawn_suite_with(limits).await;
     let auth_db = suite.databases["auth"].clone();
     let db = auth_db.app_db(4).await;
     let alice =
@@ -713,39 +717,179 @@ async fn logins_and_failures_are_audited_without_secrets() {
     );
 }
 
+/// A login as the client at `address` (through a trusted proxy on loopback).
+async fn login_from(
+    w: &World,
+    address: &str,
+    email: &str,
+    password: &str,
+) -> Result<auth::LoginResponse, tonic::Status> {
+    let mut request = tonic::Request::new(auth::LoginRequest {
+        email: email.into(),
+        password: password.into(),
+        tenant_slug: String::new(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", address.parse().expect("ascii"));
+    w.auth
+        .clone()
+        .login(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Auth behind a proxy on loopback, with caps small enough to reach.
+async fn throttled_world() -> World {
+    world_with(bulkhead_auth::LimitsConfig {
+        per_peer_per_minute: 100_000,
+        throttle: bulkhead_auth::ThrottleConfig {
+            free_failures: 5,
+            account_failures_per_hour: 12,
+            network_failures_per_hour: 15,
+            trusted_proxies: vec!["127.0.0.0/8".parse().expect("net")],
+        },
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_failures_lock_the_email_out_with_retry_info() {
+async fn guessing_waits_on_the_guessers_network_and_the_owner_still_logs_in() {
     use tonic_types::StatusExt as _;
-    let w = world().await;
+    let w = throttled_world().await;
+    let attacker = "203.0.113.66";
     for _ in 0..6 {
-        let status = login(&w, "alice@example.com", "a wrong password", "")
+        let status = login_from(&w, attacker, "alice@example.com", "a wrong password")
             .await
             .expect_err("wrong");
         assert_eq!(status.code(), Code::Unauthenticated);
     }
-    // Locked now, even with the right password; the answer says when to retry.
-    let status = login(&w, "alice@example.com", PASSWORD, "")
+    // The guesser's network waits, even with the right password; the answer
+    // says how long.
+    let status = login_from(&w, attacker, "alice@example.com", PASSWORD)
         .await
-        .expect_err("locked");
+        .expect_err("waits");
     assert_eq!(status.code(), Code::ResourceExhausted);
-    let retry = status
+    let delay = status
         .get_error_details()
         .retry_info()
-        .cloned()
+        .and_then(|r| r.retry_delay)
         .expect("RetryInfo");
-    let delay = retry.retry_delay.expect("a delay");
     assert!(
         delay > Duration::ZERO && delay <= Duration::from_secs(2),
         "{delay:?}"
     );
-    // Other accounts are not affected.
-    login(&w, "bob@example.com", PASSWORD, "")
+    // Alice, from her own network, is not kept out (the attack of finding 2).
+    login_from(&w, "198.51.100.7", "alice@example.com", PASSWORD)
         .await
-        .expect("bob is not locked");
+        .expect("the owner logs in from elsewhere");
+    // Without a trusted proxy the header is nobody's to set: the default
+    // suite ignores it (all of these come from 127.0.0.1, and are refused
+    // as one network).
     tokio::time::sleep(delay + Duration::from_millis(100)).await;
-    login(&w, "alice@example.com", PASSWORD, "")
+    login_from(&w, attacker, "alice@example.com", PASSWORD)
         .await
-        .expect("after the lockout");
+        .expect("after the wait");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_are_capped_per_account_and_per_network_across_replicas_of_the_count() {
+    let w = throttled_world().await;
+    // Alice logs in from home once: a known network.
+    login_from(&w, "198.51.100.7", "alice@example.com", PASSWORD)
+        .await
+        .expect("home");
+    // 12 guesses from 12 networks: the account's hourly cap.
+    for i in 0..12 {
+        let status = login_from(&w, &format!("192.0.2.{i}"), "alice@example.com", "wrong")
+            .await
+            .expect_err("wrong");
+        assert_eq!(status.code(), Code::Unauthenticated, "guess {i}");
+    }
+    // A 13th network is refused before any password is checked; home is not.
+    let status = login_from(&w, "192.0.2.200", "alice@example.com", PASSWORD)
+        .await
+        .expect_err("capped");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    login_from(&w, "198.51.100.7", "alice@example.com", PASSWORD)
+        .await
+        .expect("a known network still gets in");
+    // One network guessing across accounts: 15 failures an hour, then even
+    // bob's right password from it waits. IPv6 counts per /64.
+    for i in 0..15 {
+        let status = login_from(
+            &w,
+            &format!("2001:db8:7:7::{i:x}"),
+            &format!("nobody{i}@example.com"),
+            "wrong",
+        )
+        .await
+        .expect_err("wrong");
+        assert_eq!(status.code(), Code::Unauthenticated, "guess {i}");
+    }
+    let status = login_from(&w, "2001:db8:7:7:ffff::1", "bob@example.com", PASSWORD)
+        .await
+        .expect_err("the /64 is capped");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    login_from(&w, "2001:db8:7:8::1", "bob@example.com", PASSWORD)
+        .await
+        .expect("the next /64 is not");
+    // The counts are the database's, not one process's.
+    let mut admin = w._suite.databases["auth"].admin_connection().await;
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let rows: N = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query("SELECT count(*) AS n FROM login_attempts WHERE failures > 0"),
+        &mut admin,
+    )
+    .await
+    .expect("count");
+    assert!(
+        rows.n >= 3,
+        "account, network and pair counters: {}",
+        rows.n
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_never_slip_past_the_free_failures() {
+    let w = throttled_world().await;
+    let guesses: Vec<_> = (0..16)
+        .map(|_| {
+            let auth = w.auth.clone();
+            tokio::spawn(async move {
+                let mut request = tonic::Request::new(auth::LoginRequest {
+                    email: "bob@example.com".into(),
+                    password: "a wrong password".into(),
+                    tenant_slug: String::new(),
+                });
+                request
+                    .metadata_mut()
+                    .insert("x-forwarded-for", "203.0.113.9".parse().expect("ascii"));
+                auth.clone().login(request).await.expect_err("wrong").code()
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for guess in guesses {
+        codes.push(guess.await.expect("task"));
+    }
+    let checked = codes
+        .iter()
+        .filter(|c| **c == Code::Unauthenticated)
+        .count();
+    let refused = codes
+        .iter()
+        .filter(|c| **c == Code::ResourceExhausted)
+        .count();
+    assert_eq!(
+        (checked, refused),
+        (6, 10),
+        "five free failures and the sixth, counted before its check; then the wait"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

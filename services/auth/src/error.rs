@@ -44,6 +44,10 @@ pub enum AuthError {
     /// Every password hasher is busy and the line is full.
     #[error("too many password checks at once")]
     Busy,
+    /// Too many failed password checks (this account from this network, this
+    /// network, or this account from unknown networks): wait this long.
+    #[error("too many login attempts")]
+    Throttled(std::time::Duration),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -94,6 +98,14 @@ impl From<AuthError> for Status {
                 Self::internal("internal error")
             }
             AuthError::Busy => bulkhead_rpc::throttled(&message, std::time::Duration::from_secs(1)),
+            AuthError::Throttled(wait) => {
+                tracing::warn!(
+                    security = true,
+                    event = "login_throttled",
+                    "password check throttled"
+                );
+                bulkhead_rpc::throttled(&message, wait)
+            }
             AuthError::Db(cause) => bulkhead_rpc::db_status(&cause),
         }
     }

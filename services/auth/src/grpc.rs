@@ -22,6 +22,7 @@ use crate::password::Passwords;
 use crate::repo::{self, Revoke};
 use crate::requests::{ChangePassword, CreateUser, Login, RevokeSessions, SwitchTarget};
 use crate::sessions::{Presented, RefreshStep, Sessions, next_step};
+use crate::throttle::{Attempt, ThrottleConfig};
 use crate::tokens::{Signer, refresh_hash};
 
 /// The Auth service's handlers.
@@ -33,8 +34,10 @@ pub struct AuthApi {
     sessions: Sessions,
     passwords: Passwords,
     tenants: TenantDirectory,
-    /// Login throttling and lockout.
+    /// The in-process rate per client network.
     limits: Arc<LoginLimits>,
+    /// The password-guessing caps, counted in the database.
+    throttle: Arc<ThrottleConfig>,
 }
 
 impl AuthApi {
@@ -61,8 +64,30 @@ impl AuthApi {
             signer,
             passwords: Passwords::new(hashers),
             tenants,
-            limits: Arc::new(LoginLimits::new(config.login_limits)),
+            limits: Arc::new(LoginLimits::new(&config.login_limits)),
+            throttle: Arc::new(config.login_limits.throttle),
         }
+    }
+
+    /// The client's address: the peer's, or behind a trusted proxy the one it
+    /// forwards.
+    fn client_address<T>(&self, request: &Request<T>) -> Option<std::net::IpAddr> {
+        crate::throttle::client_address(
+            request.remote_addr().map(|a| a.ip()),
+            request
+                .metadata()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok()),
+            &self.throttle.trusted_proxies,
+        )
+    }
+
+    /// A password check passed: its attempt is taken back.
+    async fn password_accepted(&self, attempt: &Attempt) -> Result<(), AuthError> {
+        let throttle = &self.throttle;
+        self.db
+            .platform_tx(async |tx| throttle.succeeded(tx, attempt).await)
+            .await
     }
 
     /// The tonic service to mount.
@@ -173,21 +198,20 @@ type Reply<T> = Result<Response<T>, Status>;
 impl AuthService for AuthApi {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
         let mut actor = anonymous(&request);
-        let peer = request.remote_addr().map(|a| a.ip());
+        let client = self.client_address(&request);
         let login = Login::try_from(request.into_inner())?;
-        let limit_key = login.email.key();
-        if let Err(wait) = self.limits.check(&limit_key, peer) {
-            tracing::warn!(
-                security = true,
-                event = "login_throttled",
-                "login throttled"
-            );
-            return Err(bulkhead_rpc::throttled("too many login attempts", wait));
+        if let Err(wait) = self.limits.check(client) {
+            return Err(AuthError::Throttled(wait).into());
         }
+        let account = login.email.key();
         let email = login.email.as_str();
-        let user = self
+        let throttle = &self.throttle;
+        let (attempt, user) = self
             .db
-            .platform_tx(async |tx| repo::user_by_email(tx, email).await)
+            .platform_tx(async |tx| {
+                let attempt = throttle.admit(tx, &account, client).await?;
+                Ok::<_, AuthError>((attempt, repo::user_by_email(tx, email).await?))
+            })
             .await?;
         // Always pay one Argon2 verification, known user or not (similar timing).
         let verified = self
@@ -201,7 +225,6 @@ impl AuthService for AuthApi {
         let known = user.as_ref().map(|u| u.id);
         let Some(user) = user.filter(|u| verified && u.is_active) else {
             tracing::info!(security = true, event = "login_failure", "login refused");
-            self.limits.failed(&limit_key);
             self.audit_login_failure(email, known, &actor).await?;
             return Err(AuthError::InvalidCredentials.into());
         };
@@ -209,12 +232,11 @@ impl AuthService for AuthApi {
         let memberships = self.memberships(user.id).await?;
         let Some(membership) = pick(&memberships, login.tenant_slug.as_deref()) else {
             tracing::info!(security = true, event = "login_failure", user_id = %user.id, "no accessible tenant");
-            self.limits.failed(&limit_key);
             self.audit_login_failure(email, Some(user.id), &actor)
                 .await?;
             return Err(AuthError::InvalidCredentials.into());
         };
-        self.limits.succeeded(&limit_key);
+        self.password_accepted(&attempt).await?;
         let tokens = self
             .sessions
             .start(&user, &membership, "auth.login", &actor)
@@ -400,12 +422,24 @@ impl AuthService for AuthApi {
     ) -> Reply<pb::ChangePasswordResponse> {
         let ctx = RequestContext::from_request(&request)?.clone();
         let caller = ctx.tenant_user()?;
+        let client = self.client_address(&request);
         let change = ChangePassword::try_from(request.into_inner())?;
         let user = self
             .db
             .user_tx(caller.user_id, async |tx| repo::own_user(tx).await)
             .await?
             .ok_or(AuthError::InvalidCredentials)?;
+        // The current password is checked under the login caps: a stolen
+        // access token is no free password oracle.
+        if let Err(wait) = self.limits.check(client) {
+            return Err(AuthError::Throttled(wait).into());
+        }
+        let account = user.email.to_lowercase();
+        let throttle = &self.throttle;
+        let attempt = self
+            .db
+            .platform_tx(async |tx| throttle.admit(tx, &account, client).await)
+            .await?;
         if !self
             .passwords
             .verify(change.current, Some(user.password_hash))
@@ -414,6 +448,7 @@ impl AuthService for AuthApi {
         {
             return Err(AuthError::InvalidCredentials.into());
         }
+        self.password_accepted(&attempt).await?;
         let hash = self
             .passwords
             .hash(change.new.expose())

@@ -14,6 +14,7 @@ mod repo;
 mod requests;
 mod schema;
 mod sessions;
+mod throttle;
 mod tokens;
 
 use bulkhead_context::TenantRole;
@@ -27,6 +28,7 @@ pub use error::AuthError;
 pub use grpc::AuthApi;
 pub use limits::LimitsConfig;
 pub use module::{AuthModule, SPEC};
+pub use throttle::ThrottleConfig;
 
 /// The fully-qualified gRPC service name.
 pub const SERVICE_NAME: &str = "bulkhead.auth.v1.AuthService";

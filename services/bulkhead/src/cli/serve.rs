@@ -82,6 +82,18 @@ pub struct Args {
     /// call audited).
     #[arg(long, env = "BULKHEAD_TASK_SUPER_ADMIN_BYPASS")]
     task_super_admin_bypass: bool,
+    /// Auth only: a proxy (address or CIDR, repeatable) whose
+    /// `x-forwarded-for` names the client; without one the header is ignored.
+    #[arg(long = "trusted-proxy", env = "BULKHEAD_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// Auth only: failed password checks of one account per hour, all
+    /// networks together, before only networks it logged in from are let in.
+    #[arg(long, env = "BULKHEAD_LOGIN_ACCOUNT_FAILURES_PER_HOUR", default_value_t = 50)]
+    login_account_failures_per_hour: u32,
+    /// Auth only: failed password checks from one network (IPv6: its /64) per
+    /// hour, all accounts together.
+    #[arg(long, env = "BULKHEAD_LOGIN_NETWORK_FAILURES_PER_HOUR", default_value_t = 100)]
+    login_network_failures_per_hour: u32,
     /// Auth only: a service allowed to obtain tokens, as `name=secret` (repeatable).
     #[arg(long = "service-client", env = "BULKHEAD_SERVICE_CLIENTS", value_delimiter = ',', hide_env_values = true, value_parser = parse_service_client)]
     service_clients: Vec<bulkhead_auth::ServiceClient>,
@@ -150,6 +162,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     issuer: args.issuer.clone(),
                     audience: args.audience.clone(),
                     service_clients: args.service_clients.clone(),
+                    login_limits: bulkhead_auth::LimitsConfig {
+                        throttle: bulkhead_auth::ThrottleConfig {
+                            account_failures_per_hour: args.login_account_failures_per_hour,
+                            network_failures_per_hour: args.login_network_failures_per_hour,
+                            trusted_proxies: args.trusted_proxies.clone(),
+                            ..bulkhead_auth::ThrottleConfig::default()
+                        },
+                        ..bulkhead_auth::LimitsConfig::default()
+                    },
                     ..bulkhead_auth::AuthConfig::default()
                 },
             ),

@@ -1,0 +1,2 @@
+DROP TABLE login_known_networks;
+DROP TABLE login_attempts;

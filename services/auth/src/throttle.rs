@@ -1,0 +1,341 @@
+//! Password guessing, capped in the database without a lockout anyone can
+//! trigger (NIST SP 800-63B §5.2.2; OWASP's authentication cheat sheet).
+//!
+//! Every password check (Login, ChangePassword) is counted before Argon2 runs,
+//! in one short transaction holding the counters' rows, so concurrent guesses
+//! never slip past a cap and every Auth replica counts the same:
+//!
+//! * **account × client network**: [`ThrottleConfig::free_failures`] free, then
+//!   waits doubling from 1 s up to 15 min after each failure. Only that network
+//!   waits: the owner, from anywhere else, still logs in.
+//! * **account, per hour, across networks**: past
+//!   [`ThrottleConfig::account_failures_per_hour`], only networks the account
+//!   logged in from in the last 90 days (2,160 hours) are let in (a distributed guesser is
+//!   capped; the owner at home is not).
+//! * **client network, per hour, across accounts**:
+//!   [`ThrottleConfig::network_failures_per_hour`].
+//!
+//! A success takes its own attempt back (the counters count failures) and
+//! clears the account × network waits. The client network is the address, or
+//! its /64 for IPv6; behind a configured trusted proxy it comes from the
+//! proxy's `x-forwarded-for`, otherwise never. Keys are digests.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bulkhead_db::PlatformConn;
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{Array, Bytea, Integer, Timestamptz};
+use diesel_async::RunQueryDsl;
+use sha2::{Digest as _, Sha256};
+
+use crate::error::AuthError;
+
+/// The caps.
+#[derive(Debug, Clone)]
+pub struct ThrottleConfig {
+    /// Failures of one account from one network before waits begin.
+    pub free_failures: u32,
+    /// Failures of one account per hour, all networks together, before only
+    /// known networks are let in.
+    pub account_failures_per_hour: u32,
+    /// Failures from one network per hour, all accounts together.
+    pub network_failures_per_hour: u32,
+    /// Proxies whose `x-forwarded-for` names the client (none: the header is
+    /// ignored).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            free_failures: 5,
+            account_failures_per_hour: 50,
+            network_failures_per_hour: 100,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// An attempt let through: what to take back if it succeeds.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    account: Vec<u8>,
+    pair: Option<Vec<u8>>,
+    network: Option<Vec<u8>>,
+    known: Option<Vec<u8>>,
+}
+
+#[derive(QueryableByName)]
+struct Counter {
+    #[diesel(sql_type = Bytea)]
+    key: Vec<u8>,
+    #[diesel(sql_type = Integer)]
+    failures: i32,
+    #[diesel(sql_type = Timestamptz)]
+    window_start: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    last_failure: DateTime<Utc>,
+}
+
+#[derive(QueryableByName)]
+struct Found {
+    #[diesel(sql_type = Integer)]
+    n: i32,
+}
+
+const WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// The longest wait of one account on one network.
+const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// How long one network waits after the account's `failures`-th failure from
+/// it: nothing for the first `free`, then 1 s, 2 s, 4 s … up to 15 minutes.
+#[must_use]
+pub fn pair_wait(failures: u32, free: u32) -> Option<Duration> {
+    let step = failures.checked_sub(free.saturating_add(1))?.min(10);
+    Some(Duration::from_secs(1 << step).min(MAX_WAIT))
+}
+
+fn digest(parts: &[&str]) -> Vec<u8> {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hash.finalize().to_vec()
+}
+
+/// The network a client address stands for: the address, or its /64 for IPv6
+/// (one host holds a whole /64); an IPv4-mapped IPv6 address is its IPv4.
+#[must_use]
+pub fn network(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// The client's address: the peer's, or — when the peer is a trusted proxy —
+/// the nearest address in `x-forwarded-for` that is not a trusted proxy.
+#[must_use]
+pub fn client_address(
+    peer: Option<IpAddr>,
+    forwarded_for: Option<&str>,
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let Some(header) = forwarded_for else {
+        return Some(peer);
+    };
+    let mut hops = header.split(',').rev().map(str::trim);
+    for hop in hops.by_ref() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => {}
+            Ok(ip) => return Some(ip),
+            // A hop that is no address: nothing left of it can be trusted.
+            Err(_) => return Some(peer),
+        }
+    }
+    Some(peer)
+}
+
+impl ThrottleConfig {
+    /// Counts an attempt on `account` (its normalized email) from `client`, or
+    /// says how long to wait. Run before the password is checked.
+    ///
+    /// # Errors
+    /// [`AuthError::Throttled`] with the wait, or a database error.
+    pub async fn admit(
+        &self,
+        tx: PlatformConn<'_>,
+        account: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Attempt, AuthError> {
+        let net = client.map(network);
+        let attempt = Attempt {
+            account: digest(&["account", account]),
+            pair: net.as_deref().map(|n| digest(&["pair", account, n])),
+            network: net.as_deref().map(|n| digest(&["network", n])),
+            known: net.as_deref().map(|n| digest(&["known", account, n])),
+        };
+        let keys: Vec<Vec<u8>> = std::iter::once(attempt.account.clone())
+            .chain(attempt.pair.clone())
+            .chain(attempt.network.clone())
+            .collect();
+        // The rows stay locked until this transaction ends: a concurrent
+        // attempt reads the counts with this one in them.
+        diesel::sql_query(
+            "INSERT INTO login_attempts (key, failures, window_start, last_failure)
+             SELECT k, 0, now(), to_timestamp(0) FROM unnest($1::bytea[]) k
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind::<Array<Bytea>, _>(&keys)
+        .execute(&mut tx.pg())
+        .await?;
+        let counters: Vec<Counter> = diesel::sql_query(
+            "SELECT key, failures, window_start, last_failure FROM login_attempts
+              WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+        )
+        .bind::<Array<Bytea>, _>(&keys)
+        .load(&mut tx.pg())
+        .await?;
+        let now = Utc::now();
+        let in_window = |c: &Counter| {
+            if c.window_start + WINDOW <= now {
+                0
+            } else {
+                u32::try_from(c.failures).unwrap_or(0)
+            }
+        };
+        let until_window_ends = |c: &Counter| (c.window_start + WINDOW - now).to_std().ok();
+        let counter = |key: &Option<Vec<u8>>| {
+            key.as_ref()
+                .and_then(|k| counters.iter().find(|c| &c.key == k))
+        };
+        let mut waits: Vec<Duration> = Vec::new();
+        if let Some(pair) = counter(&attempt.pair)
+            && let Some(lockout) = pair_wait(in_window(pair), self.free_failures)
+        {
+            let until = pair.last_failure + chrono::TimeDelta::from_std(lockout).unwrap_or(WINDOW);
+            waits.extend((until - now).to_std().ok());
+        }
+        if let Some(net) = counter(&attempt.network)
+            && in_window(net) >= self.network_failures_per_hour
+        {
+            waits.extend(until_window_ends(net));
+        }
+        if let Some(account) = counter(&Some(attempt.account.clone()))
+            && in_window(account) >= self.account_failures_per_hour
+        {
+            let known = match &attempt.known {
+                Some(key) => {
+                    diesel::sql_query(
+                        "SELECT count(*)::int AS n FROM login_known_networks
+                          WHERE key = $1 AND last_success > now() - interval '2160 hours'",
+                    )
+                    .bind::<Bytea, _>(key)
+                    .get_result::<Found>(&mut tx.pg())
+                    .await?
+                    .n > 0
+                }
+                None => false,
+            };
+            if !known {
+                waits.extend(until_window_ends(account));
+            }
+        }
+        if let Some(wait) = waits.into_iter().max() {
+            return Err(AuthError::Throttled(wait.max(Duration::from_secs(1))));
+        }
+        // Counted as a failure until it proves otherwise.
+        diesel::sql_query(
+            "UPDATE login_attempts SET
+                 failures = CASE WHEN window_start + interval '1 hour' <= now() THEN 1
+                                 ELSE failures + 1 END,
+                 window_start = CASE WHEN window_start + interval '1 hour' <= now() THEN now()
+                                     ELSE window_start END,
+                 last_failure = now()
+              WHERE key = ANY($1)",
+        )
+        .bind::<Array<Bytea>, _>(&keys)
+        .execute(&mut tx.pg())
+        .await?;
+        Ok(attempt)
+    }
+
+    /// Takes a successful attempt back: its count, and the account × network
+    /// waits; the network becomes a known one of the account.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn succeeded(
+        &self,
+        tx: PlatformConn<'_>,
+        attempt: &Attempt,
+    ) -> Result<(), AuthError> {
+        if let Some(pair) = &attempt.pair {
+            diesel::sql_query("DELETE FROM login_attempts WHERE key = $1")
+                .bind::<Bytea, _>(pair)
+                .execute(&mut tx.pg())
+                .await?;
+        }
+        let counted: Vec<Vec<u8>> = std::iter::once(attempt.account.clone())
+            .chain(attempt.network.clone())
+            .collect();
+        diesel::sql_query(
+            "UPDATE login_attempts SET failures = GREATEST(failures - 1, 0) WHERE key = ANY($1)",
+        )
+        .bind::<Array<Bytea>, _>(&counted)
+        .execute(&mut tx.pg())
+        .await?;
+        if let Some(known) = &attempt.known {
+            diesel::sql_query(
+                "INSERT INTO login_known_networks (key, last_success) VALUES ($1, now())
+                 ON CONFLICT (key) DO UPDATE SET last_success = now()",
+            )
+            .bind::<Bytea, _>(known)
+            .execute(&mut tx.pg())
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_start_after_the_free_failures_and_double_up_to_fifteen_minutes() {
+        for n in 0..=5 {
+            assert_eq!(pair_wait(n, 5), None);
+        }
+        let secs = |n| pair_wait(n, 5).map(|d| d.as_secs());
+        assert_eq!((secs(6), secs(7), secs(8)), (Some(1), Some(2), Some(4)));
+        assert_eq!(secs(15), Some(512));
+        assert_eq!(secs(16), Some(900));
+        assert_eq!(secs(u32::MAX), Some(900));
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(network(a), network(b));
+        assert_ne!(network(a), network(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert_eq!(network(mapped), "192.0.2.7");
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+        let proxy: IpAddr = "10.0.0.5".parse().expect("ip");
+        let client: IpAddr = "198.51.100.7".parse().expect("ip");
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let header = Some("203.0.113.9, 198.51.100.7, 10.0.0.9");
+        // Untrusted peer: its own address, whatever the header says.
+        assert_eq!(client_address(Some(client), header, &trusted), Some(client));
+        assert_eq!(client_address(Some(proxy), header, &[]), Some(proxy));
+        // Trusted peer: the nearest hop that is not a trusted proxy (the
+        // left-most entries are the client's to forge).
+        assert_eq!(client_address(Some(proxy), header, &trusted), Some(client));
+        assert_eq!(client_address(Some(proxy), None, &trusted), Some(proxy));
+        assert_eq!(
+            client_address(Some(proxy), Some("junk, 10.0.0.9"), &trusted),
+            Some(proxy)
+        );
+    }
+}
