@@ -189,19 +189,11 @@ async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    // Retention's tables: a period set through the job's own role, and a
-    // prune record (a real prune would empty the short chains of this test).
+    // Retention's tables: a period set as the platform role, and a prune
+    // record (a real prune would empty the short chains of this test).
     let audit_db = &suite.databases["audit"];
-    let job_url = &audit_db.job_urls["audit_retention"];
-    let config = bulkhead_db::PoolConfig::default();
-    let job = bulkhead_db::Db::connect(job_url, &config)
-        .await
-        .expect("retention role")
-        .with_platform(job_url, &config)
-        .await
-        .expect("retention role");
     let some_tenant = bulkhead_context::TenantId::new_v7();
-    bulkhead_audit::retention::set_period(&job, some_tenant, 30)
+    bulkhead_audit::retention::set_period(&audit_db.app_db(2).await, some_tenant, 30)
         .await
         .expect("period");
     // (Its triggers, which hold a record to a real chain, set aside: only

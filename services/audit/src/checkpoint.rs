@@ -105,7 +105,18 @@ impl Notary {
                 return Err(RetiredKeyError(format!("{kid} is not an Ed25519 key")));
             }
             decoding.insert(kid, key);
-            published.push(jwk_json.clone());
+            // Only the public members: a retired key given whole (with its
+            // private `d`) is never published.
+            let public: serde_json::Map<String, serde_json::Value> = jwk_json
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| {
+                    ["kty", "crv", "x", "kid", "alg", "use"].contains(&name.as_str())
+                })
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            published.push(serde_json::Value::Object(public));
         }
         Ok(Self {
             key,
@@ -227,6 +238,14 @@ mod tests {
             serde_json::from_str(&rotated.jwks_json()).expect("json");
         assert_eq!(published["keys"].as_array().map(Vec::len), Some(2));
         assert_eq!(published["keys"][0]["kid"], new.kid());
+        let mut with_private = old.public_jwk();
+        with_private["d"] = serde_json::json!("c2VjcmV0");
+        let careful = Notary::with_retired(Arc::new(SigningKey::generate()), &[with_private])
+            .expect("retired");
+        assert!(
+            !careful.jwks_json().contains("\"d\""),
+            "no private member published"
+        );
         let mut no_kid = old.public_jwk();
         no_kid.as_object_mut().expect("object").remove("kid");
         assert!(Notary::with_retired(new, &[no_kid]).is_err());

@@ -25,6 +25,10 @@ const BATCH: i64 = 100;
 /// connection of the pool with exports.
 pub const EXPORTS_PER_TENANT: usize = 2;
 
+/// How long an export waits for its reader to take the next message before
+/// it gives up (and frees its slot).
+const EXPORT_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Most bytes in one streamed export message or one query page: clients' default
 /// limit is 4 MiB.
 const MESSAGE_BYTES: usize = 1024 * 1024;
@@ -212,7 +216,7 @@ impl AuditApi {
         &self,
         tenant: TenantId,
         given: Option<&crate::checkpoint::Payload>,
-    ) -> Result<pb::VerifyChainResponse, Status> {
+    ) -> Result<(pb::VerifyChainResponse, Option<i64>), Status> {
         // The checkpoints to hold the chain to: the newest stored one (its
         // signature checked, never its columns) and the caller's own copy.
         let notary = &self.notary;
@@ -222,6 +226,8 @@ impl AuditApi {
                 Ok::<_, AuditError>((repo::latest_checkpoint(tx).await?, repo::horizon(tx).await?))
             })
             .await?;
+        // Where the chain started for this walk (the prune it read).
+        let started = horizon.as_ref().map(|h| h.sequence);
         let fault = |id: String, detail: String, checked: i64| pb::VerifyChainResponse {
             ok: false,
             first_bad_event_id: id,
@@ -241,10 +247,13 @@ impl AuditApi {
             }) {
                 Some(payload) => Some(checkpoint_message(&h.jws, &payload)),
                 None => {
-                    return Ok(fault(
-                        String::new(),
-                        "the record of a prune does not verify: it was altered".into(),
-                        0,
+                    return Ok((
+                        fault(
+                            String::new(),
+                            "the record of a prune does not verify: it was altered".into(),
+                            0,
+                        ),
+                        started,
                     ));
                 }
             },
@@ -257,10 +266,13 @@ impl AuditApi {
             {
                 Some(payload) => checkpoints.push((payload.sequence, payload.hash)),
                 None => {
-                    return Ok(fault(
-                        String::new(),
-                        "the newest stored checkpoint does not verify: it was altered".into(),
-                        0,
+                    return Ok((
+                        fault(
+                            String::new(),
+                            "the newest stored checkpoint does not verify: it was altered".into(),
+                            0,
+                        ),
+                        started,
                     ));
                 }
             }
@@ -300,20 +312,26 @@ impl AuditApi {
             }
             for row in rows.iter().take_while(|r| r.sequence <= last) {
                 if row.sequence != expected {
-                    return Ok(fault(
-                        row.id.to_string(),
-                        format!(
-                            "event {expected} is missing (the next stored is {})",
-                            row.sequence
+                    return Ok((
+                        fault(
+                            row.id.to_string(),
+                            format!(
+                                "event {expected} is missing (the next stored is {})",
+                                row.sequence
+                            ),
+                            checked,
                         ),
-                        checked,
+                        started,
                     ));
                 }
                 if row.prev_hash != prev || row.expected_hash(&prev).as_slice() != row.hash {
-                    return Ok(fault(
-                        row.id.to_string(),
-                        format!("event {expected} was altered"),
-                        checked,
+                    return Ok((
+                        fault(
+                            row.id.to_string(),
+                            format!("event {expected} was altered"),
+                            checked,
+                        ),
+                        started,
                     ));
                 }
                 if checkpoints
@@ -333,19 +351,25 @@ impl AuditApi {
         for (sequence, hash) in &checkpoints {
             match at_checkpoints.get(sequence) {
                 None => {
-                    return Ok(fault(
-                        String::new(),
-                        format!(
-                            "the chain ends at event {end} but a signed checkpoint covers {sequence}: events were removed from its end"
+                    return Ok((
+                        fault(
+                            String::new(),
+                            format!(
+                                "the chain ends at event {end} but a signed checkpoint covers {sequence}: events were removed from its end"
+                            ),
+                            checked,
                         ),
-                        checked,
+                        started,
                     ));
                 }
                 Some(found) if found != hash => {
-                    return Ok(fault(
-                        String::new(),
-                        format!("event {sequence} is not the one its signed checkpoint names"),
-                        checked,
+                    return Ok((
+                        fault(
+                            String::new(),
+                            format!("event {sequence} is not the one its signed checkpoint names"),
+                            checked,
+                        ),
+                        started,
                     ));
                 }
                 Some(_) => {}
@@ -354,21 +378,27 @@ impl AuditApi {
         if let Some((sequence, hash)) = head
             && (sequence != end || hash != prev)
         {
-            return Ok(fault(
-                String::new(),
-                format!(
-                    "the chain ends at event {end} but its head says {sequence}: events were removed from its end"
+            return Ok((
+                fault(
+                    String::new(),
+                    format!(
+                        "the chain ends at event {end} but its head says {sequence}: events were removed from its end"
+                    ),
+                    checked,
                 ),
-                checked,
+                started,
             ));
         }
-        Ok(pb::VerifyChainResponse {
-            ok: true,
-            first_bad_event_id: String::new(),
-            checked_count: checked,
-            detail: String::new(),
-            pruned_through,
-        })
+        Ok((
+            pb::VerifyChainResponse {
+                ok: true,
+                first_bad_event_id: String::new(),
+                checked_count: checked,
+                detail: String::new(),
+                pruned_through,
+            },
+            started,
+        ))
     }
 
     /// The tonic service to mount.
@@ -515,21 +545,31 @@ impl AuditService for AuditApi {
                     jws: h.jws,
                 },
             });
-        // Events at or below the prune are gone, or going.
+        // Events at or below the prune are gone, or going; events past the
+        // head signed as the export began are not in it (the checkpoint could
+        // not vouch for them).
         let start_after = pruned_through.as_ref().map_or(0, |c| c.sequence);
+        let through = checkpoint.as_ref().map_or(0, |c| c.sequence);
         // Two batches in flight at most: a slow reader slows the reads.
         let (send, receive) = tokio::sync::mpsc::channel(2);
         let db = self.db.clone();
         tokio::spawn(async move {
-            // Held until the stream ends or its reader goes away.
+            // Held until the stream ends, its reader goes away, or stops
+            // reading for EXPORT_STALL.
             let _slot = slot;
+            let put = async |item: Result<pb::ExportEventsResponse, Status>| {
+                matches!(
+                    tokio::time::timeout(EXPORT_STALL, send.send(item)).await,
+                    Ok(Ok(()))
+                )
+            };
             if pruned_through.is_some() {
                 let start = pb::ExportEventsResponse {
                     events: Vec::new(),
                     checkpoint: None,
                     pruned_through,
                 };
-                if send.send(Ok(start)).await.is_err() {
+                if !put(Ok(start)).await {
                     return;
                 }
             }
@@ -540,20 +580,21 @@ impl AuditService for AuditApi {
                         repo::batch_after(tx, &filter, after, BATCH).await
                     })
                     .await;
-                let rows = match rows {
+                let mut rows = match rows {
                     Ok(rows) => rows,
                     Err(err) => {
-                        let _ = send.send(Err(Status::from(err))).await;
+                        put(Err(Status::from(err))).await;
                         return;
                     }
                 };
+                rows.retain(|r| r.sequence <= through);
                 let Some(last) = rows.last().map(|r| r.sequence) else {
                     let end = pb::ExportEventsResponse {
                         events: Vec::new(),
                         checkpoint,
                         pruned_through: None,
                     };
-                    let _ = send.send(Ok(end)).await;
+                    put(Ok(end)).await;
                     return;
                 };
                 after = last;
@@ -569,24 +610,21 @@ impl AuditService for AuditApi {
                             checkpoint: None,
                             pruned_through: None,
                         };
-                        if send.send(Ok(batch)).await.is_err() {
-                            return; // the reader went away
+                        if !put(Ok(batch)).await {
+                            return; // the reader went away, or stopped reading
                         }
                         bytes = 0;
                     }
                     bytes += size;
                     events.push(event);
                 }
-                if send
-                    .send(Ok(pb::ExportEventsResponse {
-                        events,
-                        checkpoint: None,
-                        pruned_through: None,
-                    }))
-                    .await
-                    .is_err()
-                {
-                    return; // the reader went away
+                let batch = pb::ExportEventsResponse {
+                    events,
+                    checkpoint: None,
+                    pruned_through: None,
+                };
+                if !put(Ok(batch)).await {
+                    return; // the reader went away, or stopped reading
                 }
             }
         });
@@ -619,16 +657,15 @@ impl AuditService for AuditApi {
         };
         // A prune committed during the walk deletes events the walk expected:
         // when the chain's start moved meanwhile, the walk is done again.
-        let mut verified = self.check_chain(tenant, given.as_ref()).await?;
+        let (mut verified, start) = self.check_chain(tenant, given.as_ref()).await?;
         if !verified.ok {
-            let start = |v: &pb::VerifyChainResponse| v.pruned_through.as_ref().map(|c| c.sequence);
             let now = self
                 .db
                 .tenant_read(tenant, async |tx| repo::horizon(tx).await)
                 .await?
                 .map(|h| h.sequence);
-            if now != start(&verified) {
-                verified = self.check_chain(tenant, given.as_ref()).await?;
+            if now != start {
+                (verified, _) = self.check_chain(tenant, given.as_ref()).await?;
             }
         }
         Ok(Response::new(verified))

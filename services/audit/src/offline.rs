@@ -274,6 +274,13 @@ pub fn verify_export(text: &str, keys_json: Option<&str>) -> Result<Report, Expo
     if signed.tenant_id != tenant {
         return Err(ExportFault::Checkpoint("it is another tenant's".into()));
     }
+    if last_sequence > signed.sequence {
+        return Err(ExportFault::Checkpoint(format!(
+            "events {} to {last_sequence} come after the event Audit signed ({}): nothing vouches for them",
+            signed.sequence + 1,
+            signed.sequence
+        )));
+    }
     // `hashes` holds events pruned_through + 1 onwards; the prune's own
     // checkpoint stands for pruned_through.
     let held = match &pruned {
@@ -420,6 +427,11 @@ mod tests {
             verify_export(&text(&gap, &end), Some(&keys)),
             Err(ExportFault::Broken { sequence: 4, .. })
         ));
+
+        // Events after the one Audit signed: nothing vouches for them.
+        let (_, older) = export(6, 4, &notary);
+        let fault = verify_export(&text(&events, &older), Some(&keys)).expect_err("unsigned tail");
+        assert!(fault.to_string().contains("nothing vouches"), "{fault}");
 
         // A checkpoint signed with another key: not Audit's.
         let forger = Notary::new(Arc::new(SigningKey::generate()));

@@ -287,11 +287,13 @@ pub struct Query {
 /// A page position: the last event's occur_time (Unix microseconds) and
 /// sequence.
 fn position(text: &str) -> Option<(chrono::DateTime<chrono::Utc>, i64)> {
+    use chrono::Datelike as _;
     let (micros, sequence) = text.split_once('.')?;
-    Some((
-        chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        sequence.parse().ok()?,
-    ))
+    let time = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    // Times the database keeps (a crafted token is refused, not an error).
+    (1..=9999)
+        .contains(&time.year())
+        .then_some((time, sequence.parse().ok()?))
 }
 
 impl Query {

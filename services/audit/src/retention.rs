@@ -160,7 +160,7 @@ async fn prune_chain(
     }
     // What goes is checked first: a prune signs the chain as stored, so it
     // must not launder events altered before it.
-    let hash = verified_segment(&tx, tenant, done, through).await?;
+    let hash = verified_segment(&tx, notary, tenant, done, through).await?;
     let jws = notary
         .sign_prune(tenant, through, &hash, cutoff)
         .map_err(AuditError::Signing)?;
@@ -197,6 +197,7 @@ async fn prune_chain(
 /// hash of `through`.
 async fn verified_segment(
     tx: &PlatformConn<'_>,
+    notary: &Notary,
     tenant: Uuid,
     after: i64,
     through: i64,
@@ -204,12 +205,26 @@ async fn verified_segment(
     let mut prev: Vec<u8> = if after == 0 {
         GENESIS.to_vec()
     } else {
-        prunes::table
+        // The prune this one builds on must be one Audit signed: one the job
+        // role wrote on its own is never covered by a signature after it.
+        let (hash, jws): (Vec<u8>, String) = prunes::table
             .filter(prunes::tenant_id.eq(tenant))
             .filter(prunes::sequence.eq(after))
-            .select(prunes::hash)
+            .select((prunes::hash, prunes::jws))
             .first(&mut tx.pg())
-            .await?
+            .await?;
+        let signed = notary.verify(&jws).is_some_and(|p| {
+            p.is_prune()
+                && p.tenant_id == tenant.to_string()
+                && p.sequence == after
+                && p.hash == crate::checkpoint::hex(&hash)
+        });
+        if !signed {
+            return Err(AuditError::PruneRefused(format!(
+                "tenant {tenant}: the prune through event {after} is not one Audit signed; the chain was not pruned further (VerifyChain reports it)"
+            )));
+        }
+        hash
     };
     let mut expected = after + 1;
     let refuse = |sequence: i64, what: &str| {
@@ -262,12 +277,20 @@ async fn verified_segment(
         .await?)
 }
 
-/// Sets `tenant`'s retention period.
+/// Sets `tenant`'s retention period, through the platform role (`db`'s
+/// platform pool), and records it in the tenant's own trail in the same
+/// transaction: `audit.retention_set`, with the period before and after.
 ///
 /// # Errors
 /// On database failure (a period under a day is refused by the table).
 pub async fn set_period(db: &Db, tenant: TenantId, days: i32) -> Result<(), AuditError> {
     db.platform_tx(async |tx| {
+        let before: Option<i32> = retention_periods::table
+            .filter(retention_periods::tenant_id.eq(tenant.as_uuid()))
+            .select(retention_periods::retain_days)
+            .first(&mut tx.pg())
+            .await
+            .optional()?;
         diesel::insert_into(retention_periods::table)
             .values((
                 retention_periods::tenant_id.eq(tenant.as_uuid()),
@@ -281,6 +304,22 @@ pub async fn set_period(db: &Db, tenant: TenantId, days: i32) -> Result<(), Audi
             ))
             .execute(&mut tx.pg())
             .await?;
+        let event = crate::requests::NewEvent {
+            id: Uuid::now_v7(),
+            tenant,
+            actor_user_id: String::new(),
+            actor_service: "retention".into(),
+            action: "audit.retention_set".into(),
+            resource_type: "audit_trail".into(),
+            resource_id: tenant.to_string(),
+            old_value: before.map(|d| serde_json::json!({ "retain_days": d })),
+            new_value: Some(serde_json::json!({ "retain_days": days })),
+            metadata: None,
+            request_id: String::new(),
+            trace_id: String::new(),
+            occur_time: crate::grpc::now_micros(),
+        };
+        crate::repo::append(tx, "audit", std::slice::from_ref(&event)).await?;
         Ok(())
     })
     .await

@@ -222,7 +222,8 @@ const PRUNE_BATCH: i64 = 10_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
 
 /// Claims up to `$1` due messages of topic `$2` for round `$4`, with a lease
-/// of `$3` ms. `waiting`: per tenant, the first message that waits (backing
+/// of `$3` ms from the moment of the claim (not the transaction's start, which
+/// may lie before a wait for the claim lock). `waiting`: per tenant, the first message that waits (backing
 /// off, or claimed by a round in flight); its successors wait behind it (order
 /// per tenant). Found through the two small indexes of waiting messages, not
 /// by walking every pending one; tested row by row (a join would lose the
@@ -248,7 +249,8 @@ const CLAIM: &str = "WITH waiting AS MATERIALIZED (
          ORDER BY o.tenant_id, o.seq
          LIMIT $1
          FOR UPDATE OF o)
-     UPDATE outbox o SET claimed_until = now() + $3 * interval '1 millisecond', claim_id = $4
+     UPDATE outbox o SET claimed_until = clock_timestamp() + $3 * interval '1 millisecond',
+                         claim_id = $4
        FROM due WHERE o.tenant_id = due.tenant_id AND o.seq = due.seq
      RETURNING o.tenant_id, o.seq, o.id, o.topic, o.payload, o.attempts, o.rejections,
                o.create_time";

@@ -161,7 +161,13 @@ async fn only_the_retention_job_deletes_and_only_a_signed_prefix() {
 
     // b keeps its events 1000 days; a gets the default, 365.
     let job = h.retention_db().await;
-    retention::set_period(&job, b, 1000).await.expect("period");
+    // Periods are the platform role's to set (recorded in the trail); the
+    // job's login cannot shorten one.
+    assert!(retention::set_period(&job, b, 1).await.is_err());
+    let platform = h.database.app_db(2).await;
+    retention::set_period(&platform, b, 1000)
+        .await
+        .expect("period");
     let now = chrono::Utc::now();
     let planned = retention::prune(&job, &notary, 365, now, true)
         .await
@@ -181,7 +187,25 @@ async fn only_the_retention_job_deletes_and_only_a_signed_prefix() {
     assert_eq!(pruned, planned);
     let left: Vec<i64> = h.sequences(a).await.iter().map(|(s, _, _)| *s).collect();
     assert_eq!(left, vec![4, 5]);
-    assert_eq!(h.count(b).await, 3, "b's period keeps its events");
+    assert_eq!(
+        h.count(b).await,
+        4,
+        "b's period keeps its events (and the record of the period, in its trail)"
+    );
+    let recorded = h
+        .query(
+            b,
+            pb::QueryEventsRequest {
+                filter: Some(pb::AuditEventFilter {
+                    action: "audit.retention_set".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("query");
+    assert_eq!(recorded.events.len(), 1);
     assert!(
         retention::prune(&job, &notary, 365, now, false)
             .await
@@ -479,4 +503,70 @@ async fn a_rotated_checkpoint_key_keeps_old_checkpoints_checkable() {
         .await
         .expect_err("unknown key");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_time_zone_does_not_move_the_one_day_floor() {
+    let (h, _notary) = with_key().await;
+    let a = TenantId::new_v7();
+    h.append((0..3).map(|_| event(a, "task.created")).collect())
+        .await
+        .expect("append");
+    // A zone with a 24-hour daylight-saving jump made "a day ago" lie in the
+    // future under calendar arithmetic.
+    let err = refused(
+        &h.retention_url(),
+        &format!(
+            "BEGIN;
+             SET LOCAL TIME ZONE 'AAA+24BBB-24,334/12,354/0';
+             INSERT INTO prunes (tenant_id, sequence, hash, jws, deleted_count)
+               SELECT tenant_id, sequence, hash, 'x', 0 FROM events
+                WHERE tenant_id = '{a}' AND sequence = 3;
+             DELETE FROM events WHERE tenant_id = '{a}' AND sequence <= 3;
+             COMMIT;"
+        ),
+    )
+    .await;
+    assert!(err.contains("append-only"), "{err}");
+    assert_eq!(h.count(a).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_never_builds_on_a_prune_it_wrote_alone() {
+    let (h, notary) = with_key().await;
+    let a = TenantId::new_v7();
+    h.append((0..6).map(|_| event(a, "task.created")).collect())
+        .await
+        .expect("append");
+    h.age(a, 6).await;
+    // The job's login alone: an old prefix deleted under an unsigned record.
+    let mut conn = <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(
+        &h.retention_url(),
+    )
+    .await
+    .expect("connect");
+    conn.batch_execute(&format!(
+        "BEGIN;
+         INSERT INTO prunes (tenant_id, sequence, hash, jws, deleted_count)
+           SELECT tenant_id, sequence, hash, 'unsigned', 0 FROM events
+            WHERE tenant_id = '{a}' AND sequence = 3;
+         DELETE FROM events WHERE tenant_id = '{a}' AND sequence <= 3;
+         COMMIT;"
+    ))
+    .await
+    .expect("the role can do this much");
+    assert!(
+        !h.verify(a).await.ok,
+        "VerifyChain reports the unsigned prune"
+    );
+    // The next real prune refuses to cover it with a signature.
+    let job = h.retention_db().await;
+    let refused = retention::prune(&job, &notary, 365, chrono::Utc::now(), false)
+        .await
+        .expect_err("refused");
+    assert!(
+        refused.to_string().contains("not one Audit signed"),
+        "{refused}"
+    );
+    assert!(!h.verify(a).await.ok, "still reported");
 }

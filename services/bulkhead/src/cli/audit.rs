@@ -51,10 +51,16 @@ enum Command {
         #[arg(long)]
         as_of: Option<chrono::DateTime<chrono::Utc>>,
     },
-    /// Set a tenant's retention period (the nil UUID: the platform chain).
+    /// Set a tenant's retention period (the nil UUID: the platform chain), as
+    /// the platform role, recorded in that tenant's trail.
     SetRetention {
-        #[command(flatten)]
-        job: Job,
+        /// Postgres URL as Audit's platform role `audit_platform`; default:
+        /// the cluster of a running `bulkhead up` (see --data-dir).
+        #[arg(long, env = "BULKHEAD_PLATFORM_DATABASE_URL", hide_env_values = true)]
+        platform_database_url: Option<String>,
+        /// The `up` data folder, when no URL is given.
+        #[arg(long, env = "BULKHEAD_DATA_DIR", default_value = ".bulkhead")]
+        data_dir: PathBuf,
         /// The tenant (UUID).
         tenant: String,
         /// Days its events are kept.
@@ -98,24 +104,35 @@ struct Job {
 impl Job {
     async fn db(&self) -> anyhow::Result<Db> {
         let schema = ServiceKind::Audit.schema();
-        let url = match &self.retention_database_url {
-            Some(url) => url.clone(),
-            None => bulkhead::up::cluster_url(
-                &self.data_dir,
-                &schema.job_role("retention"),
-                &schema.database(),
-            )?,
-        };
-        let config = bulkhead_db::PoolConfig {
-            max_size: 1,
-            ..schema.pool_config()
-        };
-        // The job's cross-tenant transactions, as its own role.
-        Ok(Db::connect(&url, &config)
-            .await?
-            .with_platform(&url, &config)
-            .await?)
+        cross_tenant_db(
+            self.retention_database_url.as_deref(),
+            &self.data_dir,
+            &schema.job_role("retention"),
+        )
+        .await
     }
+}
+
+/// Connections as `role` (the job's, or the platform's) for cross-tenant
+/// transactions: `url`, or the cluster of a running `bulkhead up`.
+async fn cross_tenant_db(
+    url: Option<&str>,
+    data_dir: &std::path::Path,
+    role: &str,
+) -> anyhow::Result<Db> {
+    let schema = ServiceKind::Audit.schema();
+    let url = match url {
+        Some(url) => url.to_owned(),
+        None => bulkhead::up::cluster_url(data_dir, role, &schema.database())?,
+    };
+    let config = bulkhead_db::PoolConfig {
+        max_size: 1,
+        ..schema.pool_config()
+    };
+    Ok(Db::connect(&url, &config)
+        .await?
+        .with_platform(&url, &config)
+        .await?)
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
@@ -156,10 +173,17 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::SetRetention { job, tenant, days } => {
+        Command::SetRetention {
+            platform_database_url,
+            data_dir,
+            tenant,
+            days,
+        } => {
             let tenant = TenantId::parse(tenant)
                 .map_err(|_| anyhow::anyhow!("{tenant:?} is not a tenant id (UUID)"))?;
-            retention::set_period(&job.db().await?, tenant, *days).await?;
+            let platform = ServiceKind::Audit.schema().platform_role();
+            let db = cross_tenant_db(platform_database_url.as_deref(), data_dir, &platform).await?;
+            retention::set_period(&db, tenant, *days).await?;
             println!("tenant {tenant}: events kept {days} days");
             Ok(())
         }

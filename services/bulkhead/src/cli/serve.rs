@@ -74,8 +74,9 @@ pub struct Args {
     #[arg(long, env = "BULKHEAD_CHECKPOINT_KEY_FILE")]
     checkpoint_key_file: Option<PathBuf>,
     /// Audit only: the public keys of earlier checkpoint keys (a JWK set;
-    /// `bulkhead audit rotate-checkpoint-key` keeps one beside the key), whose
-    /// checkpoints stay checkable and published.
+    /// default: `<key file>.retired.json` beside the key, where `bulkhead audit
+    /// rotate-checkpoint-key` keeps them), whose checkpoints stay checkable
+    /// and published.
     #[arg(long, env = "BULKHEAD_CHECKPOINT_RETIRED_KEYS_FILE")]
     checkpoint_retired_keys_file: Option<PathBuf>,
     /// Task only: let SUPER_ADMINs get and list tasks across tenants (each
@@ -84,15 +85,27 @@ pub struct Args {
     task_super_admin_bypass: bool,
     /// Auth only: a proxy (address or CIDR, repeatable) whose
     /// `x-forwarded-for` names the client; without one the header is ignored.
-    #[arg(long = "trusted-proxy", env = "BULKHEAD_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(
+        long = "trusted-proxy",
+        env = "BULKHEAD_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
     trusted_proxies: Vec<ipnet::IpNet>,
     /// Auth only: failed password checks of one account per hour, all
     /// networks together, before only networks it logged in from are let in.
-    #[arg(long, env = "BULKHEAD_LOGIN_ACCOUNT_FAILURES_PER_HOUR", default_value_t = 50)]
+    #[arg(
+        long,
+        env = "BULKHEAD_LOGIN_ACCOUNT_FAILURES_PER_HOUR",
+        default_value_t = 50
+    )]
     login_account_failures_per_hour: u32,
     /// Auth only: failed password checks from one network (IPv6: its /64) per
     /// hour, all accounts together.
-    #[arg(long, env = "BULKHEAD_LOGIN_NETWORK_FAILURES_PER_HOUR", default_value_t = 100)]
+    #[arg(
+        long,
+        env = "BULKHEAD_LOGIN_NETWORK_FAILURES_PER_HOUR",
+        default_value_t = 100
+    )]
     login_network_failures_per_hour: u32,
     /// Auth only: a service allowed to obtain tokens, as `name=secret` (repeatable).
     #[arg(long = "service-client", env = "BULKHEAD_SERVICE_CLIENTS", value_delimiter = ',', hide_env_values = true, value_parser = parse_service_client)]
@@ -148,11 +161,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 std::time::Duration::from_secs(60),
             )
             .with_retired_keys(
-                args.checkpoint_retired_keys_file
-                    .as_deref()
-                    .map(keys::load_public_keys)
-                    .transpose()?
-                    .unwrap_or_default(),
+                // Default: beside the key, where `bulkhead audit
+                // rotate-checkpoint-key` keeps them.
+                match (
+                    &args.checkpoint_retired_keys_file,
+                    &args.checkpoint_key_file,
+                ) {
+                    (Some(file), _) => keys::load_public_keys(file)?,
+                    (None, Some(key)) => {
+                        keys::load_public_keys(&keys::retired_checkpoint_keys_path(key))?
+                    }
+                    (None, None) => Vec::new(),
+                },
             ),
             auth: bulkhead_auth::AuthModule::new(
                 signing_key

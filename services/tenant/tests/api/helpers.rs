@@ -68,6 +68,19 @@ impl Harness {
         self.tokens.request(caller, message)
     }
 
+    /// `message` as Auth's service token sends it (ListUserMemberships is
+    /// Auth's alone).
+    pub fn as_auth<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            "x-service-authorization",
+            format!("Bearer {}", self.tokens.service_named("auth"))
+                .parse()
+                .expect("ascii"),
+        );
+        request
+    }
+
     /// A new tenant (by a SUPER_ADMIN) owned by a new user; returns it and its owner.
     pub async fn tenant(&self, slug: &str) -> (pb::Tenant, Caller) {
         let owner = UserId::new_v7();
