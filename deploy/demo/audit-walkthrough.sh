@@ -8,23 +8,11 @@
 # runs (needs grpcurl and python3):
 #   bash deploy/demo/audit-walkthrough.sh
 set -euo pipefail
-AUTH=${AUTH_ADDR:-127.0.0.1:50051}
-TENANT=${TENANT_ADDR:-127.0.0.1:50052}
-TASK=${TASK_ADDR:-127.0.0.1:50053}
-AUDIT=${AUDIT_ADDR:-127.0.0.1:50054}
-DATA=${BULKHEAD_DATA_DIR:-.bulkhead}
+source "$(dirname "$0")/lib.sh"
 BULKHEAD=${BULKHEAD:-$(command -v bulkhead || echo target/debug/bulkhead)}
-ADMIN_PASSWORD=${ADMIN_PASSWORD:-$(cat "$DATA/admin-password")}
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-say() { printf '\n== %s\n' "$*"; }
-rpc() { local token=$1 addr=$2 method=$3 body=$4
-  grpcurl -plaintext -H "authorization: Bearer $token" -d "$body" "$addr" "$method" 2>&1 || true; }
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d' + sys.argv[1]))" "$1"; }
-show() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-login() { grpcurl -plaintext -d "{\"email\":\"$1\",\"password\":\"$2\"}" "$AUTH" \
-  bulkhead.auth.v1.AuthService/Login | field "['tokens']['accessToken']"; }
 run=$RANDOM
 
 ADMIN=$(login admin@bulkhead.local "$ADMIN_PASSWORD")

@@ -104,35 +104,14 @@ struct Job {
 impl Job {
     async fn db(&self) -> anyhow::Result<Db> {
         let schema = ServiceKind::Audit.schema();
-        cross_tenant_db(
+        super::cross_tenant_db(
             self.retention_database_url.as_deref(),
             &self.data_dir,
+            schema,
             &schema.job_role("retention"),
         )
         .await
     }
-}
-
-/// Connections as `role` (the job's, or the platform's) for cross-tenant
-/// transactions: `url`, or the cluster of a running `bulkhead up`.
-async fn cross_tenant_db(
-    url: Option<&str>,
-    data_dir: &std::path::Path,
-    role: &str,
-) -> anyhow::Result<Db> {
-    let schema = ServiceKind::Audit.schema();
-    let url = match url {
-        Some(url) => url.to_owned(),
-        None => bulkhead::up::cluster_url(data_dir, role, &schema.database())?,
-    };
-    let config = bulkhead_db::PoolConfig {
-        max_size: 1,
-        ..schema.pool_config()
-    };
-    Ok(Db::connect(&url, &config)
-        .await?
-        .with_platform(&url, &config)
-        .await?)
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
@@ -179,10 +158,18 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             tenant,
             days,
         } => {
-            let tenant = TenantId::parse(tenant)
+            // The nil UUID (no tenant) names the platform chain.
+            let tenant = uuid::Uuid::parse_str(tenant)
+                .map(TenantId::from_uuid)
                 .map_err(|_| anyhow::anyhow!("{tenant:?} is not a tenant id (UUID)"))?;
-            let platform = ServiceKind::Audit.schema().platform_role();
-            let db = cross_tenant_db(platform_database_url.as_deref(), data_dir, &platform).await?;
+            let schema = ServiceKind::Audit.schema();
+            let db = super::cross_tenant_db(
+                platform_database_url.as_deref(),
+                data_dir,
+                schema,
+                &schema.platform_role(),
+            )
+            .await?;
             retention::set_period(&db, tenant, *days).await?;
             println!("tenant {tenant}: events kept {days} days");
             Ok(())

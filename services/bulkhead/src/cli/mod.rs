@@ -69,3 +69,26 @@ impl Cli {
         }
     }
 }
+
+/// One connection as `role` (a service's platform role, or one of its job
+/// roles) for cross-tenant transactions: `url`, or the cluster of a running
+/// `bulkhead up` in `data_dir`.
+async fn cross_tenant_db(
+    url: Option<&str>,
+    data_dir: &std::path::Path,
+    schema: &bulkhead_db::schema::ServiceSchema,
+    role: &str,
+) -> anyhow::Result<bulkhead_db::Db> {
+    let url = match url {
+        Some(url) => url.to_owned(),
+        None => bulkhead::up::cluster_url(data_dir, role, &schema.database())?,
+    };
+    let config = bulkhead_db::PoolConfig {
+        max_size: 1,
+        ..schema.pool_config()
+    };
+    Ok(bulkhead_db::Db::connect(&url, &config)
+        .await?
+        .with_platform(&url, &config)
+        .await?)
+}

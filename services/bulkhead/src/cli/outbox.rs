@@ -94,23 +94,14 @@ impl Target {
             anyhow::bail!("audit has no outbox: it is where the other services' events go");
         }
         let schema = self.service.schema();
-        let url = match &self.platform_database_url {
-            Some(url) => url.clone(),
-            None => bulkhead::up::cluster_url(
-                &self.data_dir,
-                &schema.platform_role(),
-                &schema.database(),
-            )?,
-        };
-        let config = bulkhead_db::PoolConfig {
-            max_size: 1,
-            ..schema.pool_config()
-        };
-        // The platform pool is the one the relay uses; the runtime pool is not needed.
-        Ok(Db::connect(&url, &config)
-            .await?
-            .with_platform(&url, &config)
-            .await?)
+        // The platform pool is the one the relay uses.
+        super::cross_tenant_db(
+            self.platform_database_url.as_deref(),
+            &self.data_dir,
+            schema,
+            &schema.platform_role(),
+        )
+        .await
     }
 }
 
