@@ -72,12 +72,17 @@ impl AuthApi {
     /// The client's address: the peer's, or behind a trusted proxy the one it
     /// forwards.
     fn client_address<T>(&self, request: &Request<T>) -> Option<std::net::IpAddr> {
+        // Every line of the header, in order: a proxy that appends a line
+        // appends the truth last.
+        let lines: Vec<&str> = request
+            .metadata()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         crate::throttle::client_address(
             request.remote_addr().map(|a| a.ip()),
-            request
-                .metadata()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok()),
+            &lines,
             &self.throttle.trusted_proxies,
         )
     }
@@ -88,6 +93,47 @@ impl AuthApi {
         self.db
             .platform_tx(async |tx| throttle.succeeded(tx, attempt).await)
             .await
+    }
+
+    /// Counts an attempt on `account` from `client` (or says how long to
+    /// wait); now and then, clears counters nobody needs any more.
+    async fn admit(
+        &self,
+        account: &str,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Attempt, AuthError> {
+        let throttle = &self.throttle;
+        let purge = self.limits.due_for_purge();
+        self.db
+            .platform_tx(async |tx| {
+                if purge {
+                    let n = throttle.purge(tx).await?;
+                    tracing::debug!(deleted = n, "purged login counters");
+                }
+                throttle.admit(tx, account, client).await
+            })
+            .await
+    }
+
+    /// Checks `password` against `hash` for an admitted attempt: a check that
+    /// reaches no verdict (the hashers busy) is taken back, so it counts
+    /// against nobody.
+    async fn check_password(
+        &self,
+        attempt: &Attempt,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool, AuthError> {
+        match self.passwords.verify(password, hash).await {
+            Ok(verdict) => Ok(verdict),
+            Err(err) => {
+                let throttle = &self.throttle;
+                self.db
+                    .platform_tx(async |tx| throttle.refund(tx, attempt).await)
+                    .await?;
+                Err(err.into())
+            }
+        }
     }
 
     /// The tonic service to mount.
@@ -203,25 +249,24 @@ impl AuthService for AuthApi {
         if let Err(wait) = self.limits.check(client) {
             return Err(AuthError::Throttled(wait).into());
         }
-        let account = login.email.key();
         let email = login.email.as_str();
-        let throttle = &self.throttle;
-        let (attempt, user) = self
+        // Never a password: refused before it costs a counter or a hash.
+        if login.password.len() > crate::password::MAX_PASSWORD_BYTES {
+            return Err(AuthError::InvalidCredentials.into());
+        }
+        let attempt = self.admit(&login.email.key(), client).await?;
+        let user = self
             .db
-            .platform_tx(async |tx| {
-                let attempt = throttle.admit(tx, &account, client).await?;
-                Ok::<_, AuthError>((attempt, repo::user_by_email(tx, email).await?))
-            })
+            .platform_tx(async |tx| repo::user_by_email(tx, email).await)
             .await?;
         // Always pay one Argon2 verification, known user or not (similar timing).
         let verified = self
-            .passwords
-            .verify(
+            .check_password(
+                &attempt,
                 login.password,
                 user.as_ref().map(|u| u.password_hash.clone()),
             )
-            .await
-            .map_err(AuthError::from)?;
+            .await?;
         let known = user.as_ref().map(|u| u.id);
         let Some(user) = user.filter(|u| verified && u.is_active) else {
             tracing::info!(security = true, event = "login_failure", "login refused");
@@ -229,6 +274,9 @@ impl AuthService for AuthApi {
             return Err(AuthError::InvalidCredentials.into());
         };
         actor.user_id = Some(user.id.to_string());
+        // The password was right: whatever follows (no such tenant, Tenant
+        // unreachable) is no guess.
+        self.password_accepted(&attempt).await?;
         let memberships = self.memberships(user.id).await?;
         let Some(membership) = pick(&memberships, login.tenant_slug.as_deref()) else {
             tracing::info!(security = true, event = "login_failure", user_id = %user.id, "no accessible tenant");
@@ -236,7 +284,6 @@ impl AuthService for AuthApi {
                 .await?;
             return Err(AuthError::InvalidCredentials.into());
         };
-        self.password_accepted(&attempt).await?;
         let tokens = self
             .sessions
             .start(&user, &membership, "auth.login", &actor)
@@ -434,17 +481,13 @@ impl AuthService for AuthApi {
         if let Err(wait) = self.limits.check(client) {
             return Err(AuthError::Throttled(wait).into());
         }
-        let account = user.email.to_lowercase();
-        let throttle = &self.throttle;
-        let attempt = self
-            .db
-            .platform_tx(async |tx| throttle.admit(tx, &account, client).await)
-            .await?;
+        if change.current.len() > crate::password::MAX_PASSWORD_BYTES {
+            return Err(AuthError::InvalidCredentials.into());
+        }
+        let attempt = self.admit(&user.email.to_lowercase(), client).await?;
         if !self
-            .passwords
-            .verify(change.current, Some(user.password_hash))
-            .await
-            .map_err(AuthError::from)?
+            .check_password(&attempt, change.current, Some(user.password_hash))
+            .await?
         {
             return Err(AuthError::InvalidCredentials.into());
         }

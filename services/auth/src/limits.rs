@@ -19,10 +19,14 @@ use crate::throttle::ThrottleConfig;
 /// Checks between two prunings of the per-address state.
 const PRUNE_EVERY: u64 = 10_000;
 
+/// Attempts between two purges of the database's login counters.
+const PURGE_EVERY: u64 = 1_000;
+
 /// The in-process login rate of one Auth process.
 pub struct LoginLimits {
     per_peer: DefaultKeyedRateLimiter<String>,
     checks: AtomicU64,
+    attempts: AtomicU64,
 }
 
 impl std::fmt::Debug for LoginLimits {
@@ -61,7 +65,16 @@ impl LoginLimits {
                     .allow_burst(n(config.per_peer_per_minute / 4)),
             ),
             checks: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
         }
+    }
+
+    /// Whether this attempt should also purge the database's stale login
+    /// counters (one attempt in [`PURGE_EVERY`], the first included).
+    pub fn due_for_purge(&self) -> bool {
+        self.attempts
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PURGE_EVERY)
     }
 
     /// `Err(wait)` when the client's network is over its rate.

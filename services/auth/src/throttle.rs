@@ -123,29 +123,41 @@ pub fn network(ip: IpAddr) -> String {
     }
 }
 
+/// An address as written in a header: bare, `[v6]:port` or `v4:port`;
+/// IPv4-mapped IPv6 as IPv4.
+fn hop_address(text: &str) -> Option<IpAddr> {
+    text.parse::<IpAddr>()
+        .or_else(|_| text.parse::<std::net::SocketAddr>().map(|a| a.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
 /// The client's address: the peer's, or — when the peer is a trusted proxy —
-/// the nearest address in `x-forwarded-for` that is not a trusted proxy.
+/// the nearest hop of `x-forwarded-for` (all its lines, in order) that is not
+/// a trusted proxy. Addresses are compared in canonical form (IPv4-mapped
+/// IPv6 as IPv4).
 #[must_use]
 pub fn client_address(
     peer: Option<IpAddr>,
-    forwarded_for: Option<&str>,
+    forwarded_for: &[&str],
     trusted: &[ipnet::IpNet],
 ) -> Option<IpAddr> {
-    let peer = peer?;
+    let peer = peer?.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return Some(peer);
     }
-    let Some(header) = forwarded_for else {
-        return Some(peer);
-    };
-    let mut hops = header.split(',').rev().map(str::trim);
-    for hop in hops.by_ref() {
-        match hop.parse::<IpAddr>() {
-            Ok(ip) if is_trusted(&ip) => {}
-            Ok(ip) => return Some(ip),
+    let hops: Vec<&str> = forwarded_for
+        .iter()
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.into_iter().rev() {
+        match hop_address(hop) {
+            Some(ip) if is_trusted(&ip) => {}
+            Some(ip) => return Some(ip),
             // A hop that is no address: nothing left of it can be trusted.
-            Err(_) => return Some(peer),
+            None => return Some(peer),
         }
     }
     Some(peer)
@@ -265,6 +277,9 @@ impl ThrottleConfig {
         tx: PlatformConn<'_>,
         attempt: &Attempt,
     ) -> Result<(), AuthError> {
+        // The rows in key order, as `admit` takes them (no deadlock between a
+        // success and a concurrent attempt).
+        lock(&tx, &attempt.keys()).await?;
         if let Some(pair) = &attempt.pair {
             diesel::sql_query("DELETE FROM login_attempts WHERE key = $1")
                 .bind::<Bytea, _>(pair)
@@ -290,6 +305,67 @@ impl ThrottleConfig {
             .await?;
         }
         Ok(())
+    }
+}
+
+impl Attempt {
+    fn keys(&self) -> Vec<Vec<u8>> {
+        std::iter::once(self.account.clone())
+            .chain(self.pair.clone())
+            .chain(self.network.clone())
+            .collect()
+    }
+}
+
+/// Locks the counters' rows in key order.
+async fn lock(tx: &PlatformConn<'_>, keys: &[Vec<u8>]) -> Result<(), AuthError> {
+    diesel::sql_query(
+        "SELECT key, failures, window_start, last_failure FROM login_attempts
+          WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+    )
+    .bind::<Array<Bytea>, _>(keys)
+    .load::<Counter>(&mut tx.pg())
+    .await?;
+    Ok(())
+}
+
+impl ThrottleConfig {
+    /// Takes back an attempt that never reached a verdict (the hashers were
+    /// busy, a call failed): it counts against nobody.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn refund(&self, tx: PlatformConn<'_>, attempt: &Attempt) -> Result<(), AuthError> {
+        let keys = attempt.keys();
+        lock(&tx, &keys).await?;
+        diesel::sql_query(
+            "UPDATE login_attempts SET failures = GREATEST(failures - 1, 0) WHERE key = ANY($1)",
+        )
+        .bind::<Array<Bytea>, _>(&keys)
+        .execute(&mut tx.pg())
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes counters past any window or wait, and networks not seen for
+    /// 90 days; how many rows went.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn purge(&self, tx: PlatformConn<'_>) -> Result<usize, AuthError> {
+        let attempts = diesel::sql_query(
+            "DELETE FROM login_attempts
+              WHERE window_start < now() - interval '2 hours'
+                AND last_failure < now() - interval '2 hours'",
+        )
+        .execute(&mut tx.pg())
+        .await?;
+        let known = diesel::sql_query(
+            "DELETE FROM login_known_networks WHERE last_success < now() - interval '2160 hours'",
+        )
+        .execute(&mut tx.pg())
+        .await?;
+        Ok(attempts + known)
     }
 }
 
@@ -324,18 +400,37 @@ mod tests {
     fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
         let proxy: IpAddr = "10.0.0.5".parse().expect("ip");
         let client: IpAddr = "198.51.100.7".parse().expect("ip");
-        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
-        let header = Some("203.0.113.9, 198.51.100.7, 10.0.0.9");
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.5/32".parse().expect("net")];
+        let header = ["203.0.113.9, 198.51.100.7"];
         // Untrusted peer: its own address, whatever the header says.
-        assert_eq!(client_address(Some(client), header, &trusted), Some(client));
-        assert_eq!(client_address(Some(proxy), header, &[]), Some(proxy));
-        // Trusted peer: the nearest hop that is not a trusted proxy (the
-        // left-most entries are the client's to forge).
-        assert_eq!(client_address(Some(proxy), header, &trusted), Some(client));
-        assert_eq!(client_address(Some(proxy), None, &trusted), Some(proxy));
         assert_eq!(
-            client_address(Some(proxy), Some("junk, 10.0.0.9"), &trusted),
+            client_address(Some(client), &header, &trusted),
+            Some(client)
+        );
+        assert_eq!(client_address(Some(proxy), &header, &[]), Some(proxy));
+        // Trusted peer: the nearest hop that is not a trusted proxy (the
+        // left-most entries, and earlier header lines, are the client's to
+        // forge: a proxy that appends a line appends the truth last).
+        assert_eq!(client_address(Some(proxy), &header, &trusted), Some(client));
+        let forged_first_line = ["6.6.6.6", "198.51.100.7"];
+        assert_eq!(
+            client_address(Some(proxy), &forged_first_line, &trusted),
+            Some(client)
+        );
+        assert_eq!(client_address(Some(proxy), &[], &trusted), Some(proxy));
+        assert_eq!(
+            client_address(Some(proxy), &["junk, 10.0.0.5"], &trusted),
             Some(proxy)
+        );
+        // Ports, and a proxy seen through an IPv6 listener as IPv4-mapped.
+        assert_eq!(
+            client_address(Some(proxy), &["198.51.100.7:5678"], &trusted),
+            Some(client)
+        );
+        let mapped: IpAddr = "::ffff:10.0.0.5".parse().expect("ip");
+        assert_eq!(
+            client_address(Some(mapped), &["[2001:db8::1]:443"], &trusted),
+            Some("2001:db8::1".parse().expect("ip"))
         );
     }
 }
