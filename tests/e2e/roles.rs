@@ -375,6 +375,31 @@ async fn each_internal_rpc_answers_only_the_services_it_names() {
             Code::InvalidArgument,
         ),
     ];
+    // The table is every rule that admits services, and none admits any
+    // service at all: a method added later cannot escape this test.
+    let mut from_policies: Vec<(String, Vec<&'static str>)> = [
+        bulkhead_auth::policy(),
+        bulkhead_tenant::policy(),
+        bulkhead_task::policy(),
+        bulkhead_audit::policy(),
+    ]
+    .iter()
+    .flat_map(bulkhead_guard::Policy::service_callers)
+    .collect();
+    from_policies.sort();
+    let mut in_table: Vec<(String, Vec<&'static str>)> = table
+        .iter()
+        .map(|(_, path, _, named, _)| ((*path).to_owned(), named.to_vec()))
+        .collect();
+    in_table.sort();
+    assert_eq!(
+        in_table, from_policies,
+        "the matrix lists every service-callable RPC"
+    );
+    assert!(
+        from_policies.iter().all(|(_, named)| !named.is_empty()),
+        "no internal RPC is open to any service"
+    );
     // CheckMembership answers for the user whose call the service makes.
     let user = suite.operator_token();
     let mut refused = 0;

@@ -153,6 +153,21 @@ impl Policy {
         self
     }
 
+    /// Every method a service principal may call, with the services its rule
+    /// names (an empty list: any service), sorted by path: what a test holds
+    /// the internal-RPC matrix to.
+    #[must_use]
+    pub fn service_callers(&self) -> Vec<(String, Vec<&'static str>)> {
+        let mut callers: Vec<(String, Vec<&'static str>)> = self
+            .rules
+            .iter()
+            .filter(|(_, rule)| rule.service)
+            .map(|(path, rule)| (path.clone(), rule.services.to_vec()))
+            .collect();
+        callers.sort();
+        callers
+    }
+
     /// The rule for a gRPC path, if the table has one.
     #[must_use]
     pub fn rule(&self, path: &str) -> Option<&Rule> {
