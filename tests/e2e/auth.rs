@@ -1077,3 +1077,41 @@ async fn a_guard_in_another_process_follows_deactivations() {
     }
     let _ = stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_password_is_no_free_password_oracle() {
+    let w = throttled_world().await;
+    let network = "203.0.113.77";
+    let access = login_from(&w, network, "alice@example.com", PASSWORD)
+        .await
+        .expect("login")
+        .tokens
+        .expect("tokens")
+        .access_token;
+    let change = |current: &str| {
+        let mut request = bearer(
+            &access,
+            auth::ChangePasswordRequest {
+                current_password: current.into(),
+                new_password: "a brand new password".into(),
+            },
+        );
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", network.parse().expect("ascii"));
+        let mut auth = w.auth.clone();
+        async move { auth.change_password(request).await.map(drop) }
+    };
+    // A stolen access token guesses the current password: the login caps
+    // apply, counted on the same account and network as logins.
+    for _ in 0..6 {
+        let status = change("a guess").await.expect_err("wrong");
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let status = change(PASSWORD).await.expect_err("waits");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let status = login_from(&w, network, "alice@example.com", PASSWORD)
+        .await
+        .expect_err("logins from there wait too");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+}
