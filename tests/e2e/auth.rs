@@ -743,6 +743,7 @@ async fn login_from(
 async fn throttled_world() -> World {
     world_with(bulkhead_auth::LimitsConfig {
         per_peer_per_minute: 100_000,
+        switches_per_user_per_minute: 100_000,
         throttle: bulkhead_auth::ThrottleConfig {
             free_failures: 5,
             account_failures_per_hour: 12,
@@ -1114,4 +1115,52 @@ async fn change_password_is_no_free_password_oracle() {
         .await
         .expect_err("logins from there wait too");
     assert_eq!(status.code(), Code::ResourceExhausted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_tenants_is_rate_limited_per_user() {
+    let w = world().await;
+    let alice = login(&w, "alice@example.com", PASSWORD, "")
+        .await
+        .expect("alice")
+        .tokens
+        .expect("tokens");
+    let switch = || {
+        let mut client = w.auth.clone();
+        let request = bearer(
+            &alice.access_token,
+            auth::SwitchTenantRequest {
+                tenant: Some(auth::switch_tenant_request::Tenant::TenantSlug(
+                    "acme".into(),
+                )),
+            },
+        );
+        async move { client.switch_tenant(request).await }
+    };
+    // The default: 20 a minute, a burst of 10; each switch is a new session.
+    for n in 0..10 {
+        switch()
+            .await
+            .unwrap_or_else(|e| panic!("switch {n}: {e:?}"));
+    }
+    let status = switch().await.expect_err("over the rate");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    // Bob is not held up by alice's switches.
+    let bob = login(&w, "bob@example.com", PASSWORD, "")
+        .await
+        .expect("bob")
+        .tokens
+        .expect("tokens");
+    w.auth
+        .clone()
+        .switch_tenant(bearer(
+            &bob.access_token,
+            auth::SwitchTenantRequest {
+                tenant: Some(auth::switch_tenant_request::Tenant::TenantSlug(
+                    "globex".into(),
+                )),
+            },
+        ))
+        .await
+        .expect("bob switches");
 }

@@ -399,6 +399,9 @@ impl AuthService for AuthApi {
         let ctx = RequestContext::from_request(&request)?;
         let caller = ctx.tenant_user()?;
         let target = SwitchTarget::try_from(request.get_ref())?;
+        if let Err(wait) = self.limits.check_switch(&caller.user_id.to_string()) {
+            return Err(bulkhead_rpc::throttled("too many tenant switches", wait));
+        }
         let user = active_user(&self.db, caller.user_id)
             .await?
             .ok_or(AuthError::Forbidden)?;
