@@ -69,8 +69,24 @@ impl ServiceModule for AuthModule {
         })?;
         let relay = env.outbox_relay(service)?;
         let security = env.outbox_security_events();
+        // Housekeeping: sessions long expired go, once an hour.
+        let (db, mut shutdown) = (env.db.clone(), env.shutdown.clone());
+        let purge: futures_util::future::BoxFuture<'static, ()> = Box::pin(async move {
+            loop {
+                match crate::sessions::purge_expired(&db).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),
+                    Err(err) => tracing::warn!(%err, "purging expired sessions failed"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+            }
+        });
         Ok(Assembled::new(Routes::new(api.into_server()))
             .with_task(relay)
-            .with_task(security))
+            .with_task(security)
+            .with_task(Some(purge)))
     }
 }

@@ -263,6 +263,51 @@ impl Sessions {
     }
 }
 
+/// Sessions whose refresh token expired this long ago are purged.
+const PURGE_AFTER: &str = "24 hours";
+
+/// Deletes sessions whose refresh token expired a day ago or more, with their
+/// refresh-token hashes, in batches; how many sessions went. The platform
+/// role's policies allow exactly these deletions.
+///
+/// # Errors
+/// On database failure.
+pub async fn purge_expired(db: &bulkhead_db::Db) -> Result<usize, crate::error::AuthError> {
+    use diesel_async::RunQueryDsl as _;
+    let mut purged = 0;
+    loop {
+        let n = db
+            .platform_tx(async |tx| {
+                diesel::sql_query(format!(
+                    "WITH gone AS (
+                         SELECT id FROM sessions
+                          WHERE refresh_expires_at < now() - interval '{PURGE_AFTER}'
+                          LIMIT 5000),
+                     tokens AS (
+                         DELETE FROM refresh_tokens t USING gone WHERE t.session_id = gone.id)
+                     SELECT 1 FROM gone"
+                ))
+                .execute(&mut tx.pg())
+                .await?;
+                let n = diesel::sql_query(format!(
+                    "DELETE FROM sessions WHERE id IN (
+                         SELECT s.id FROM sessions s
+                          WHERE s.refresh_expires_at < now() - interval '{PURGE_AFTER}'
+                            AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id)
+                          LIMIT 5000)"
+                ))
+                .execute(&mut tx.pg())
+                .await?;
+                Ok::<_, crate::error::AuthError>(n)
+            })
+            .await?;
+        purged += n;
+        if n == 0 {
+            return Ok(purged);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,3 +353,4 @@ mod tests {
         );
     }
 }
+

@@ -517,3 +517,61 @@ async fn a_refresh_token_is_spent_once_under_concurrency() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_long_expired_are_purged_and_nothing_else() {
+    use diesel_async::SimpleAsyncConnection as _;
+    let h = spawn_service().await;
+    let root = h.user("root@example.com").await;
+    h.tenant("rootland", root).await;
+    login(&h, "root@example.com").await;
+    login(&h, "root@example.com").await;
+    let live = h.count("sessions").await;
+    assert!(live >= 2);
+    // Two sessions whose refresh token expired two days ago, one with a
+    // rotated token's hash, and one that expired an hour ago (kept a day).
+    let mut admin = h.database.admin_connection().await;
+    admin
+        .batch_execute(
+            "INSERT INTO sessions (id, user_id, tenant_id, refresh_hash, refresh_expires_at, access_expires_at)
+             SELECT gen_random_uuid(), id, gen_random_uuid(), '\\x01', now() - interval '2 days', now() - interval '3 days'
+               FROM users LIMIT 1;
+             INSERT INTO sessions (id, user_id, tenant_id, refresh_hash, refresh_expires_at, access_expires_at)
+             SELECT gen_random_uuid(), id, gen_random_uuid(), '\\x02', now() - interval '2 days', now() - interval '3 days'
+               FROM users LIMIT 1;
+             INSERT INTO refresh_tokens (hash, session_id)
+             SELECT '\\x03', id FROM sessions WHERE refresh_hash = '\\x01';
+             INSERT INTO sessions (id, user_id, tenant_id, refresh_hash, refresh_expires_at, access_expires_at)
+             SELECT gen_random_uuid(), id, gen_random_uuid(), '\\x04', now() - interval '1 hour', now() - interval '2 hours'
+               FROM users LIMIT 1;",
+        )
+        .await
+        .expect("seed");
+    let tokens = h.count("refresh_tokens").await;
+    // The platform role cannot delete a session still within its day.
+    let platform = h.database.app_db(2).await;
+    let mut as_platform = bulkhead_db::schema::connect_once(&h.database.platform_url)
+        .await
+        .expect("connect");
+    as_platform
+        .batch_execute("DELETE FROM sessions WHERE refresh_hash IN ('\\x04')")
+        .await
+        .expect("allowed, deletes nothing");
+    assert_eq!(h.count("sessions").await, live + 3);
+    let purged = bulkhead_auth::purge_expired(&platform)
+        .await
+        .expect("purge");
+    assert_eq!(purged, 2);
+    assert_eq!(
+        h.count("sessions").await,
+        live + 1,
+        "live and recent sessions kept"
+    );
+    assert_eq!(h.count("refresh_tokens").await, tokens - 1);
+    assert_eq!(
+        bulkhead_auth::purge_expired(&platform)
+            .await
+            .expect("again"),
+        0
+    );
+}
