@@ -10,12 +10,15 @@
 //!
 //! Run: `cargo bench -p bulkhead-e2e --bench audit_load`.
 
+#[path = "shared/stats.rs"]
+mod stats;
 #[path = "../e2e/support.rs"]
 #[allow(
     dead_code,
     reason = "shared with the e2e tests, which use the rest of it"
 )]
 mod support;
+use stats::{percentile, sorted};
 
 use std::time::{Duration, Instant};
 
@@ -56,18 +59,6 @@ fn vm_hwm_mib() -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         })
         .map_or(0, |kib| kib / 1024)
-}
-
-fn percentile(mut millis: Vec<f64>, p: f64) -> f64 {
-    millis.sort_by(f64::total_cmp);
-    #[expect(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "an index"
-    )]
-    let index = ((millis.len() as f64 - 1.0) * p).round() as usize;
-    millis.get(index).copied().unwrap_or(f64::NAN)
 }
 
 #[tokio::main]
@@ -121,7 +112,7 @@ async fn main() {
     let config = bulkhead_outbox::RelayConfig::default();
     println!(
         "\nAppend through the relay: {APPENDED} events of {APPEND_TENANTS} tenants, {APPEND_ROUNDS} rounds: median {:.0} events/s (rounds: {}; goal >= 10,000); one relay, {} rounds in flight, batches of {}",
-        percentile(rates.clone(), 0.5),
+        percentile(&sorted(rates.clone()), 0.5),
         rates
             .iter()
             .map(|r| format!("{r:.0}"))
@@ -219,10 +210,11 @@ async fn main() {
                 .len();
             millis.push(started.elapsed().as_secs_f64() * 1e3);
         }
+        let millis = sorted(millis);
         println!(
             "  {label:<32} {:>7.2} / {:>7.2}   ({returned} events)",
-            percentile(millis.clone(), 0.5),
-            percentile(millis, 0.99)
+            percentile(&millis, 0.5),
+            percentile(&millis, 0.99)
         );
     }
 

@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use bulkhead::services::ServiceKind;
 use bulkhead_auth::Existing;
+#[path = "shared/stats.rs"]
+mod stats;
 #[path = "../e2e/support.rs"]
 #[allow(
     dead_code,
     reason = "shared with the e2e tests, which use the rest of it"
 )]
 mod support;
+use stats::percentile;
 
 use bulkhead_proto::auth::v1 as auth;
 use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -25,17 +28,6 @@ const USERS: usize = 32;
 const LOGIN_CLIENTS: usize = 8;
 const PHASE: Duration = Duration::from_secs(8);
 const PASSWORD: &str = "a password long enough";
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    #[expect(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "an index"
-    )]
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(index).copied().unwrap_or(f64::NAN)
-}
 
 fn summary(mut millis: Vec<f64>) -> String {
     millis.sort_by(f64::total_cmp);

@@ -13,12 +13,15 @@
 //!
 //! Run: `cargo bench -p bulkhead-e2e --bench task_load`.
 
+#[path = "shared/stats.rs"]
+mod stats;
 #[path = "../e2e/support.rs"]
 #[allow(
     dead_code,
     reason = "shared with the e2e tests, which use the rest of it"
 )]
 mod support;
+use stats::{percentile, sorted};
 
 use bulkhead_testkit::bearer;
 use std::path::PathBuf;
@@ -43,22 +46,6 @@ const SATURATION: Duration = Duration::from_secs(5);
 const ROUNDS: usize = 5;
 const SEQUENTIAL: usize = 1_000;
 const LIST_SAMPLES: usize = 300;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    #[expect(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "an index"
-    )]
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(index).copied().unwrap_or(f64::NAN)
-}
-
-fn sorted(mut millis: Vec<f64>) -> Vec<f64> {
-    millis.sort_by(f64::total_cmp);
-    millis
-}
 
 /// Median milliseconds of `ListTasks` page `page` (1-based) of `size`.
 async fn page_latency(client: &mut TaskServiceClient<Channel>, token: &str, page: usize) -> f64 {

@@ -40,6 +40,12 @@ impl Payload {
     pub fn is_prune(&self) -> bool {
         self.kind.as_deref() == Some(PRUNE)
     }
+
+    /// Whether this names `tenant`'s event `sequence` with hash `hash` (hex).
+    #[must_use]
+    pub fn names(&self, tenant: &str, sequence: i64, hash: &str) -> bool {
+        self.tenant_id == tenant && self.sequence == sequence && self.hash == hash
+    }
 }
 
 /// Signs checkpoints with the current key, and checks them against it and

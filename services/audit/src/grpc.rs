@@ -228,33 +228,33 @@ impl AuditApi {
             .await?;
         // Where the chain started for this walk (the prune it read).
         let started = horizon.as_ref().map(|h| h.sequence);
-        let fault = |id: String, detail: String, checked: i64| pb::VerifyChainResponse {
-            ok: false,
-            first_bad_event_id: id,
-            checked_count: checked,
-            detail,
-            pruned_through: None,
+        let fault = |id: String, detail: String, checked: i64| {
+            Ok((
+                pb::VerifyChainResponse {
+                    ok: false,
+                    first_bad_event_id: id,
+                    checked_count: checked,
+                    detail,
+                    pruned_through: None,
+                },
+                started,
+            ))
         };
         // A pruned chain starts after the prune's checkpoint, whose signature
         // (never its columns) says which event and hash it was.
         let pruned_through = match &horizon {
             None => None,
-            Some(h) => match notary.verify(&h.jws).filter(|p| {
-                p.is_prune()
-                    && p.tenant_id == tenant.to_string()
-                    && p.sequence == h.sequence
-                    && p.hash == hex(&h.hash)
-            }) {
+            Some(h) => match notary
+                .verify(&h.jws)
+                .filter(|p| p.is_prune() && p.names(&tenant.to_string(), h.sequence, &hex(&h.hash)))
+            {
                 Some(payload) => Some(checkpoint_message(&h.jws, &payload)),
                 None => {
-                    return Ok((
-                        fault(
-                            String::new(),
-                            "the record of a prune does not verify: it was altered".into(),
-                            0,
-                        ),
-                        started,
-                    ));
+                    return fault(
+                        String::new(),
+                        "the record of a prune does not verify: it was altered".into(),
+                        0,
+                    );
                 }
             },
         };
@@ -266,14 +266,11 @@ impl AuditApi {
             {
                 Some(payload) => checkpoints.push((payload.sequence, payload.hash)),
                 None => {
-                    return Ok((
-                        fault(
-                            String::new(),
-                            "the newest stored checkpoint does not verify: it was altered".into(),
-                            0,
-                        ),
-                        started,
-                    ));
+                    return fault(
+                        String::new(),
+                        "the newest stored checkpoint does not verify: it was altered".into(),
+                        0,
+                    );
                 }
             }
         }
@@ -312,27 +309,21 @@ impl AuditApi {
             }
             for row in rows.iter().take_while(|r| r.sequence <= last) {
                 if row.sequence != expected {
-                    return Ok((
-                        fault(
-                            row.id.to_string(),
-                            format!(
-                                "event {expected} is missing (the next stored is {})",
-                                row.sequence
-                            ),
-                            checked,
+                    return fault(
+                        row.id.to_string(),
+                        format!(
+                            "event {expected} is missing (the next stored is {})",
+                            row.sequence
                         ),
-                        started,
-                    ));
+                        checked,
+                    );
                 }
                 if row.prev_hash != prev || row.expected_hash(&prev).as_slice() != row.hash {
-                    return Ok((
-                        fault(
-                            row.id.to_string(),
-                            format!("event {expected} was altered"),
-                            checked,
-                        ),
-                        started,
-                    ));
+                    return fault(
+                        row.id.to_string(),
+                        format!("event {expected} was altered"),
+                        checked,
+                    );
                 }
                 if checkpoints
                     .iter()
@@ -351,26 +342,20 @@ impl AuditApi {
         for (sequence, hash) in &checkpoints {
             match at_checkpoints.get(sequence) {
                 None => {
-                    return Ok((
-                        fault(
-                            String::new(),
-                            format!(
-                                "the chain ends at event {end} but a signed checkpoint covers {sequence}: events were removed from its end"
-                            ),
-                            checked,
+                    return fault(
+                        String::new(),
+                        format!(
+                            "the chain ends at event {end} but a signed checkpoint covers {sequence}: events were removed from its end"
                         ),
-                        started,
-                    ));
+                        checked,
+                    );
                 }
                 Some(found) if found != hash => {
-                    return Ok((
-                        fault(
-                            String::new(),
-                            format!("event {sequence} is not the one its signed checkpoint names"),
-                            checked,
-                        ),
-                        started,
-                    ));
+                    return fault(
+                        String::new(),
+                        format!("event {sequence} is not the one its signed checkpoint names"),
+                        checked,
+                    );
                 }
                 Some(_) => {}
             }
@@ -378,16 +363,13 @@ impl AuditApi {
         if let Some((sequence, hash)) = head
             && (sequence != end || hash != prev)
         {
-            return Ok((
-                fault(
-                    String::new(),
-                    format!(
-                        "the chain ends at event {end} but its head says {sequence}: events were removed from its end"
-                    ),
-                    checked,
+            return fault(
+                String::new(),
+                format!(
+                    "the chain ends at event {end} but its head says {sequence}: events were removed from its end"
                 ),
-                started,
-            ));
+                checked,
+            );
         }
         Ok((
             pb::VerifyChainResponse {

@@ -50,6 +50,15 @@ fn malformed(what: impl Into<String>) -> ExportFault {
     ExportFault::Malformed(what.into())
 }
 
+/// The prune an export starts after, as the export states it.
+struct Pruned {
+    jws: String,
+    sequence: i64,
+    /// Hex.
+    hash: String,
+    tenant: String,
+}
+
 /// 32 bytes from 64 hex digits.
 fn unhex(text: &str) -> Option<Vec<u8>> {
     if text.len() != 64 || !text.is_ascii() {
@@ -58,18 +67,6 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
     (0..32)
         .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
         .collect()
-}
-
-/// The tenant a pruned export with no events left names in its prune.
-fn message_tenant(text: &str) -> Option<String> {
-    serde_json::Deserializer::from_str(text)
-        .into_iter::<Value>()
-        .flatten()
-        .find_map(|m| {
-            m.pointer("/prunedThrough/tenantId")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
 }
 
 /// Struct values as protojson prints them: numbers may come as `1.0`; the
@@ -148,8 +145,7 @@ pub fn verify_export(text: &str, keys_json: Option<&str>) -> Result<Report, Expo
     let (mut last_sequence, mut last_hash) = (0_i64, GENESIS.to_vec());
     let mut hashes: Vec<Vec<u8>> = Vec::new();
     let mut checkpoint: Option<String> = None;
-    // The prune's checkpoint: (jws, sequence, hash as stated).
-    let mut pruned: Option<(String, i64, String)> = None;
+    let mut pruned: Option<Pruned> = None;
     for message in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
         let message = message.map_err(|e| malformed(e.to_string()))?;
         if let Some(jws) = message.pointer("/checkpoint/jws").and_then(Value::as_str) {
@@ -164,11 +160,12 @@ pub fn verify_export(text: &str, keys_json: Option<&str>) -> Result<Report, Expo
             last_sequence = int(&start["sequence"], "prunedThrough.sequence")?;
             last_hash = unhex(field("hash"))
                 .ok_or_else(|| malformed("prunedThrough.hash is not 32 bytes of hex"))?;
-            pruned = Some((
-                field("jws").to_owned(),
-                last_sequence,
-                field("hash").to_owned(),
-            ));
+            pruned = Some(Pruned {
+                jws: field("jws").to_owned(),
+                sequence: last_sequence,
+                hash: field("hash").to_owned(),
+                tenant: field("tenantId").to_owned(),
+            });
         }
         let events = match message.get("events") {
             Some(Value::Array(events)) => events.as_slice(),
@@ -235,12 +232,12 @@ pub fn verify_export(text: &str, keys_json: Option<&str>) -> Result<Report, Expo
             hashes.push(last_hash.clone());
         }
     }
-    let pruned_through = pruned.as_ref().map_or(0, |(_, sequence, _)| *sequence);
+    let pruned_through = pruned.as_ref().map_or(0, |p| p.sequence);
     let tenant = match (tenant, &pruned) {
         (Some(tenant), _) => tenant,
         // Everything was pruned: the chain is only its prune's checkpoint.
-        (None, Some(_)) => message_tenant(text).ok_or_else(|| malformed("no tenant"))?,
-        (None, None) => return Err(malformed("no events")),
+        (None, Some(p)) if !p.tenant.is_empty() => p.tenant.clone(),
+        (None, _) => return Err(malformed("no events")),
     };
     let Some(keys_json) = keys_json else {
         return Ok(Report {
@@ -253,15 +250,15 @@ pub fn verify_export(text: &str, keys_json: Option<&str>) -> Result<Report, Expo
     let keys = checkpoint_keys(keys_json)?;
     // The first event's prev_hash was checked against the stated hash: the
     // signature must name that tenant, event and hash.
-    if let Some((jws, sequence, stated)) = &pruned {
-        let (signed, _) = verify_jws(jws, &keys)?;
+    if let Some(start) = &pruned {
+        let (signed, _) = verify_jws(&start.jws, &keys)?;
         if !signed.is_prune() {
             return Err(ExportFault::Checkpoint(
                 "the export starts after a checkpoint, not a prune: events were cut from its start"
                     .into(),
             ));
         }
-        if signed.tenant_id != tenant || signed.sequence != *sequence || signed.hash != *stated {
+        if !signed.names(&tenant, start.sequence, &start.hash) {
             return Err(ExportFault::Checkpoint(
                 "the prune's checkpoint is not what Audit signed".into(),
             ));
@@ -284,7 +281,7 @@ pub fn verify_export(text: &str, keys_json: Option<&str>) -> Result<Report, Expo
     // `hashes` holds events pruned_through + 1 onwards; the prune's own
     // checkpoint stands for pruned_through.
     let held = match &pruned {
-        Some((_, sequence, stated)) if signed.sequence == *sequence => Some(stated.clone()),
+        Some(start) if signed.sequence == start.sequence => Some(start.hash.clone()),
         _ => usize::try_from(signed.sequence - 1 - pruned_through)
             .ok()
             .and_then(|i| hashes.get(i))

@@ -214,10 +214,7 @@ async fn verified_segment(
             .first(&mut tx.pg())
             .await?;
         let signed = notary.verify(&jws).is_some_and(|p| {
-            p.is_prune()
-                && p.tenant_id == tenant.to_string()
-                && p.sequence == after
-                && p.hash == crate::checkpoint::hex(&hash)
+            p.is_prune() && p.names(&tenant.to_string(), after, &crate::checkpoint::hex(&hash))
         });
         if !signed {
             return Err(AuditError::PruneRefused(format!(

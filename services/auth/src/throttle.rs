@@ -182,10 +182,7 @@ impl ThrottleConfig {
             network: net.as_deref().map(|n| digest(&["network", n])),
             known: net.as_deref().map(|n| digest(&["known", account, n])),
         };
-        let keys: Vec<Vec<u8>> = std::iter::once(attempt.account.clone())
-            .chain(attempt.pair.clone())
-            .chain(attempt.network.clone())
-            .collect();
+        let keys = attempt.keys();
         // The rows stay locked until this transaction ends: a concurrent
         // attempt reads the counts with this one in them.
         diesel::sql_query(
@@ -196,13 +193,7 @@ impl ThrottleConfig {
         .bind::<Array<Bytea>, _>(&keys)
         .execute(&mut tx.pg())
         .await?;
-        let counters: Vec<Counter> = diesel::sql_query(
-            "SELECT key, failures, window_start, last_failure FROM login_attempts
-              WHERE key = ANY($1) ORDER BY key FOR UPDATE",
-        )
-        .bind::<Array<Bytea>, _>(&keys)
-        .load(&mut tx.pg())
-        .await?;
+        let counters = lock(&tx, &keys).await?;
         let now = Utc::now();
         let in_window = |c: &Counter| {
             if c.window_start + WINDOW <= now {
@@ -228,7 +219,7 @@ impl ThrottleConfig {
         {
             waits.extend(until_window_ends(net));
         }
-        if let Some(account) = counter(&Some(attempt.account.clone()))
+        if let Some(account) = counters.iter().find(|c| c.key == attempt.account)
             && in_window(account) >= self.account_failures_per_hour
         {
             let known = match &attempt.known {
@@ -317,16 +308,16 @@ impl Attempt {
     }
 }
 
-/// Locks the counters' rows in key order.
-async fn lock(tx: &PlatformConn<'_>, keys: &[Vec<u8>]) -> Result<(), AuthError> {
-    diesel::sql_query(
+/// Locks the counters' rows in key order (every caller takes them in the same
+/// order: no deadlock) and reads them.
+async fn lock(tx: &PlatformConn<'_>, keys: &[Vec<u8>]) -> Result<Vec<Counter>, AuthError> {
+    Ok(diesel::sql_query(
         "SELECT key, failures, window_start, last_failure FROM login_attempts
           WHERE key = ANY($1) ORDER BY key FOR UPDATE",
     )
     .bind::<Array<Bytea>, _>(keys)
     .load::<Counter>(&mut tx.pg())
-    .await?;
-    Ok(())
+    .await?)
 }
 
 impl ThrottleConfig {

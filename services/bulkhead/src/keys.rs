@@ -22,6 +22,11 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<SigningKey> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
+    new_key_file(path)
+}
+
+/// A new key, written to `path` (which must not exist) with mode 0600.
+fn new_key_file(path: &Path) -> anyhow::Result<SigningKey> {
     let key = SigningKey::generate();
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -29,6 +34,7 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<SigningKey> {
         .mode(0o600)
         .open(path)?;
     file.write_all(key.to_pkcs8_pem().as_bytes())?;
+    file.sync_all()?;
     Ok(key)
 }
 
@@ -189,16 +195,9 @@ pub fn rotate_checkpoint_key(
     let staged = retired_file.with_extension("json.new");
     fs::write(&staged, serde_json::json!({ "keys": retired }).to_string())?;
     fs::rename(&staged, retired_file)?;
-    let new = SigningKey::generate();
     let staged = key_file.with_extension("pem.new");
     let _ = fs::remove_file(&staged);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&staged)?;
-    file.write_all(new.to_pkcs8_pem().as_bytes())?;
-    file.sync_all()?;
+    let new = new_key_file(&staged)?;
     fs::rename(&staged, key_file)?;
     Ok((old.kid().to_owned(), new.kid().to_owned()))
 }
