@@ -570,3 +570,43 @@ async fn the_job_never_builds_on_a_prune_it_wrote_alone() {
     );
     assert!(!h.verify(a).await.ok, "still reported");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_after_a_key_rotation_builds_on_the_one_before() {
+    let (h, old) = with_key().await;
+    let a = TenantId::new_v7();
+    h.append((0..6).map(|_| event(a, "task.created")).collect())
+        .await
+        .expect("append");
+    h.age(a, 3).await;
+    let job = h.retention_db().await;
+    let now = chrono::Utc::now();
+    retention::prune(&job, &old, 365, now, false)
+        .await
+        .expect("first prune");
+    h.age(a, 6).await;
+    // The key rotated since: the job signs with the new key and checks the
+    // earlier prune with the retired one.
+    let old_jwk: serde_json::Value = serde_json::from_str::<serde_json::Value>(&old.jwks_json())
+        .expect("json")["keys"][0]
+        .clone();
+    let rotated = Notary::with_retired(Arc::new(SigningKey::generate()), &[old_jwk]).expect("key");
+    let pruned = retention::prune(&job, &rotated, 365, now, false)
+        .await
+        .expect("second prune");
+    assert_eq!(
+        pruned.iter().map(|p| p.through).collect::<Vec<_>>(),
+        vec![6]
+    );
+    // Without the retired key the earlier prune cannot be checked: refused.
+    h.append(vec![event(a, "task.created")])
+        .await
+        .expect("append");
+    h.age(a, 7).await;
+    let forgetful = Notary::new(Arc::new(SigningKey::generate()));
+    assert!(
+        retention::prune(&job, &forgetful, 365, now, false)
+            .await
+            .is_err()
+    );
+}

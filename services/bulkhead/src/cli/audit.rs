@@ -39,6 +39,11 @@ enum Command {
         /// Default with --data-dir: the key of `bulkhead up`.
         #[arg(long, env = "BULKHEAD_CHECKPOINT_KEY_FILE")]
         checkpoint_key_file: Option<PathBuf>,
+        /// The keys the current one replaced (a JWK set; default: beside the
+        /// key file, `<key>.retired.json`): the prune a new one builds on may
+        /// be signed with one of them.
+        #[arg(long, env = "BULKHEAD_CHECKPOINT_RETIRED_KEYS_FILE")]
+        checkpoint_retired_keys_file: Option<PathBuf>,
         /// Days events are kept for tenants with no period of their own.
         #[arg(long, env = "BULKHEAD_AUDIT_RETENTION_DAYS", default_value_t = 365,
               value_parser = clap::value_parser!(u32).range(1..))]
@@ -119,6 +124,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         Command::Prune {
             job,
             checkpoint_key_file,
+            checkpoint_retired_keys_file,
             default_days,
             dry_run,
             as_of,
@@ -127,7 +133,12 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| job.data_dir.join("keys/audit-checkpoint.pem"));
             let key = bulkhead::keys::load(&key_file)?;
-            let notary = Notary::new(Arc::new(key));
+            let retired = bulkhead::keys::load_public_keys(
+                &checkpoint_retired_keys_file
+                    .clone()
+                    .unwrap_or_else(|| bulkhead::keys::retired_checkpoint_keys_path(&key_file)),
+            )?;
+            let notary = Notary::with_retired(Arc::new(key), &retired)?;
             let db = job.db().await?;
             let report = retention::prune(
                 &db,
