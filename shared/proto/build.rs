@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "bulkhead/auth/v1/auth.proto",
         "bulkhead/tenant/v1/tenant.proto",
         "bulkhead/task/v1/task.proto",
+        "bulkhead/task/v1/catalog.proto",
         "bulkhead/audit/v1/audit.proto",
     ];
     let fds = protox::compile(files, [&root])?;

@@ -12,6 +12,7 @@ use bulkhead_proto::audit::v1::audit_service_client::AuditServiceClient;
 use bulkhead_proto::auth::v1 as auth;
 use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bulkhead_proto::task::v1 as task;
+use bulkhead_proto::task::v1::catalog_service_client::CatalogServiceClient;
 use bulkhead_proto::task::v1::task_service_client::TaskServiceClient;
 use bulkhead_proto::tenant::v1 as tenant;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
@@ -103,6 +104,48 @@ async fn seed(suite: &TestSuite) -> String {
         ))
         .await
         .expect("compliance record");
+    // The catalog: a service, a request for it and a booking of it.
+    let mut catalog = CatalogServiceClient::new(suite.channel(ServiceKind::Task));
+    let service = catalog
+        .create_service(bearer(
+            &token,
+            task::CreateServiceRequest {
+                service: Some(task::Service {
+                    slug: "consult".into(),
+                    name: "Consultation".into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("service")
+        .into_inner()
+        .service
+        .expect("service");
+    catalog
+        .create_service_request(bearer(
+            &token,
+            task::CreateServiceRequestRequest {
+                service_id: service.id.clone(),
+                details: String::new(),
+            },
+        ))
+        .await
+        .expect("service request");
+    catalog
+        .create_booking(bearer(
+            &token,
+            task::CreateBookingRequest {
+                service_id: service.id,
+                start_time: Some(prost_types::Timestamp {
+                    seconds: 4_000_000_000,
+                    nanos: 0,
+                }),
+                end_time: None,
+            },
+        ))
+        .await
+        .expect("booking");
     // Someone joins and leaves: Task keeps the removal (through Tenant's outbox).
     let bob = UserId::new_v7().to_string();
     tenants
@@ -279,8 +322,8 @@ async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
         }
     }
     assert!(
-        tables_checked >= 16,
-        "Auth's sessions and outbox, Tenant's memberships, settings and outbox, Task's tasks, records, removals and outbox, Audit's events, chain heads, checkpoints, retention periods and prunes at least: {tables_checked}"
+        tables_checked >= 19,
+        "Auth's sessions and outbox, Tenant's memberships, settings and outbox, Task's tasks, records, removals, services, requests, bookings and outbox, Audit's events, chain heads, checkpoints, retention periods and prunes at least: {tables_checked}"
     );
 }
 

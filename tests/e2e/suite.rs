@@ -97,12 +97,16 @@ async fn listed_services(suite: &TestSuite, kind: ServiceKind) -> Vec<String> {
 async fn every_port_lists_its_service_health_and_reflection() {
     let suite = spawn_suite().await;
     for kind in ServiceKind::ALL {
-        let mut expected = vec![
-            kind.grpc_name().to_owned(),
+        let mut expected: Vec<String> = kind
+            .grpc_services()
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        expected.extend([
             "grpc.health.v1.Health".to_owned(),
             "grpc.reflection.v1.ServerReflection".to_owned(),
             "grpc.reflection.v1alpha.ServerReflection".to_owned(),
-        ];
+        ]);
         expected.sort();
         assert_eq!(
             listed_services(&suite, kind).await,
@@ -119,7 +123,7 @@ async fn every_service_reports_serving_after_its_rls_check() {
     let suite = spawn_suite().await;
     for kind in ServiceKind::ALL {
         let mut health = HealthClient::new(channel(&suite.endpoint(kind)).await);
-        for service in ["", kind.grpc_name()] {
+        for service in std::iter::once("").chain(kind.grpc_services().iter().copied()) {
             let status = health
                 .check(HealthCheckRequest {
                     service: service.to_owned(),
@@ -143,7 +147,11 @@ async fn every_service_reports_serving_after_its_rls_check() {
 async fn every_rpc_of_every_service_refuses_calls_without_a_token() {
     let suite = spawn_suite().await;
     for kind in ServiceKind::ALL {
-        let methods = methods_of(kind.grpc_name());
+        let methods: Vec<String> = kind
+            .grpc_services()
+            .iter()
+            .flat_map(|s| methods_of(s))
+            .collect();
         assert!(!methods.is_empty());
         for path in methods {
             let result = call_empty(&suite.endpoint(kind), &path, &[]).await;

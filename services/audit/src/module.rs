@@ -18,7 +18,7 @@ use crate::{AuditApi, SCHEMA, SERVICE_NAME};
 
 /// What the audit service is.
 pub static SPEC: ServiceSpec = ServiceSpec {
-    grpc_name: SERVICE_NAME,
+    grpc_services: &[SERVICE_NAME],
     default_port: 50054,
     schema: &SCHEMA,
     policy: crate::policy,
@@ -81,7 +81,7 @@ impl ServiceModule for AuditModule {
         });
         let notary =
             Notary::with_retired(key, &self.retired_keys).map_err(|e| StartError::Assembly {
-                service: SPEC.grpc_name,
+                service: SPEC.grpc_services[0],
                 reason: e.to_string(),
             })?;
         let api = AuditApi::new(env.db.clone(), notary).with_security(env.security.clone());

@@ -7,7 +7,7 @@ use crate::{AuthApi, AuthConfig, SCHEMA, SERVICE_NAME, SharedKeys};
 
 /// What the auth service is.
 pub static SPEC: ServiceSpec = ServiceSpec {
-    grpc_name: SERVICE_NAME,
+    grpc_services: &[SERVICE_NAME],
     default_port: 50051,
     schema: &SCHEMA,
     policy: crate::policy,

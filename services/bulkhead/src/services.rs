@@ -41,10 +41,16 @@ impl ServiceKind {
         module(self, Settings::default())
     }
 
-    /// The fully-qualified gRPC service name.
+    /// The fully-qualified name of its primary gRPC service.
     #[must_use]
     pub fn grpc_name(self) -> &'static str {
         self.module().grpc_name()
+    }
+
+    /// Every gRPC service on its port, the primary one first.
+    #[must_use]
+    pub fn grpc_services(self) -> &'static [&'static str] {
+        self.module().grpc_services()
     }
 
     /// Its roles, database and migrations.
@@ -111,14 +117,15 @@ mod tests {
     #[test]
     fn every_rpc_of_every_service_has_a_policy_entry() {
         for module in modules(Settings::default()) {
-            let missing = module
-                .policy()
-                .methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, module.grpc_name());
-            assert!(
-                missing.is_empty(),
-                "{}: RPCs without a rule: {missing:?}",
-                module.name()
-            );
+            for service in module.grpc_services() {
+                let missing = module
+                    .policy()
+                    .methods_without_rule(bulkhead_proto::FILE_DESCRIPTOR_SET, service);
+                assert!(
+                    missing.is_empty(),
+                    "{service}: RPCs without a rule: {missing:?}"
+                );
+            }
         }
     }
 

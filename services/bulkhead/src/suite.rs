@@ -25,8 +25,8 @@ pub struct Launch {
 pub struct Suite {
     /// Where each service listens, by name.
     pub addrs: BTreeMap<&'static str, SocketAddr>,
-    /// The services in the order they started: name, gRPC service, address.
-    pub listening: Vec<(&'static str, &'static str, SocketAddr)>,
+    /// The services in the order they started: name, gRPC services, address.
+    pub listening: Vec<(&'static str, &'static [&'static str], SocketAddr)>,
     shutdown: watch::Sender<bool>,
     started: Vec<Started>,
 }
@@ -61,7 +61,7 @@ impl Suite {
             suite.addrs.insert(module.name(), addr);
             suite
                 .listening
-                .push((module.name(), module.grpc_name(), addr));
+                .push((module.name(), module.grpc_services(), addr));
             let started = bulkhead_server::start(
                 module.as_ref(),
                 &urls,

@@ -378,8 +378,8 @@ fn banner(
             admin.email
         ),
     };
-    for (name, grpc_name, addr) in &suite.listening {
-        let _ = writeln!(out, "  {name:<7} {addr:<17} {grpc_name}");
+    for (name, grpc_services, addr) in &suite.listening {
+        let _ = writeln!(out, "  {name:<7} {addr:<17} {}", grpc_services.join(", "));
     }
     let auth = suite.addrs["auth"];
     let tenant = suite.addrs["tenant"];

@@ -20,8 +20,10 @@ pub enum TaskError {
     #[error("the {0} was changed since it was read: read it again")]
     StaleEtag(&'static str),
     /// The status cannot move this way.
-    #[error("a task cannot go from {from} to {to}")]
+    #[error("a {what} cannot go from {from} to {to}")]
     Transition {
+        /// What moves (`task`, `booking`).
+        what: &'static str,
         /// Its status now.
         from: &'static str,
         /// The status asked for.
@@ -34,6 +36,19 @@ pub enum TaskError {
     /// A compliance record names a task the tenant does not have.
     #[error("task_id names no task of this tenant")]
     NoSuchTask,
+    /// Another service of the tenant has this slug.
+    #[error("a service with this slug exists in this tenant")]
+    SlugTaken,
+    /// The service is deactivated: nothing new may be requested or booked.
+    #[error("the service is not active")]
+    ServiceInactive,
+    /// A confirmed booking of the service overlaps the slot.
+    #[error("the slot overlaps a confirmed booking of this service")]
+    SlotTaken,
+    /// A MEMBER doing what only OWNER/ADMIN may (to another member's request
+    /// or booking, say).
+    #[error("only OWNER/ADMIN may {0}")]
+    AdminOnly(&'static str),
     /// The Tenant service could not check the assignee.
     #[error("cannot check the assignee now: retry later")]
     TenantUnavailable(String),
@@ -47,12 +62,20 @@ pub enum TaskError {
 
 impl From<DbError> for TaskError {
     fn from(err: DbError) -> Self {
-        if err.is_foreign_key_violation()
-            && err.constraint_name() == Some("compliance_records_task")
-        {
-            return Self::NoSuchTask;
+        match err.constraint_name() {
+            Some("compliance_records_task") if err.is_foreign_key_violation() => Self::NoSuchTask,
+            Some("services_slug_key") if err.is_unique_violation() => Self::SlugTaken,
+            // An exclusion violation (23P01) has no diesel kind of its own.
+            Some("bookings_no_overlap") => Self::SlotTaken,
+            // The service is looked up in the caller's tenant first; a row
+            // naming another tenant's service would land here.
+            Some("service_requests_service" | "bookings_service")
+                if err.is_foreign_key_violation() =>
+            {
+                Self::NotFound
+            }
+            _ => Self::Db(err),
         }
-        Self::Db(err)
     }
 }
 
@@ -69,9 +92,13 @@ impl From<TaskError> for Status {
             TaskError::Invalid(invalid) => invalid.into(),
             TaskError::NotFound => Self::not_found(message),
             TaskError::StaleEtag(_) => Self::aborted(message),
-            TaskError::Transition { .. } | TaskError::AssigneeNotMember | TaskError::NoSuchTask => {
-                Self::failed_precondition(message)
-            }
+            TaskError::Transition { .. }
+            | TaskError::AssigneeNotMember
+            | TaskError::NoSuchTask
+            | TaskError::ServiceInactive
+            | TaskError::SlotTaken => Self::failed_precondition(message),
+            TaskError::SlugTaken => Self::already_exists(message),
+            TaskError::AdminOnly(_) => Self::permission_denied(message),
             TaskError::TenantUnavailable(cause) => {
                 tracing::warn!(%cause, "tenant service unavailable");
                 Self::unavailable(message)

@@ -17,6 +17,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::audit::{self, changes, snapshot};
+use crate::catalog::domain::BookingStatus;
+use crate::catalog::repo as catalog_repo;
 use crate::convert;
 use crate::domain::{ComplianceStatus, TaskStatus};
 use crate::error::TaskError;
@@ -199,6 +201,7 @@ impl TaskService for TaskApi {
                 let status = change.status.filter(|to| *to != from);
                 if let Some(to) = status.filter(|to| !from.can_become(*to)) {
                     return Err(TaskError::Transition {
+                        what: "task",
                         from: from.as_str(),
                         to: to.as_str(),
                     });
@@ -373,18 +376,27 @@ impl TaskService for TaskApi {
         let now = Utc::now();
         let today = now.duration_trunc(Duration::days(1)).unwrap_or(now);
         let first_day = today - Duration::days(i64::from(trend_days) - 1);
-        let (by_status, compliance, overdue, per_day) = self
+        let (by_status, compliance, overdue, per_day, open_requests, upcoming) = self
             .db
             .tenant_read(user.tenant_id, async |tx| {
-                // The four statements go out in one flight.
+                // The six statements go out in one flight.
                 futures_util::try_join!(
                     repo::status_counts(tx),
                     repo::compliance_counts(tx),
                     repo::overdue_count(tx, now),
                     repo::created_per_day(tx, first_day),
+                    catalog_repo::open_request_count(tx),
+                    catalog_repo::upcoming_booking_counts(tx, now),
                 )
             })
             .await?;
+        let upcoming_in = |status: BookingStatus| {
+            upcoming
+                .iter()
+                .filter(|(s, _)| s == status.as_str())
+                .map(|(_, n)| n)
+                .sum::<i64>()
+        };
         let count_of = |rows: &[(String, i64)], status: TaskStatus| {
             rows.iter()
                 .filter(|(s, _)| s == status.as_str())
@@ -444,6 +456,9 @@ impl TaskService for TaskApi {
             status_counts: status_counts(&by_status),
             compliance_counts,
             trend,
+            open_service_request_count: open_requests,
+            upcoming_requested_booking_count: upcoming_in(BookingStatus::Requested),
+            upcoming_confirmed_booking_count: upcoming_in(BookingStatus::Confirmed),
         }))
     }
 

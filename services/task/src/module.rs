@@ -3,11 +3,11 @@
 use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, ServiceSpec, StartError, channel};
 use tonic::service::Routes;
 
-use crate::{SCHEMA, SERVICE_NAME, TaskApi};
+use crate::{CATALOG_SERVICE_NAME, CatalogApi, SCHEMA, SERVICE_NAME, TaskApi};
 
 /// What the task service is.
 pub static SPEC: ServiceSpec = ServiceSpec {
-    grpc_name: SERVICE_NAME,
+    grpc_services: &[SERVICE_NAME, CATALOG_SERVICE_NAME],
     default_port: 50053,
     schema: &SCHEMA,
     policy: crate::policy,
@@ -15,7 +15,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     tenant_directory: false,
 };
 
-/// The Task service: tasks and compliance records. It checks assignees with
+/// The Task service: tasks and compliance records, and the catalog. It checks assignees with
 /// Tenant (its URL and this service's credentials), and may let SUPER_ADMINs
 /// read across tenants (off unless configured).
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,8 +52,11 @@ impl ServiceModule for TaskModule {
             TaskApi::new(env.db.clone(), tenants).with_super_admin_bypass(self.super_admin_bypass);
         let relay = env.outbox_relay(self.name())?;
         let security = env.outbox_security_events();
-        Ok(Assembled::new(Routes::new(api.into_server()))
-            .with_task(relay)
-            .with_task(security))
+        let catalog = CatalogApi::new(env.db.clone());
+        Ok(
+            Assembled::new(Routes::new(api.into_server()).add_service(catalog.into_server()))
+                .with_task(relay)
+                .with_task(security),
+        )
     }
 }

@@ -14,13 +14,7 @@ use crate::domain::{ComplianceStatus, Description, RequestKey, TaskStatus, Title
 /// Most ids in one bulk update.
 pub const MAX_BULK: usize = 500;
 
-/// An entity id (UUID) named in `field`.
-fn id(text: &str) -> Result<Uuid, &'static str> {
-    Uuid::try_parse(text)
-        .ok()
-        .filter(|u| !u.is_nil() && text.len() == 36)
-        .ok_or("must be an id (UUID)")
-}
+use bulkhead_rpc::fields::entity_id as id;
 
 fn task_status(value: i32) -> Result<TaskStatus, &'static str> {
     match pb::TaskStatus::try_from(value) {
@@ -43,7 +37,7 @@ fn optional_user(text: &str) -> Result<Option<UserId>, &'static str> {
 
 /// An etag as the version it names; empty: no condition; malformed: a version
 /// nothing has (so the update is refused as stale).
-fn expected_version(etag: &str) -> Option<i64> {
+pub fn expected_version(etag: &str) -> Option<i64> {
     (!etag.is_empty()).then(|| version_of(etag).unwrap_or(-1))
 }
 

@@ -40,4 +40,57 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(tasks, compliance_records, member_removals);
+diesel::table! {
+    services (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        slug -> Text,
+        name -> Text,
+        description -> Text,
+        active -> Bool,
+        duration_minutes -> Integer,
+        price_minor_units -> BigInt,
+        currency_code -> Text,
+        version -> BigInt,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    service_requests (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        service_id -> Uuid,
+        requester_id -> Uuid,
+        details -> Text,
+        status -> Text,
+        version -> BigInt,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    bookings (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        service_id -> Uuid,
+        booker_id -> Uuid,
+        start_time -> Timestamptz,
+        end_time -> Timestamptz,
+        status -> Text,
+        version -> BigInt,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    tasks,
+    compliance_records,
+    member_removals,
+    services,
+    service_requests,
+    bookings
+);

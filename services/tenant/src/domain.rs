@@ -30,15 +30,7 @@ bulkhead_rpc::text_value!(
     Locale
 );
 
-fn is_dns_label(label: &str) -> bool {
-    !label.is_empty()
-        && label.len() <= 63
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !label.starts_with('-')
-        && !label.ends_with('-')
-}
+use bulkhead_rpc::fields::is_dns_label;
 
 impl Slug {
     /// # Errors

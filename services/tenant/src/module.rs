@@ -7,7 +7,7 @@ use crate::{SCHEMA, SERVICE_NAME, TenantApi};
 
 /// What the tenant service is.
 pub static SPEC: ServiceSpec = ServiceSpec {
-    grpc_name: SERVICE_NAME,
+    grpc_services: &[SERVICE_NAME],
     default_port: 50052,
     schema: &SCHEMA,
     policy: crate::policy,

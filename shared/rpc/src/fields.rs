@@ -22,6 +22,30 @@ pub fn tenant_id(text: &str) -> Result<TenantId, &'static str> {
     TenantId::parse(text).map_err(|_| "must be a tenant id (UUID)")
 }
 
+/// An entity id: a canonical, non-nil UUID.
+///
+/// # Errors
+/// The rule, when `text` is not one.
+pub fn entity_id(text: &str) -> Result<uuid::Uuid, &'static str> {
+    uuid::Uuid::try_parse(text)
+        .ok()
+        .filter(|u| !u.is_nil() && text.len() == 36)
+        .ok_or("must be an id (UUID)")
+}
+
+/// Whether `label` is a lowercase DNS label: 1–63 characters of a–z, 0–9 and
+/// inner hyphens.
+#[must_use]
+pub fn is_dns_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
 /// The paths of an AIP-134 update mask that name one of `allowed`. An empty
 /// mask (an update must say what it changes) and each unknown path are recorded
 /// in `v` against `update_mask`; the known paths are returned either way, so

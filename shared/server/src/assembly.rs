@@ -319,8 +319,9 @@ impl std::fmt::Debug for Assembled {
 /// The fixed facts of a service, the same in every process that runs it.
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceSpec {
-    /// The fully-qualified gRPC service name.
-    pub grpc_name: &'static str,
+    /// The fully-qualified gRPC services it serves on its port, the primary
+    /// one first (Task also serves its catalog).
+    pub grpc_services: &'static [&'static str],
     /// The port `bulkhead up` serves it on.
     pub default_port: u16,
     /// Its roles, database and migrations; its name is the service's name.
@@ -353,9 +354,13 @@ pub trait ServiceModule: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str {
         self.spec().schema.service()
     }
-    /// The fully-qualified gRPC service name.
+    /// The fully-qualified name of its primary gRPC service.
     fn grpc_name(&self) -> &'static str {
-        self.spec().grpc_name
+        self.spec().grpc_services[0]
+    }
+    /// Every gRPC service it serves, the primary one first.
+    fn grpc_services(&self) -> &'static [&'static str] {
+        self.spec().grpc_services
     }
     /// The port `bulkhead up` serves it on.
     fn default_port(&self) -> u16 {
@@ -415,7 +420,7 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Started, StartError> {
     let service = module.name();
-    let health = crate::health_for(module.grpc_name()).await;
+    let health = crate::health_for(module.grpc_services()).await;
     let config = module.schema().pool_config();
     let db = async {
         Db::connect(&urls.app, &config)
@@ -455,12 +460,11 @@ pub async fn start(
     };
     let assembled = module.assemble(env).await?;
     let tasks = assembled.tasks.into_iter().map(tokio::spawn).collect();
-    crate::mark_serving(&health, module.grpc_name()).await;
+    crate::mark_serving(&health, module.grpc_services()).await;
     let mut stop = shutdown;
-    let grpc_name = module.grpc_name();
     let server = tokio::spawn(crate::serve(
         listener,
-        grpc_name,
+        module.grpc_services(),
         assembled.routes,
         layer,
         health,

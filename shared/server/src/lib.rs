@@ -12,7 +12,7 @@
 //! * **health** (`grpc.health.v1`) reports the service SERVING only once the caller
 //!   says its start-up checks (database, RLS) passed;
 //! * **reflection** is served in `grpc.reflection.v1` and `v1alpha` (grpcurl 1.8.6
-//!   speaks only v1alpha) and advertises just this port's service.
+//!   speaks only v1alpha) and advertises just this port's services.
 
 use std::future::Future;
 use std::time::Duration;
@@ -42,8 +42,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `routes` (the service `service_name`) on `listener` until `shutdown`
-/// completes.
+/// Serves `routes` (the services `service_names`) on `listener` until
+/// `shutdown` completes.
 ///
 /// `health` says `NOT_SERVING` until the caller marks the service SERVING (see
 /// [`mark_serving`]).
@@ -52,7 +52,7 @@ pub enum ServeError {
 /// [`ServeError`] when reflection cannot be built or the transport fails.
 pub async fn serve(
     listener: TcpListener,
-    service_name: &'static str,
+    service_names: &'static [&'static str],
     routes: Routes,
     guard: GuardLayer,
     health: HealthReporter,
@@ -61,8 +61,8 @@ pub async fn serve(
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(health),
     );
-    let reflection_v1 = reflection_builder(service_name).build_v1()?;
-    let reflection_v1alpha = reflection_builder(service_name).build_v1alpha()?;
+    let reflection_v1 = reflection_builder(service_names).build_v1()?;
+    let reflection_v1alpha = reflection_builder(service_names).build_v1alpha()?;
 
     tonic::transport::Server::builder()
         // gRPC keeps connections for long: recycle them so new replicas get traffic.
@@ -83,35 +83,43 @@ pub async fn serve(
     Ok(())
 }
 
-fn reflection_builder(service: &'static str) -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
+fn reflection_builder(
+    services: &'static [&'static str],
+) -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(bulkhead_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         // google.rpc error details, so grpcurl can show BadRequest field violations.
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(service)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET);
+    services
+        .iter()
+        .fold(builder, |b, service| b.with_service_name(*service))
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .with_service_name("grpc.reflection.v1alpha.ServerReflection")
 }
 
-/// A health reporter and the status of `service`: `NOT_SERVING` until
+/// A health reporter and the status of `services`: `NOT_SERVING` until
 /// [`mark_serving`].
-pub async fn health_for(service: &'static str) -> HealthReporter {
+pub async fn health_for(services: &'static [&'static str]) -> HealthReporter {
     let reporter = HealthReporter::new();
-    reporter
-        .set_service_status(service, ServingStatus::NotServing)
-        .await;
+    for service in services {
+        reporter
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
     reporter
         .set_service_status("", ServingStatus::NotServing)
         .await;
     reporter
 }
 
-/// Marks `service` (and the server as a whole) SERVING.
-pub async fn mark_serving(health: &HealthReporter, service: &'static str) {
-    health
-        .set_service_status(service, ServingStatus::Serving)
-        .await;
+/// Marks `services` (and the server as a whole) SERVING.
+pub async fn mark_serving(health: &HealthReporter, services: &'static [&'static str]) {
+    for service in services {
+        health
+            .set_service_status(service, ServingStatus::Serving)
+            .await;
+    }
     health.set_service_status("", ServingStatus::Serving).await;
 }

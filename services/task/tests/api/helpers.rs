@@ -9,6 +9,7 @@ use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser
 use bulkhead_guard::VerifierConfig;
 use bulkhead_postgres::testing::{TestDatabase, test_database};
 use bulkhead_proto::task::v1 as pb;
+use bulkhead_proto::task::v1::catalog_service_client::CatalogServiceClient;
 use bulkhead_proto::task::v1::task_service_client::TaskServiceClient;
 use bulkhead_proto::tenant::v1 as tenant;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
@@ -24,6 +25,7 @@ pub use bulkhead_testkit::{Caller, assert_code, mask, violated_fields};
 
 pub struct Harness {
     pub tasks: TaskServiceClient<Channel>,
+    pub catalog: CatalogServiceClient<Channel>,
     pub tenants: TenantServiceClient<Channel>,
     pub tokens: Tokens,
     pub database: TestDatabase,
@@ -60,6 +62,7 @@ pub async fn spawn_with(bypass: bool, tenant_reachable: bool) -> Harness {
     .await;
     Harness {
         tasks: TaskServiceClient::new(bulkhead_testkit::channel(&task_url)),
+        catalog: CatalogServiceClient::new(bulkhead_testkit::channel(&task_url)),
         tenants: TenantServiceClient::new(bulkhead_testkit::channel(&tenant_url)),
         tokens,
         database: task_db,
@@ -198,5 +201,33 @@ impl Harness {
             "SELECT count(*) AS n FROM outbox WHERE topic = 'audit' AND payload->>'action' = '{action}'"
         ))
         .await
+    }
+
+    /// Each query shape, as the app role in `tenant`'s scope (`$T`; `$U` is
+    /// `user`), is planned with an index and no sequential scan.
+    pub async fn assert_indexed(&self, tenant: uuid::Uuid, user: uuid::Uuid, shapes: &[&str]) {
+        use diesel_async::SimpleAsyncConnection as _;
+        #[derive(diesel::QueryableByName)]
+        struct Plan {
+            #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+            line: String,
+        }
+        let mut app = self.database.app_connection().await;
+        for shape in shapes {
+            let sql = shape
+                .replace("$T", &format!("'{tenant}'"))
+                .replace("$U", &format!("'{user}'"));
+            app.batch_execute(&format!("BEGIN; SET LOCAL app.tenant_id = '{tenant}'"))
+                .await
+                .expect("scope");
+            let plan: Vec<Plan> = diesel::sql_query(format!("EXPLAIN {sql}"))
+                .load(&mut app)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            app.batch_execute("COMMIT").await.expect("commit");
+            let plan: String = plan.into_iter().map(|p| p.line + "\n").collect();
+            assert!(plan.contains("Index"), "{sql}\n{plan}");
+            assert!(!plan.contains("Seq Scan"), "{sql}\n{plan}");
+        }
     }
 }

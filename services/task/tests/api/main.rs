@@ -4,6 +4,7 @@
 //! live assignee checks, compliance links that cannot cross tenants, one audit
 //! event per mutation, and an index behind every query shape.
 
+mod catalog;
 mod helpers;
 
 use std::collections::HashSet;
@@ -1172,13 +1173,12 @@ async fn every_query_shape_uses_an_index() {
          SELECT count(*) AS n FROM s"
     ))
     .await;
-    use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
+    use diesel_async::SimpleAsyncConnection as _;
     let mut admin = h.database.admin_connection().await;
     admin
         .batch_execute("ANALYZE tasks; ANALYZE compliance_records")
         .await
         .expect("analyze");
-    let mut app = h.database.app_connection().await;
     let shapes = [
         "SELECT * FROM tasks WHERE tenant_id = $T AND id = '00000000-0000-7000-8000-000000000000'",
         "SELECT * FROM tasks WHERE tenant_id = $T AND id < 'ffffffff-ffff-ffff-ffff-ffffffffffff' ORDER BY id DESC LIMIT 51",
@@ -1190,27 +1190,7 @@ async fn every_query_shape_uses_an_index() {
         "SELECT * FROM compliance_records WHERE tenant_id = $T AND (due_time > now() OR (due_time = now() AND id > '00000000-0000-0000-0000-000000000000')) ORDER BY due_time, id LIMIT 51",
         "SELECT status, count(*) FROM compliance_records WHERE tenant_id = $T GROUP BY status",
     ];
-    for shape in shapes {
-        let sql = shape
-            .replace("$T", &format!("'{tenant}'"))
-            .replace("$U", &format!("'{user}'"));
-        #[derive(diesel::QueryableByName)]
-        struct Plan {
-            #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
-            line: String,
-        }
-        app.batch_execute(&format!("BEGIN; SET LOCAL app.tenant_id = '{tenant}'"))
-            .await
-            .expect("scope");
-        let plan: Vec<Plan> = diesel::sql_query(format!("EXPLAIN {sql}"))
-            .load(&mut app)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        app.batch_execute("COMMIT").await.expect("commit");
-        let plan: String = plan.into_iter().map(|p| p.line + "\n").collect();
-        assert!(plan.contains("Index"), "{sql}\n{plan}");
-        assert!(!plan.contains("Seq Scan"), "{sql}\n{plan}");
-    }
+    h.assert_indexed(tenant, user, &shapes).await;
 }
 
 // --- releases ------------------------------------------------------------------------

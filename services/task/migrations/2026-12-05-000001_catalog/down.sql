@@ -1,0 +1,4 @@
+DROP TABLE bookings;
+DROP TABLE service_requests;
+DROP TABLE services;
+DROP EXTENSION IF EXISTS btree_gist;
