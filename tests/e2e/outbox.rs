@@ -1,5 +1,5 @@
 //! Nothing is lost: with Audit not answering, Tenant, Auth and Task mutations
-//! still succeed; once Audit serves, every audit event they wrote arrives
+//! (the catalog's too) still succeed; once Audit serves, every audit event they wrote arrives
 //! exactly once, in each writer's commit order per tenant.
 
 use std::collections::{BTreeMap, HashSet};
@@ -11,6 +11,7 @@ use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser
 use bulkhead_proto::auth::v1 as auth;
 use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bulkhead_proto::task::v1 as task;
+use bulkhead_proto::task::v1::catalog_service_client::CatalogServiceClient;
 use bulkhead_proto::task::v1::task_service_client::TaskServiceClient;
 use bulkhead_proto::tenant::v1 as tenant;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
@@ -61,6 +62,7 @@ async fn with_audit_down_mutations_succeed_and_every_event_arrives_once_in_order
     let mut suite = spawn_suite_holding(bulkhead_auth::LimitsConfig::default(), &["audit"]).await;
     let mut tenants = TenantServiceClient::new(suite.channel(ServiceKind::Tenant));
     let mut tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
+    let mut catalog = CatalogServiceClient::new(suite.channel(ServiceKind::Task));
     let mut logins = AuthServiceClient::new(suite.channel(ServiceKind::Auth));
 
     // Mutations in every writer, in two tenants, while Audit does not answer.
@@ -120,6 +122,107 @@ async fn with_audit_down_mutations_succeed_and_every_event_arrives_once_in_order
                 .await
                 .expect("task created with Audit down");
         }
+        // The catalog writes through the same outbox, with actions of its own.
+        let service = catalog
+            .create_service(bearer(
+                &token,
+                task::CreateServiceRequest {
+                    service: Some(task::Service {
+                        slug: "consult".into(),
+                        name: "Consultation".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("service created with Audit down")
+            .into_inner()
+            .service
+            .expect("service");
+        let request = catalog
+            .create_service_request(bearer(
+                &token,
+                task::CreateServiceRequestRequest {
+                    service_id: service.id.clone(),
+                    details: String::new(),
+                },
+            ))
+            .await
+            .expect("service requested")
+            .into_inner()
+            .service_request
+            .expect("request");
+        catalog
+            .update_service_request(bearer(
+                &token,
+                task::UpdateServiceRequestRequest {
+                    service_request: Some(task::ServiceRequest {
+                        id: request.id,
+                        status: task::ServiceRequestStatus::Done.into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["status".into()],
+                    }),
+                },
+            ))
+            .await
+            .expect("request done");
+        let booking = catalog
+            .create_booking(bearer(
+                &token,
+                task::CreateBookingRequest {
+                    service_id: service.id.clone(),
+                    start_time: Some(prost_types::Timestamp {
+                        seconds: 4_000_000_000,
+                        nanos: 0,
+                    }),
+                    end_time: None,
+                },
+            ))
+            .await
+            .expect("booked")
+            .into_inner()
+            .booking
+            .expect("booking");
+        for confirm in [true, false] {
+            let id = booking.id.clone();
+            let etag = String::new();
+            let done = if confirm {
+                catalog
+                    .confirm_booking(bearer(
+                        &token,
+                        task::ConfirmBookingRequest {
+                            booking_id: id,
+                            etag,
+                        },
+                    ))
+                    .await
+                    .map(drop)
+            } else {
+                catalog
+                    .cancel_booking(bearer(
+                        &token,
+                        task::CancelBookingRequest {
+                            booking_id: id,
+                            etag,
+                        },
+                    ))
+                    .await
+                    .map(drop)
+            };
+            done.expect("booking confirmed, then cancelled");
+        }
+        catalog
+            .deactivate_service(bearer(
+                &token,
+                task::DeactivateServiceRequest {
+                    service_id: service.id,
+                    etag: String::new(),
+                },
+            ))
+            .await
+            .expect("service deactivated");
     }
 
     let writers = ["auth", "tenant", "task"];

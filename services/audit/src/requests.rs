@@ -21,7 +21,16 @@ fn may_record(source: &str, action: &str) -> bool {
     let prefixes: &[&str] = match source {
         "auth" => &["auth.", "security."],
         "tenant" => &["tenant.", "membership.", "settings.", "security."],
-        "task" => &["task.", "compliance.", "security."],
+        // Tasks, compliance records and the catalog (services, their
+        // requests and bookings).
+        "task" => &[
+            "task.",
+            "compliance.",
+            "service.",
+            "service_request.",
+            "booking.",
+            "security.",
+        ],
         _ => &[],
     };
     prefixes.iter().any(|p| action.starts_with(p))

@@ -12,7 +12,7 @@ pub enum ServiceKind {
     Auth,
     /// Tenants, memberships, settings.
     Tenant,
-    /// Tasks and compliance records.
+    /// Tasks, compliance records and the catalog (services, requests, bookings).
     Task,
     /// The audit log.
     Audit,

@@ -45,6 +45,9 @@ pub enum TaskError {
     /// A confirmed booking of the service overlaps the slot.
     #[error("the slot overlaps a confirmed booking of this service")]
     SlotTaken,
+    /// The thing is closed (DONE or CANCELLED): it changes no more.
+    #[error("a closed {0} cannot change")]
+    Closed(&'static str),
     /// A MEMBER doing what only OWNER/ADMIN may (to another member's request
     /// or booking, say).
     #[error("only OWNER/ADMIN may {0}")]
@@ -96,6 +99,7 @@ impl From<TaskError> for Status {
             | TaskError::AssigneeNotMember
             | TaskError::NoSuchTask
             | TaskError::ServiceInactive
+            | TaskError::Closed(_)
             | TaskError::SlotTaken => Self::failed_precondition(message),
             TaskError::SlugTaken => Self::already_exists(message),
             TaskError::AdminOnly(_) => Self::permission_denied(message),

@@ -86,7 +86,8 @@ pub const LATEST: DateTime<Utc> = match DateTime::from_timestamp(253_402_300_799
     None => DateTime::<Utc>::UNIX_EPOCH,
 };
 
-/// A required time within [`EARLIEST`]..=[`LATEST`].
+/// A required time within [`EARLIEST`]..=[`LATEST`], to the microsecond
+/// (what Postgres keeps: rules checked here hold for the stored value too).
 ///
 /// # Errors
 /// The rule, when it is missing, out of range or not a valid time.
@@ -97,7 +98,7 @@ pub fn time(t: Option<&prost_types::Timestamp>) -> Result<DateTime<Utc>, &'stati
     {
         return Err("must be between the years 1 and 9999");
     }
-    u32::try_from(t.nanos)
+    u32::try_from(t.nanos / 1000 * 1000)
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
         .ok_or("must be a valid time")

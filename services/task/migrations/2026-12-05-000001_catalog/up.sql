@@ -70,8 +70,9 @@ CREATE TABLE bookings (
     create_time timestamptz NOT NULL DEFAULT now(),
     update_time timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, id),
-    -- Bounded, so a range query can start its index scan 7 days early.
-    CONSTRAINT bookings_slot CHECK (start_time < end_time AND end_time <= start_time + interval '7 days'),
+    -- Bounded, so a range query can start its index scan 7 days early (an
+    -- absolute length: the session's time zone and its DST do not count).
+    CONSTRAINT bookings_slot CHECK (start_time < end_time AND end_time - start_time <= interval '7 days'),
     CONSTRAINT bookings_service FOREIGN KEY (tenant_id, service_id)
         REFERENCES services (tenant_id, id),
     CONSTRAINT bookings_no_overlap EXCLUDE USING gist (
@@ -82,6 +83,7 @@ CREATE TABLE bookings (
 );
 CREATE INDEX bookings_by_start ON bookings (tenant_id, start_time, id);
 CREATE INDEX bookings_by_service ON bookings (tenant_id, service_id, start_time, id);
+CREATE INDEX bookings_by_status ON bookings (tenant_id, status, start_time, id);
 
 ALTER TABLE services ENABLE ROW LEVEL SECURITY;
 ALTER TABLE services FORCE ROW LEVEL SECURITY;
@@ -101,4 +103,10 @@ CREATE POLICY tenant_isolation ON bookings TO task_app
     WITH CHECK (tenant_id = (SELECT nullif(current_setting('app.tenant_id', true), '')::uuid));
 
 -- Nothing is deleted: services are deactivated, requests and bookings closed.
-GRANT SELECT, INSERT, UPDATE ON services, service_requests, bookings TO task_app;
+-- Updates reach only the columns the API changes: keys, owners, slots and
+-- create times are fixed once written.
+GRANT SELECT, INSERT ON services, service_requests, bookings TO task_app;
+GRANT UPDATE (slug, name, description, active, duration_minutes, price_minor_units,
+              currency_code, version, update_time) ON services TO task_app;
+GRANT UPDATE (details, status, version, update_time) ON service_requests TO task_app;
+GRANT UPDATE (status, version, update_time) ON bookings TO task_app;

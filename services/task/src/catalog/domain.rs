@@ -70,6 +70,9 @@ pub fn unpriced_currency(price: i64, currency: &str) -> Option<&'static str> {
 /// The longest slot a booking may hold (the database holds it too).
 pub const MAX_SLOT: Duration = Duration::days(7);
 
+/// How far ahead a booking may start.
+pub const BOOKING_HORIZON: Duration = Duration::days(2 * 366);
+
 /// A booking's slot, half-open: `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {

@@ -172,8 +172,14 @@ impl CatalogService for CatalogApi {
                     currency_code: change.currency.as_ref().map(|c| c.as_str()),
                 };
                 let after = repo::update_service(tx, update.id, &set).await?;
+                // An (de)activation through the mask is named as such.
+                let action = match (before.active, after.active) {
+                    (true, false) => "service.deactivated",
+                    (false, true) => "service.reactivated",
+                    _ => "service.updated",
+                };
                 let (old, new) = changes(&before, &after);
-                let event = Event::new("service.updated", "service", after.id)
+                let event = Event::new(action, "service", after.id)
                     .old(old)
                     .new_value(new);
                 audit::record(tx, ctx, event).await?;
@@ -306,6 +312,9 @@ impl CatalogService for CatalogApi {
                     ));
                 }
                 let from = before.status();
+                if !from.is_open() {
+                    return Err(TaskError::Closed("service request"));
+                }
                 let status = update.status.filter(|to| *to != from);
                 if let Some(to) = status {
                     if !from.can_become(to) {
@@ -408,19 +417,19 @@ impl CatalogService for CatalogApi {
                 let before = repo::lock_booking(tx, target.id)
                     .await?
                     .ok_or(TaskError::NotFound)?;
+                // Already done: a retry gets it unchanged, whatever its etag.
+                if before.status() == BookingStatus::Confirmed {
+                    return Ok(before);
+                }
                 if target.expected_version.is_some_and(|v| v != before.version) {
                     return Err(TaskError::StaleEtag("booking"));
                 }
-                match before.status() {
-                    BookingStatus::Confirmed => return Ok(before),
-                    BookingStatus::Cancelled => {
-                        return Err(TaskError::Transition {
-                            what: "booking",
-                            from: BookingStatus::Cancelled.as_str(),
-                            to: BookingStatus::Confirmed.as_str(),
-                        });
-                    }
-                    BookingStatus::Requested => {}
+                if before.status() == BookingStatus::Cancelled {
+                    return Err(TaskError::Transition {
+                        what: "booking",
+                        from: BookingStatus::Cancelled.as_str(),
+                        to: BookingStatus::Confirmed.as_str(),
+                    });
                 }
                 let service = repo::hold_service(tx, before.service_id)
                     .await?
@@ -429,8 +438,9 @@ impl CatalogService for CatalogApi {
                     return Err(TaskError::ServiceInactive);
                 }
                 // The exclusion constraint decides between overlapping
-                // confirmations: the later one waits for the earlier to commit,
-                // then fails with SlotTaken.
+                // confirmations (the later one fails with SlotTaken); taking
+                // turns per service keeps them from deadlocking on it.
+                repo::serialize_confirmations(tx, service.id).await?;
                 let after =
                     repo::set_booking_status(tx, target.id, BookingStatus::Confirmed).await?;
                 let event = Event::new("booking.confirmed", "booking", after.id)
@@ -458,14 +468,15 @@ impl CatalogService for CatalogApi {
                 let before = repo::lock_booking(tx, target.id)
                     .await?
                     .ok_or(TaskError::NotFound)?;
-                if target.expected_version.is_some_and(|v| v != before.version) {
-                    return Err(TaskError::StaleEtag("booking"));
-                }
                 if !manages(user) && before.booker_id != *user.user_id.as_uuid() {
                     return Err(TaskError::AdminOnly("cancel another member's booking"));
                 }
+                // Already done: a retry gets it unchanged, whatever its etag.
                 if before.status() == BookingStatus::Cancelled {
                     return Ok(before);
+                }
+                if target.expected_version.is_some_and(|v| v != before.version) {
+                    return Err(TaskError::StaleEtag("booking"));
                 }
                 let after =
                     repo::set_booking_status(tx, target.id, BookingStatus::Cancelled).await?;

@@ -393,6 +393,24 @@ pub async fn lock_booking(tx: TenantConn<'_>, id: Uuid) -> Result<Option<Booking
         .optional()?)
 }
 
+/// Makes confirmations of `service`'s bookings take turns until the
+/// transaction ends. The exclusion constraint alone keeps slots apart, but two
+/// overlapping confirmations checking it at once may deadlock each other
+/// (Postgres then kills one: an INTERNAL, not the FAILED_PRECONDITION it is).
+///
+/// # Errors
+/// On database failure.
+pub async fn serialize_confirmations(tx: TenantConn<'_>, service: Uuid) -> Result<(), TaskError> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind::<diesel::sql_types::Text, _>(format!(
+            "task.booking_slots:{}:{service}",
+            tx.tenant_id()
+        ))
+        .execute(&mut tx.pg())
+        .await?;
+    Ok(())
+}
+
 /// Sets a booking's status, a new version. Confirming may meet the exclusion
 /// constraint.
 ///
@@ -433,10 +451,13 @@ pub async fn list_bookings(
 ) -> Result<Vec<Booking>, TaskError> {
     let earliest_start = filter.from - MAX_SLOT;
     let (after_start, after_id) = after.unwrap_or((earliest_start, Uuid::nil()));
+    // The index scan starts at the cursor (a plain bound: the OR below cannot
+    // bound it), never before the range allows.
+    let lower = after_start.max(earliest_start);
     let tenant = *tx.tenant_id().as_uuid();
     let page = bookings::table
         .filter(bookings::tenant_id.eq(tenant))
-        .filter(bookings::start_time.ge(earliest_start))
+        .filter(bookings::start_time.ge(lower))
         .filter(bookings::start_time.lt(filter.to))
         .filter(bookings::end_time.gt(filter.from))
         .filter(

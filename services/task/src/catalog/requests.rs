@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::domain::{
-    BookingStatus, CurrencyCode, RequestStatus, ServiceSlug, Slot, duration_minutes,
-    price_minor_units, unpriced_currency,
+    BOOKING_HORIZON, BookingStatus, CurrencyCode, RequestStatus, ServiceSlug, Slot,
+    duration_minutes, price_minor_units, unpriced_currency,
 };
 use crate::domain::{Description, Title};
 use crate::requests::expected_version;
@@ -510,8 +510,11 @@ impl TryFrom<&pb::CreateBookingRequest> for NewBooking {
         let start = v.check(
             "start_time",
             time(r.start_time.as_ref()).and_then(|t| {
-                if t < Utc::now() - START_SKEW {
+                let now = Utc::now();
+                if t < now - START_SKEW {
                     Err("must not be in the past")
+                } else if t > now + BOOKING_HORIZON {
+                    Err("must be within 2 years from now")
                 } else {
                     Ok(t)
                 }

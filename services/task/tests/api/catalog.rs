@@ -532,6 +532,21 @@ async fn the_database_refuses_a_request_or_booking_naming_another_tenants_servic
     // The same statements naming A's own service pass: the refusals were the key's.
     insert(request(&mine.id)).await.expect("own service");
     insert(booking(&mine.id)).await.expect("own service");
+    // The app role changes only the columns the API does: not whose booking
+    // it is, nor its slot (the exclusion constraint would hold anyway).
+    for set in [
+        format!("booker_id = '{}'", uuid::Uuid::now_v7()),
+        "start_time = start_time - interval '1 hour'".to_owned(),
+        format!("tenant_id = '{}'", b.tenant.id),
+    ] {
+        let err = insert(format!("UPDATE bookings SET {set}"))
+            .await
+            .expect_err("a fixed column");
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{set}: {err}"
+        );
+    }
     // Even the superuser, who bypasses RLS, cannot store the cross-tenant row.
     let mut admin = h.database.admin_connection().await;
     assert!(
@@ -624,9 +639,24 @@ async fn concurrent_confirmations_of_overlapping_slots_confirm_exactly_one() {
     h.cancel(&a.member, &first.id).await.expect("own booking");
     let confirmed = h.confirm(&a.admin, &clash.id).await.expect("slot freed");
     assert_eq!(status_of(&confirmed), pb::BookingStatus::Confirmed);
-    // Confirming again returns it unchanged; a cancelled one cannot be confirmed.
+    // Confirming again returns it unchanged (a retry carrying the etag it
+    // was read with too); a cancelled one cannot be confirmed.
     let again = h.confirm(&a.admin, &clash.id).await.expect("idempotent");
     assert_eq!(again.etag, confirmed.etag);
+    let retry = h
+        .catalog
+        .clone()
+        .confirm_booking(h.request(
+            &a.admin,
+            pb::ConfirmBookingRequest {
+                booking_id: clash.id.clone(),
+                etag: clash.etag.clone(),
+            },
+        ))
+        .await
+        .expect("a retry after a lost answer")
+        .into_inner();
+    assert_eq!(retry.booking.expect("booking").etag, confirmed.etag);
     assert_code(
         h.confirm(&a.admin, &first.id).await,
         Code::FailedPrecondition,
@@ -775,6 +805,7 @@ async fn an_inactive_service_takes_no_new_requests_bookings_or_confirmations() {
             .len()
     };
     assert_eq!((list(false).await, list(true).await), (0, 1));
+    assert_eq!(h.events("service.reactivated").await, 0);
     let mut on = off.clone();
     on.active = true;
     h.catalog
@@ -788,6 +819,7 @@ async fn an_inactive_service_takes_no_new_requests_bookings_or_confirmations() {
         ))
         .await
         .expect("reactivated");
+    assert_eq!(h.events("service.reactivated").await, 1);
     h.book(&a.member, &service.id, later(3), None)
         .await
         .expect("bookable again");
@@ -855,7 +887,35 @@ async fn members_change_only_their_own_requests_and_bookings() {
             .await,
         Code::FailedPrecondition,
     );
-    assert!(reopened.message().contains("DONE"), "{reopened:?}");
+    assert_eq!(reopened.message(), "a closed service request cannot change");
+    assert_code(
+        h.update_request(&a.admin, &mine, None, Some("after the fact"))
+            .await,
+        Code::FailedPrecondition,
+    );
+    // A request its requester withdrew is closed too.
+    let withdrawn = h
+        .request_service(&a.member, &service.id)
+        .await
+        .expect("another");
+    h.update_request(
+        &a.member,
+        &withdrawn,
+        Some(pb::ServiceRequestStatus::Cancelled),
+        None,
+    )
+    .await
+    .expect("the requester withdraws it");
+    assert_code(
+        h.update_request(
+            &a.admin,
+            &withdrawn,
+            Some(pb::ServiceRequestStatus::InProgress),
+            None,
+        )
+        .await,
+        Code::FailedPrecondition,
+    );
     // A stale etag is ABORTED.
     let mut stale = mine.clone();
     stale.details = "late".into();
@@ -959,6 +1019,27 @@ async fn bad_fields_are_all_reported_and_nothing_is_written() {
         .await,
     );
     assert_eq!(fields, ["end_time"]);
+    // Less than a microsecond long: what Postgres keeps is an empty slot.
+    let sub_micro = |nanos| prost_types::Timestamp {
+        seconds: start.timestamp(),
+        nanos,
+    };
+    let fields = violated_fields(
+        h.catalog
+            .clone()
+            .create_booking(h.request(
+                &a.member,
+                pb::CreateBookingRequest {
+                    service_id: service.id.clone(),
+                    start_time: Some(sub_micro(100)),
+                    end_time: Some(sub_micro(900)),
+                },
+            ))
+            .await,
+    );
+    assert_eq!(fields, ["end_time"]);
+    let fields = violated_fields(h.book(&a.member, &service.id, later(800), None).await);
+    assert_eq!(fields, ["start_time"], "beyond the 2-year horizon");
     let fields = violated_fields(
         h.catalog
             .clone()
@@ -1323,6 +1404,9 @@ async fn every_catalog_query_shape_uses_an_index() {
         "SELECT count(*) FROM service_requests WHERE tenant_id = $T AND status IN ('OPEN', 'IN_PROGRESS')".to_owned(),
         "SELECT * FROM bookings WHERE tenant_id = $T AND start_time >= now() - interval '7 days' AND start_time < now() + interval '1 day' AND end_time > now() ORDER BY start_time, id LIMIT 51".to_owned(),
         format!("SELECT * FROM bookings WHERE tenant_id = $T AND start_time >= now() - interval '7 days' AND start_time < now() + interval '1 day' AND end_time > now() AND service_id = {service} ORDER BY start_time, id LIMIT 51"),
+        // A later page, with no range: the cursor bounds the scan.
+        "SELECT * FROM bookings WHERE tenant_id = $T AND start_time >= now() + interval '800 days' AND start_time < '9999-12-31' AND end_time > '0001-01-01' AND (start_time > now() + interval '800 days' OR (start_time = now() + interval '800 days' AND id > '00000000-0000-0000-0000-000000000000')) ORDER BY start_time, id LIMIT 51".to_owned(),
+        "SELECT * FROM bookings WHERE tenant_id = $T AND start_time >= now() - interval '7 days' AND start_time < '9999-12-31' AND end_time > now() AND status = 'CONFIRMED' ORDER BY start_time, id LIMIT 51".to_owned(),
         "SELECT status, count(*) FROM bookings WHERE tenant_id = $T AND start_time > now() GROUP BY status".to_owned(),
     ];
     let shapes: Vec<&str> = shapes.iter().map(String::as_str).collect();
