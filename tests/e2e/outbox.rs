@@ -174,7 +174,7 @@ async fn with_audit_down_mutations_succeed_and_every_event_arrives_once_in_order
                 task::CreateBookingRequest {
                     service_id: service.id.clone(),
                     start_time: Some(prost_types::Timestamp {
-                        seconds: 4_000_000_000,
+                        seconds: chrono::Utc::now().timestamp() + 30 * 86_400,
                         nanos: 0,
                     }),
                     end_time: None,

@@ -138,7 +138,7 @@ async fn seed(suite: &TestSuite) -> String {
             task::CreateBookingRequest {
                 service_id: service.id,
                 start_time: Some(prost_types::Timestamp {
-                    seconds: 4_000_000_000,
+                    seconds: chrono::Utc::now().timestamp() + 30 * 86_400,
                     nanos: 0,
                 }),
                 end_time: None,
