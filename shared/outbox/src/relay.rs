@@ -99,21 +99,24 @@ pub struct RelayConfig {
     pub prune_after: Duration,
     /// Rounds in flight at once: while one waits for its receiver, the next
     /// claims other tenants' messages. A tenant's messages stay in order: its
-    /// later ones wait behind those another round holds.
+    /// later ones wait behind those another round holds. Two by default: on
+    /// the 2-core machine of the Audit benchmark, 2 rounds of 1,000 delivered
+    /// about 10.5k events/s where 4 of 500 delivered 7.7k (claims take turns
+    /// and skip the messages other rounds hold).
     pub concurrency: usize,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            batch_size: 500,
+            batch_size: 1000,
             poll_interval: Duration::from_millis(250),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(60),
             delivery_timeout: Duration::from_secs(10),
             dead_letter_after: 5,
             prune_after: Duration::from_secs(7 * 24 * 3600),
-            concurrency: 4,
+            concurrency: 2,
         }
     }
 }
@@ -256,7 +259,7 @@ const CLAIM: &str = "WITH waiting AS MATERIALIZED (
                o.create_time";
 
 /// How often a running relay refreshes its gauges.
-const STATS_EVERY: Duration = Duration::from_secs(1);
+const STATS_EVERY: Duration = Duration::from_secs(10);
 
 impl Relay {
     /// A relay over `db` (whose platform pool delivers).
@@ -675,8 +678,8 @@ impl Relay {
                     false
                 }
             };
-            // The gauges count every pending message: once a second at most,
-            // not on every round of a busy relay.
+            // The gauges count every pending message (a scan of the backlog):
+            // every 10 s at most, well inside a Prometheus scrape interval.
             if housekeeping && last_stats.is_none_or(|t| t.elapsed() >= STATS_EVERY) {
                 last_stats = Some(std::time::Instant::now());
                 if let Err(err) = self.stats().await {

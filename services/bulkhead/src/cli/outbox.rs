@@ -30,6 +30,16 @@ pub struct RelayArgs {
     /// Age after which delivered messages are deleted (hours).
     #[arg(long, env = "BULKHEAD_OUTBOX_PRUNE_AFTER_HOURS", default_value_t = 168)]
     outbox_prune_after_hours: u64,
+    /// Relay rounds in flight at once: more when the receiver is far (each
+    /// round waits for its answer), fewer on a small machine (claims take
+    /// turns, and their scans compete for its cores).
+    #[arg(long, env = "BULKHEAD_OUTBOX_CONCURRENCY", default_value_t = u16::try_from(RelayConfig::default().concurrency).unwrap_or(2),
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    outbox_concurrency: u16,
+    /// Most messages one round claims and delivers.
+    #[arg(long, env = "BULKHEAD_OUTBOX_BATCH_SIZE", default_value_t = RelayConfig::default().batch_size,
+          value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    outbox_batch_size: i64,
 }
 
 impl RelayArgs {
@@ -40,6 +50,8 @@ impl RelayArgs {
             delivery_timeout: Duration::from_secs(self.outbox_delivery_timeout_secs.max(1)),
             dead_letter_after: self.outbox_dead_letter_after,
             prune_after: Duration::from_secs(self.outbox_prune_after_hours * 3600),
+            concurrency: usize::from(self.outbox_concurrency),
+            batch_size: self.outbox_batch_size,
             ..RelayConfig::default()
         }
     }
