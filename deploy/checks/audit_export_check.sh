@@ -37,6 +37,10 @@ grep -q "the slot overlaps a confirmed booking of this service" "$work/catalog-w
   && [ "$(grep -c 'Code: NotFound' "$work/catalog-walk.out")" = 4 ] \
   || { echo "the catalog walkthrough did not show what it should:"; cat "$work/catalog-walk.out"; exit 1; }
 echo "the catalog walkthrough ran: $(grep -c '^==' "$work/catalog-walk.out") steps"
+# Every database against the isolation rules, with the walkthroughs' rows in
+# them (orphans are looked for against Tenant's tenants).
+"$bulkhead" validate --data-dir "$work/data" >"$work/validate.out" 2>&1 || { cat "$work/validate.out"; exit 1; }
+tail -1 "$work/validate.out"
 BULKHEAD=$bulkhead bash "$here/../demo/audit-walkthrough.sh" >"$work/audit-walk.out" 2>&1 || { cat "$work/audit-walk.out"; exit 1; }
 grep -q "Audit's checkpoint of event" "$work/audit-walk.out" || { cat "$work/audit-walk.out"; exit 1; }
 grep -q "tenant_mismatch events in dave's trail: 1" "$work/audit-walk.out" || { cat "$work/audit-walk.out"; exit 1; }

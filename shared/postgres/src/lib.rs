@@ -12,4 +12,4 @@ mod cluster;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use cluster::{Cluster, ClusterOptions, PgError, server_can_reach, socket_url};
+pub use cluster::{Cluster, ClusterOptions, PgError, SUPERUSER, server_can_reach, socket_url};

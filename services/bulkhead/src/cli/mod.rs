@@ -9,6 +9,7 @@ mod outbox;
 mod serve;
 mod token;
 mod up;
+mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +49,11 @@ enum Command {
     Outbox(outbox::Args),
     /// The audit trail from outside: verify an export offline; retention.
     Audit(audit::Args),
+    /// Check every service database against the isolation rules (RLS forced
+    /// with tenant policies, tenant keys, no orphans, runtime roles that
+    /// cannot escape, append-only audit rows; --citus); exits non-zero on any
+    /// failure.
+    Validate(validate::Args),
 }
 
 impl Cli {
@@ -66,6 +72,7 @@ impl Cli {
             Command::Token(args) => token::run(args),
             Command::Outbox(args) => outbox::run(args).await,
             Command::Audit(args) => audit::run(&args).await,
+            Command::Validate(args) => validate::run(args).await,
         }
     }
 }

@@ -1,0 +1,686 @@
+//! `bulkhead validate`: the isolation rules of a service database, read from
+//! its catalog and its rows, each reported as a [`Finding`]:
+//!
+//! * **row-level security**: every table with a `tenant_id` column ENABLEs and
+//!   FORCEs it;
+//! * **tenant policy**: the runtime role (`<svc>_app`) reaches such a table
+//!   only through policies scoped by `app.tenant_id` (or, for a table kept per
+//!   user, `app.user_id`): `USING` on reads, an explicit `WITH CHECK` on
+//!   writes, never `true`;
+//! * **tenant keys**: primary, unique and exclusion keys and unique indexes
+//!   of tenant tables include `tenant_id`, and a foreign key between tenant
+//!   tables pairs `tenant_id` with `tenant_id` (a cross-tenant reference cannot
+//!   be stored);
+//! * **orphans**: no row names a tenant the Tenant service does not know (the
+//!   nil tenant is the platform's);
+//! * **runtime roles**: the app, platform and job roles are not superusers,
+//!   do not bypass RLS, own nothing and are members of no role;
+//! * **append-only audit rows**: no runtime role may UPDATE or DELETE Audit's
+//!   events, checkpoints or prunes (the retention job deletes, under triggers);
+//! * **Citus** (`--citus`): every tenant table is distributable by `tenant_id`
+//!   (NOT NULL, in every key: see above), the other tables are named as
+//!   reference tables, and no reference table points at a tenant table.
+//!
+//! A migration may declare an exception, with its reason, in the comment of
+//! the policy, constraint or index: `bulkhead-validate: allow: <reason>`. The
+//! report shows it as holding, with the reason; nothing else is let through.
+//!
+//! Reading rows past FORCEd row-level security needs a superuser or a
+//! BYPASSRLS role: the owner sees none of them. Connected as anything else,
+//! the orphan check fails and says so rather than count nothing.
+
+use bulkhead_db::DbError;
+use bulkhead_db::schema::ServiceSchema;
+use diesel::QueryableByName;
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+/// A rule of the isolation design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// ENABLE and FORCE ROW LEVEL SECURITY.
+    RowLevelSecurity,
+    /// Runtime-role policies scoped by the tenant (or user) setting.
+    TenantPolicy,
+    /// Keys and foreign keys include `tenant_id`.
+    TenantKey,
+    /// No rows of tenants unknown to Tenant.
+    Orphans,
+    /// Runtime roles cannot escape.
+    RuntimeRole,
+    /// Audit rows cannot be changed or deleted by runtime roles.
+    AppendOnly,
+    /// Distributable by `tenant_id` (with `--citus`).
+    Citus,
+}
+
+impl Rule {
+    /// Its name in the table and the JSON.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::RowLevelSecurity => "row_level_security",
+            Self::TenantPolicy => "tenant_policy",
+            Self::TenantKey => "tenant_key",
+            Self::Orphans => "orphans",
+            Self::RuntimeRole => "runtime_role",
+            Self::AppendOnly => "append_only",
+            Self::Citus => "citus",
+        }
+    }
+}
+
+/// One rule checked on one object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// The service whose database it is.
+    pub service: &'static str,
+    /// The rule.
+    pub rule: Rule,
+    /// The table, constraint, index or role.
+    pub object: String,
+    /// Whether the rule holds.
+    pub ok: bool,
+    /// What was found (why it fails, or what holds).
+    pub detail: String,
+}
+
+/// What to check beyond the rules every deployment needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// The Citus distribution rules.
+    pub citus: bool,
+}
+
+/// The tables whose rows are the audit trail (Audit's database).
+const APPEND_ONLY: &[(&str, &[&str])] = &[("audit", &["events", "checkpoints", "prunes"])];
+
+/// How a migration declares an exception in an object's comment.
+const ALLOW: &str = "bulkhead-validate: allow: ";
+
+/// The reason of a declared exception, if `comment` declares one.
+fn allowed(comment: Option<&str>) -> Option<&str> {
+    comment.and_then(|c| c.strip_prefix(ALLOW))
+}
+
+/// The settings a policy may scope rows by.
+const SCOPES: [&str; 2] = ["app.tenant_id", "app.user_id"];
+
+#[derive(QueryableByName)]
+struct TableRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Bool)]
+    tenant: bool,
+    #[diesel(sql_type = Bool)]
+    tenant_not_null: bool,
+    #[diesel(sql_type = Bool)]
+    rls: bool,
+    #[diesel(sql_type = Bool)]
+    forced: bool,
+    #[diesel(sql_type = Bool)]
+    app_reaches: bool,
+}
+
+#[derive(QueryableByName)]
+struct PolicyRow {
+    #[diesel(sql_type = Text)]
+    table: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    command: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    using: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    check: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    comment: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct KeyRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    table: String,
+    #[diesel(sql_type = Array<Nullable<Text>>)]
+    columns: Vec<Option<String>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    referenced: Option<String>,
+    #[diesel(sql_type = Array<Nullable<Text>>)]
+    referenced_columns: Vec<Option<String>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    comment: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct RoleRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Bool)]
+    exists: bool,
+    #[diesel(sql_type = Bool)]
+    superuser: bool,
+    #[diesel(sql_type = Bool)]
+    bypass_rls: bool,
+    #[diesel(sql_type = BigInt)]
+    owned: i64,
+    #[diesel(sql_type = Array<Text>)]
+    member_of: Vec<String>,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = Bool)]
+    yes: bool,
+}
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+}
+
+/// The tenants the Tenant service knows, read from its database.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn known_tenants(tenant_db: &mut AsyncPgConnection) -> Result<Vec<Uuid>, DbError> {
+    let rows: Vec<Id> = diesel::sql_query("SELECT id FROM tenants")
+        .load(tenant_db)
+        .await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// Checks `schema`'s database on `conn` against every rule; `known` is the
+/// Tenant service's tenants (`None`: the orphan check fails, unchecked).
+///
+/// # Errors
+/// When the catalog cannot be read.
+pub async fn validate(
+    conn: &mut AsyncPgConnection,
+    schema: &'static ServiceSchema,
+    known: Option<&[Uuid]>,
+    options: Options,
+) -> Result<Vec<Finding>, DbError> {
+    let service = schema.service();
+    let app = schema.app_role();
+    let mut findings = Vec::new();
+    let mut found = |rule: Rule, object: &str, ok: bool, detail: String| {
+        findings.push(Finding {
+            service,
+            rule,
+            object: object.to_owned(),
+            ok,
+            detail,
+        });
+    };
+
+    let tables: Vec<TableRow> = diesel::sql_query(
+        "SELECT c.relname::text AS name,
+                t.attname IS NOT NULL AS tenant,
+                COALESCE(t.attnotnull, false) AS tenant_not_null,
+                c.relrowsecurity AS rls, c.relforcerowsecurity AS forced,
+                has_table_privilege($1, c.oid, 'SELECT, INSERT, UPDATE, DELETE')
+                  OR has_any_column_privilege($1, c.oid, 'SELECT, INSERT, UPDATE') AS app_reaches
+           FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_attribute t ON t.attrelid = c.oid AND t.attname = 'tenant_id'
+                                   AND NOT t.attisdropped
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+            AND c.relname NOT LIKE '\\_\\_diesel%'
+          ORDER BY 1",
+    )
+    .bind::<Text, _>(&app)
+    .load(conn)
+    .await?;
+    let is_tenant = |name: &str| tables.iter().any(|t| t.name == name && t.tenant);
+
+    // Row-level security, and the runtime role's policies.
+    let policies: Vec<PolicyRow> = diesel::sql_query(
+        "SELECT tablename::text AS table, policyname::text AS name, cmd AS command,
+                qual AS using, with_check AS check,
+                (SELECT obj_description(p.oid, 'pg_policy') FROM pg_policy p
+                   JOIN pg_class c ON c.oid = p.polrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = 'public' AND c.relname = tablename
+                    AND p.polname = policyname) AS comment
+           FROM pg_policies
+          WHERE schemaname = 'public' AND ($1 = ANY (roles::text[]) OR 'public' = ANY (roles::text[]))
+          ORDER BY 1, 2",
+    )
+    .bind::<Text, _>(&app)
+    .load(conn)
+    .await?;
+    // A table the runtime role reaches only through `app.user_id` policies is
+    // kept per user (Auth's sessions): its tenant_id is an attribute, not its
+    // scope, and its keys are the user's.
+    let user_scoped: Vec<&str> = tables
+        .iter()
+        .filter(|t| t.tenant)
+        .filter(|t| {
+            let mine: Vec<&PolicyRow> = policies.iter().filter(|p| p.table == t.name).collect();
+            !mine.is_empty()
+                && mine.iter().all(|p| {
+                    [&p.using, &p.check].iter().all(|e| {
+                        e.as_deref().is_none_or(|e| {
+                            e.contains("app.user_id") && !e.contains("app.tenant_id")
+                        })
+                    })
+                })
+        })
+        .map(|t| t.name.as_str())
+        .collect();
+    for table in tables.iter().filter(|t| t.tenant) {
+        let rls_ok = table.rls && table.forced;
+        let rls_detail = match (table.rls, table.forced) {
+            (true, true) => "enabled and forced".to_owned(),
+            (false, _) => "row-level security is not enabled".to_owned(),
+            (true, false) => "row-level security is not forced (the owner bypasses it)".to_owned(),
+        };
+        found(Rule::RowLevelSecurity, &table.name, rls_ok, rls_detail);
+        let mine: Vec<&PolicyRow> = policies.iter().filter(|p| p.table == table.name).collect();
+        if !table.app_reaches {
+            found(
+                Rule::TenantPolicy,
+                &table.name,
+                true,
+                format!("{app} has no privilege on it"),
+            );
+            continue;
+        }
+        if mine.is_empty() {
+            found(
+                Rule::TenantPolicy,
+                &table.name,
+                false,
+                format!(
+                    "{app} has privileges but no policy: it reaches no row, or every row once RLS is off"
+                ),
+            );
+            continue;
+        }
+        for policy in mine {
+            let object = format!("{}.{}", table.name, policy.name);
+            let (ok, detail) = match allowed(policy.comment.as_deref()) {
+                Some(reason) => (
+                    true,
+                    format!("{} policy, declared: {reason}", policy.command),
+                ),
+                None => policy_verdict(policy),
+            };
+            found(Rule::TenantPolicy, &object, ok, detail);
+        }
+    }
+
+    // Keys of tenant tables.
+    let keys: Vec<KeyRow> = diesel::sql_query(
+        "SELECT con.conname::text AS name, con.contype::text AS kind, rel.relname::text AS table,
+                ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
+                        LEFT JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n
+                       ORDER BY k.i) AS columns,
+                ref.relname::text AS referenced,
+                ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
+                        LEFT JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n
+                       ORDER BY k.i) AS referenced_columns,
+                obj_description(con.oid, 'pg_constraint') AS comment
+           FROM pg_constraint con
+           JOIN pg_class rel ON rel.oid = con.conrelid
+           JOIN pg_namespace n ON n.oid = rel.relnamespace
+           LEFT JOIN pg_class ref ON ref.oid = con.confrelid
+          WHERE n.nspname = 'public' AND con.contype IN ('p', 'u', 'x', 'f')
+         UNION ALL
+         SELECT i.relname::text, 'i', t.relname::text,
+                ARRAY(SELECT a.attname::text FROM unnest(ix.indkey::int2[]) WITH ORDINALITY k(n, j)
+                        LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.n
+                       ORDER BY k.j),
+                NULL, ARRAY[]::text[], obj_description(ix.indexrelid, 'pg_class')
+           FROM pg_index ix
+           JOIN pg_class i ON i.oid = ix.indexrelid
+           JOIN pg_class t ON t.oid = ix.indrelid
+           JOIN pg_namespace n ON n.oid = t.relnamespace
+          WHERE n.nspname = 'public' AND ix.indisunique
+            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid)
+          ORDER BY 3, 1",
+    )
+    .load(conn)
+    .await?;
+    for key in &keys {
+        if let Some(reason) = allowed(key.comment.as_deref()) {
+            found(
+                Rule::TenantKey,
+                &key.name,
+                true,
+                format!("declared: {reason}"),
+            );
+            continue;
+        }
+        let has_tenant = key
+            .columns
+            .iter()
+            .any(|c| c.as_deref() == Some("tenant_id"));
+        let columns = key
+            .columns
+            .iter()
+            .map(|c| c.as_deref().unwrap_or("(expression)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if key.kind == "f" {
+            let referenced = key.referenced.clone().unwrap_or_default();
+            let (from_tenant, to_tenant) = (is_tenant(&key.table), is_tenant(&referenced));
+            if from_tenant && to_tenant {
+                let paired = key
+                    .columns
+                    .iter()
+                    .zip(&key.referenced_columns)
+                    .any(|(c, r)| {
+                        c.as_deref() == Some("tenant_id") && r.as_deref() == Some("tenant_id")
+                    });
+                let detail = if paired {
+                    format!("({columns}) → {referenced}: tenant_id pairs with tenant_id")
+                } else {
+                    format!(
+                        "({columns}) → {referenced} without tenant_id = tenant_id: a row could point into another tenant"
+                    )
+                };
+                found(Rule::TenantKey, &key.name, paired, detail);
+            } else if options.citus && !from_tenant && to_tenant {
+                found(
+                    Rule::Citus,
+                    &key.name,
+                    false,
+                    format!(
+                        "reference table {} points at tenant table {referenced}",
+                        key.table
+                    ),
+                );
+            }
+            continue;
+        }
+        if !is_tenant(&key.table) {
+            continue;
+        }
+        if user_scoped.contains(&key.table.as_str()) {
+            found(
+                Rule::TenantKey,
+                &key.name,
+                true,
+                format!(
+                    "({columns}) of {}, a table kept per user (policies on app.user_id)",
+                    key.table
+                ),
+            );
+            continue;
+        }
+        let kind = match key.kind.as_str() {
+            "p" => "primary key",
+            "u" => "unique constraint",
+            "x" => "exclusion constraint",
+            _ => "unique index",
+        };
+        let detail = if has_tenant {
+            format!("{kind} ({columns}) of {}", key.table)
+        } else {
+            format!(
+                "{kind} ({columns}) of {} lacks tenant_id: it spans tenants",
+                key.table
+            )
+        };
+        found(Rule::TenantKey, &key.name, has_tenant, detail);
+    }
+
+    // Orphans.
+    let can_read_rows: Vec<Flag> = diesel::sql_query(
+        "SELECT rolsuper OR rolbypassrls AS yes FROM pg_roles WHERE rolname = current_user",
+    )
+    .load(conn)
+    .await?;
+    let can_read_rows = matches!(can_read_rows.as_slice(), [f, ..] if f.yes);
+    for table in tables.iter().filter(|t| t.tenant) {
+        match (known, can_read_rows) {
+            (None, _) => found(
+                Rule::Orphans,
+                &table.name,
+                false,
+                "not checked: the Tenant database was not given".to_owned(),
+            ),
+            (Some(_), false) => found(
+                Rule::Orphans,
+                &table.name,
+                false,
+                "not checked: this role sees no rows past FORCEd RLS (connect as a superuser or a BYPASSRLS role)".to_owned(),
+            ),
+            (Some(known), true) => {
+                let sql = format!(
+                    "SELECT count(DISTINCT tenant_id) AS n FROM public.\"{}\"
+                      WHERE tenant_id IS NOT NULL
+                        AND tenant_id <> '00000000-0000-0000-0000-000000000000'
+                        AND tenant_id <> ALL ($1)",
+                    table.name.replace('"', "\"\"")
+                );
+                let orphans: Vec<Count> = diesel::sql_query(sql)
+                    .bind::<Array<diesel::sql_types::Uuid>, _>(known)
+                    .load(conn)
+                    .await?;
+                let n = match orphans.as_slice() {
+                    [c, ..] => c.n,
+                    [] => 0,
+                };
+                found(
+                    Rule::Orphans,
+                    &table.name,
+                    n == 0,
+                    if n == 0 {
+                        "every tenant id is known to Tenant".to_owned()
+                    } else {
+                        format!("rows of {n} tenant(s) Tenant does not know")
+                    },
+                );
+            }
+        }
+    }
+
+    // The runtime roles.
+    let mut roles = vec![app.clone(), schema.platform_role()];
+    roles.extend(schema.job_roles());
+    let rows: Vec<RoleRow> = diesel::sql_query(
+        "SELECT r.name, p.oid IS NOT NULL AS exists,
+                COALESCE(p.rolsuper, false) AS superuser,
+                COALESCE(p.rolbypassrls, false) AS bypass_rls,
+                (SELECT count(*) FROM pg_class WHERE relowner = p.oid)
+                  + (SELECT count(*) FROM pg_namespace WHERE nspowner = p.oid)
+                  + (SELECT count(*) FROM pg_proc WHERE proowner = p.oid)
+                  + (SELECT count(*) FROM pg_type WHERE typowner = p.oid)
+                  + (SELECT count(*) FROM pg_database WHERE datdba = p.oid) AS owned,
+                ARRAY(SELECT g.rolname::text FROM pg_auth_members m
+                        JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = p.oid
+                       ORDER BY 1) AS member_of
+           FROM unnest($1::text[]) AS r(name)
+           LEFT JOIN pg_roles p ON p.rolname = r.name",
+    )
+    .bind::<Array<Text>, _>(&roles)
+    .load(conn)
+    .await?;
+    for role in rows {
+        let mut wrong = Vec::new();
+        if !role.exists {
+            wrong.push("does not exist".to_owned());
+        }
+        if role.superuser {
+            wrong.push("is a superuser".to_owned());
+        }
+        if role.bypass_rls {
+            wrong.push("bypasses row-level security".to_owned());
+        }
+        if role.owned > 0 {
+            wrong.push(format!("owns {} object(s)", role.owned));
+        }
+        if !role.member_of.is_empty() {
+            wrong.push(format!("is a member of {}", role.member_of.join(", ")));
+        }
+        let ok = wrong.is_empty();
+        let detail = if ok {
+            "no superuser, no BYPASSRLS, owns nothing, member of no role".to_owned()
+        } else {
+            wrong.join("; ")
+        };
+        found(Rule::RuntimeRole, &role.name, ok, detail);
+    }
+
+    // Append-only audit rows.
+    let append_only = APPEND_ONLY
+        .iter()
+        .find(|(s, _)| *s == service)
+        .map_or(&[][..], |(_, tables)| *tables);
+    for table in append_only {
+        for role in [app.clone(), schema.platform_role()] {
+            let can: Vec<Flag> = diesel::sql_query(
+                "SELECT has_table_privilege($1, $2, 'UPDATE, DELETE')
+                        OR has_any_column_privilege($1, $2, 'UPDATE') AS yes",
+            )
+            .bind::<Text, _>(&role)
+            .bind::<Text, _>(format!("public.{table}"))
+            .load(conn)
+            .await?;
+            let changes = !matches!(can.as_slice(), [f, ..] if !f.yes);
+            found(
+                Rule::AppendOnly,
+                &format!("{table} ({role})"),
+                !changes,
+                if changes {
+                    format!("{role} may UPDATE or DELETE {table}")
+                } else {
+                    format!("{role} may not UPDATE or DELETE {table}")
+                },
+            );
+        }
+    }
+
+    // Citus.
+    if options.citus {
+        for table in &tables {
+            if user_scoped.contains(&table.name.as_str()) {
+                found(
+                    Rule::Citus,
+                    &table.name,
+                    false,
+                    "kept per user (policies on app.user_id), not distributable by tenant_id: keep this database on plain PostgreSQL".to_owned(),
+                );
+            } else if table.tenant {
+                let ok = table.tenant_not_null;
+                found(
+                    Rule::Citus,
+                    &table.name,
+                    ok,
+                    if ok {
+                        "distributed by tenant_id".to_owned()
+                    } else {
+                        "tenant_id may be NULL: such a row has no shard".to_owned()
+                    },
+                );
+            } else {
+                found(
+                    Rule::Citus,
+                    &table.name,
+                    true,
+                    "reference table (no tenant_id): replicated to every node".to_owned(),
+                );
+            }
+        }
+    }
+    Ok(findings)
+}
+
+/// Whether a runtime-role policy scopes rows as it must, and why.
+fn policy_verdict(policy: &PolicyRow) -> (bool, String) {
+    let scoped = |expr: &Option<String>| {
+        expr.as_deref()
+            .and_then(|e| SCOPES.iter().find(|s| e.contains(*s)).copied())
+    };
+    let reads = matches!(
+        policy.command.as_str(),
+        "SELECT" | "UPDATE" | "DELETE" | "ALL"
+    );
+    let writes = matches!(policy.command.as_str(), "INSERT" | "UPDATE" | "ALL");
+    if reads && scoped(&policy.using).is_none() {
+        return (
+            false,
+            format!(
+                "{} policy USING ({}) is not scoped by app.tenant_id",
+                policy.command,
+                policy.using.as_deref().unwrap_or("none")
+            ),
+        );
+    }
+    if writes && scoped(&policy.check).is_none() {
+        return (
+            false,
+            format!(
+                "{} policy has no WITH CHECK scoped by app.tenant_id ({})",
+                policy.command,
+                policy.check.as_deref().unwrap_or("none")
+            ),
+        );
+    }
+    let scope = scoped(&policy.using)
+        .or_else(|| scoped(&policy.check))
+        .unwrap_or("app.tenant_id");
+    (true, format!("{} scoped by {scope}", policy.command))
+}
+
+/// Whether any finding fails.
+#[must_use]
+pub fn failed(findings: &[Finding]) -> bool {
+    findings.iter().any(|f| !f.ok)
+}
+
+/// The findings as a table for a terminal: failures first, then the rest.
+#[must_use]
+pub fn table(findings: &[Finding]) -> String {
+    use std::fmt::Write as _;
+    let mut rows: Vec<&Finding> = findings.iter().collect();
+    rows.sort_by_key(|f| (f.ok, f.service, f.rule, f.object.clone()));
+    let width = |get: &dyn Fn(&Finding) -> usize, title: &str| {
+        rows.iter()
+            .map(|f| get(f))
+            .max()
+            .unwrap_or(0)
+            .max(title.len())
+    };
+    let (ws, wr, wo) = (
+        width(&|f| f.service.len(), "SERVICE"),
+        width(&|f| f.rule.as_str().len(), "RULE"),
+        width(&|f| f.object.len(), "OBJECT"),
+    );
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:ws$}  {:wr$}  {:wo$}  RESULT  DETAIL",
+        "SERVICE", "RULE", "OBJECT"
+    );
+    for f in rows {
+        let _ = writeln!(
+            out,
+            "{:ws$}  {:wr$}  {:wo$}  {:6}  {}",
+            f.service,
+            f.rule.as_str(),
+            f.object,
+            if f.ok { "ok" } else { "FAIL" },
+            f.detail
+        );
+    }
+    let failures = findings.iter().filter(|f| !f.ok).count();
+    let _ = writeln!(out, "\n{} checks, {failures} failed", findings.len());
+    out
+}
