@@ -43,6 +43,26 @@ pub enum GuardError {
     NoContext,
 }
 
+impl GuardError {
+    /// The kind, as the `kind` label of `tenant_context_error_total`.
+    #[must_use]
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenTooLarge => "token_too_large",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::WrongTokenKind => "wrong_token_kind",
+            Self::TenantMismatch => "tenant_mismatch",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Forbidden => "forbidden",
+            Self::TenantInactive => "tenant_inactive",
+            Self::NoContext => "no_context",
+        }
+    }
+}
+
 impl From<GuardError> for tonic::Status {
     fn from(err: GuardError) -> Self {
         let message = err.to_string();

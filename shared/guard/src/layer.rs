@@ -88,6 +88,8 @@ where
         match self.layer.admit(&mut request) {
             Ok(()) => Either::Right(self.inner.call(request)),
             Err(refusal) => {
+                metrics::counter!("tenant_context_error_total", "kind" => refusal.kind())
+                    .increment(1);
                 tracing::debug!(path = request.uri().path(), reason = %refusal, "request refused");
                 Either::Left(ready(Ok(tonic::Status::from(refusal).into_http())))
             }
@@ -102,6 +104,21 @@ impl GuardLayer {
             return Ok(());
         }
         let principal = self.authenticate(request.headers())?;
+        // Who it is, for the request's span (and so every log line in it) and
+        // for the metrics layer outside: ids only, never the token.
+        let span = tracing::Span::current();
+        if let Some(tenant) = principal.tenant_id() {
+            span.record("tenant.id", tracing::field::display(tenant));
+            if let Some(slot) = request.extensions().get::<crate::CallerSlot>() {
+                slot.set(tenant);
+            }
+        }
+        if let Some(user) = principal.user() {
+            span.record("user.id", tracing::field::display(user.user_id));
+        }
+        if let Some(service) = principal.service() {
+            span.record("service.caller", service.name.as_str());
+        }
         if let Err(err) =
             check_tenant_assertion(request.headers(), &principal, request.uri().path())
         {

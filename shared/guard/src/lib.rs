@@ -15,6 +15,7 @@
 //! Only this crate can build a [`RequestContext`], and handlers can only find one
 //! that the guard put on the request: no context, no access (fail-secure).
 
+mod caller;
 mod context;
 mod error;
 mod layer;
@@ -25,6 +26,7 @@ mod security;
 pub mod token;
 mod verifier;
 
+pub use caller::CallerSlot;
 pub use context::RequestContext;
 #[cfg(feature = "test-util")]
 pub use context::RequestContextBuilder;

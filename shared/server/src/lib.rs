@@ -3,10 +3,12 @@
 //! one gRPC server each of them is:
 //!
 //! ```text
-//! request id → guard (authenticate, tenant check, authorize) → health | reflection | service
+//! request id → observe → guard (authenticate, tenant check, authorize) → health | reflection | service
 //! ```
 //!
 //! * **request id** is outermost so that refusals carry the id too;
+//! * **observe** ([`observe`]) opens the RPC's span and measures every call,
+//!   refusals included;
 //! * the **guard** runs for every path; health and reflection are public entries of
 //!   every policy table, so `grpcurl list` and probes need no token;
 //! * **health** (`grpc.health.v1`) reports the service SERVING only once the caller
@@ -18,6 +20,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub mod assembly;
+pub mod observe;
 
 pub use assembly::{
     Assembled, CredentialsFactory, DbUrls, Peers, ServiceEnv, ServiceModule, ServiceSpec,
@@ -68,6 +71,7 @@ pub async fn serve(
         // gRPC keeps connections for long: recycle them so new replicas get traffic.
         .max_connection_age(Duration::from_secs(300))
         .layer(RequestIdLayer)
+        .layer(observe::ObserveLayer::default())
         .layer(guard)
         .add_routes(routes)
         .add_service(health_service)

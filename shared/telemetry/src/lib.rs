@@ -86,12 +86,39 @@ pub fn init(service_name: &'static str, default_format: LogFormat) -> anyhow::Re
 /// # Errors
 /// When the listener cannot be bound or a recorder is already installed.
 pub fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    // Durations as histograms (with buckets), not summaries: they aggregate
+    // across replicas.
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_owned()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ],
+        )?
         .install()?;
     metrics::describe_counter!(
         "tenant_mismatch_total",
         "requests whose x-tenant-id named another tenant than their token"
+    );
+    metrics::describe_counter!(
+        "grpc_server_handled_total",
+        "RPCs completed, by service, method and gRPC status code"
+    );
+    metrics::describe_histogram!(
+        "grpc_server_handling_seconds",
+        metrics::Unit::Seconds,
+        "time from the request to the end of the response stream"
+    );
+    metrics::describe_counter!(
+        "tenant_requests_total",
+        "RPCs by caller tenant (the 20 busiest by id, the rest as other) and status code"
+    );
+    metrics::describe_gauge!("active_tenants", "tenants that called in the last minute");
+    metrics::describe_counter!(
+        "tenant_context_error_total",
+        "requests the guard refused, by kind (missing_token, expired, tenant_mismatch, forbidden, ...)"
     );
     metrics::describe_gauge!("outbox_pending", "outbox messages not yet delivered");
     metrics::describe_gauge!(

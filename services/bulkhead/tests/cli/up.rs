@@ -76,11 +76,114 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
             .status;
         assert_eq!(status, ServingStatus::Serving as i32, "{service}");
     }
+    // A forged x-tenant-id and a call without a token move the counters.
+    let password =
+        std::fs::read_to_string(data.path().join("admin-password")).expect("admin password");
+    let channel = |port: u16| {
+        tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
+            .expect("endpoint")
+            .connect_lazy()
+    };
+    let login =
+        bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient::new(channel(50051))
+            .login(bulkhead_proto::auth::v1::LoginRequest {
+                email: "admin@bulkhead.local".into(),
+                password: password.trim().into(),
+                tenant_slug: String::new(),
+            })
+            .await
+            .expect("login")
+            .into_inner();
+    let token = login.tokens.expect("tokens").access_token;
+    let tenant_id = login.tenant.expect("tenant").id;
+    let mut tenants =
+        bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient::new(channel(50052));
+    let mut forged = bulkhead_testkit::bearer(
+        &token,
+        bulkhead_proto::tenant::v1::ListTenantsRequest::default(),
+    );
+    forged.metadata_mut().insert(
+        "x-tenant-id",
+        "01a23b2c-0000-7000-8000-000000000000"
+            .parse()
+            .expect("ascii"),
+    );
+    let refused = tenants.list_tenants(forged).await.expect_err("forged");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    let anonymous = tenants
+        .list_tenants(bulkhead_proto::tenant::v1::ListTenantsRequest::default())
+        .await
+        .expect_err("no token");
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+
     let metrics = http_get(&format!("{host}:9464"), "/metrics").await;
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let value = |name: &str, labels: &[&str]| -> Option<f64> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .next()
+    };
     assert!(
         metrics.contains("outbox_pending"),
         "the relay publishes its backlog: {metrics}"
+    );
+    assert_eq!(value("tenant_mismatch_total ", &[]), Some(1.0), "{metrics}");
+    assert_eq!(
+        value("tenant_context_error_total{", &["kind=\"tenant_mismatch\""]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("tenant_context_error_total{", &["kind=\"missing_token\""]),
+        Some(1.0),
+        "{metrics}"
+    );
+    let list_tenants = [
+        "grpc_service=\"bulkhead.tenant.v1.TenantService\"",
+        "grpc_method=\"ListTenants\"",
+    ];
+    for code in ["PermissionDenied", "Unauthenticated"] {
+        let labels = [
+            list_tenants[0],
+            list_tenants[1],
+            &format!("grpc_code=\"{code}\""),
+        ];
+        assert_eq!(
+            value("grpc_server_handled_total{", &labels),
+            Some(1.0),
+            "{code}: {metrics}"
+        );
+    }
+    assert!(
+        value(
+            "grpc_server_handled_total{",
+            &["grpc_method=\"Login\"", "grpc_code=\"Ok\""]
+        )
+        .is_some(),
+        "{metrics}"
+    );
+    assert!(
+        value("grpc_server_handling_seconds_bucket{", &list_tenants).is_some(),
+        "durations are histograms: {metrics}"
+    );
+    // The forged call is counted in the token's own tenant; the anonymous
+    // one in none.
+    assert_eq!(
+        value(
+            "tenant_requests_total{",
+            &[
+                &format!("tenant=\"{tenant_id}\""),
+                "grpc_code=\"PermissionDenied\""
+            ]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        value("active_tenants ", &[]).is_some_and(|n| n >= 1.0),
+        "{metrics}"
     );
 
     let pid_file = data.path().join("postgres/data/postmaster.pid");
