@@ -46,6 +46,12 @@ impl GuardLayer {
         self
     }
 
+    /// The policy table: the methods this server knows.
+    #[must_use]
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy)
+    }
+
     /// Refuses requests in the tenants of `inactive` with `FAILED_PRECONDITION`.
     #[must_use]
     pub fn with_inactive_tenants(mut self, inactive: InactiveTenants) -> Self {

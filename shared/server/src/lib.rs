@@ -71,7 +71,7 @@ pub async fn serve(
         // gRPC keeps connections for long: recycle them so new replicas get traffic.
         .max_connection_age(Duration::from_secs(300))
         .layer(RequestIdLayer)
-        .layer(observe::ObserveLayer::default())
+        .layer(observe::ObserveLayer::new(guard.policy()))
         .layer(guard)
         .add_routes(routes)
         .add_service(health_service)

@@ -12,6 +12,13 @@
 //!   [`TOP_TENANTS`] busiest tenants of the last minute by id, and `other`
 //!   for the rest (bounded cardinality, however many tenants call);
 //! * `active_tenants`: the tenants that called in the last minute.
+//!
+//! Labels and span names come from the policy table: a path it does not know
+//! (anyone may send any path, with or without a token) is `unknown`, so
+//! callers cannot mint series. Codes are spelled as gRPC's own tooling spells
+//! them (`OK`, `PermissionDenied`, `Canceled`). A call dropped before its end
+//! (the client went away, or its deadline passed) is counted as `Canceled` or
+//! `DeadlineExceeded`.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -20,7 +27,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bulkhead_context::TenantId;
-use bulkhead_guard::{CallerSlot, RequestId};
+use bulkhead_guard::{CallerSlot, Policy, RequestId};
 use futures_util::future::BoxFuture;
 use http_body::{Body, Frame, SizeHint};
 use tracing::Instrument as _;
@@ -35,9 +42,21 @@ const WINDOW: Duration = Duration::from_secs(60);
 const MAX_COUNTED: usize = 10_000;
 
 /// The layer (outside the guard, inside the request id).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ObserveLayer {
+    policy: Arc<Policy>,
     tenants: Arc<Mutex<TenantWindow>>,
+}
+
+impl ObserveLayer {
+    /// Measures the calls of a server whose methods are `policy`'s.
+    #[must_use]
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Self {
+            policy,
+            tenants: Arc::default(),
+        }
+    }
 }
 
 impl<S> tower_layer::Layer<S> for ObserveLayer {
@@ -45,6 +64,7 @@ impl<S> tower_layer::Layer<S> for ObserveLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Observe {
             inner,
+            policy: Arc::clone(&self.policy),
             tenants: Arc::clone(&self.tenants),
         }
     }
@@ -54,6 +74,7 @@ impl<S> tower_layer::Layer<S> for ObserveLayer {
 #[derive(Debug, Clone)]
 pub struct Observe<S> {
     inner: S,
+    policy: Arc<Policy>,
     tenants: Arc<Mutex<TenantWindow>>,
 }
 
@@ -72,7 +93,18 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let (service, method) = split_path(request.uri().path());
+        let started = Instant::now();
+        let path = request.uri().path();
+        let (service, method) = if self.policy.rule(path).is_some() {
+            split_path(path)
+        } else {
+            ("unknown".to_owned(), "unknown".to_owned())
+        };
+        let deadline = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(grpc_timeout);
         let request_id = request
             .extensions()
             .get::<RequestId>()
@@ -99,13 +131,22 @@ where
             service,
             method,
             slot,
-            started: Instant::now(),
+            started,
+            deadline,
+            done: false,
             span: span.clone(),
             tenants: Arc::clone(&self.tenants),
         };
         Box::pin(
             async move {
-                let response = future.await?;
+                let mut call = call;
+                let response = match future.await {
+                    Ok(response) => response,
+                    Err(err) => {
+                        call.finish(tonic::Code::Unavailable);
+                        return Err(err);
+                    }
+                };
                 // A trailers-only answer (a refusal, an error) has its status in
                 // the headers; otherwise it comes with the body's trailers.
                 let call = match grpc_code(response.headers()) {
@@ -138,19 +179,65 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
         .map(|v| tonic::Code::from_bytes(v.as_bytes()))
 }
 
-/// What is measured when the call ends.
+/// A `grpc-timeout` header value (`100m`, `5S`…) as a duration.
+fn grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// A code as gRPC's own tooling (and go-grpc-prometheus dashboards) spell it.
+fn code_name(code: tonic::Code) -> String {
+    match code {
+        tonic::Code::Ok => "OK".to_owned(),
+        tonic::Code::Cancelled => "Canceled".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// What is measured when the call ends; a call dropped before that is
+/// measured as it is dropped.
 struct Call {
     service: String,
     method: String,
     slot: CallerSlot,
     started: Instant,
+    /// The caller's deadline (`grpc-timeout`), if it sent one.
+    deadline: Option<Duration>,
+    done: bool,
     span: tracing::Span,
     tenants: Arc<Mutex<TenantWindow>>,
 }
 
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.done {
+            let expired = self
+                .deadline
+                .is_some_and(|deadline| self.started.elapsed() >= deadline);
+            self.finish(if expired {
+                tonic::Code::DeadlineExceeded
+            } else {
+                tonic::Code::Cancelled
+            });
+        }
+    }
+}
+
 impl Call {
-    fn finish(self, code: tonic::Code) {
-        let code_name = format!("{code:?}");
+    fn finish(&mut self, code: tonic::Code) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let code_name = code_name(code);
         self.span.record("rpc.grpc.status_code", i32::from(code));
         metrics::counter!("grpc_server_handled_total",
             "grpc_service" => self.service.clone(),
@@ -158,8 +245,8 @@ impl Call {
             "grpc_code" => code_name.clone())
         .increment(1);
         metrics::histogram!("grpc_server_handling_seconds",
-            "grpc_service" => self.service,
-            "grpc_method" => self.method)
+            "grpc_service" => self.service.clone(),
+            "grpc_method" => self.method.clone())
         .record(self.started.elapsed().as_secs_f64());
         if let Some(tenant) = self.slot.tenant() {
             let (label, active) = self
@@ -176,7 +263,7 @@ impl Call {
 }
 
 /// A response body that measures the call when its trailers pass (or, if the
-/// client goes away first, when it is dropped: CANCELLED).
+/// client goes away first, when it is dropped: the call's own `Drop`).
 pub struct Observed<B> {
     body: B,
     call: Option<Call>,
@@ -187,14 +274,6 @@ impl<B> std::fmt::Debug for Observed<B> {
         f.debug_struct("Observed")
             .field("pending", &self.call.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-impl<B> Drop for Observed<B> {
-    fn drop(&mut self) {
-        if let Some(call) = self.call.take() {
-            call.finish(tonic::Code::Cancelled);
-        }
     }
 }
 
@@ -210,19 +289,19 @@ impl<B: Body + Unpin> Body for Observed<B> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(code) = frame.trailers_ref().and_then(grpc_code)
-                    && let Some(call) = self.call.take()
+                    && let Some(mut call) = self.call.take()
                 {
                     call.finish(code);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
-                if let Some(call) = self.call.take() {
+                if let Some(mut call) = self.call.take() {
                     call.finish(tonic::Code::Internal);
                 }
             }
             Poll::Ready(None) => {
                 // Ended without trailers: nothing says how it went.
-                if let Some(call) = self.call.take() {
+                if let Some(mut call) = self.call.take() {
                     call.finish(tonic::Code::Unknown);
                 }
             }
@@ -316,6 +395,17 @@ mod tests {
         let (label, active) = window.count(tenants[49], start + WINDOW);
         assert_eq!(label, tenants[49].to_string());
         assert_eq!(active, 50);
+    }
+
+    #[test]
+    fn deadlines_and_codes_read_as_grpc_writes_them() {
+        assert_eq!(grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(grpc_timeout("5"), None);
+        assert_eq!(grpc_timeout(""), None);
+        assert_eq!(code_name(tonic::Code::Ok), "OK");
+        assert_eq!(code_name(tonic::Code::Cancelled), "Canceled");
+        assert_eq!(code_name(tonic::Code::PermissionDenied), "PermissionDenied");
     }
 
     #[test]

@@ -102,11 +102,10 @@ const ALLOW: &str = "bulkhead-validate: allow: ";
 
 /// The reason of a declared exception, if `comment` declares one.
 fn allowed(comment: Option<&str>) -> Option<&str> {
-    comment.and_then(|c| c.strip_prefix(ALLOW))
+    comment
+        .and_then(|c| c.strip_prefix(ALLOW))
+        .filter(|reason| !reason.trim().is_empty())
 }
-
-/// The settings a policy may scope rows by.
-const SCOPES: [&str; 2] = ["app.tenant_id", "app.user_id"];
 
 #[derive(QueryableByName)]
 struct TableRow {
@@ -122,6 +121,8 @@ struct TableRow {
     forced: bool,
     #[diesel(sql_type = Bool)]
     app_reaches: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    comment: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -172,6 +173,18 @@ struct RoleRow {
     owned: i64,
     #[diesel(sql_type = Array<Text>)]
     member_of: Vec<String>,
+    #[diesel(sql_type = Bool)]
+    powers: bool,
+    #[diesel(sql_type = Bool)]
+    create_database: bool,
+    #[diesel(sql_type = Array<Text>)]
+    schemas: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    rls_bypassing_grants: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    definer_functions: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    views: Vec<String>,
 }
 
 #[derive(QueryableByName)]
@@ -197,6 +210,18 @@ struct Id {
 /// # Errors
 /// When the database cannot be read.
 pub async fn known_tenants(tenant_db: &mut AsyncPgConnection) -> Result<Vec<Uuid>, DbError> {
+    // Read as a role that does not see every row, the list would be short and
+    // every row elsewhere an orphan.
+    let sees_all: Vec<Flag> = diesel::sql_query(
+        "SELECT rolsuper OR rolbypassrls AS yes FROM pg_roles WHERE rolname = current_user",
+    )
+    .load(tenant_db)
+    .await?;
+    if !matches!(sees_all.as_slice(), [f, ..] if f.yes) {
+        return Err(DbError::UnsafeSchema(
+            "the Tenant database must be read as a superuser or a BYPASSRLS role".to_owned(),
+        ));
+    }
     let rows: Vec<Id> = diesel::sql_query("SELECT id FROM tenants")
         .load(tenant_db)
         .await?;
@@ -233,7 +258,8 @@ pub async fn validate(
                 COALESCE(t.attnotnull, false) AS tenant_not_null,
                 c.relrowsecurity AS rls, c.relforcerowsecurity AS forced,
                 has_table_privilege($1, c.oid, 'SELECT, INSERT, UPDATE, DELETE')
-                  OR has_any_column_privilege($1, c.oid, 'SELECT, INSERT, UPDATE') AS app_reaches
+                  OR has_any_column_privilege($1, c.oid, 'SELECT, INSERT, UPDATE') AS app_reaches,
+                obj_description(c.oid, 'pg_class') AS comment
            FROM pg_class c
            JOIN pg_namespace n ON n.oid = c.relnamespace
            LEFT JOIN pg_attribute t ON t.attrelid = c.oid AND t.attname = 'tenant_id'
@@ -263,26 +289,21 @@ pub async fn validate(
     .bind::<Text, _>(&app)
     .load(conn)
     .await?;
-    // A table the runtime role reaches only through `app.user_id` policies is
-    // kept per user (Auth's sessions): its tenant_id is an attribute, not its
-    // scope, and its keys are the user's.
-    let user_scoped: Vec<&str> = tables
+    // A table kept per user rather than per tenant (Auth's users and
+    // sessions) is declared so by its migration, in the table's comment: its
+    // policies may then scope by `app.user_id`, and its keys are the user's.
+    let per_user: Vec<&str> = tables
         .iter()
-        .filter(|t| t.tenant)
-        .filter(|t| {
-            let mine: Vec<&PolicyRow> = policies.iter().filter(|p| p.table == t.name).collect();
-            !mine.is_empty()
-                && mine.iter().all(|p| {
-                    [&p.using, &p.check].iter().all(|e| {
-                        e.as_deref().is_none_or(|e| {
-                            e.contains("app.user_id") && !e.contains("app.tenant_id")
-                        })
-                    })
-                })
-        })
+        .filter(|t| allowed(t.comment.as_deref()).is_some())
         .map(|t| t.name.as_str())
         .collect();
-    for table in tables.iter().filter(|t| t.tenant) {
+    let user_scoped: Vec<&str> = per_user
+        .iter()
+        .copied()
+        .filter(|name| is_tenant(name))
+        .collect();
+    // Every tenant table, and every other table the runtime role reaches.
+    for table in tables.iter().filter(|t| t.tenant || t.app_reaches) {
         let rls_ok = table.rls && table.forced;
         let rls_detail = match (table.rls, table.forced) {
             (true, true) => "enabled and forced".to_owned(),
@@ -311,6 +332,7 @@ pub async fn validate(
             );
             continue;
         }
+        let scopes = accepted_scopes(table.tenant, per_user.contains(&table.name.as_str()));
         for policy in mine {
             let object = format!("{}.{}", table.name, policy.name);
             let (ok, detail) = match allowed(policy.comment.as_deref()) {
@@ -318,7 +340,7 @@ pub async fn validate(
                     true,
                     format!("{} policy, declared: {reason}", policy.command),
                 ),
-                None => policy_verdict(policy),
+                None => policy_verdict(policy, &scopes),
             };
             found(Rule::TenantPolicy, &object, ok, detail);
         }
@@ -344,6 +366,7 @@ pub async fn validate(
          SELECT i.relname::text, 'i', t.relname::text,
                 ARRAY(SELECT a.attname::text FROM unnest(ix.indkey::int2[]) WITH ORDINALITY k(n, j)
                         LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.n
+                       WHERE k.j <= ix.indnkeyatts
                        ORDER BY k.j),
                 NULL, ARRAY[]::text[], obj_description(ix.indexrelid, 'pg_class')
            FROM pg_index ix
@@ -351,7 +374,8 @@ pub async fn validate(
            JOIN pg_class t ON t.oid = ix.indrelid
            JOIN pg_namespace n ON n.oid = t.relnamespace
           WHERE n.nspname = 'public' AND ix.indisunique
-            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid)
+            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid
+                             AND c.conrelid = ix.indrelid AND c.contype IN ('p', 'u', 'x'))
           ORDER BY 3, 1",
     )
     .load(conn)
@@ -505,7 +529,35 @@ pub async fn validate(
                   + (SELECT count(*) FROM pg_database WHERE datdba = p.oid) AS owned,
                 ARRAY(SELECT g.rolname::text FROM pg_auth_members m
                         JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = p.oid
-                       ORDER BY 1) AS member_of
+                       ORDER BY 1) AS member_of,
+                COALESCE(p.rolcreaterole OR p.rolreplication OR p.rolcreatedb, false) AS powers,
+                COALESCE(has_database_privilege(p.oid, current_database(), 'CREATE'), false)
+                  AS create_database,
+                ARRAY(SELECT n.nspname::text FROM pg_namespace n
+                       WHERE p.oid IS NOT NULL AND n.nspname NOT LIKE 'pg\\_%'
+                         AND n.nspname <> 'information_schema'
+                         AND (has_schema_privilege(p.oid, n.oid, 'CREATE')
+                              OR (n.nspname <> 'public' AND has_schema_privilege(p.oid, n.oid, 'USAGE')))
+                       ORDER BY 1) AS schemas,
+                ARRAY(SELECT c.relname::text FROM pg_class c
+                        JOIN pg_namespace n ON n.oid = c.relnamespace
+                       WHERE p.oid IS NOT NULL AND n.nspname = 'public' AND c.relkind IN ('r', 'p')
+                         AND has_table_privilege(p.oid, c.oid, 'TRUNCATE, TRIGGER, REFERENCES')
+                       ORDER BY 1) AS rls_bypassing_grants,
+                ARRAY(SELECT f.proname::text FROM pg_proc f
+                        JOIN pg_namespace n ON n.oid = f.pronamespace
+                       WHERE p.oid IS NOT NULL AND n.nspname = 'public' AND f.prosecdef
+                         AND has_function_privilege(p.oid, f.oid, 'EXECUTE')
+                         AND COALESCE(obj_description(f.oid, 'pg_proc'), '')
+                             NOT LIKE 'bulkhead-validate: allow: %'
+                       ORDER BY 1) AS definer_functions,
+                ARRAY(SELECT c.relname::text FROM pg_class c
+                        JOIN pg_namespace n ON n.oid = c.relnamespace
+                       WHERE p.oid IS NOT NULL AND n.nspname = 'public' AND c.relkind IN ('v', 'm')
+                         AND has_table_privilege(p.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE')
+                         AND NOT (c.relkind = 'v'
+                                  AND COALESCE(c.reloptions, '{}') @> ARRAY['security_invoker=true'])
+                       ORDER BY 1) AS views
            FROM unnest($1::text[]) AS r(name)
            LEFT JOIN pg_roles p ON p.rolname = r.name",
     )
@@ -526,17 +578,65 @@ pub async fn validate(
         if role.owned > 0 {
             wrong.push(format!("owns {} object(s)", role.owned));
         }
-        if !role.member_of.is_empty() {
-            wrong.push(format!("is a member of {}", role.member_of.join(", ")));
+        if role.powers {
+            wrong.push("may create roles or databases, or replicate".to_owned());
+        }
+        if role.create_database {
+            wrong.push("may create schemas in the database".to_owned());
+        }
+        // Each list names objects that would let the role around RLS.
+        for (what, names) in [
+            ("is a member of", &role.member_of),
+            (
+                "may create in, or use a schema other than public:",
+                &role.schemas,
+            ),
+            (
+                "may TRUNCATE (which RLS does not see), trigger or reference",
+                &role.rls_bypassing_grants,
+            ),
+            (
+                "may run SECURITY DEFINER functions (their owner's rights, past RLS):",
+                &role.definer_functions,
+            ),
+            (
+                "reaches views that read with their owner's rights:",
+                &role.views,
+            ),
+        ] {
+            if !names.is_empty() {
+                wrong.push(format!("{what} {}", names.join(", ")));
+            }
         }
         let ok = wrong.is_empty();
         let detail = if ok {
-            "no superuser, no BYPASSRLS, owns nothing, member of no role".to_owned()
+            "no superuser, no BYPASSRLS, owns nothing, member of no role, no way around RLS"
+                .to_owned()
         } else {
             wrong.join("; ")
         };
         found(Rule::RuntimeRole, &role.name, ok, detail);
     }
+
+    // The owner: tables, views and functions run with its rights.
+    let owner: Vec<Flag> = diesel::sql_query(
+        "SELECT rolsuper OR rolbypassrls AS yes FROM pg_roles WHERE rolname = $1",
+    )
+    .bind::<Text, _>(schema.owner_role())
+    .load(conn)
+    .await?;
+    let owner_escapes = matches!(owner.as_slice(), [f, ..] if f.yes);
+    found(
+        Rule::RuntimeRole,
+        &schema.owner_role(),
+        !owner_escapes,
+        if owner_escapes {
+            "the owner is a superuser or bypasses RLS: FORCE ROW LEVEL SECURITY binds it no more"
+                .to_owned()
+        } else {
+            "the owner is no superuser and does not bypass RLS".to_owned()
+        },
+    );
 
     // Append-only audit rows.
     let append_only = APPEND_ONLY
@@ -546,7 +646,7 @@ pub async fn validate(
     for table in append_only {
         for role in [app.clone(), schema.platform_role()] {
             let can: Vec<Flag> = diesel::sql_query(
-                "SELECT has_table_privilege($1, $2, 'UPDATE, DELETE')
+                "SELECT has_table_privilege($1, $2, 'UPDATE, DELETE, TRUNCATE')
                         OR has_any_column_privilege($1, $2, 'UPDATE') AS yes",
             )
             .bind::<Text, _>(&role)
@@ -602,11 +702,46 @@ pub async fn validate(
     Ok(findings)
 }
 
+/// The one expression a policy scopes rows by: `column` equal to the
+/// transaction's `setting`, as Postgres prints it back (the form every
+/// migration writes). Nothing looser passes: an `OR`, a `coalesce`, another
+/// column.
+fn scope_expression(column: &str, setting: &str) -> String {
+    format!(
+        "({column} = ( SELECT (NULLIF(current_setting('{setting}'::text, true), ''::text))::uuid AS \"nullif\"))"
+    )
+}
+
+/// The scopes a table's runtime-role policies may use, with their names:
+/// a tenant table's `tenant_id`; the tenant directory's own row (`id`); and,
+/// on a table declared per user, the user's rows.
+fn accepted_scopes(tenant_table: bool, per_user: bool) -> Vec<(String, &'static str)> {
+    let mut scopes = if tenant_table {
+        vec![(
+            scope_expression("tenant_id", "app.tenant_id"),
+            "app.tenant_id",
+        )]
+    } else {
+        vec![(
+            scope_expression("id", "app.tenant_id"),
+            "app.tenant_id (its own row)",
+        )]
+    };
+    if per_user {
+        scopes.push((scope_expression("user_id", "app.user_id"), "app.user_id"));
+        scopes.push((
+            scope_expression("id", "app.user_id"),
+            "app.user_id (their own row)",
+        ));
+    }
+    scopes
+}
+
 /// Whether a runtime-role policy scopes rows as it must, and why.
-fn policy_verdict(policy: &PolicyRow) -> (bool, String) {
+fn policy_verdict(policy: &PolicyRow, scopes: &[(String, &'static str)]) -> (bool, String) {
     let scoped = |expr: &Option<String>| {
         expr.as_deref()
-            .and_then(|e| SCOPES.iter().find(|s| e.contains(*s)).copied())
+            .and_then(|e| scopes.iter().find(|(s, _)| s == e).map(|(_, name)| *name))
     };
     let reads = matches!(
         policy.command.as_str(),
@@ -617,7 +752,7 @@ fn policy_verdict(policy: &PolicyRow) -> (bool, String) {
         return (
             false,
             format!(
-                "{} policy USING ({}) is not scoped by app.tenant_id",
+                "{} policy USING ({}) is not `column = the scope setting`",
                 policy.command,
                 policy.using.as_deref().unwrap_or("none")
             ),
@@ -627,7 +762,7 @@ fn policy_verdict(policy: &PolicyRow) -> (bool, String) {
         return (
             false,
             format!(
-                "{} policy has no WITH CHECK scoped by app.tenant_id ({})",
+                "{} policy has no WITH CHECK that is `column = the scope setting` ({})",
                 policy.command,
                 policy.check.as_deref().unwrap_or("none")
             ),

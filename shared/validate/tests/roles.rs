@@ -25,6 +25,18 @@ async fn a_runtime_role_that_could_escape_is_caught() {
             "is a superuser",
         ),
         (
+            "ALTER ROLE task_app CREATEROLE",
+            "ALTER ROLE task_app NOCREATEROLE",
+            "task_app",
+            "may create roles",
+        ),
+        (
+            "ALTER ROLE task_owner BYPASSRLS",
+            "ALTER ROLE task_owner NOBYPASSRLS",
+            "task_owner",
+            "binds it no more",
+        ),
+        (
             "GRANT task_platform TO task_app",
             "REVOKE task_platform FROM task_app",
             "task_app",

@@ -155,6 +155,81 @@ async fn each_broken_rule_is_caught_on_the_object_that_breaks_it() {
             ],
         ),
         (
+            "a policy that names the setting but lets every row through",
+            "DROP POLICY tenant_isolation ON tasks;
+             CREATE POLICY tenant_isolation ON tasks TO task_app
+                 USING (current_setting('app.tenant_id', true) IS NOT NULL OR true)
+                 WITH CHECK (current_setting('app.tenant_id', true) IS NOT NULL OR true)"
+                .into(),
+            vec![(Rule::TenantPolicy, "tasks.tenant_isolation")],
+        ),
+        (
+            "a policy that falls back to every row when the setting is unset",
+            format!(
+                "DROP POLICY tenant_isolation ON tasks;
+                 CREATE POLICY tenant_isolation ON tasks TO task_app
+                     USING (tenant_id = coalesce(nullif(current_setting('app.tenant_id', true), '')::uuid, tenant_id))
+                     WITH CHECK ({policy})"
+            ),
+            vec![(Rule::TenantPolicy, "tasks.tenant_isolation")],
+        ),
+        (
+            "a policy on another column (a user's rows across tenants)",
+            "CREATE POLICY mine ON tasks FOR SELECT TO task_app
+                 USING (created_by = (SELECT nullif(current_setting('app.user_id', true), '')::uuid))"
+                .into(),
+            vec![(Rule::TenantPolicy, "tasks.mine")],
+        ),
+        (
+            "a unique index with tenant_id only as an INCLUDE column",
+            "CREATE UNIQUE INDEX tasks_title_inc ON tasks (title) INCLUDE (tenant_id)".into(),
+            vec![(Rule::TenantKey, "tasks_title_inc")],
+        ),
+        (
+            "a unique index a cross-tenant foreign key points at",
+            "CREATE UNIQUE INDEX tasks_id_only ON tasks (id);
+             ALTER TABLE compliance_records ADD CONSTRAINT compliance_by_id
+                 FOREIGN KEY (task_id) REFERENCES tasks (id)"
+                .into(),
+            vec![
+                (Rule::TenantKey, "compliance_by_id"),
+                (Rule::TenantKey, "tasks_id_only"),
+            ],
+        ),
+        (
+            "a declaration without a reason",
+            "CREATE UNIQUE INDEX tasks_title_key ON tasks (title);
+             COMMENT ON INDEX tasks_title_key IS 'bulkhead-validate: allow: '"
+                .into(),
+            vec![(Rule::TenantKey, "tasks_title_key")],
+        ),
+        (
+            "TRUNCATE, which row-level security does not see",
+            "GRANT TRUNCATE ON tasks TO task_app".into(),
+            vec![(Rule::RuntimeRole, "task_app")],
+        ),
+        (
+            "a SECURITY DEFINER function anyone may run",
+            "CREATE FUNCTION count_every_task() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+                 AS 'SELECT count(*) FROM tasks'"
+                .into(),
+            vec![
+                (Rule::RuntimeRole, "task_app"),
+                (Rule::RuntimeRole, "task_platform"),
+            ],
+        ),
+        (
+            "a view that reads with its owner's rights",
+            "CREATE VIEW every_task AS SELECT * FROM tasks; GRANT SELECT ON every_task TO task_app"
+                .into(),
+            vec![(Rule::RuntimeRole, "task_app")],
+        ),
+        (
+            "a schema of its own",
+            "CREATE SCHEMA side; GRANT USAGE ON SCHEMA side TO task_app".into(),
+            vec![(Rule::RuntimeRole, "task_app")],
+        ),
+        (
             "a row of a tenant Tenant does not know",
             "INSERT INTO tasks (tenant_id, id, title, status, created_by)
              VALUES (gen_random_uuid(), gen_random_uuid(), 'orphan', 'PENDING', gen_random_uuid())"
@@ -175,27 +250,64 @@ async fn each_broken_rule_is_caught_on_the_object_that_breaks_it() {
         assert_eq!(got, want, "{what}:\n{}", table(&findings));
     }
 
+    // A table without tenant_id that the runtime role reaches (Auth's users)
+    // is held to RLS too.
+    let auth = &bulkhead_auth::SCHEMA;
+    let db = broken(auth, "ALTER TABLE users NO FORCE ROW LEVEL SECURITY").await;
+    let findings = check(&db, auth, Some(&[]), Options::default()).await;
+    assert_eq!(
+        failures(&findings),
+        [(Rule::RowLevelSecurity, "users".to_owned())],
+        "{}",
+        table(&findings)
+    );
+    // A policy by user on an undeclared table is no tenant scope.
+    let db = broken(auth, "COMMENT ON TABLE sessions IS NULL").await;
+    let findings = check(&db, auth, Some(&[]), Options::default()).await;
+    let mut got = failures(&findings);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (Rule::TenantPolicy, "sessions.own_sessions".to_owned()),
+            (Rule::TenantKey, "sessions_pkey".to_owned())
+        ],
+        "{}",
+        table(&findings)
+    );
+
     // Audit rows a runtime role could change.
     let audit = &bulkhead_audit::SCHEMA;
-    for (sql, object) in [
-        ("GRANT UPDATE ON events TO audit_app", "events (audit_app)"),
+    for (sql, object, truncate) in [
+        (
+            "GRANT UPDATE ON events TO audit_app",
+            "events (audit_app)",
+            false,
+        ),
+        (
+            "GRANT TRUNCATE ON events TO audit_platform",
+            "events (audit_platform)",
+            true,
+        ),
         (
             "GRANT DELETE ON prunes TO audit_platform",
             "prunes (audit_platform)",
+            false,
         ),
         (
             "GRANT UPDATE (jws) ON checkpoints TO audit_platform",
             "checkpoints (audit_platform)",
+            false,
         ),
     ] {
         let db = broken(audit, sql).await;
         let findings = check(&db, audit, Some(&[]), Options::default()).await;
-        assert_eq!(
-            failures(&findings),
-            [(Rule::AppendOnly, object.to_owned())],
-            "{sql}:\n{}",
-            table(&findings)
-        );
+        let mut want = vec![(Rule::AppendOnly, object.to_owned())];
+        if truncate {
+            // TRUNCATE also passes RLS by: the role rule sees it too.
+            want.insert(0, (Rule::RuntimeRole, "audit_platform".to_owned()));
+        }
+        assert_eq!(failures(&findings), want, "{sql}:\n{}", table(&findings));
     }
 }
 

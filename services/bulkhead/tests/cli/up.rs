@@ -116,8 +116,26 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
         .expect_err("no token");
     assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
 
+    // A path nobody serves, sent without a token: counted, but under no
+    // label the caller chose.
+    let mut grpc = tonic::client::Grpc::new(channel(50053));
+    grpc.ready().await.expect("ready");
+    let invented: Result<tonic::Response<()>, tonic::Status> = grpc
+        .unary(
+            tonic::Request::new(()),
+            "/invented.Service/Method_a1b2c3".parse().expect("path"),
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await;
+    assert_eq!(
+        invented.expect_err("unknown").code(),
+        tonic::Code::Unauthenticated
+    );
+
     let metrics = http_get(&format!("{host}:9464"), "/metrics").await;
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(!metrics.contains("a1b2c3"), "{metrics}");
+    assert!(!metrics.contains("invented"), "{metrics}");
     let value = |name: &str, labels: &[&str]| -> Option<f64> {
         metrics
             .lines()
@@ -137,8 +155,8 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
     );
     assert_eq!(
         value("tenant_context_error_total{", &["kind=\"missing_token\""]),
-        Some(1.0),
-        "{metrics}"
+        Some(2.0),
+        "ListTenants and the invented path, without a token: {metrics}"
     );
     let list_tenants = [
         "grpc_service=\"bulkhead.tenant.v1.TenantService\"",
@@ -159,7 +177,7 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
     assert!(
         value(
             "grpc_server_handled_total{",
-            &["grpc_method=\"Login\"", "grpc_code=\"Ok\""]
+            &["grpc_method=\"Login\"", "grpc_code=\"OK\""]
         )
         .is_some(),
         "{metrics}"
@@ -183,6 +201,18 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
     );
     assert!(
         value("active_tenants ", &[]).is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value(
+            "grpc_server_handled_total{",
+            &[
+                "grpc_service=\"unknown\"",
+                "grpc_method=\"unknown\"",
+                "grpc_code=\"Unauthenticated\""
+            ]
+        ),
+        Some(1.0),
         "{metrics}"
     );
 
