@@ -90,6 +90,26 @@ impl Db {
         Ok(self)
     }
 
+    /// Whether the database answers: a `SELECT 1` as the runtime role, within
+    /// `within` (a pooled connection the server dropped is found broken here,
+    /// and replaced on the next try).
+    ///
+    /// # Errors
+    /// [`DbError::Unavailable`] when no answer comes in time; the query's
+    /// error when it fails.
+    pub async fn ping(&self, within: Duration) -> Result<(), DbError> {
+        use diesel_async::RunQueryDsl as _;
+        let ping = async {
+            let mut conn = self.system().await?;
+            diesel::sql_query("SELECT 1").execute(conn.pg()).await?;
+            Ok::<_, DbError>(())
+        };
+        match tokio::time::timeout(within, ping).await {
+            Ok(result) => result,
+            Err(_) => Err(DbError::Unavailable(format!("no answer within {within:?}"))),
+        }
+    }
+
     /// A connection as the runtime role for work that is not about one tenant:
     /// global tables, health checks, start-up verification. Row-level security
     /// still applies: with no tenant set, tenant tables show no rows and refuse

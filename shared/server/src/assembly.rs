@@ -458,19 +458,33 @@ pub async fn start(
         security_events: Arc::new(std::sync::Mutex::new(Some(security_events))),
         security,
     };
+    let follower_db = env.db.clone();
     let assembled = module.assemble(env).await?;
-    let tasks = assembled.tasks.into_iter().map(tokio::spawn).collect();
-    crate::mark_serving(&health, module.grpc_services()).await;
+    let mut tasks: Vec<_> = assembled.tasks.into_iter().map(tokio::spawn).collect();
+    let services = module.grpc_services();
+    crate::mark_serving(&health, services).await;
+    tasks.push(tokio::spawn(crate::health::follow_database(
+        follower_db,
+        health.clone(),
+        services,
+        shutdown.clone(),
+    )));
+    let shutdown_copy = shutdown.clone();
     let mut stop = shutdown;
-    let server = tokio::spawn(crate::serve(
+    let draining = health.clone();
+    let serving = crate::serve(
         listener,
-        module.grpc_services(),
+        services,
         assembled.routes,
         layer,
         health,
         async move {
             let _ = stop.wait_for(|stop| *stop).await;
+            // Balancers and probes see NOT_SERVING first; then the listener
+            // closes and the calls in flight finish.
+            crate::mark_not_serving(&draining, services).await;
         },
-    ));
+    );
+    let server = tokio::spawn(crate::health::bounded_drain(serving, shutdown_copy));
     Ok(Started { server, tasks })
 }

@@ -20,6 +20,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub mod assembly;
+pub mod health;
 pub mod observe;
 
 pub use assembly::{
@@ -116,6 +117,18 @@ pub async fn health_for(services: &'static [&'static str]) -> HealthReporter {
         .set_service_status("", ServingStatus::NotServing)
         .await;
     reporter
+}
+
+/// Marks `services` (and the server as a whole) NOT_SERVING.
+pub async fn mark_not_serving(health: &HealthReporter, services: &'static [&'static str]) {
+    for service in services {
+        health
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
 }
 
 /// Marks `services` (and the server as a whole) SERVING.
