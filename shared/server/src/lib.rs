@@ -125,6 +125,7 @@ pub async fn mark_not_serving(health: &HealthReporter, services: &'static [&'sta
         health
             .set_service_status(service, ServingStatus::NotServing)
             .await;
+        metrics::gauge!("service_serving", "grpc_service" => *service).set(0.0);
     }
     health
         .set_service_status("", ServingStatus::NotServing)
@@ -137,6 +138,7 @@ pub async fn mark_serving(health: &HealthReporter, services: &'static [&'static 
         health
             .set_service_status(service, ServingStatus::Serving)
             .await;
+        metrics::gauge!("service_serving", "grpc_service" => *service).set(1.0);
     }
     health.set_service_status("", ServingStatus::Serving).await;
 }

@@ -116,6 +116,10 @@ pub fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
         "RPCs by caller tenant (the 20 busiest by id, the rest as other) and status code"
     );
     metrics::describe_gauge!("active_tenants", "tenants that called in the last minute");
+    metrics::describe_gauge!(
+        "service_serving",
+        "1 while the service reports SERVING (its database answers), 0 otherwise"
+    );
     metrics::describe_counter!(
         "tenant_context_error_total",
         "requests the guard refused, by kind (missing_token, expired, tenant_mismatch, forbidden, ...)"

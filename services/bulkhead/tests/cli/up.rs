@@ -216,6 +216,24 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
         "{metrics}"
     );
 
+    // Every metric the alert rules name is in the scrape (a renamed metric
+    // would leave an alert that can never fire).
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/prometheus/alerts.yml"
+    ))
+    .expect("alert rules");
+    let named = metrics_named(&rules);
+    assert!(named.len() >= 6, "{named:?}");
+    for name in &named {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
+            "the alert rules name {name}, which up does not export:\n{metrics}"
+        );
+    }
+
     let pid_file = data.path().join("postgres/data/postmaster.pid");
     assert!(
         pid_file.exists(),
@@ -241,6 +259,70 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
     let stderr = std::fs::read_to_string(data.path().join("stderr.log")).unwrap_or_default();
     assert!(status.success(), "up exits cleanly: {status:?}\n{stderr}");
     assert!(!pid_file.exists(), "postgres was stopped with it");
+}
+
+/// The metric names in the `expr:` lines of Prometheus rules: identifiers
+/// that are not label names (followed by `=`, `!` or `~`, or inside `by (…)`),
+/// functions (followed by `(`) or PromQL words.
+fn metrics_named(rules: &str) -> std::collections::BTreeSet<String> {
+    const WORDS: [&str; 12] = [
+        "by", "without", "on", "ignoring", "and", "or", "unless", "sum", "min", "max", "avg",
+        "count",
+    ];
+    let mut names = std::collections::BTreeSet::new();
+    let mut in_expr = false;
+    for line in rules.lines() {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("expr:") {
+            in_expr = true;
+            scan(rest, &mut names, &WORDS);
+        } else if in_expr && line.starts_with("          ") && !trimmed.contains(':') {
+            scan(trimmed, &mut names, &WORDS);
+        } else {
+            in_expr = false;
+        }
+    }
+    names
+}
+
+fn scan(expr: &str, names: &mut std::collections::BTreeSet<String>, words: &[&str]) {
+    // Drop quoted strings and range selectors (`[5m]`); `by (…)` below.
+    let mut cleaned = String::new();
+    let (mut in_quotes, mut in_range) = (false, false);
+    for c in expr.chars() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            '[' if !in_quotes => in_range = true,
+            ']' if !in_quotes => in_range = false,
+            _ if !in_quotes && !in_range => cleaned.push(c),
+            _ => {}
+        }
+    }
+    let bytes = cleaned.as_bytes();
+    let mut i = 0;
+    let mut skip_group = false;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_lowercase() || bytes[i] == b'_' {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            let word = &cleaned[start..i];
+            let next = cleaned[i..].trim_start().chars().next();
+            if words.contains(&word) {
+                skip_group = matches!(word, "by" | "without");
+            } else if skip_group || matches!(next, Some('(' | '=' | '!' | '~')) {
+                // A function, a label, or a grouping label list.
+            } else {
+                names.insert(word.to_owned());
+            }
+        } else {
+            if bytes[i] == b')' {
+                skip_group = false;
+            }
+            i += 1;
+        }
+    }
 }
 
 /// A bare HTTP/1.1 GET (the metrics endpoint needs nothing more).
