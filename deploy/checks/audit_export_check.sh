@@ -28,6 +28,8 @@ trap stop EXIT
 for _ in $(seq 1 120); do grep -q '^Ctrl-C' "$work/up.out" 2>/dev/null && break; sleep 1; done
 grep -q '^Ctrl-C' "$work/up.out" || { cat "$work/up.err"; exit 1; }
 
+# PyJWT, an independent JWT implementation, verifies a token Auth issued.
+bash "$here/pyjwt_verify.sh" "$bulkhead" "$work/data" "$AUTH_ADDR"
 bash "$here/../demo/task-walkthrough.sh" >"$work/walk.out" 2>&1 || { cat "$work/walk.out"; exit 1; }
 # The catalog's walk: one of two overlapping bookings confirmed, the other
 # tenant refused by id four times, and its events reach Audit (checked below

@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # A second check that Auth's tokens are standard JWTs: PyJWT (with `cryptography`)
-# verifies one with nothing but the published JWK set, and refuses a forged one.
-# The test suite does the same with a Rust implementation (jwt-simple); this one
-# runs in CI, where Python is at hand.
+# verifies one Auth issued at Login with nothing but the published JWK set, and
+# refuses a forged one. The test suite does the same with a Rust implementation
+# (jwt-simple); this one runs in CI, where Python is at hand, against a running
+# `bulkhead up` (its data folder and Auth's address).
 #
-#   bash deploy/checks/pyjwt_verify.sh [path/to/bulkhead]
+#   bash deploy/checks/pyjwt_verify.sh path/to/bulkhead DATA_DIR AUTH_ADDR
 #
-# Needs python3 with `pip install 'pyjwt[crypto]'`. The token is minted the way
-# Auth signs (same key format, claims and signing code) with a throwaway key
-# folder, and the JWK set is what `GetJwks` publishes for it (`bulkhead jwks`).
+# Needs python3 with `pip install 'pyjwt[crypto]'` and grpcurl.
 set -euo pipefail
-bulkhead=${1:-target/debug/bulkhead}
+bulkhead=$1 data=$2 auth=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-"$bulkhead" token --data-dir "$work" --role OWNER --tenant-slug acme 2>/dev/null >"$work/token"
-"$bulkhead" jwks --data-dir "$work" >"$work/jwks.json"
+grpcurl -plaintext -d "{\"email\":\"admin@bulkhead.local\",\"password\":\"$(cat "$data/admin-password")\"}" \
+  "$auth" bulkhead.auth.v1.AuthService/Login \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["tokens"]["accessToken"])' >"$work/token"
+"$bulkhead" jwks --data-dir "$data" >"$work/jwks.json"
 
 python3 - "$work/jwks.json" "$work/token" <<'PY'
 import json, sys
@@ -32,7 +33,7 @@ def verify(token):
     return jwt.decode(token, key.key, algorithms=["EdDSA"], audience="bulkhead", issuer="bulkhead-auth")
 
 claims = verify(token)
-assert claims["trole"] == "OWNER" and claims["tslug"] == "acme", claims
+assert claims["trole"] == "OWNER" and claims["tslug"] == "default", claims
 forged = token[:-5] + ("B" if token[-5] == "A" else "A") + token[-4:]
 try:
     verify(forged)

@@ -32,6 +32,10 @@ pub struct VerifierConfig {
     pub cache_capacity: u64,
     /// Longest a verified token stays cached, whatever its `exp`.
     pub cache_ttl_cap: Duration,
+    /// Longest lifetime (`exp - iat`) of a token accepted: Auth's tokens live
+    /// 15 minutes, and a token minted for longer (a leaked key, a careless
+    /// break-glass) is refused whatever its signature.
+    pub max_lifetime: Duration,
 }
 
 impl Default for VerifierConfig {
@@ -43,6 +47,7 @@ impl Default for VerifierConfig {
             max_token_bytes: 4096,
             cache_capacity: 100_000,
             cache_ttl_cap: Duration::from_secs(15 * 60),
+            max_lifetime: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -195,6 +200,9 @@ impl TokenVerifier {
                 _ => GuardError::InvalidToken,
             }
         })?;
+        if data.claims.exp.saturating_sub(data.claims.iat) > self.config.max_lifetime.as_secs() {
+            return Err(GuardError::InvalidToken);
+        }
         let expires_at = data.claims.exp;
         let identity = data
             .claims

@@ -424,6 +424,35 @@ async fn expired_not_yet_valid_and_foreign_tokens_are_refused() {
 }
 
 #[tokio::test]
+async fn a_token_minted_to_live_over_an_hour_is_refused_whatever_its_signature() {
+    let mut h = harness().await;
+    let user = alice(TenantRole::Viewer);
+    let now = unix_now();
+    let mut long = claims(&user);
+    long.iat = now;
+    long.nbf = now;
+    long.exp = now + 3600 + 60;
+    let token = h.key.sign(&long).expect("sign");
+    let status = h
+        .client
+        .who_am_i(bearer(&token))
+        .await
+        .expect_err("over the lifetime cap");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(status.message(), "invalid token");
+    // Just under the cap: accepted.
+    let mut hour = claims(&user);
+    hour.iat = now;
+    hour.nbf = now;
+    hour.exp = now + 3600;
+    let token = h.key.sign(&hour).expect("sign");
+    h.client
+        .who_am_i(bearer(&token))
+        .await
+        .expect("an hour is the cap");
+}
+
+#[tokio::test]
 async fn oversize_tokens_are_refused_before_parsing() {
     let mut h = harness().await;
     let mut user = alice(TenantRole::Viewer);

@@ -43,7 +43,8 @@ enum Command {
     /// Print the public keys of `up`'s key folder as an RFC 7517 JWK set (what
     /// `serve --jwks-file` reads, and what Auth's GetJwks answers).
     Jwks(keys::JwksArgs),
-    /// Mint an access token with the local signing key (break-glass; for `up`).
+    /// Mint an access token with the local signing key (break-glass, for a
+    /// running `up`): an hour at most, recorded in the audit trail first.
     Token(token::Args),
     /// A service's outbox: list the messages set aside as dead letters, resend them.
     Outbox(outbox::Args),
@@ -69,7 +70,7 @@ impl Cli {
             Command::Bootstrap(args) => bootstrap::run(args).await,
             Command::RotateKey(args) => keys::rotate(&args),
             Command::Jwks(args) => keys::jwks(&args),
-            Command::Token(args) => token::run(args),
+            Command::Token(args) => token::run(args).await,
             Command::Outbox(args) => outbox::run(args).await,
             Command::Audit(args) => audit::run(&args).await,
             Command::Validate(args) => validate::run(args).await,

@@ -1,4 +1,7 @@
-//! `bulkhead token`: a break-glass access token minted with `up`'s local key.
+//! `bulkhead token`: a break-glass access token minted with `up`'s local key,
+//! for an hour at most (verifiers refuse longer lifetimes), and recorded in the
+//! audit trail before it is printed: in the platform chain and in the trail
+//! of the tenant it is for. No record, no token.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,8 +32,8 @@ pub struct Args {
     /// Platform role SUPER_ADMIN.
     #[arg(long)]
     super_admin: bool,
-    /// Lifetime in minutes.
-    #[arg(long, default_value_t = 15)]
+    /// Lifetime in minutes, 1 to 60.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=60))]
     ttl_minutes: u64,
 }
 
@@ -54,7 +57,7 @@ impl From<Role> for TenantRole {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args) -> anyhow::Result<()> {
     let ring = keys::load_ring(&args.data_dir.join("keys"), keys::KEY_GRACE)?;
     let key = ring.signing_key(bulkhead_guard::token::unix_now()).clone();
     let user = TenantUser {
@@ -82,12 +85,54 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &user,
         Duration::from_secs(args.ttl_minutes * 60),
     );
+    let token = key.sign(&claims)?;
+    record(&args.data_dir, &user, args.ttl_minutes)
+        .await
+        .map_err(|e| anyhow::anyhow!("the mint could not be recorded in the audit trail, so no token: {e} (is `bulkhead up` running on {}?)", args.data_dir.display()))?;
     eprintln!(
-        "break-glass token for user {} in tenant {} ({}); this mint is not in the audit trail yet",
+        "break-glass token for user {} in tenant {} ({}), {} minutes; recorded as auth.break_glass_token",
         user.user_id,
         user.tenant_id,
-        user.tenant_role.as_str()
+        user.tenant_role.as_str(),
+        args.ttl_minutes
     );
-    println!("{}", key.sign(&claims)?);
+    println!("{token}");
+    Ok(())
+}
+
+/// Writes the mint into Auth's outbox (through `up`'s cluster, as Auth's
+/// platform role): an event in the platform chain and one in the tenant's.
+async fn record(
+    data_dir: &std::path::Path,
+    user: &TenantUser,
+    ttl_minutes: u64,
+) -> anyhow::Result<()> {
+    use bulkhead_outbox::audit::{Actor, Event};
+    let schema = bulkhead::services::ServiceKind::Auth.schema();
+    let db = super::cross_tenant_db(None, data_dir, schema, &schema.platform_role()).await?;
+    let actor = Actor {
+        user_id: None,
+        service: Some("bulkhead-cli".to_owned()),
+        request_id: user.session_id.to_string(),
+        trace_id: None,
+    };
+    let details = serde_json::json!({
+        "user_id": user.user_id.to_string(),
+        "tenant_id": user.tenant_id.to_string(),
+        "tenant_role": user.tenant_role.as_str(),
+        "super_admin": user.platform_role == PlatformRole::SuperAdmin,
+        "ttl_minutes": ttl_minutes,
+        "os_user": std::env::var("USER").unwrap_or_default(),
+    });
+    db.platform_tx(async |tx| {
+        for tenant in [TenantId::from_uuid(uuid::Uuid::nil()), user.tenant_id] {
+            Event::new("auth.break_glass_token", "session", user.session_id)
+                .new_value(details.clone())
+                .record_for(tx, tenant, &actor)
+                .await?;
+        }
+        Ok::<_, bulkhead_db::DbError>(())
+    })
+    .await?;
     Ok(())
 }

@@ -216,6 +216,70 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
         "{metrics}"
     );
 
+    // A break-glass token: an hour at most, and recorded before it is given.
+    let mint = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .arg("token")
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(args)
+            .output()
+            .expect("bulkhead token runs")
+    };
+    let too_long = mint(&["--ttl-minutes", "61"]);
+    assert!(!too_long.status.success());
+    assert!(too_long.stdout.is_empty());
+    let minted = mint(&["--role", "OWNER", "--tenant-id", &tenant_id]);
+    assert!(minted.status.success(), "{minted:?}");
+    let break_glass = String::from_utf8(minted.stdout).expect("utf-8");
+    tenants
+        .list_members(bulkhead_testkit::bearer(
+            break_glass.trim(),
+            bulkhead_proto::tenant::v1::ListMembersRequest::default(),
+        ))
+        .await
+        .expect("the break-glass token works");
+    let mut audit =
+        bulkhead_proto::audit::v1::audit_service_client::AuditServiceClient::new(channel(50054));
+    for platform in [true, false] {
+        let query = bulkhead_proto::audit::v1::QueryEventsRequest {
+            filter: Some(bulkhead_proto::audit::v1::AuditEventFilter {
+                action: "auth.break_glass_token".into(),
+                ..Default::default()
+            }),
+            platform,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        loop {
+            let found = audit
+                .query_events(bulkhead_testkit::bearer(&token, query.clone()))
+                .await
+                .expect("query")
+                .into_inner()
+                .events;
+            if found.len() == 1 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the mint is in the {} trail",
+                if platform { "platform" } else { "tenant's" }
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // With no cluster to record it in, no token.
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let unrecorded = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .arg("token")
+        .arg("--data-dir")
+        .arg(elsewhere.path())
+        .output()
+        .expect("bulkhead token runs");
+    assert!(!unrecorded.status.success());
+    assert!(unrecorded.stdout.is_empty(), "{unrecorded:?}");
+
     // Every metric the alert rules name is in the scrape (a renamed metric
     // would leave an alert that can never fire).
     let rules = std::fs::read_to_string(concat!(
