@@ -144,11 +144,19 @@ impl TokenVerifier {
                     .is_none_or(|alg| alg == jsonwebtoken::jwk::KeyAlgorithm::EdDSA)
             })
             .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
-            .collect();
-        *self
+            .collect::<HashMap<_, _>>();
+        let mut trusted = self
             .keys
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A key taken away (compromised, retired) takes its tokens with it at
+        // once: none stays verified in the cache.
+        let removed = trusted.keys().any(|kid| !keys.contains_key(kid));
+        *trusted = keys;
+        drop(trusted);
+        if removed {
+            self.cache.invalidate_all();
+        }
     }
 
     /// Verifies `token`, expecting `token_use`.
@@ -169,7 +177,11 @@ impl TokenVerifier {
             }
         };
         // The cache may keep an entry a moment past `exp`: check on every use.
-        if verified.expires_at + self.config.leeway.as_secs() < unix_now() {
+        if verified
+            .expires_at
+            .saturating_add(self.config.leeway.as_secs())
+            < unix_now()
+        {
             return Err(GuardError::Expired);
         }
         let kind = match verified.identity {
@@ -180,6 +192,22 @@ impl TokenVerifier {
             return Err(GuardError::WrongTokenKind);
         }
         Ok(verified)
+    }
+
+    /// Whether a token's times are those of a token issued for at most
+    /// [`VerifierConfig::max_lifetime`]: its `iat` is not in the future, it
+    /// expires after it and within the lifetime of it, and, whatever `iat`
+    /// says, within the lifetime from now (so no chosen `iat` stretches it).
+    fn lifetime_ok(&self, claims: &Claims, now: u64) -> bool {
+        let (leeway, max) = (
+            self.config.leeway.as_secs(),
+            self.config.max_lifetime.as_secs(),
+        );
+        claims.iat <= now.saturating_add(leeway)
+            && claims.exp > claims.iat
+            && claims.exp - claims.iat <= max
+            && claims.nbf.saturating_add(leeway) >= claims.iat
+            && claims.exp <= now.saturating_add(max).saturating_add(leeway)
     }
 
     fn verify_signature(&self, token: &str) -> Result<Verified, GuardError> {
@@ -200,7 +228,7 @@ impl TokenVerifier {
                 _ => GuardError::InvalidToken,
             }
         })?;
-        if data.claims.exp.saturating_sub(data.claims.iat) > self.config.max_lifetime.as_secs() {
+        if !self.lifetime_ok(&data.claims, unix_now()) {
             return Err(GuardError::InvalidToken);
         }
         let expires_at = data.claims.exp;
@@ -212,5 +240,50 @@ impl TokenVerifier {
             identity,
             expires_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
+
+    use super::*;
+    use crate::token::SigningKey;
+
+    #[test]
+    fn a_removed_key_takes_its_cached_tokens_with_it() {
+        let (old, new) = (SigningKey::generate(), SigningKey::generate());
+        let config = VerifierConfig::default();
+        let verifier = TokenVerifier::new(config.clone(), &old.jwk_set());
+        let user = TenantUser {
+            user_id: UserId::new_v7(),
+            session_id: SessionId::new_v7(),
+            tenant_id: TenantId::new_v7(),
+            tenant_slug: "acme".into(),
+            tenant_role: TenantRole::Viewer,
+            platform_role: PlatformRole::User,
+        };
+        let claims = Claims::access(
+            &config.issuer,
+            &config.audience,
+            &user,
+            Duration::from_secs(600),
+        );
+        let token = old.sign(&claims).expect("sign");
+        assert!(
+            verifier.verify(&token, TokenUse::Access).is_ok(),
+            "cached now"
+        );
+        // Both keys (a rotation): still good.
+        let mut both = old.jwk_set();
+        both.keys.extend(new.jwk_set().keys);
+        verifier.replace_keys(&both);
+        assert!(verifier.verify(&token, TokenUse::Access).is_ok());
+        // The old key withdrawn: refused at once, cached or not.
+        verifier.replace_keys(&new.jwk_set());
+        assert_eq!(
+            verifier.verify(&token, TokenUse::Access).err(),
+            Some(GuardError::InvalidToken)
+        );
     }
 }

@@ -440,6 +440,24 @@ async fn a_token_minted_to_live_over_an_hour_is_refused_whatever_its_signature()
         .expect_err("over the lifetime cap");
     assert_eq!(status.code(), Code::Unauthenticated);
     assert_eq!(status.message(), "invalid token");
+    // A chosen `iat` does not stretch it: far in the future, or at `exp`.
+    let mut late_iat = claims(&user);
+    late_iat.iat = now + 365 * 86_400;
+    late_iat.nbf = now;
+    late_iat.exp = now + 365 * 86_400 + 1800;
+    let mut iat_at_exp = claims(&user);
+    iat_at_exp.iat = now + 365 * 86_400;
+    iat_at_exp.exp = now + 365 * 86_400;
+    let mut max_iat = claims(&user);
+    max_iat.iat = u64::MAX;
+    max_iat.exp = u64::MAX;
+    for forged in [late_iat, iat_at_exp, max_iat] {
+        let token = h.key.sign(&forged).expect("sign");
+        assert_refused(
+            h.client.who_am_i(bearer(&token)).await,
+            Code::Unauthenticated,
+        );
+    }
     // Just under the cap: accepted.
     let mut hour = claims(&user);
     hour.iat = now;

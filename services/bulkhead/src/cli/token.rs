@@ -17,9 +17,12 @@ pub struct Args {
     /// The `up` data folder holding the key.
     #[arg(long, env = "BULKHEAD_DATA_DIR", default_value = ".bulkhead")]
     data_dir: PathBuf,
-    /// Tenant id (default: a random one).
+    /// Tenant id (default: a random one, recorded in the platform chain only).
     #[arg(long)]
     tenant_id: Option<String>,
+    /// Why: recorded with the mint (1–200 characters). Required.
+    #[arg(long, value_parser = reason)]
+    reason: String,
     /// Tenant slug.
     #[arg(long, default_value = "break-glass")]
     tenant_slug: String,
@@ -57,8 +60,25 @@ impl From<Role> for TenantRole {
     }
 }
 
+fn reason(text: &str) -> Result<String, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > 200 || trimmed.chars().any(char::is_control)
+    {
+        return Err("1 to 200 printable characters".to_owned());
+    }
+    Ok(trimmed.to_owned())
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let ring = keys::load_ring(&args.data_dir.join("keys"), keys::KEY_GRACE)?;
+    // Never a new key: a mistyped folder would leave a private key behind.
+    let dir = args.data_dir.join("keys");
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "no keys in {}: is that the data folder of a `bulkhead up`?",
+            dir.display()
+        );
+    }
+    let ring = keys::load_ring(&dir, keys::KEY_GRACE)?;
     let key = ring.signing_key(bulkhead_guard::token::unix_now()).clone();
     let user = TenantUser {
         user_id: args
@@ -86,7 +106,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(args.ttl_minutes * 60),
     );
     let token = key.sign(&claims)?;
-    record(&args.data_dir, &user, args.ttl_minutes)
+    let minted = Minted {
+        user: &user,
+        claims: &claims,
+        kid: key.kid(),
+        reason: &args.reason,
+        own_tenant: args.tenant_id.is_some(),
+    };
+    record(&args.data_dir, &minted)
         .await
         .map_err(|e| anyhow::anyhow!("the mint could not be recorded in the audit trail, so no token: {e} (is `bulkhead up` running on {}?)", args.data_dir.display()))?;
     eprintln!(
@@ -100,35 +127,64 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What is recorded of a mint.
+struct Minted<'a> {
+    user: &'a TenantUser,
+    claims: &'a Claims,
+    kid: &'a str,
+    reason: &'a str,
+    /// Whether the tenant was named (a real one): then its trail gets the
+    /// event too.
+    own_tenant: bool,
+}
+
 /// Writes the mint into Auth's outbox (through `up`'s cluster, as Auth's
-/// platform role): an event in the platform chain and one in the tenant's.
-async fn record(
-    data_dir: &std::path::Path,
-    user: &TenantUser,
-    ttl_minutes: u64,
-) -> anyhow::Result<()> {
+/// platform role): an event in the platform chain, and in the tenant's trail
+/// when a tenant was named. Who ran it is the OS account (its uid, from the
+/// kernel); `$USER` and `$SUDO_USER` are kept as claimed.
+async fn record(data_dir: &std::path::Path, minted: &Minted<'_>) -> anyhow::Result<()> {
     use bulkhead_outbox::audit::{Actor, Event};
     let schema = bulkhead::services::ServiceKind::Auth.schema();
     let db = super::cross_tenant_db(None, data_dir, schema, &schema.platform_role()).await?;
+    let user = minted.user;
+    let uid = nix::unistd::getuid();
+    let account = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default();
     let actor = Actor {
         user_id: None,
         service: Some("bulkhead-cli".to_owned()),
-        request_id: user.session_id.to_string(),
+        request_id: minted.claims.jti.clone(),
         trace_id: None,
     };
     let details = serde_json::json!({
+        "reason": minted.reason,
         "user_id": user.user_id.to_string(),
         "tenant_id": user.tenant_id.to_string(),
+        "tenant_slug": user.tenant_slug,
         "tenant_role": user.tenant_role.as_str(),
         "super_admin": user.platform_role == PlatformRole::SuperAdmin,
-        "ttl_minutes": ttl_minutes,
-        "os_user": std::env::var("USER").unwrap_or_default(),
+        "expire_time": minted.claims.exp,
+        "jti": minted.claims.jti,
+        "kid": minted.kid,
+        "os_uid": uid.as_raw(),
+        "os_account": account,
+        "claimed_user": std::env::var("USER").unwrap_or_default(),
+        "claimed_sudo_user": std::env::var("SUDO_USER").unwrap_or_default(),
+        "host": nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+        "pid": std::process::id(),
     });
+    let mut trails = vec![TenantId::from_uuid(uuid::Uuid::nil())];
+    if minted.own_tenant {
+        trails.push(user.tenant_id);
+    }
     db.platform_tx(async |tx| {
-        for tenant in [TenantId::from_uuid(uuid::Uuid::nil()), user.tenant_id] {
+        for tenant in &trails {
             Event::new("auth.break_glass_token", "session", user.session_id)
                 .new_value(details.clone())
-                .record_for(tx, tenant, &actor)
+                .record_for(tx, *tenant, &actor)
                 .await?;
         }
         Ok::<_, bulkhead_db::DbError>(())

@@ -226,10 +226,20 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
             .output()
             .expect("bulkhead token runs")
     };
-    let too_long = mint(&["--ttl-minutes", "61"]);
+    let too_long = mint(&["--ttl-minutes", "61", "--reason", "test"]);
     assert!(!too_long.status.success());
     assert!(too_long.stdout.is_empty());
-    let minted = mint(&["--role", "OWNER", "--tenant-id", &tenant_id]);
+    let no_reason = mint(&["--role", "OWNER"]);
+    assert!(!no_reason.status.success());
+    assert!(no_reason.stdout.is_empty());
+    let minted = mint(&[
+        "--role",
+        "OWNER",
+        "--tenant-id",
+        &tenant_id,
+        "--reason",
+        "INC-42: restore a deleted member",
+    ]);
     assert!(minted.status.success(), "{minted:?}");
     let break_glass = String::from_utf8(minted.stdout).expect("utf-8");
     tenants
@@ -258,7 +268,12 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
                 .expect("query")
                 .into_inner()
                 .events;
-            if found.len() == 1 {
+            if let [event] = found.as_slice() {
+                let details = format!("{:?}", event.new_value);
+                assert!(
+                    details.contains("INC-42"),
+                    "the reason is recorded: {details}"
+                );
                 break;
             }
             assert!(
@@ -269,16 +284,34 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    // With no cluster to record it in, no token.
+    // The keys without a cluster to record the mint in: no token. A folder
+    // without keys: no token, and no new key left behind.
     let elsewhere = tempfile::tempdir().expect("temp dir");
-    let unrecorded = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-        .arg("token")
-        .arg("--data-dir")
-        .arg(elsewhere.path())
-        .output()
-        .expect("bulkhead token runs");
-    assert!(!unrecorded.status.success());
-    assert!(unrecorded.stdout.is_empty(), "{unrecorded:?}");
+    std::fs::create_dir(elsewhere.path().join("keys")).expect("keys dir");
+    for entry in std::fs::read_dir(data.path().join("keys")).expect("keys") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(
+            &path,
+            elsewhere
+                .path()
+                .join("keys")
+                .join(path.file_name().expect("name")),
+        )
+        .expect("copy");
+    }
+    let empty = tempfile::tempdir().expect("temp dir");
+    for folder in [elsewhere.path(), empty.path()] {
+        let unrecorded = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .arg("token")
+            .arg("--data-dir")
+            .arg(folder)
+            .args(["--reason", "test"])
+            .output()
+            .expect("bulkhead token runs");
+        assert!(!unrecorded.status.success());
+        assert!(unrecorded.stdout.is_empty(), "{unrecorded:?}");
+    }
+    assert!(!empty.path().join("keys").exists(), "no key was made");
 
     // Every metric the alert rules name is in the scrape (a renamed metric
     // would leave an alert that can never fire).
