@@ -29,6 +29,7 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
         .stderr(std::fs::File::create(data.path().join("stderr.log")).expect("stderr file"))
         .spawn()
         .expect("bulkhead up starts");
+    let _stop_on_panic = StopOnPanic(child.id());
 
     let stdout = child.stdout.take().expect("stdout");
     let banner = tokio::task::spawn_blocking(move || {
@@ -437,10 +438,28 @@ async fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
+/// Sends SIGTERM to a `bulkhead up` if the test panics before stopping it
+/// (it then stops its own cluster): a failed assertion leaves nothing running.
+struct StopOnPanic(u32);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Ok(pid) = i32::try_from(self.0)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
 /// A running `bulkhead up`, its banner read.
 struct Up {
     child: std::process::Child,
     banner: String,
+    _stop_on_panic: StopOnPanic,
 }
 
 /// Starts `bulkhead up` in `dir` with `args` and reads its banner (or, if it
@@ -486,7 +505,11 @@ async fn start_up(dir: &std::path::Path, host: &str, args: &[&str]) -> Result<Up
         .expect("up prints its banner or stops within two minutes")
         .expect("reader");
     match banner {
-        Some(banner) => Ok(Up { child, banner }),
+        Some(banner) => Ok(Up {
+            _stop_on_panic: StopOnPanic(child.id()),
+            child,
+            banner,
+        }),
         None => {
             let status = child.wait().expect("wait");
             let logs = logs.join().unwrap_or_default();
