@@ -25,7 +25,7 @@ use crate::error::TaskError;
 use crate::repo::{self, NewTask, RecordChangeset, TaskChangeset};
 use crate::requests::{
     Analytics, BulkUpdate, CreateCompliance, CreateTask, ListCompliance, ListTasks, Release,
-    TaskRef, UpdateCompliance, UpdateTask, compliance_cursor, compliance_list_kind,
+    TaskRef, UpdateCompliance, UpdateTask, compliance_list_kind, time_cursor,
 };
 
 /// The Task service's handlers.
@@ -503,7 +503,7 @@ impl TaskService for TaskApi {
             &mut records,
             list.size,
             &compliance_list_kind(user.tenant_id),
-            |r| compliance_cursor(r.due_time, r.id),
+            |r| time_cursor(r.due_time, r.id),
         );
         let now = Utc::now();
         Ok(Response::new(pb::ListComplianceRecordsResponse {

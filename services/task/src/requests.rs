@@ -354,10 +354,37 @@ pub fn compliance_list_kind(tenant: TenantId) -> String {
     format!("compliance/{tenant}")
 }
 
-/// A compliance cursor as text: `<due time in µs>_<id>`.
+/// A page token's cursor for list `kind`, parsed by `parse`.
+///
+/// # Errors
+/// The rule, for a token of another list or one that does not parse.
+pub fn cursor<T>(
+    kind: &str,
+    token: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, &'static str> {
+    paging::decode(kind, token)?
+        .map(|text| parse(&text).ok_or("is not a page token of this list"))
+        .transpose()
+}
+
+/// A time-and-id cursor as text: `<µs>_<id>` (compliance records by due
+/// time, bookings by start).
 #[must_use]
-pub fn compliance_cursor(due: DateTime<Utc>, id: Uuid) -> String {
-    format!("{}_{id}", due.timestamp_micros())
+pub fn time_cursor(t: DateTime<Utc>, id: Uuid) -> String {
+    format!("{}_{id}", t.timestamp_micros())
+}
+
+/// The time and id of a [`time_cursor`], if `text` is one.
+#[must_use]
+pub fn parse_time_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let (micros, id) = text.split_once('_')?;
+    let t = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .filter(|t| (EARLIEST..=LATEST).contains(t))?;
+    Some((t, Uuid::try_parse(id).ok()?))
 }
 
 impl ListCompliance {
@@ -369,25 +396,15 @@ impl ListCompliance {
         r: &pb::ListComplianceRecordsRequest,
         tenant: TenantId,
     ) -> Result<Self, InvalidRequest> {
-        const RULE: &str = "is not a page token of this list";
         let mut v = FieldViolations::new();
         let size = v.check("page_size", PageSize::parse(r.page_size));
         let after = v.check(
             "page_token",
-            paging::decode(&compliance_list_kind(tenant), &r.page_token).and_then(|cursor| {
-                cursor
-                    .map(|text| {
-                        let (micros, id) = text.split_once('_').ok_or(RULE)?;
-                        let due = micros
-                            .parse::<i64>()
-                            .ok()
-                            .and_then(DateTime::from_timestamp_micros)
-                            .filter(|due| (EARLIEST..=LATEST).contains(due))
-                            .ok_or(RULE)?;
-                        Ok((due, Uuid::try_parse(id).map_err(|_| RULE)?))
-                    })
-                    .transpose()
-            }),
+            cursor(
+                &compliance_list_kind(tenant),
+                &r.page_token,
+                parse_time_cursor,
+            ),
         );
         v.build(|| {
             Some(Self {

@@ -45,6 +45,22 @@ impl CatalogApi {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// The caller's tenant's service `id`, held against a deactivation until the
+/// transaction ends, and active: what a new request, booking or confirmation
+/// needs.
+async fn active_service(
+    tx: bulkhead_db::TenantConn<'_>,
+    id: Uuid,
+) -> Result<repo::Service, TaskError> {
+    let service = repo::hold_service(tx, id)
+        .await?
+        .ok_or(TaskError::NotFound)?;
+    if !service.active {
+        return Err(TaskError::ServiceInactive);
+    }
+    Ok(service)
+}
+
 /// Whether `user` manages the catalog and works on anyone's requests and
 /// bookings (OWNER/ADMIN).
 fn manages(user: &TenantUser) -> bool {
@@ -239,12 +255,7 @@ impl CatalogService for CatalogApi {
             .tenant_tx(user.tenant_id, async |tx| {
                 // Looked up in the caller's tenant, and held: a deactivation
                 // waits for this request, or this request sees it.
-                let service = repo::hold_service(tx, new.service)
-                    .await?
-                    .ok_or(TaskError::NotFound)?;
-                if !service.active {
-                    return Err(TaskError::ServiceInactive);
-                }
+                let service = active_service(tx, new.service).await?;
                 let created = repo::insert_request(
                     tx,
                     Uuid::now_v7(),
@@ -256,7 +267,7 @@ impl CatalogService for CatalogApi {
                 let event = Event::new("service_request.created", "service_request", created.id)
                     .new_value(snapshot(&created));
                 audit::record(tx, ctx, event).await?;
-                Ok(created)
+                Ok::<_, TaskError>(created)
             })
             .await?;
         Ok(Response::new(pb::CreateServiceRequestResponse {
@@ -353,12 +364,7 @@ impl CatalogService for CatalogApi {
         let booking = self
             .db
             .tenant_tx(user.tenant_id, async |tx| {
-                let service = repo::hold_service(tx, new.service)
-                    .await?
-                    .ok_or(TaskError::NotFound)?;
-                if !service.active {
-                    return Err(TaskError::ServiceInactive);
-                }
+                let service = active_service(tx, new.service).await?;
                 let slot = new.slot(service.duration_minutes)?;
                 let booking = repo::insert_booking(
                     tx,
@@ -371,7 +377,7 @@ impl CatalogService for CatalogApi {
                 let event = Event::new("booking.created", "booking", booking.id)
                     .new_value(snapshot(&booking));
                 audit::record(tx, ctx, event).await?;
-                Ok(booking)
+                Ok::<_, TaskError>(booking)
             })
             .await?;
         Ok(Response::new(pb::CreateBookingResponse {
@@ -431,12 +437,7 @@ impl CatalogService for CatalogApi {
                         to: BookingStatus::Confirmed.as_str(),
                     });
                 }
-                let service = repo::hold_service(tx, before.service_id)
-                    .await?
-                    .ok_or(TaskError::NotFound)?;
-                if !service.active {
-                    return Err(TaskError::ServiceInactive);
-                }
+                let service = active_service(tx, before.service_id).await?;
                 // The exclusion constraint decides between overlapping
                 // confirmations (the later one fails with SlotTaken); taking
                 // turns per service keeps them from deadlocking on it.

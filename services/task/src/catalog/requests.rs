@@ -4,7 +4,7 @@
 use bulkhead_context::TenantId;
 use bulkhead_proto::task::v1 as pb;
 use bulkhead_rpc::fields::{self, EARLIEST, LATEST, entity_id as id, time};
-use bulkhead_rpc::paging::{self, PageSize};
+use bulkhead_rpc::paging::PageSize;
 use bulkhead_rpc::{FieldViolations, InvalidRequest};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -14,12 +14,11 @@ use super::domain::{
     duration_minutes, price_minor_units, unpriced_currency,
 };
 use crate::domain::{Description, Title};
-use crate::requests::expected_version;
+pub use crate::requests::time_cursor;
+use crate::requests::{cursor, expected_version, parse_time_cursor};
 
 /// A service's duration when a create gives none.
 pub const DEFAULT_DURATION_MINUTES: i32 = 60;
-
-const NOT_A_TOKEN: &str = "is not a page token of this list";
 
 /// An optional id: empty is none.
 fn optional_id(text: &str) -> Result<Option<Uuid>, &'static str> {
@@ -28,33 +27,6 @@ fn optional_id(text: &str) -> Result<Option<Uuid>, &'static str> {
     } else {
         id(text).map(Some)
     }
-}
-
-/// A page token's cursor for list `kind`, parsed by `parse`.
-fn cursor<T>(
-    kind: &str,
-    token: &str,
-    parse: impl FnOnce(&str) -> Option<T>,
-) -> Result<Option<T>, &'static str> {
-    paging::decode(kind, token)?
-        .map(|text| parse(&text).ok_or(NOT_A_TOKEN))
-        .transpose()
-}
-
-/// A time-and-id cursor as text: `<µs>_<id>`.
-#[must_use]
-pub fn time_cursor(t: DateTime<Utc>, id: Uuid) -> String {
-    format!("{}_{id}", t.timestamp_micros())
-}
-
-fn parse_time_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let (micros, id) = text.split_once('_')?;
-    let t = micros
-        .parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-        .filter(|t| (EARLIEST..=LATEST).contains(t))?;
-    Some((t, Uuid::try_parse(id).ok()?))
 }
 
 fn request_status(value: i32) -> Result<RequestStatus, &'static str> {
