@@ -464,6 +464,7 @@ async fn a_batch_larger_than_a_grpc_message_reaches_audit_in_pieces() {
                 "new_value": { "description": "y".repeat(40_000) },
             }),
             create_time: chrono::Utc::now(),
+            traceparent: None,
         })
         .collect();
     bulkhead_outbox::Sink::deliver(&sink, &messages)

@@ -32,5 +32,7 @@ pub fn event(e: &EventRow) -> pb::AuditEvent {
         prev_hash: hex(&e.prev_hash),
         hash: hex(&e.hash),
         receive_time: Some(timestamp(e.receive_time)),
+        // Input only.
+        traceparent: String::new(),
     }
 }

@@ -407,10 +407,12 @@ impl AuditService for AuditApi {
             .name
             .clone();
         let Append(events) = Append::parse(request.get_ref(), &source)?;
+        let spans = recording_spans(request.get_ref());
         let accepted = self
             .db
             .platform_tx(async |tx| repo::append(tx, &source, &events).await)
             .await?;
+        drop(spans);
         Ok(Response::new(pb::AppendEventsResponse {
             accepted_ids: accepted.iter().map(ToString::to_string).collect(),
         }))
@@ -675,4 +677,29 @@ impl AuditService for AuditApi {
             jwks_json: self.notary.jwks_json(),
         }))
     }
+}
+
+/// When traces are exported: one span per event that came with its writer's
+/// trace context, a child of the span that wrote it (so the request that
+/// caused an event shows its recording), open while the batch is stored.
+fn recording_spans(request: &pb::AppendEventsRequest) -> Vec<tracing::Span> {
+    if !bulkhead_telemetry::exporting() {
+        return Vec::new();
+    }
+    request
+        .events
+        .iter()
+        .filter(|e| !e.traceparent.is_empty())
+        .map(|e| {
+            let span = tracing::info_span!(
+                "audit.record",
+                otel.kind = "consumer",
+                tenant.id = e.tenant_id.as_str(),
+                audit.action = e.action.as_str(),
+                audit.event_id = e.id.as_str(),
+            );
+            bulkhead_telemetry::propagation::continue_from(&span, &e.traceparent);
+            span
+        })
+        .collect()
 }

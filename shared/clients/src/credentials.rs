@@ -14,7 +14,7 @@ pub trait ServiceCredentials: Send + Sync + 'static {
 }
 
 /// `message` as a request carrying this service's token in
-/// `x-service-authorization`.
+/// `x-service-authorization`, and the current span as its W3C `traceparent`.
 ///
 /// # Errors
 /// `UNAVAILABLE` when no token is available yet.
@@ -32,6 +32,8 @@ pub fn service_request<T>(
     request
         .metadata_mut()
         .insert("x-service-authorization", value);
+    // The callee's span joins the caller's trace.
+    bulkhead_telemetry::propagation::inject(&tracing::Span::current(), request.metadata_mut());
     Ok(request)
 }
 

@@ -89,6 +89,7 @@ impl AuditSink {
                 seconds: t.timestamp(),
                 nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
             }),
+            traceparent: message.traceparent.clone().unwrap_or_default(),
             ..Default::default()
         }
     }

@@ -18,6 +18,7 @@
 //! in their one error module.
 
 mod error;
+mod observe;
 mod pool;
 pub mod schema;
 mod scoped;

@@ -8,7 +8,10 @@ use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
 
+use diesel_async::AsyncConnection as _;
+
 use crate::DbError;
+use crate::observe::StatementObserver;
 
 /// Pool settings, with defaults sized for a 2-core service.
 #[derive(Debug, Clone)]
@@ -54,6 +57,14 @@ async fn open(url: &str, config: &PoolConfig) -> Result<Pool<AsyncPgConnection>,
     // The default check costs a `SELECT 1` round trip per checkout; broken
     // connections are still detected and dropped (../shared/STACK.md).
     manager_config.recycling_method = RecyclingMethod::Fast;
+    // Spans and timings per statement (observe.rs).
+    manager_config.custom_setup = Box::new(|url| {
+        Box::pin(async move {
+            let mut conn = AsyncPgConnection::establish(url).await?;
+            conn.set_instrumentation(StatementObserver::default());
+            Ok(conn)
+        })
+    });
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, manager_config);
     let pool = Pool::builder()

@@ -271,8 +271,15 @@ fn check_tenant_assertion(
     Err(GuardError::TenantMismatch)
 }
 
-/// The trace id of a well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+/// The trace id of the request: its span's (which continues the caller's
+/// `traceparent`, if it sent one), or else that of a well-formed `traceparent`
+/// (`00-<32 hex>-<16 hex>-<2 hex>`).
 fn trace_id(headers: &HeaderMap) -> Option<String> {
+    bulkhead_telemetry::propagation::trace_id(&tracing::Span::current())
+        .or_else(|| sent_trace_id(headers))
+}
+
+fn sent_trace_id(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(TRACEPARENT)?.to_str().ok()?;
     let mut parts = value.split('-');
     let (_version, trace, span, _flags) =

@@ -56,6 +56,9 @@ impl RevokedSessions {
     /// Marks `session` revoked until `expires_at` (the expiry of its last token).
     pub fn revoke(&self, session: SessionId, expires_at: SystemTime) {
         self.sessions.insert(session, expires_at);
+        metrics::counter!("session_revocations_total").increment(1);
+        #[expect(clippy::cast_precision_loss, reason = "a gauge")]
+        metrics::gauge!("revoked_sessions").set(self.sessions.entry_count() as f64);
     }
 
     /// Whether `session` is revoked.

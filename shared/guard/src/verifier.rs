@@ -169,8 +169,12 @@ impl TokenVerifier {
         }
         let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         let verified = match self.cache.get(&key) {
-            Some(hit) => hit,
+            Some(hit) => {
+                metrics::counter!("token_cache_hits_total").increment(1);
+                hit
+            }
             None => {
+                metrics::counter!("token_cache_misses_total").increment(1);
                 let fresh = Arc::new(self.verify_signature(token)?);
                 self.cache.insert(key, Arc::clone(&fresh));
                 fresh

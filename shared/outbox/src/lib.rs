@@ -17,7 +17,7 @@ mod relay;
 
 use bulkhead_context::TenantId;
 use bulkhead_db::{AsyncPgConnection, DbError, PlatformConn, TenantConn};
-use diesel::sql_types::{Jsonb, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Jsonb, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use uuid::Uuid;
@@ -52,10 +52,14 @@ pub struct Message {
     pub payload: serde_json::Value,
     /// When its transaction wrote it (the writer database's clock).
     pub create_time: chrono::DateTime<chrono::Utc>,
+    /// The W3C `traceparent` of the span that wrote it: the receiver's span
+    /// of its delivery continues that trace.
+    pub traceparent: Option<String>,
 }
 
 /// Stores a message for `topic` in the current tenant-scoped transaction: it
-/// commits or rolls back with the change.
+/// commits or rolls back with the change. The current span's trace context is
+/// kept with it.
 ///
 /// # Errors
 /// [`DbError`] when the insert fails (the whole transaction then fails with it).
@@ -82,9 +86,16 @@ pub async fn enqueue_for(
 }
 
 diesel::define_sql_function! {
-    /// `outbox_enqueue(tenant, id, topic, payload)`: the outbox migration's
-    /// function (one prepared, cached statement); returns the message's `seq`.
-    fn outbox_enqueue(tenant: SqlUuid, id: SqlUuid, topic: Text, payload: Jsonb) -> BigInt;
+    /// `outbox_enqueue(tenant, id, topic, payload, traceparent)`: the outbox
+    /// migrations' function (one prepared, cached statement); returns the
+    /// message's `seq`.
+    fn outbox_enqueue(
+        tenant: SqlUuid,
+        id: SqlUuid,
+        topic: Text,
+        payload: Jsonb,
+        traceparent: Nullable<Text>,
+    ) -> BigInt;
 }
 
 async fn insert(
@@ -94,8 +105,15 @@ async fn insert(
     payload: &serde_json::Value,
 ) -> Result<Uuid, DbError> {
     let id = Uuid::now_v7();
-    diesel::select(outbox_enqueue(*tenant.as_uuid(), id, topic, payload))
-        .get_result::<i64>(&mut &*conn)
-        .await?;
+    let traceparent = bulkhead_telemetry::propagation::traceparent(&tracing::Span::current());
+    diesel::select(outbox_enqueue(
+        *tenant.as_uuid(),
+        id,
+        topic,
+        payload,
+        traceparent,
+    ))
+    .get_result::<i64>(&mut &*conn)
+    .await?;
     Ok(id)
 }

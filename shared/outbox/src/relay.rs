@@ -185,6 +185,8 @@ struct ClaimedRow {
     rejections: i32,
     #[diesel(sql_type = Timestamptz)]
     create_time: chrono::DateTime<chrono::Utc>,
+    #[diesel(sql_type = Nullable<Text>)]
+    traceparent: Option<String>,
 }
 
 struct Claimed {
@@ -256,7 +258,7 @@ const CLAIM: &str = "WITH waiting AS MATERIALIZED (
                          claim_id = $4
        FROM due WHERE o.tenant_id = due.tenant_id AND o.seq = due.seq
      RETURNING o.tenant_id, o.seq, o.id, o.topic, o.payload, o.attempts, o.rejections,
-               o.create_time";
+               o.create_time, o.traceparent";
 
 /// How often a running relay refreshes its gauges.
 const STATS_EVERY: Duration = Duration::from_secs(10);
@@ -378,6 +380,7 @@ impl Relay {
                     topic: row.topic,
                     payload: row.payload,
                     create_time: row.create_time,
+                    traceparent: row.traceparent,
                 },
                 attempts: row.attempts,
                 rejections: row.rejections,

@@ -123,6 +123,8 @@ where
             user.id = tracing::field::Empty,
             service.caller = tracing::field::Empty,
         );
+        // The caller's trace continues here (before anything starts the span).
+        bulkhead_telemetry::propagation::continue_from_headers(&span, request.headers());
         let slot = CallerSlot::default();
         request.extensions_mut().insert(slot.clone());
         // The guard runs in `call`: inside the span, so it can fill it in.

@@ -1,12 +1,25 @@
 //! One place that sets up logs and traces for a Bulkhead process.
 //!
-//! * Logs: JSON lines (`BULKHEAD_LOG_FORMAT=json`, the default for `serve`) or
-//!   human-readable (`pretty`, the default for `up`), filtered by `RUST_LOG`.
-//! * Traces: exported with OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
-//!   (Jaeger accepts OTLP); otherwise spans stay local.
+//! * Logs: JSON lines (`BULKHEAD_LOG_FORMAT=json`, the default for `serve`;
+//!   see [`json`]) or human-readable (`pretty`, the default for `up`),
+//!   filtered by `RUST_LOG`.
+//! * Traces: every span has W3C ids (logs and audit events name them, and
+//!   [`propagation`] carries them between services), whether or not they are
+//!   exported. They are exported with OTLP/gRPC when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set (Jaeger accepts OTLP), configured by
+//!   the standard variables: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+//!   `OTEL_TRACES_SAMPLER` / `_ARG` (default: parent-based, always on),
+//!   `OTEL_BSP_*`. With no endpoint nothing is exported and nothing is logged
+//!   about it.
+
+pub mod json;
+pub mod propagation;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -35,7 +48,18 @@ impl Drop for Telemetry {
     }
 }
 
-/// Installs the global subscriber for process `service_name`.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans leave this process (an OTLP endpoint is set): work that
+/// exists only to be seen in a trace (e.g. Audit's span per relayed event)
+/// is skipped otherwise.
+#[must_use]
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Installs the global subscriber for process `service_name` (which
+/// `OTEL_SERVICE_NAME` overrides).
 ///
 /// # Errors
 /// When the OTLP exporter cannot be built or a subscriber is already installed.
@@ -47,36 +71,38 @@ pub fn init(service_name: &'static str, default_format: LogFormat) -> anyhow::Re
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .boxed(),
+        LogFormat::Json => json::layer().boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
     };
-    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Ok(endpoint) if !endpoint.is_empty() => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .build()?;
-            Some(
-                SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(Resource::builder().with_service_name(service_name).build())
-                    .build(),
-            )
-        }
-        _ => None,
-    };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name)));
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none_or(|name| name.is_empty()) {
+        resource = resource.with_service_name(service_name);
+    }
+    // Spans get ids (and sampling decisions) even when none is exported.
+    let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
+    let exporting = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|e| !e.is_empty());
+    if exporting {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // `RUST_LOG` chooses the log lines, not the spans: a quieter log keeps
+    // its traces (our spans are at INFO; libraries' DEBUG and TRACE ones stay
+    // out of them).
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service_name))
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
+        .with(fmt.with_filter(filter))
         .with(otel)
         .try_init()?;
-    Ok(Telemetry { provider })
+    EXPORTING.store(exporting, Ordering::Relaxed);
+    Ok(Telemetry {
+        provider: Some(provider),
+    })
 }
 
 /// Serves Prometheus metrics (text format) at `http://addr/metrics` and installs
@@ -125,6 +151,28 @@ pub fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
         "requests the guard refused, by kind (missing_token, expired, tenant_mismatch, forbidden, ...)"
     );
     metrics::describe_gauge!("outbox_pending", "outbox messages not yet delivered");
+    metrics::describe_histogram!(
+        "db_query_duration_seconds",
+        metrics::Unit::Seconds,
+        "statement time seen by the service, by kind (SELECT, INSERT, BEGIN, ...)"
+    );
+    metrics::describe_counter!("db_query_errors_total", "statements that failed, by kind");
+    metrics::describe_counter!(
+        "token_cache_hits_total",
+        "tokens found already verified in the guard's cache"
+    );
+    metrics::describe_counter!(
+        "token_cache_misses_total",
+        "tokens whose signature the guard checked (not in its cache)"
+    );
+    metrics::describe_counter!(
+        "session_revocations_total",
+        "session revocations this process's guards took in"
+    );
+    metrics::describe_gauge!(
+        "revoked_sessions",
+        "revoked sessions held by this process's guards (until their tokens expire)"
+    );
     metrics::describe_gauge!(
         "outbox_oldest_age_seconds",
         "age of the oldest undelivered outbox message"

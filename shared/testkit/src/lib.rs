@@ -3,6 +3,8 @@
 //! port-0 socket and a test database, callers with tokens minted by a test key,
 //! and bearer metadata. Dev-dependency only: it panics freely.
 
+pub mod otlp;
+
 use std::sync::Arc;
 use std::time::Duration;
 

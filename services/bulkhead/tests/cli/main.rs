@@ -3,4 +3,5 @@
 
 mod health;
 mod serve_audit;
+mod traces;
 mod up;

@@ -456,20 +456,33 @@ impl Drop for StopOnPanic {
 }
 
 /// A running `bulkhead up`, its banner read.
-struct Up {
+pub(crate) struct Up {
     child: std::process::Child,
-    banner: String,
+    pub(crate) banner: String,
+    /// What it printed after its banner (its log lines), so far.
+    pub(crate) output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _stop_on_panic: StopOnPanic,
 }
 
 /// Starts `bulkhead up` in `dir` with `args` and reads its banner (or, if it
 /// exits first, returns what it said).
 async fn start_up(dir: &std::path::Path, host: &str, args: &[&str]) -> Result<Up, String> {
+    start_up_with(dir, host, args, &[]).await
+}
+
+/// As [`start_up`], with `env` set for it.
+pub(crate) async fn start_up_with(
+    dir: &std::path::Path,
+    host: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Up, String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
         .arg("up")
         .args(["--host", host])
         .args(["--metrics-listen", &format!("{host}:9464")])
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -486,6 +499,8 @@ async fn start_up(dir: &std::path::Path, host: &str, args: &[&str]) -> Result<Up
         }
         text
     });
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&output);
     let banner = tokio::task::spawn_blocking(move || {
         let mut lines = BufReader::new(stdout).lines();
         let mut seen = String::new();
@@ -494,7 +509,11 @@ async fn start_up(dir: &std::path::Path, host: &str, args: &[&str]) -> Result<Up
             seen.push_str(&line);
             seen.push('\n');
             if line.starts_with("Ctrl-C") {
-                std::thread::spawn(move || lines.for_each(drop));
+                std::thread::spawn(move || {
+                    for line in lines.map_while(Result::ok) {
+                        kept.lock().expect("output").push(line);
+                    }
+                });
                 return Some(seen);
             }
         }
@@ -509,6 +528,7 @@ async fn start_up(dir: &std::path::Path, host: &str, args: &[&str]) -> Result<Up
             _stop_on_panic: StopOnPanic(child.id()),
             child,
             banner,
+            output,
         }),
         None => {
             let status = child.wait().expect("wait");
@@ -520,7 +540,7 @@ async fn start_up(dir: &std::path::Path, host: &str, args: &[&str]) -> Result<Up
 
 impl Up {
     /// SIGTERM, then a clean exit.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid")),
             nix::sys::signal::Signal::SIGTERM,
