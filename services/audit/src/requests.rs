@@ -184,6 +184,7 @@ impl Append {
                 ("resource_id", &e.resource_id, 200),
                 ("request_id", &e.request_id, 128),
                 ("trace_id", &e.trace_id, 64),
+                ("traceparent", &e.traceparent, 64),
             ]
             .map(|(name, text, max)| v.check(&f(name), bounded(text, max)));
             if let (
@@ -201,6 +202,9 @@ impl Append {
                     Some(resource_id),
                     Some(request_id),
                     Some(trace_id),
+                    // Checked for its length only: it shapes a span, not the
+                    // record.
+                    Some(_traceparent),
                 ],
             ) = (
                 id, tenant, action, occur_time, old_value, new_value, metadata, texts,

@@ -73,7 +73,8 @@ impl RequestContext {
         &self.request_id
     }
 
-    /// The W3C trace id, when the caller sent `traceparent`.
+    /// The W3C trace id of the request's span (the caller's trace when it
+    /// sent a `traceparent`); none where no tracer is installed.
     #[must_use]
     pub fn trace_id(&self) -> Option<&str> {
         self.trace_id.as_deref()

@@ -8,7 +8,7 @@ use bulkhead_context::{Principal, TenantId};
 use futures_util::future::{Either, Ready, ready};
 use http::HeaderMap;
 
-use crate::headers::{AUTHORIZATION, SERVICE_AUTHORIZATION, TENANT_ID, TRACEPARENT};
+use crate::headers::{AUTHORIZATION, SERVICE_AUTHORIZATION, TENANT_ID};
 use crate::token::{Identity, TokenUse};
 use crate::{
     GuardError, InactiveTenants, Policy, RequestContext, RequestId, RevokedSessions, SecurityEvent,
@@ -152,7 +152,7 @@ impl GuardLayer {
             .get::<RequestId>()
             .cloned()
             .unwrap_or_else(RequestId::generate);
-        let trace_id = trace_id(request.headers());
+        let trace_id = current_trace_id();
         request
             .extensions_mut()
             .insert(RequestContext::new(principal, request_id, trace_id));
@@ -190,7 +190,7 @@ impl GuardLayer {
                 .get::<RequestId>()
                 .map(|id| id.as_str().to_owned())
                 .unwrap_or_default(),
-            trace_id: trace_id(request.headers()),
+            trace_id: current_trace_id(),
             suppressed_before: 0,
         });
     }
@@ -272,18 +272,7 @@ fn check_tenant_assertion(
 }
 
 /// The trace id of the request: its span's (which continues the caller's
-/// `traceparent`, if it sent one), or else that of a well-formed `traceparent`
-/// (`00-<32 hex>-<16 hex>-<2 hex>`).
-fn trace_id(headers: &HeaderMap) -> Option<String> {
+/// `traceparent`, if it sent a well-formed one; see bulkhead-telemetry).
+fn current_trace_id() -> Option<String> {
     bulkhead_telemetry::propagation::trace_id(&tracing::Span::current())
-        .or_else(|| sent_trace_id(headers))
-}
-
-fn sent_trace_id(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(TRACEPARENT)?.to_str().ok()?;
-    let mut parts = value.split('-');
-    let (_version, trace, span, _flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex(trace, 32) && hex(span, 16) && trace != "0".repeat(32)).then(|| trace.to_owned())
 }

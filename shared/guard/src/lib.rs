@@ -48,8 +48,6 @@ pub mod headers {
     pub const TENANT_ID: &str = "x-tenant-id";
     /// Request correlation id, echoed in the response.
     pub const REQUEST_ID: &str = "x-request-id";
-    /// W3C trace context.
-    pub const TRACEPARENT: &str = "traceparent";
 }
 
 /// The metric counting requests whose `x-tenant-id` differed from their token's tenant.

@@ -104,10 +104,19 @@ fn reflection_builder(
         .with_service_name("grpc.reflection.v1alpha.ServerReflection")
 }
 
+/// The health name a liveness probe asks for: SERVING while the process
+/// serves, whatever its database does (readiness asks for the service's own
+/// name, which follows the database: restarting a process does not bring its
+/// database back).
+pub const LIVENESS: &str = "liveness";
+
 /// A health reporter and the status of `services`: `NOT_SERVING` until
-/// [`mark_serving`].
+/// [`mark_serving`]; [`LIVENESS`] SERVING.
 pub async fn health_for(services: &'static [&'static str]) -> HealthReporter {
     let reporter = HealthReporter::new();
+    reporter
+        .set_service_status(LIVENESS, ServingStatus::Serving)
+        .await;
     for service in services {
         reporter
             .set_service_status(service, ServingStatus::NotServing)

@@ -70,5 +70,8 @@ fn main() {
     println!("spans of one request (1 rpc + 4 statements), {ROUNDS} rounds:");
     println!("  registry only:                 {without:>6.2} µs");
     println!("  with the OpenTelemetry layer:  {with:>6.2} µs (not exported)");
-    println!("  cost of trace ids:             {:>6.2} µs per request", with - without);
+    println!(
+        "  cost of trace ids:             {:>6.2} µs per request",
+        with - without
+    );
 }

@@ -41,9 +41,15 @@ where
         .and_then(DispatchHandle(dispatch))
 }
 
+thread_local! {
+    /// Whether this thread is reading a span's trace ids (for a line).
+    static READING_IDS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The formatter (span fields must be recorded with [`JsonFields`]). Reading a
-/// span's trace ids takes the dispatcher, which `tracing` does not hand out
-/// while an event is being dispatched: [`DispatchHandle`] keeps it.
+/// span's trace ids takes the dispatcher, which `tracing` does not hand out to
+/// an event's formatter under a scoped (test) dispatcher: [`DispatchHandle`]
+/// keeps it.
 #[derive(Debug)]
 struct JsonLines {
     dispatch: Arc<OnceLock<WeakDispatch>>,
@@ -71,14 +77,6 @@ where
     ) -> fmt::Result {
         let meta = event.metadata();
         let mut line = Map::new();
-        line.insert(
-            "timestamp".into(),
-            chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                .into(),
-        );
-        line.insert("level".into(), meta.level().as_str().into());
-        line.insert("target".into(), meta.target().into());
         let mut leaf = None;
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
@@ -96,20 +94,34 @@ where
             }
         }
         event.record(&mut EventFields(&mut line));
-        // The span's trace ids; no extension lock is held here (reading them
-        // takes one).
+        // Written last: no field can stand in for them.
+        line.insert(
+            "timestamp".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .into(),
+        );
+        line.insert("level".into(), meta.level().as_str().into());
+        line.insert("target".into(), meta.target().into());
+        // The span's trace ids. Reading them locks the span's OpenTelemetry
+        // data: never from an event logged while this thread already reads
+        // them (it would lock it twice).
         if let Some(id) = leaf
             && let Some(dispatch) = self.dispatch.get().and_then(WeakDispatch::upgrade)
-            && let Some(cx) = tracing_opentelemetry::get_otel_context(&id, &dispatch)
+            && !READING_IDS.replace(true)
         {
-            let span = cx.span();
-            let span_context = span.span_context();
-            if span_context.is_valid() {
-                line.insert(
-                    "trace_id".into(),
-                    span_context.trace_id().to_string().into(),
-                );
-                line.insert("span_id".into(), span_context.span_id().to_string().into());
+            let cx = tracing_opentelemetry::get_otel_context(&id, &dispatch);
+            READING_IDS.set(false);
+            if let Some(cx) = cx {
+                let span = cx.span();
+                let span_context = span.span_context();
+                if span_context.is_valid() {
+                    line.insert(
+                        "trace_id".into(),
+                        span_context.trace_id().to_string().into(),
+                    );
+                    line.insert("span_id".into(), span_context.span_id().to_string().into());
+                }
             }
         }
         let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;

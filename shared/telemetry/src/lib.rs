@@ -8,18 +8,18 @@
 //!   exported. They are exported with OTLP/gRPC when
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set (Jaeger accepts OTLP), configured by
 //!   the standard variables: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
-//!   `OTEL_TRACES_SAMPLER` / `_ARG` (default: parent-based, always on),
-//!   `OTEL_BSP_*`. With no endpoint nothing is exported and nothing is logged
+//!   `OTEL_TRACES_SAMPLER` / `_ARG` (default: always on; a caller's sampled
+//!   flag is not obeyed: see sampling.rs), `OTEL_BSP_*`. With no endpoint nothing is exported and nothing is logged
 //!   about it.
 
 pub mod json;
 pub mod propagation;
+mod sampling;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -79,7 +79,9 @@ pub fn init(service_name: &'static str, default_format: LogFormat) -> anyhow::Re
         resource = resource.with_service_name(service_name);
     }
     // Spans get ids (and sampling decisions) even when none is exported.
-    let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource.build())
+        .with_sampler(sampling::from_env());
     let exporting = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|e| !e.is_empty());
     if exporting {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -88,7 +90,6 @@ pub fn init(service_name: &'static str, default_format: LogFormat) -> anyhow::Re
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     // `RUST_LOG` chooses the log lines, not the spans: a quieter log keeps
     // its traces (our spans are at INFO; libraries' DEBUG and TRACE ones stay
     // out of them).
@@ -150,6 +151,19 @@ pub fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
         "tenant_context_error_total",
         "requests the guard refused, by kind (missing_token, expired, tenant_mismatch, forbidden, ...)"
     );
+    // Counters exist from the start (at 0), so a dashboard or an alert sees
+    // "none yet", not "no data".
+    for counter in [
+        "tenant_mismatch_total",
+        "token_cache_hits_total",
+        "token_cache_misses_total",
+        "session_revocations_total",
+    ] {
+        metrics::counter!(counter).absolute(0);
+    }
+    for kind in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
+        metrics::counter!("db_query_errors_total", "kind" => kind).absolute(0);
+    }
     metrics::describe_gauge!("outbox_pending", "outbox messages not yet delivered");
     metrics::describe_histogram!(
         "db_query_duration_seconds",

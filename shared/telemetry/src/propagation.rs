@@ -88,6 +88,11 @@ struct HeaderExtractor<'a>(&'a http::HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
+        // The caller's `tracestate` (vendor data, up to 512 bytes we would
+        // forward on every call) is not taken; only the trace and parent ids.
+        if key != TRACEPARENT {
+            return None;
+        }
         // One value only: a header sent twice is not a context to trust.
         let mut values = self.0.get_all(key).iter();
         let value = values.next()?;
@@ -98,7 +103,7 @@ impl Extractor for HeaderExtractor<'_> {
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
+        vec![TRACEPARENT]
     }
 }
 

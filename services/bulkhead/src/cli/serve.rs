@@ -59,6 +59,9 @@ pub struct Args {
     /// Where Prometheus metrics are served (`/metrics`).
     #[arg(long, env = "BULKHEAD_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
     metrics_listen: SocketAddr,
+    /// Log lines as JSON objects (for collectors) or pretty (for a terminal).
+    #[arg(long, env = "BULKHEAD_LOG_FORMAT", default_value = "json")]
+    log_format: LogFormatArg,
     /// Tenant's URL (`http://tenant:50052`): where Auth reads memberships, and
     /// where every other service follows deactivated tenants.
     #[arg(long, env = "BULKHEAD_TENANT_URL")]
@@ -113,6 +116,12 @@ pub struct Args {
 }
 
 /// `name=secret` → a service client of Auth.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Json,
+    Pretty,
+}
+
 fn parse_service_client(text: &str) -> Result<bulkhead_auth::ServiceClient, String> {
     let (name, secret) = text
         .split_once('=')
@@ -129,7 +138,13 @@ fn parse_service_client(text: &str) -> Result<bulkhead_auth::ServiceClient, Stri
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let name = args.service.name();
-    let _telemetry = bulkhead_telemetry::init(name, LogFormat::Json)?;
+    let _telemetry = bulkhead_telemetry::init(
+        name,
+        match args.log_format {
+            LogFormatArg::Json => LogFormat::Json,
+            LogFormatArg::Pretty => LogFormat::Pretty,
+        },
+    )?;
     bulkhead_telemetry::serve_metrics(args.metrics_listen)?;
     let config = VerifierConfig {
         issuer: args.issuer.clone(),

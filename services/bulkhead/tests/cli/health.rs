@@ -109,6 +109,12 @@ async fn health_follows_the_database_and_a_stop_says_not_serving_first() {
         status(&mut health, "").await,
         ServingStatus::NotServing as i32
     );
+    // Liveness (what a Kubernetes liveness probe asks) does not follow the
+    // database: restarting the process would not bring it back.
+    assert_eq!(
+        status(&mut health, bulkhead_server::LIVENESS).await,
+        ServingStatus::Serving as i32
+    );
     // It comes back: SERVING again, with nothing restarted.
     let _cluster = start_cluster(root).await;
     let up = wait_for(

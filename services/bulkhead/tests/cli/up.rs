@@ -323,13 +323,35 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
     .expect("alert rules");
     let named = metrics_named(&rules);
     assert!(named.len() >= 6, "{named:?}");
-    for name in &named {
-        assert!(
-            metrics
-                .lines()
-                .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
-            "the alert rules name {name}, which up does not export:\n{metrics}"
-        );
+    // And every metric the Grafana dashboard plots.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/grafana/dashboards/bulkhead.json"
+        ))
+        .expect("dashboard"),
+    )
+    .expect("dashboard JSON");
+    let mut plotted = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            scan(expr, &mut plotted, &PROMQL_WORDS);
+        }
+    }
+    assert!(plotted.len() >= 12, "{plotted:?}");
+    // Scraped again: by now the relay has delivered (the break-glass events).
+    let metrics = http_get(&format!("{host}:9464"), "/metrics").await;
+    for (source, names) in [("alert rules", &named), ("dashboard", &plotted)] {
+        for name in names {
+            assert!(
+                metrics
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{name} "))
+                        || l.starts_with(&format!("{name}{{"))),
+                "the {source} name {name}, which up does not export:\n{metrics}"
+            );
+        }
     }
 
     let pid_file = data.path().join("postgres/data/postmaster.pid");
@@ -362,11 +384,13 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
 /// The metric names in the `expr:` lines of Prometheus rules: identifiers
 /// that are not label names (followed by `=`, `!` or `~`, or inside `by (…)`),
 /// functions (followed by `(`) or PromQL words.
+/// PromQL words that are not metric names.
+const PROMQL_WORDS: [&str; 12] = [
+    "by", "without", "on", "ignoring", "and", "or", "unless", "sum", "min", "max", "avg", "count",
+];
+
 fn metrics_named(rules: &str) -> std::collections::BTreeSet<String> {
-    const WORDS: [&str; 12] = [
-        "by", "without", "on", "ignoring", "and", "or", "unless", "sum", "min", "max", "avg",
-        "count",
-    ];
+    const WORDS: [&str; 12] = PROMQL_WORDS;
     let mut names = std::collections::BTreeSet::new();
     let mut in_expr = false;
     for line in rules.lines() {
