@@ -4,6 +4,8 @@
 mod auth;
 mod outbox;
 mod roles;
+#[cfg(feature = "scale-out")]
+mod scale_out;
 mod suite;
 mod support;
 mod task;

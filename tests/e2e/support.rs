@@ -163,6 +163,22 @@ pub async fn spawn_suite_holding(
     login_limits: bulkhead_auth::LimitsConfig,
     held: &[&str],
 ) -> TestSuite {
+    spawn_suite_connecting(login_limits, held, &|database| {
+        DbUrls::new(database.app_url.clone(), database.platform_url.clone())
+    })
+    .await
+}
+
+/// As [`spawn_suite_holding`], each service connecting to its database as
+/// `urls` says (e.g. through a pooler).
+///
+/// # Panics
+/// As [`spawn_suite_holding`].
+pub async fn spawn_suite_connecting(
+    login_limits: bulkhead_auth::LimitsConfig,
+    held: &[&str],
+    urls: &dyn Fn(&bulkhead_postgres::testing::TestDatabase) -> DbUrls,
+) -> TestSuite {
     let key = std::sync::Arc::new(SigningKey::generate());
     let guard = SharedGuard::new(bulkhead::keys::verifier_for(
         &key,
@@ -197,10 +213,7 @@ pub async fn spawn_suite_holding(
             .expect("binding a port");
         launches.push(Launch {
             module,
-            urls: DbUrls {
-                app: database.app_url,
-                platform: database.platform_url,
-            },
+            urls: urls(&database),
             listener,
         });
     }
@@ -233,6 +246,61 @@ pub async fn spawn_suite_holding(
         peers,
         credentials,
     }
+}
+
+/// A second replica of the services named in `kinds`, as a separately
+/// deployed process runs it: on the same databases, on ports of their own,
+/// with a guard of its own that follows Auth's revocations and Tenant's
+/// deactivations (as `serve` does), calling the first replicas' peers.
+/// Stops with the returned sender.
+///
+/// # Panics
+/// When a replica cannot start.
+pub async fn start_replicas(
+    first: &TestSuite,
+    kinds: &[ServiceKind],
+) -> (Suite, SharedGuard, tokio::sync::watch::Sender<bool>) {
+    let guard = SharedGuard::new(bulkhead::keys::verifier_for(
+        &first.key,
+        VerifierConfig::default(),
+    ));
+    let settings = bulkhead::services::Settings {
+        auth: bulkhead_auth::AuthModule::new(None, bulkhead_auth::AuthConfig::default()),
+        task: bulkhead_task::TaskModule::default(),
+        audit: bulkhead_audit::AuditModule::default(),
+    };
+    let mut launches = Vec::new();
+    for module in bulkhead::services::modules(settings) {
+        if !kinds.iter().any(|k| k.name() == module.name()) {
+            continue;
+        }
+        let database = &first.databases[module.name()];
+        launches.push(Launch {
+            module,
+            urls: DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
+            listener: tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("binding a port"),
+        });
+    }
+    let suite = Suite::start(launches, &guard, &first.peers, Some(&first.credentials))
+        .await
+        .expect("the replicas start");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(bulkhead_clients::follow_revocations(
+        first.channel(ServiceKind::Auth),
+        (first.credentials)("task"),
+        guard.revoked.clone(),
+        stopped.clone(),
+    ));
+    tokio::spawn(bulkhead_clients::follow_inactive_tenants(
+        first.channel(ServiceKind::Tenant),
+        (first.credentials)("task"),
+        guard.inactive.clone(),
+        Duration::from_secs(1),
+        stopped,
+    ));
+    (suite, guard, stop)
 }
 
 /// A relay that retries within a fraction of a second (tests wait seconds, not minutes).

@@ -154,10 +154,10 @@ async fn serve_on(
                 module.name()
             )
         })?;
-        let urls = DbUrls {
-            app: cluster.url(&schema.app_role(), &schema.database()),
-            platform: cluster.url(&schema.platform_role(), &schema.database()),
-        };
+        let urls = DbUrls::new(
+            cluster.url(&schema.app_role(), &schema.database()),
+            cluster.url(&schema.platform_role(), &schema.database()),
+        );
         launches.push(Launch {
             module,
             urls,

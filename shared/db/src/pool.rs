@@ -20,6 +20,11 @@ pub struct PoolConfig {
     pub max_size: u32,
     /// How long a caller waits for a connection before `UNAVAILABLE`.
     pub connection_timeout: Duration,
+    /// Whether each connection keeps its prepared statements (named, one
+    /// prepare per statement text). Off behind a pooler in transaction mode
+    /// that does not track them (PgBouncer before 1.21): every statement is
+    /// then prepared where it runs, inside its transaction, and closed after.
+    pub statement_cache: bool,
 }
 
 impl Default for PoolConfig {
@@ -27,6 +32,7 @@ impl Default for PoolConfig {
         Self {
             max_size: 16,
             connection_timeout: Duration::from_secs(5),
+            statement_cache: true,
         }
     }
 }
@@ -58,10 +64,14 @@ async fn open(url: &str, config: &PoolConfig) -> Result<Pool<AsyncPgConnection>,
     // connections are still detected and dropped (../shared/STACK.md).
     manager_config.recycling_method = RecyclingMethod::Fast;
     // Spans and timings per statement (observe.rs).
-    manager_config.custom_setup = Box::new(|url| {
+    let statement_cache = config.statement_cache;
+    manager_config.custom_setup = Box::new(move |url| {
         Box::pin(async move {
             let mut conn = AsyncPgConnection::establish(url).await?;
             conn.set_instrumentation(StatementObserver::default());
+            if !statement_cache {
+                conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+            }
             Ok(conn)
         })
     });
@@ -109,10 +119,12 @@ impl Db {
     /// [`DbError::Unavailable`] when no answer comes in time; the query's
     /// error when it fails.
     pub async fn ping(&self, within: Duration) -> Result<(), DbError> {
-        use diesel_async::RunQueryDsl as _;
+        use diesel_async::SimpleAsyncConnection as _;
         let ping = async {
             let mut conn = self.system().await?;
-            diesel::sql_query("SELECT 1").execute(conn.pg()).await?;
+            // The simple protocol: nothing prepared (so it works through any
+            // pooler), one round trip.
+            conn.pg().batch_execute("SELECT 1").await?;
             Ok::<_, DbError>(())
         };
         match tokio::time::timeout(within, ping).await {

@@ -451,30 +451,40 @@ impl Db {
     /// # Errors
     /// [`DbError::UnsafeSchema`] listing every problem found.
     pub async fn verify_rls(&self, schema: &ServiceSchema) -> Result<RlsReport, DbError> {
+        use diesel_async::AsyncConnection as _;
         let mut conn = self.system().await?;
-        let role = role_of(conn.pg()).await?;
-        let tables: Vec<TableRow> = diesel::sql_query(format!(
-            "SELECT c.oid::regclass::text AS name,
-                    c.relrowsecurity AS enabled,
-                    c.relforcerowsecurity AS forced,
-                    (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies
-               {TENANT_TABLES}
-              ORDER BY 1"
-        ))
-        .load(conn.pg())
-        .await?;
-        let policies: Vec<PolicyRow> = diesel::sql_query(
-            "SELECT p.polrelid::regclass::text AS table, p.polname::text AS name,
-                    0::oid = ANY (p.polroles) AS public,
-                    (SELECT oid FROM pg_roles WHERE rolname = current_user) = ANY (p.polroles)
-                        AS for_runtime_role,
-                    pg_get_expr(p.polqual, p.polrelid) AS using
-               FROM pg_policy p ORDER BY 1, 2",
-        )
-        .load(conn.pg())
-        .await?;
+        // One transaction: read in one snapshot, and on one server connection
+        // behind a transaction-mode pooler (statements are prepared where
+        // they run).
+        let (role, tables, policies) = conn
+            .pg()
+            .transaction(async |pg| {
+                    let role = role_of(pg).await?;
+                    let tables: Vec<TableRow> = diesel::sql_query(format!(
+                        "SELECT c.oid::regclass::text AS name,
+                                c.relrowsecurity AS enabled,
+                                c.relforcerowsecurity AS forced,
+                                (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies
+                           {TENANT_TABLES}
+                          ORDER BY 1"
+                    ))
+                    .load(pg)
+                    .await?;
+                    let policies: Vec<PolicyRow> = diesel::sql_query(
+                        "SELECT p.polrelid::regclass::text AS table, p.polname::text AS name,
+                                0::oid = ANY (p.polroles) AS public,
+                                (SELECT oid FROM pg_roles WHERE rolname = current_user) = ANY (p.polroles)
+                                    AS for_runtime_role,
+                                pg_get_expr(p.polqual, p.polrelid) AS using
+                           FROM pg_policy p ORDER BY 1, 2",
+                    )
+                    .load(pg)
+                    .await?;
+                    Ok::<_, DbError>((role, tables, policies))
+            })
+            .await?;
         let platform = match self.platform_system().await? {
-            Some(mut conn) => Some(role_of(conn.pg()).await?),
+            Some(mut conn) => Some(conn.pg().transaction(async |pg| role_of(pg).await).await?),
             None => None,
         };
 

@@ -124,6 +124,22 @@ pub struct DbUrls {
     pub app: String,
     /// As the platform role `<svc>_platform`: platform operations.
     pub platform: String,
+    /// Keep prepared statements per connection (see
+    /// [`bulkhead_db::PoolConfig::statement_cache`]): off behind PgBouncer
+    /// before 1.21 in transaction mode.
+    pub statement_cache: bool,
+}
+
+impl DbUrls {
+    /// Direct connections (statements cached).
+    #[must_use]
+    pub fn new(app: String, platform: String) -> Self {
+        Self {
+            app,
+            platform,
+            statement_cache: true,
+        }
+    }
 }
 
 impl std::fmt::Debug for DbUrls {
@@ -421,7 +437,10 @@ pub async fn start(
 ) -> Result<Started, StartError> {
     let service = module.name();
     let health = crate::health_for(module.grpc_services()).await;
-    let config = module.schema().pool_config();
+    let config = bulkhead_db::PoolConfig {
+        statement_cache: urls.statement_cache,
+        ..module.schema().pool_config()
+    };
     let db = async {
         Db::connect(&urls.app, &config)
             .await?

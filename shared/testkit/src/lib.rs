@@ -48,10 +48,7 @@ pub async fn start_module(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let started = bulkhead_server::start(
         module,
-        &DbUrls {
-            app: database.app_url.clone(),
-            platform: database.platform_url.clone(),
-        },
+        &DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
         listener,
         guard.clone(),
         peers,

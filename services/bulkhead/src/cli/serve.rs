@@ -59,6 +59,16 @@ pub struct Args {
     /// Where Prometheus metrics are served (`/metrics`).
     #[arg(long, env = "BULKHEAD_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
     metrics_listen: SocketAddr,
+    /// Keep prepared statements per database connection. `false` behind a
+    /// pooler in transaction mode that does not track them (PgBouncer before
+    /// 1.21; from 1.21 set its `max_prepared_statements` instead).
+    #[arg(
+        long,
+        env = "BULKHEAD_DB_STATEMENT_CACHE",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    db_statement_cache: bool,
     /// Log lines as JSON objects (for collectors) or pretty (for a terminal).
     #[arg(long, env = "BULKHEAD_LOG_FORMAT", default_value = "json")]
     log_format: LogFormatArg,
@@ -252,6 +262,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         urls: DbUrls {
             app: args.database_url,
             platform: args.platform_database_url,
+            statement_cache: args.db_statement_cache,
         },
         listener,
     };

@@ -74,10 +74,10 @@ async fn health_follows_the_database_and_a_stop_says_not_serving_first() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let started = bulkhead_server::start(
         kind.module().as_ref(),
-        &DbUrls {
-            app: cluster.url(&schema.app_role(), &schema.database()),
-            platform: cluster.url(&schema.platform_role(), &schema.database()),
-        },
+        &DbUrls::new(
+            cluster.url(&schema.app_role(), &schema.database()),
+            cluster.url(&schema.platform_role(), &schema.database()),
+        ),
         listener,
         bulkhead_testkit::Tokens::new("tenant").guard(),
         Peers::default(),

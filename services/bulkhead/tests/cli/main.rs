@@ -3,6 +3,8 @@
 
 mod deploy;
 mod health;
+#[cfg(feature = "scale-out")]
+mod scale_out;
 mod serve_audit;
 mod traces;
 mod up;
