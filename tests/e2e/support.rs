@@ -256,6 +256,7 @@ pub async fn spawn_suite_connecting(
 ///
 /// # Panics
 /// When a replica cannot start.
+#[cfg(feature = "scale-out")]
 pub async fn start_replicas(
     first: &TestSuite,
     kinds: &[ServiceKind],

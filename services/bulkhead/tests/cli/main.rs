@@ -2,6 +2,7 @@
 //! own Postgres), and `serve audit` on its own (bounded export memory).
 
 mod deploy;
+mod drain;
 mod health;
 #[cfg(feature = "scale-out")]
 mod scale_out;
