@@ -513,10 +513,18 @@ async fn scale_out_two_replicas_behind_one_balanced_channel() {
             .expect("both replicas serve bob");
     }
 
-    // A deactivation, then the reactivation, reach both.
-    let mut tenants = tenant::tenant_service_client::TenantServiceClient::new(balanced(
-        &endpoints(ServiceKind::Tenant),
-    ));
+    // A deactivation made by the first Tenant, then the reactivation made by
+    // the second, reach both replicas (the other services' guards follow
+    // Tenant; each Tenant re-reads the database, for the other's changes).
+    let tenant_replica = |replica: usize| {
+        tenant::tenant_service_client::TenantServiceClient::new(
+            tonic::transport::Endpoint::from_shared(
+                endpoints(ServiceKind::Tenant)[replica].clone(),
+            )
+            .expect("endpoint")
+            .connect_lazy(),
+        )
+    };
     let operator = first.operator_token();
     let set_active = |active: bool| {
         bearer(
@@ -527,7 +535,7 @@ async fn scale_out_two_replicas_behind_one_balanced_channel() {
             },
         )
     };
-    tenants
+    tenant_replica(0)
         .set_tenant_active(set_active(false))
         .await
         .expect("deactivate globex");
@@ -541,7 +549,7 @@ async fn scale_out_two_replicas_behind_one_balanced_channel() {
         )
         .await;
     }
-    tenants
+    tenant_replica(1)
         .set_tenant_active(set_active(true))
         .await
         .expect("reactivate globex");

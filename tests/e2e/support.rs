@@ -248,10 +248,11 @@ pub async fn spawn_suite_connecting(
     }
 }
 
-/// A second replica of the services named in `kinds`, as a separately
-/// deployed process runs it: on the same databases, on ports of their own,
-/// with a guard of its own that follows Auth's revocations and Tenant's
-/// deactivations (as `serve` does), calling the first replicas' peers.
+/// A second replica of the services named in `kinds`, in this process but
+/// wired as a separately deployed one is: on the same databases, on ports of
+/// their own, with a guard of its own that follows Auth's revocations and
+/// Tenant's deactivations (as `serve` does), calling the first replicas'
+/// peers.
 /// Stops with the returned sender.
 ///
 /// # Panics

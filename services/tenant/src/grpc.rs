@@ -50,13 +50,31 @@ impl TenantApi {
     /// # Errors
     /// When the database fails.
     pub async fn load_inactive_tenants(&self) -> Result<(), TenantError> {
-        let ids = self
-            .db
-            .platform_tx(async |tx| repo::inactive_tenants(tx).await)
-            .await?;
-        self.inactive
-            .replace(ids.into_iter().map(TenantId::from_uuid));
-        Ok(())
+        load_inactive_tenants(&self.db, &self.inactive).await
+    }
+
+    /// Keeps the set in step with the database every `every` until
+    /// `shutdown`: another replica of Tenant may (de)activate a tenant, and
+    /// only this replica's own changes reach its set at once.
+    pub fn follow_database(
+        &self,
+        every: std::time::Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
+        let (db, inactive) = (self.db.clone(), self.inactive.clone());
+        Box::pin(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                if let Err(err) = load_inactive_tenants(&db, &inactive).await {
+                    tracing::warn!(%err, "could not refresh the inactive tenants");
+                }
+            }
+        })
     }
 
     /// The tonic service to mount.
@@ -506,4 +524,15 @@ impl TenantService for TenantApi {
             membership_create_time: Some(bulkhead_rpc::timestamp(found.create_time)),
         }))
     }
+}
+
+/// Reads the deactivated tenants and puts them in `inactive`, unless one
+/// changed in this process meanwhile (then the next read does it).
+async fn load_inactive_tenants(db: &Db, inactive: &InactiveTenants) -> Result<(), TenantError> {
+    let since = inactive.changes();
+    let ids = db
+        .platform_tx(async |tx| repo::inactive_tenants(tx).await)
+        .await?;
+    inactive.replace_unless_changed(since, ids.into_iter().map(TenantId::from_uuid));
+    Ok(())
 }

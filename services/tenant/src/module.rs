@@ -20,6 +20,11 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TenantModule;
 
+/// How often a Tenant replica re-reads the deactivated tenants (another
+/// replica's changes reach it within this; the other services poll Tenant
+/// at the same pace).
+const INACTIVE_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[tonic::async_trait]
 impl ServiceModule for TenantModule {
     fn spec(&self) -> &'static ServiceSpec {
@@ -34,9 +39,11 @@ impl ServiceModule for TenantModule {
                 service: self.name(),
                 reason: format!("loading inactive tenants: {e}"),
             })?;
+        let follow = api.follow_database(INACTIVE_REFRESH, env.shutdown.clone());
         let relay = env.outbox_relay(self.name())?;
         let security = env.outbox_security_events();
         Ok(Assembled::new(Routes::new(api.into_server()))
+            .with_task(Some(follow))
             .with_task(relay)
             .with_task(security))
     }

@@ -193,7 +193,7 @@ impl Db {
     {
         // Like the tenant id: a parsed `Uuid`, hex digits and dashes only.
         let begin = format!(
-            "BEGIN; SET LOCAL app.user_id = '{}'",
+            "BEGIN; SET LOCAL app.user_id = '{}'; SET LOCAL app.tenant_id = ''",
             user.as_uuid().hyphenated()
         );
         self.scoped(begin, Mode::ReadWrite, async |conn| {
@@ -222,9 +222,12 @@ impl Db {
         let pool = self.platform.as_ref().ok_or_else(|| {
             DbError::UnsafeSchema("no platform pool: platform transactions are off".into())
         })?;
-        scoped(pool, "BEGIN".to_owned(), Mode::ReadWrite, async |conn| {
-            work(PlatformConn { conn }).await
-        })
+        scoped(
+            pool,
+            "BEGIN; SET LOCAL app.tenant_id = ''; SET LOCAL app.user_id = ''".to_owned(),
+            Mode::ReadWrite,
+            async |conn| work(PlatformConn { conn }).await,
+        )
         .await
     }
 
@@ -285,9 +288,14 @@ where
 
 /// `BEGIN; SET LOCAL app.tenant_id = '<uuid>'`. A `Uuid`'s hyphenated form is hex
 /// digits and dashes only: nothing to escape, nothing to inject.
+///
+/// Every scoped transaction sets both settings, the one it does not use to
+/// none: a session-level `SET` on the server connection (SQL run outside any
+/// scoped transaction, or another client of a transaction-mode pooler) never
+/// reaches it.
 fn tenant_begin(tenant: TenantId, mode: Mode) -> String {
     format!(
-        "BEGIN{}; SET LOCAL app.tenant_id = '{}'",
+        "BEGIN{}; SET LOCAL app.tenant_id = '{}'; SET LOCAL app.user_id = ''",
         if mode == Mode::ReadOnly {
             " READ ONLY"
         } else {

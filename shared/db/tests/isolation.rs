@@ -598,3 +598,36 @@ async fn startup_check_refuses_swapped_roles_and_policies_that_open_every_row() 
         "{err}"
     );
 }
+
+/// A session-level `SET app.tenant_id` on a pooled connection (SQL run as the
+/// runtime role outside any scoped transaction, or another client of the same
+/// server connection behind a transaction-mode pooler) reaches no scoped
+/// transaction that uses that connection next.
+#[tokio::test]
+async fn a_session_level_tenant_setting_reaches_no_scoped_transaction() {
+    use diesel_async::RunQueryDsl as _;
+    let w = world(1).await;
+    let mut conn = w.db.system().await.expect("connection");
+    diesel::sql_query(format!("SET app.tenant_id = '{}'", w.a.as_uuid()))
+        .execute(conn.pg())
+        .await
+        .expect("a session-level SET");
+    drop(conn);
+    let in_b =
+        w.db.tenant_tx(w.b, async |tx| setting_in_scope(tx).await)
+            .await
+            .expect("tenant transaction");
+    assert_eq!(in_b, Some(w.b.as_uuid().to_string()));
+    let in_user =
+        w.db.user_tx(bulkhead_context::UserId::new_v7(), async |tx| {
+            let row: Setting =
+                diesel::sql_query("SELECT current_setting('app.tenant_id', true) AS value")
+                    .get_result(&mut tx.pg())
+                    .await?;
+            Ok::<_, DbError>(row.value.filter(|v| !v.is_empty()))
+        })
+        .await
+        .expect("user transaction");
+    assert_eq!(in_user, None, "a user transaction runs under no tenant");
+    assert_eq!(names_of(&w, w.b).await, ["b-project"]);
+}

@@ -74,29 +74,63 @@ impl RevokedSessions {
 /// once in all of them.
 #[derive(Debug, Clone, Default)]
 pub struct InactiveTenants {
-    tenants: Arc<RwLock<HashSet<TenantId>>>,
+    tenants: Arc<RwLock<Inactive>>,
+}
+
+#[derive(Debug, Default)]
+struct Inactive {
+    set: HashSet<TenantId>,
+    /// Changes made one tenant at a time ([`InactiveTenants::set`]) so far.
+    changes: u64,
 }
 
 impl InactiveTenants {
-    /// Records `tenant` as active or not.
-    pub fn set(&self, tenant: TenantId, active: bool) {
-        let mut set = self
-            .tenants
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inactive> {
+        self.tenants
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if active {
-            set.remove(&tenant);
-        } else {
-            set.insert(tenant);
-        }
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Replaces the whole set (at start-up).
+    /// Records `tenant` as active or not.
+    pub fn set(&self, tenant: TenantId, active: bool) {
+        let mut inactive = self.write();
+        if active {
+            inactive.set.remove(&tenant);
+        } else {
+            inactive.set.insert(tenant);
+        }
+        inactive.changes += 1;
+    }
+
+    /// Replaces the whole set (at start-up, or from another service's list).
     pub fn replace(&self, inactive: impl IntoIterator<Item = TenantId>) {
-        *self
-            .tenants
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = inactive.into_iter().collect();
+        self.write().set = inactive.into_iter().collect();
+    }
+
+    /// How many one-tenant changes there have been: read before a list, for
+    /// [`InactiveTenants::replace_unless_changed`].
+    #[must_use]
+    pub fn changes(&self) -> u64 {
+        self.tenants
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .changes
+    }
+
+    /// Replaces the whole set with a list read when [`InactiveTenants::changes`]
+    /// said `since`, unless a tenant changed in between (the list may predate
+    /// it: the next list will not). Returns whether it replaced the set.
+    pub fn replace_unless_changed(
+        &self,
+        since: u64,
+        inactive: impl IntoIterator<Item = TenantId>,
+    ) -> bool {
+        let mut current = self.write();
+        if current.changes != since {
+            return false;
+        }
+        current.set = inactive.into_iter().collect();
+        true
     }
 
     /// Whether `tenant` is deactivated.
@@ -105,6 +139,27 @@ impl InactiveTenants {
         self.tenants
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .set
             .contains(&tenant)
+    }
+}
+
+#[cfg(test)]
+mod inactive_tests {
+    use super::*;
+
+    #[test]
+    fn a_list_read_before_a_change_does_not_undo_it() {
+        let inactive = InactiveTenants::default();
+        let tenant = TenantId::new_v7();
+        let since = inactive.changes();
+        // A deactivation lands while the list (which predates it) is read.
+        inactive.set(tenant, false);
+        assert!(!inactive.replace_unless_changed(since, []));
+        assert!(inactive.contains(tenant));
+        // The next list, read after it, applies.
+        let since = inactive.changes();
+        assert!(inactive.replace_unless_changed(since, [tenant]));
+        assert!(inactive.contains(tenant));
     }
 }

@@ -60,15 +60,7 @@ async fn one_request_is_one_trace_across_task_tenant_and_audit() {
             .expect("endpoint")
             .connect_lazy()
     };
-    let login = auth::auth_service_client::AuthServiceClient::new(channel(50051))
-        .login(auth::LoginRequest {
-            email: "admin@bulkhead.local".into(),
-            password: password.trim().into(),
-            tenant_slug: String::new(),
-        })
-        .await
-        .expect("login")
-        .into_inner();
+    let login = crate::up::admin_login(&host, &password).await;
     let token = login.tokens.expect("tokens").access_token;
     let tenant_id = login.tenant.expect("tenant").id;
     let me = auth::auth_service_client::AuthServiceClient::new(channel(50051))

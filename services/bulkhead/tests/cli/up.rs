@@ -85,16 +85,7 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
             .expect("endpoint")
             .connect_lazy()
     };
-    let login =
-        bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient::new(channel(50051))
-            .login(bulkhead_proto::auth::v1::LoginRequest {
-                email: "admin@bulkhead.local".into(),
-                password: password.trim().into(),
-                tenant_slug: String::new(),
-            })
-            .await
-            .expect("login")
-            .into_inner();
+    let login = admin_login(&host, &password).await;
     let token = login.tokens.expect("tokens").access_token;
     let tenant_id = login.tenant.expect("tenant").id;
     let mut tenants =
@@ -479,6 +470,26 @@ impl Drop for StopOnPanic {
     }
 }
 
+/// The bootstrapped SUPER_ADMIN logs in to the `up` on `host` with the
+/// password `up` kept (surrounding whitespace ignored).
+pub(crate) async fn admin_login(
+    host: &str,
+    password: &str,
+) -> bulkhead_proto::auth::v1::LoginResponse {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{host}:50051"))
+        .expect("endpoint")
+        .connect_lazy();
+    bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient::new(channel)
+        .login(bulkhead_proto::auth::v1::LoginRequest {
+            email: "admin@bulkhead.local".into(),
+            password: password.trim().into(),
+            tenant_slug: String::new(),
+        })
+        .await
+        .expect("the admin logs in")
+        .into_inner()
+}
+
 /// A running `bulkhead up`, its banner read.
 pub(crate) struct Up {
     child: std::process::Child,
@@ -512,6 +523,8 @@ pub(crate) async fn start_up_with(
         .stderr(Stdio::piped())
         .spawn()
         .expect("bulkhead up starts");
+    // Stopped if the test fails from here on (the banner's wait included).
+    let stop_on_panic = StopOnPanic(child.id());
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
     // Keep draining stderr (the logs) so up never blocks on a full pipe.
@@ -549,7 +562,7 @@ pub(crate) async fn start_up_with(
         .expect("reader");
     match banner {
         Some(banner) => Ok(Up {
-            _stop_on_panic: StopOnPanic(child.id()),
+            _stop_on_panic: stop_on_panic,
             child,
             banner,
             output,
