@@ -466,16 +466,15 @@ where
     }
 }
 
-/// Two replicas of Tenant, Task and Audit on one database each (a process
-/// of their own: their own guard, their own relays), behind one client-side
-/// balanced channel: the isolation scenario holds, and a revocation and a
-/// deactivation reach every replica within 2 s. One Auth: with several, each
-/// streams only the revocations it made (#8 moves them to the database).
+/// Two replicas of every service on one database each (the second set wired
+/// as another process is: its own guard, its own relays), behind one
+/// client-side balanced channel: the isolation scenario holds, and a
+/// deactivation made by one Tenant, the reactivation made by the other, and
+/// a logout on the second Auth reach every replica within 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_out_two_replicas_behind_one_balanced_channel() {
     let first = crate::support::spawn_suite().await;
-    let replicated = [ServiceKind::Tenant, ServiceKind::Task, ServiceKind::Audit];
-    let (second, _guard, stop) = crate::support::start_replicas(&first, &replicated).await;
+    let (second, _guard, stop) = crate::support::start_replicas(&first, &ServiceKind::ALL).await;
     let endpoints = |kind: ServiceKind| {
         let mut endpoints = vec![first.endpoint(kind)];
         if let Some(addr) = second.addrs.get(kind.name()) {
@@ -575,16 +574,21 @@ async fn scale_out_two_replicas_behind_one_balanced_channel() {
         .await;
     }
 
-    // A logout reaches both.
-    auth::auth_service_client::AuthServiceClient::new(first.channel(ServiceKind::Auth))
-        .logout(bearer(
-            &worked.alice_token,
-            auth::LogoutRequest {
-                all_sessions: false,
-            },
-        ))
-        .await
-        .expect("logout");
+    // A logout on the second Auth reaches both (the first Auth reads it from
+    // the database, and streams it to the guards that follow it).
+    auth::auth_service_client::AuthServiceClient::new(
+        tonic::transport::Endpoint::from_shared(endpoints(ServiceKind::Auth)[1].clone())
+            .expect("endpoint")
+            .connect_lazy(),
+    )
+    .logout(bearer(
+        &worked.alice_token,
+        auth::LogoutRequest {
+            all_sessions: false,
+        },
+    ))
+    .await
+    .expect("logout");
     for replica in 0..2 {
         within_two_seconds(
             &format!("revocation on replica {replica}"),

@@ -184,20 +184,7 @@ pub async fn spawn_suite_connecting(
         &key,
         VerifierConfig::default(),
     ));
-    let auth = bulkhead_auth::AuthModule::new(
-        Some(std::sync::Arc::new(std::sync::RwLock::new(
-            std::sync::Arc::new(bulkhead_guard::token::KeyRing::single(key.clone())),
-        ))),
-        bulkhead_auth::AuthConfig {
-            service_clients: vec![bulkhead_auth::ServiceClient {
-                client_id: "task".into(),
-                secret: TASK_CLIENT_SECRET.into(),
-                scopes: vec!["tenant.read".into()],
-            }],
-            login_limits,
-            ..bulkhead_auth::AuthConfig::default()
-        },
-    );
+    let auth = auth_module(&key, login_limits);
     let mut launches = Vec::new();
     let mut databases = std::collections::BTreeMap::new();
     let settings = bulkhead::services::Settings {
@@ -248,6 +235,27 @@ pub async fn spawn_suite_connecting(
     }
 }
 
+/// Auth signing with `key`, with the suite's service client and `login_limits`.
+fn auth_module(
+    key: &std::sync::Arc<SigningKey>,
+    login_limits: bulkhead_auth::LimitsConfig,
+) -> bulkhead_auth::AuthModule {
+    bulkhead_auth::AuthModule::new(
+        Some(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(bulkhead_guard::token::KeyRing::single(key.clone())),
+        ))),
+        bulkhead_auth::AuthConfig {
+            service_clients: vec![bulkhead_auth::ServiceClient {
+                client_id: "task".into(),
+                secret: TASK_CLIENT_SECRET.into(),
+                scopes: vec!["tenant.read".into()],
+            }],
+            login_limits,
+            ..bulkhead_auth::AuthConfig::default()
+        },
+    )
+}
+
 /// A second replica of the services named in `kinds`, in this process but
 /// wired as a separately deployed one is: on the same databases, on ports of
 /// their own, with a guard of its own that follows Auth's revocations and
@@ -267,7 +275,7 @@ pub async fn start_replicas(
         VerifierConfig::default(),
     ));
     let settings = bulkhead::services::Settings {
-        auth: bulkhead_auth::AuthModule::new(None, bulkhead_auth::AuthConfig::default()),
+        auth: auth_module(&first.key, bulkhead_auth::LimitsConfig::default()),
         task: bulkhead_task::TaskModule::default(),
         audit: bulkhead_audit::AuditModule::default(),
     };

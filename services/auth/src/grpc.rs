@@ -150,6 +150,17 @@ impl AuthApi {
         self.sessions.load_revoked().await
     }
 
+    /// Follows the revocations other Auth replicas make (see
+    /// [`Sessions::follow_database`]).
+    #[must_use]
+    pub fn follow_revocations(
+        &self,
+        every: std::time::Duration,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
+        self.sessions.clone().follow_database(every, shutdown)
+    }
+
     /// A rotated refresh token was shown again: someone holds a copy, or two
     /// holders raced with one token. The session (the token family) ends
     /// (OAuth 2.0 Security BCP §4.14); the caller gets the refusal to return.

@@ -33,6 +33,9 @@ impl AuthModule {
     }
 }
 
+/// How often an Auth replica reads the revocations the others made.
+const REVOCATION_REFRESH: std::time::Duration = std::time::Duration::from_millis(500);
+
 #[tonic::async_trait]
 impl ServiceModule for AuthModule {
     fn spec(&self) -> &'static ServiceSpec {
@@ -67,6 +70,8 @@ impl ServiceModule for AuthModule {
             service,
             reason: format!("loading revoked sessions: {e}"),
         })?;
+        // Other Auth replicas' revocations, within about half a second.
+        let follow = api.follow_revocations(REVOCATION_REFRESH, env.shutdown.clone());
         let relay = env.outbox_relay(service)?;
         let security = env.outbox_security_events();
         // Housekeeping: sessions long expired go, once an hour.
@@ -87,6 +92,7 @@ impl ServiceModule for AuthModule {
         Ok(Assembled::new(Routes::new(api.into_server()))
             .with_task(relay)
             .with_task(security)
-            .with_task(Some(purge)))
+            .with_task(Some(purge))
+            .with_task(Some(follow)))
     }
 }

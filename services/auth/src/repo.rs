@@ -303,6 +303,27 @@ pub async fn revoke(
 ///
 /// # Errors
 /// On database failure.
+/// Sessions revoked at `since` or later whose access tokens have not expired,
+/// with when each was revoked.
+///
+/// # Errors
+/// On database failure.
+pub async fn revoked_since(
+    tx: PlatformConn<'_>,
+    since: DateTime<Utc>,
+) -> Result<Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>)>, AuthError> {
+    Ok(sessions::table
+        .filter(sessions::revoked_at.ge(since))
+        .filter(sessions::access_expires_at.gt(diesel::dsl::now))
+        .select((
+            sessions::id,
+            sessions::access_expires_at,
+            sessions::revoked_at,
+        ))
+        .load(&mut tx.pg())
+        .await?)
+}
+
 pub async fn revoked_unexpired(
     tx: PlatformConn<'_>,
 ) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {

@@ -2,6 +2,8 @@
 //! this process at once, and for every `WatchRevocations` subscriber), and the
 //! state machine of a presented refresh token.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bulkhead_clients::MembershipView;
@@ -81,6 +83,9 @@ pub struct Sessions {
     revoked: RevokedSessions,
     /// Every revocation, for `WatchRevocations` subscribers.
     feed: tokio::sync::broadcast::Sender<Revoked>,
+    /// Sessions marked lately (by this replica, or read from the database),
+    /// and when: [`Sessions::follow_database`] marks each once.
+    marked: Arc<Mutex<HashMap<uuid::Uuid, std::time::Instant>>>,
 }
 
 impl Sessions {
@@ -94,6 +99,7 @@ impl Sessions {
             refresh_ttl,
             revoked,
             feed: tokio::sync::broadcast::channel(4096).0,
+            marked: Arc::default(),
         }
     }
 
@@ -233,6 +239,11 @@ impl Sessions {
 
     /// Marks `revoked` in this process's guards and tells every subscriber.
     pub fn mark_revoked(&self, revoked: &[Revoked]) {
+        let now = std::time::Instant::now();
+        self.marked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(revoked.iter().map(|(session, _)| (*session, now)));
         for (session, expires) in revoked {
             let expiry = SystemTime::UNIX_EPOCH
                 + Duration::from_secs(u64::try_from(expires.timestamp()).unwrap_or(0));
@@ -252,6 +263,53 @@ impl Sessions {
             .await
     }
 
+    /// Every `every` until `shutdown`, reads the sessions revoked lately and
+    /// marks those not yet seen (in this process's guards, and for this
+    /// Auth's `WatchRevocations` subscribers): another Auth replica revokes
+    /// sessions too, and streams only its own. A revocation's time is its
+    /// transaction's start, which may commit later than one with a later
+    /// time: each read looks back over [`LOOK_BACK`].
+    #[must_use]
+    pub fn follow_database(
+        self,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                let since = chrono::Utc::now() - LOOK_BACK;
+                let rows = self
+                    .db
+                    .platform_tx(async |tx| repo::revoked_since(tx, since).await)
+                    .await;
+                match rows {
+                    Ok(rows) => {
+                        let new: Vec<Revoked> = {
+                            let mut marked = self
+                                .marked
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            // Kept twice as long as a read looks back.
+                            marked.retain(|_, at| at.elapsed() < 2 * LOOK_BACK_STD);
+                            rows.into_iter()
+                                .filter(|(id, _, _)| !marked.contains_key(id))
+                                .map(|(id, expires, _)| (id, expires))
+                                .collect()
+                        };
+                        self.mark_revoked(&new);
+                    }
+                    Err(err) => tracing::warn!(%err, "could not read the revoked sessions"),
+                }
+            }
+        })
+    }
+
     /// Fills the revoked set with the revoked, unexpired sessions (at start-up).
     ///
     /// # Errors
@@ -262,6 +320,11 @@ impl Sessions {
         Ok(())
     }
 }
+
+/// How far back each read of recent revocations looks (longer than any
+/// revoking transaction takes to commit).
+const LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+const LOOK_BACK_STD: Duration = Duration::from_secs(60);
 
 /// Sessions whose refresh token expired this long ago are purged.
 const PURGE_AFTER: &str = "24 hours";

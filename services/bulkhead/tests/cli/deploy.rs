@@ -280,10 +280,6 @@ fn the_kubernetes_manifests_set_only_what_serve_reads_and_probe_what_it_reports(
                         "{name}: resource requests"
                     );
                 }
-                "HorizontalPodAutoscaler" if service == ServiceKind::Auth => {
-                    // Each Auth streams only the revocations it made (#8).
-                    assert_eq!(doc["spec"]["maxReplicas"].as_i64(), Some(1), "one Auth");
-                }
                 "Service" => {
                     let grpc = doc["spec"]["ports"]
                         .as_vec()
