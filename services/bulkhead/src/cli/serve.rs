@@ -70,8 +70,9 @@ pub struct Args {
     )]
     db_statement_cache: bool,
     /// Log lines as JSON objects (for collectors) or pretty (for a terminal).
-    #[arg(long, env = "BULKHEAD_LOG_FORMAT", default_value = "json")]
-    log_format: LogFormatArg,
+    /// Default: pretty when standard output is a terminal, JSON otherwise.
+    #[arg(long, env = "BULKHEAD_LOG_FORMAT")]
+    log_format: Option<LogFormatArg>,
     /// Tenant's URL (`http://tenant:50052`): where Auth reads memberships, and
     /// where every other service follows deactivated tenants.
     #[arg(long, env = "BULKHEAD_TENANT_URL")]
@@ -151,8 +152,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let _telemetry = bulkhead_telemetry::init(
         name,
         match args.log_format {
-            LogFormatArg::Json => LogFormat::Json,
-            LogFormatArg::Pretty => LogFormat::Pretty,
+            Some(LogFormatArg::Json) => LogFormat::Json,
+            Some(LogFormatArg::Pretty) => LogFormat::Pretty,
+            None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => LogFormat::Pretty,
+            None => LogFormat::Json,
         },
     )?;
     bulkhead_telemetry::serve_metrics(args.metrics_listen)?;
