@@ -303,13 +303,16 @@ pub async fn start_replicas(
         guard.revoked.clone(),
         stopped.clone(),
     ));
-    tokio::spawn(bulkhead_clients::follow_inactive_tenants(
-        first.channel(ServiceKind::Tenant),
-        (first.credentials)("task"),
-        guard.inactive.clone(),
-        Duration::from_secs(1),
-        stopped,
-    ));
+    // As `serve`: a process running Tenant follows its own database instead.
+    if !kinds.contains(&ServiceKind::Tenant) {
+        tokio::spawn(bulkhead_clients::follow_inactive_tenants(
+            first.channel(ServiceKind::Tenant),
+            (first.credentials)("task"),
+            guard.inactive.clone(),
+            Duration::from_secs(1),
+            stopped,
+        ));
+    }
     (suite, guard, stop)
 }
 

@@ -303,23 +303,25 @@ pub async fn revoke(
 ///
 /// # Errors
 /// On database failure.
-/// Sessions revoked at `since` or later whose access tokens have not expired,
-/// with when each was revoked.
+/// Sessions revoked in the last `seconds` by the database's clock (a
+/// revocation's time is its transaction's start) whose access tokens have
+/// not expired.
 ///
 /// # Errors
 /// On database failure.
-pub async fn revoked_since(
+pub async fn revoked_lately(
     tx: PlatformConn<'_>,
-    since: DateTime<Utc>,
-) -> Result<Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>)>, AuthError> {
+    seconds: i32,
+) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {
+    let recent = diesel::dsl::sql::<diesel::sql_types::Bool>(
+        "sessions.revoked_at >= now() - make_interval(secs => ",
+    )
+    .bind::<diesel::sql_types::Integer, _>(seconds)
+    .sql(")");
     Ok(sessions::table
-        .filter(sessions::revoked_at.ge(since))
+        .filter(recent)
         .filter(sessions::access_expires_at.gt(diesel::dsl::now))
-        .select((
-            sessions::id,
-            sessions::access_expires_at,
-            sessions::revoked_at,
-        ))
+        .select((sessions::id, sessions::access_expires_at))
         .load(&mut tx.pg())
         .await?)
 }

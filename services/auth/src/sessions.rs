@@ -83,9 +83,10 @@ pub struct Sessions {
     revoked: RevokedSessions,
     /// Every revocation, for `WatchRevocations` subscribers.
     feed: tokio::sync::broadcast::Sender<Revoked>,
-    /// Sessions marked lately (by this replica, or read from the database),
-    /// and when: [`Sessions::follow_database`] marks each once.
-    marked: Arc<Mutex<HashMap<uuid::Uuid, std::time::Instant>>>,
+    /// Sessions marked (by this replica, or read from the database) whose
+    /// access tokens have not expired, with their expiry:
+    /// [`Sessions::follow_database`] marks each once.
+    marked: Arc<Mutex<HashMap<uuid::Uuid, DateTime<Utc>>>>,
 }
 
 impl Sessions {
@@ -239,12 +240,20 @@ impl Sessions {
 
     /// Marks `revoked` in this process's guards and tells every subscriber.
     pub fn mark_revoked(&self, revoked: &[Revoked]) {
-        let now = std::time::Instant::now();
+        // Sessions whose access tokens have expired need no mark (a mass
+        // revocation returns old sessions too: they would only flood the
+        // subscribers).
+        let now = Utc::now();
+        let revoked: Vec<Revoked> = revoked
+            .iter()
+            .filter(|(_, expires)| *expires > now)
+            .copied()
+            .collect();
         self.marked
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend(revoked.iter().map(|(session, _)| (*session, now)));
-        for (session, expires) in revoked {
+            .extend(revoked.iter().copied());
+        for (session, expires) in &revoked {
             let expiry = SystemTime::UNIX_EPOCH
                 + Duration::from_secs(u64::try_from(expires.timestamp()).unwrap_or(0));
             self.revoked.revoke(SessionId::from_uuid(*session), expiry);
@@ -264,11 +273,15 @@ impl Sessions {
     }
 
     /// Every `every` until `shutdown`, reads the sessions revoked lately and
-    /// marks those not yet seen (in this process's guards, and for this
+    /// marks those not yet marked (in this process's guards, and for this
     /// Auth's `WatchRevocations` subscribers): another Auth replica revokes
-    /// sessions too, and streams only its own. A revocation's time is its
-    /// transaction's start, which may commit later than one with a later
-    /// time: each read looks back over [`LOOK_BACK`].
+    /// sessions too, and streams only its own.
+    ///
+    /// Most reads look back [`LOOK_BACK_SECONDS`] by the database's clock. A
+    /// revocation's time is its transaction's start, and a transaction may
+    /// commit later than that: every [`FULL_READ_EVERY`] reads, and after a
+    /// failed one, every revoked session whose access tokens are still valid
+    /// is read, so none is missed for longer than that.
     #[must_use]
     pub fn follow_database(
         self,
@@ -278,34 +291,51 @@ impl Sessions {
         Box::pin(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut reads: u32 = 0;
+            let mut full = true;
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {}
                     _ = shutdown.wait_for(|stop| *stop) => return,
                 }
-                let since = chrono::Utc::now() - LOOK_BACK;
-                let rows = self
-                    .db
-                    .platform_tx(async |tx| repo::revoked_since(tx, since).await)
-                    .await;
-                match rows {
-                    Ok(rows) => {
+                full |= reads.is_multiple_of(FULL_READ_EVERY);
+                reads = reads.wrapping_add(1);
+                let read = self.db.platform_tx(async |tx| {
+                    if full {
+                        repo::revoked_unexpired(tx).await
+                    } else {
+                        repo::revoked_lately(tx, LOOK_BACK_SECONDS).await
+                    }
+                });
+                match tokio::time::timeout(READ_TIMEOUT, read).await {
+                    Ok(Ok(rows)) => {
+                        full = false;
                         let new: Vec<Revoked> = {
-                            let mut marked = self
+                            let marked = self
                                 .marked
                                 .lock()
                                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-                            // Kept twice as long as a read looks back.
-                            marked.retain(|_, at| at.elapsed() < 2 * LOOK_BACK_STD);
                             rows.into_iter()
-                                .filter(|(id, _, _)| !marked.contains_key(id))
-                                .map(|(id, expires, _)| (id, expires))
+                                .filter(|(id, _)| !marked.contains_key(id))
                                 .collect()
                         };
                         self.mark_revoked(&new);
                     }
-                    Err(err) => tracing::warn!(%err, "could not read the revoked sessions"),
+                    Ok(Err(err)) => {
+                        full = true;
+                        tracing::warn!(%err, "could not read the revoked sessions");
+                    }
+                    Err(_) => {
+                        full = true;
+                        tracing::warn!("reading the revoked sessions took over {READ_TIMEOUT:?}");
+                    }
                 }
+                // Entries go once their tokens have expired.
+                let now = Utc::now();
+                self.marked
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .retain(|_, expires| *expires > now);
             }
         })
     }
@@ -321,10 +351,15 @@ impl Sessions {
     }
 }
 
-/// How far back each read of recent revocations looks (longer than any
-/// revoking transaction takes to commit).
-const LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
-const LOOK_BACK_STD: Duration = Duration::from_secs(60);
+/// How far back (seconds, by the database's clock) a read of recent
+/// revocations looks.
+const LOOK_BACK_SECONDS: i32 = 60;
+
+/// One read in this many reads every revoked session with valid tokens.
+const FULL_READ_EVERY: u32 = 30;
+
+/// Longest wait for one read: past it, the next read is a full one.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sessions whose refresh token expired this long ago are purged.
 const PURGE_AFTER: &str = "24 hours";
