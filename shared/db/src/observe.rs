@@ -59,18 +59,22 @@ impl Instrumentation for StatementObserver {
             }
             InstrumentationEvent::FinishQuery { query, error, .. } => {
                 // Pipelined statements finish in the order they started; a
-                // statement whose future was dropped never finishes: the
-                // finished one is found by its text, and those left before
-                // it (cancelled) are let go, so no span stays open.
-                let statement = Statement::of(query);
-                let Some(at) = self
-                    .running
-                    .iter()
-                    .position(|r| r.statement.fingerprint == statement.fingerprint)
-                else {
-                    return;
-                };
-                self.running.drain(..at);
+                // statement whose future was dropped never finishes: with
+                // more than one in flight, the finished one is found by its
+                // text, and those left before it (cancelled) are let go, so
+                // no span stays open. With one (the usual case) it is that
+                // one: its text is not rendered again.
+                if self.running.len() > 1 {
+                    let statement = Statement::of(query);
+                    let Some(at) = self
+                        .running
+                        .iter()
+                        .position(|r| r.statement.fingerprint == statement.fingerprint)
+                    else {
+                        return;
+                    };
+                    self.running.drain(..at);
+                }
                 if let Some(done) = self.running.pop_front() {
                     let kind = done.statement.kind;
                     metrics::histogram!("db_query_duration_seconds", "kind" => kind)
