@@ -8,7 +8,7 @@
 use diesel::QueryableByName;
 use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::Pg;
-use diesel::sql_types::{Array, BigInt, Bool, Text};
+use diesel::sql_types::{BigInt, Text};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
@@ -334,216 +334,42 @@ pub(crate) fn check_identifier(name: &str) -> Result<(), DbError> {
     }
 }
 
-/// What the start-up check found: the roles and the tenant tables it verified.
+/// The roles a service's pools connect as.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RlsReport {
-    /// The runtime role the pool connects as.
-    pub role: String,
-    /// The platform role the platform pool connects as, when there is one.
-    pub platform_role: Option<String>,
-    /// Every table with a `tenant_id` column, each verified protected.
-    pub tenant_tables: Vec<String>,
+pub struct ConnectedRoles {
+    /// The runtime pool's role.
+    pub runtime: String,
+    /// The platform pool's role, when there is one.
+    pub platform: Option<String>,
 }
 
 #[derive(QueryableByName)]
-struct RoleRow {
+struct CurrentUser {
     #[diesel(sql_type = Text)]
     role: String,
-    #[diesel(sql_type = Bool)]
-    rolsuper: bool,
-    #[diesel(sql_type = Bool)]
-    rolbypassrls: bool,
-    /// The roles it is a member of (`pg_auth_members`): each one a `SET ROLE` away.
-    #[diesel(sql_type = Array<Text>)]
-    member_of: Vec<String>,
-    /// The tables with a `tenant_id` column it owns or acts as the owner of.
-    #[diesel(sql_type = Array<Text>)]
-    owns: Vec<String>,
 }
 
-#[derive(QueryableByName)]
-struct TableRow {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Bool)]
-    enabled: bool,
-    #[diesel(sql_type = Bool)]
-    forced: bool,
-    #[diesel(sql_type = BigInt)]
-    policies: i64,
-}
-
-/// Tables with a `tenant_id` column, in any schema but the system's.
-const TENANT_TABLES: &str = "FROM pg_class c
-       JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-        AND n.nspname NOT LIKE 'pg_toast%' AND c.relkind IN ('r', 'p')
-        AND EXISTS (SELECT 1 FROM pg_attribute a
-                     WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
-                       AND NOT a.attisdropped)";
-
-/// The connected role, what it can become, and which tenant tables it owns.
-async fn role_of(conn: &mut AsyncPgConnection) -> Result<RoleRow, DbError> {
-    Ok(diesel::sql_query(format!(
-        "SELECT current_user::text AS role, r.rolsuper, r.rolbypassrls,
-                ARRAY(SELECT g.rolname::text FROM pg_auth_members m
-                        JOIN pg_roles g ON g.oid = m.roleid
-                       WHERE m.member = r.oid ORDER BY 1) AS member_of,
-                ARRAY(SELECT c.oid::regclass::text {TENANT_TABLES}
-                         AND pg_has_role(current_user, c.relowner, 'MEMBER')
-                       ORDER BY 1) AS owns
-           FROM pg_roles r WHERE r.rolname = current_user"
-    ))
-    .get_result(conn)
-    .await?)
-}
-
-/// What makes `role` unsafe to serve requests with.
-fn role_problems(role: &RoleRow, problems: &mut Vec<String>) {
-    let name = &role.role;
-    if role.rolsuper {
-        problems.push(format!("role {name} is a superuser"));
-    }
-    if role.rolbypassrls {
-        problems.push(format!("role {name} has BYPASSRLS"));
-    }
-    if !role.member_of.is_empty() {
-        problems.push(format!(
-            "role {name} is a member of {} (SET ROLE would leave its policies)",
-            role.member_of.join(", ")
-        ));
-    }
-    for table in &role.owns {
-        problems.push(format!("role {name} owns table {table}"));
-    }
-}
-
-#[derive(QueryableByName)]
-struct PolicyRow {
-    #[diesel(sql_type = Text)]
-    table: String,
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Bool)]
-    public: bool,
-    #[diesel(sql_type = Bool)]
-    for_runtime_role: bool,
-    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
-    using: Option<String>,
+async fn current_user(conn: &mut AsyncPgConnection) -> Result<String, DbError> {
+    let row: CurrentUser = diesel::sql_query("SELECT current_user::text AS role")
+        .get_result(conn)
+        .await?;
+    Ok(row.role)
 }
 
 impl Db {
-    /// Checks that the pools' roles really cannot bypass row-level security:
-    ///
-    /// * they are the roles `schema` names (`<svc>_app` for the runtime pool,
-    ///   `<svc>_platform` for the platform pool): URLs swapped or pointing at
-    ///   another role are refused;
-    /// * each is not a superuser, not `BYPASSRLS`, a member of no role at all
-    ///   (`pg_auth_members`: no `SET ROLE` leads anywhere), and owns no tenant
-    ///   table;
-    /// * every table with a `tenant_id` column, in any schema, has RLS enabled
-    ///   *and* forced and at least one policy;
-    /// * no policy applies to every role (`PUBLIC`), and none lets the runtime
-    ///   role see every row (`USING (true)`).
-    ///
-    /// A service refuses to start when this fails.
+    /// The roles the pools really connect as (a URL may name any role): the
+    /// start-up check compares them with the ones the schema names before
+    /// checking those roles' rules (`bulkhead_validate::verify_runtime`).
     ///
     /// # Errors
-    /// [`DbError::UnsafeSchema`] listing every problem found.
-    pub async fn verify_rls(&self, schema: &ServiceSchema) -> Result<RlsReport, DbError> {
-        use diesel_async::AsyncConnection as _;
-        let mut conn = self.system().await?;
-        // One transaction: read in one snapshot, and on one server connection
-        // behind a transaction-mode pooler (statements are prepared where
-        // they run).
-        let (role, tables, policies) = conn
-            .pg()
-            .transaction(async |pg| {
-                    let role = role_of(pg).await?;
-                    let tables: Vec<TableRow> = diesel::sql_query(format!(
-                        "SELECT c.oid::regclass::text AS name,
-                                c.relrowsecurity AS enabled,
-                                c.relforcerowsecurity AS forced,
-                                (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies
-                           {TENANT_TABLES}
-                          ORDER BY 1"
-                    ))
-                    .load(pg)
-                    .await?;
-                    let policies: Vec<PolicyRow> = diesel::sql_query(
-                        "SELECT p.polrelid::regclass::text AS table, p.polname::text AS name,
-                                0::oid = ANY (p.polroles) AS public,
-                                (SELECT oid FROM pg_roles WHERE rolname = current_user) = ANY (p.polroles)
-                                    AS for_runtime_role,
-                                pg_get_expr(p.polqual, p.polrelid) AS using
-                           FROM pg_policy p ORDER BY 1, 2",
-                    )
-                    .load(pg)
-                    .await?;
-                    Ok::<_, DbError>((role, tables, policies))
-            })
-            .await?;
+    /// When a pool cannot be reached.
+    pub async fn connected_roles(&self) -> Result<ConnectedRoles, DbError> {
+        let runtime = current_user(self.system().await?.pg()).await?;
         let platform = match self.platform_system().await? {
-            Some(mut conn) => Some(conn.pg().transaction(async |pg| role_of(pg).await).await?),
+            Some(mut conn) => Some(current_user(conn.pg()).await?),
             None => None,
         };
-
-        let mut problems = Vec::new();
-        if role.role != schema.app_role() {
-            problems.push(format!(
-                "the runtime pool connects as {}, not {}",
-                role.role,
-                schema.app_role()
-            ));
-        }
-        role_problems(&role, &mut problems);
-        if let Some(platform) = &platform {
-            if platform.role != schema.platform_role() {
-                problems.push(format!(
-                    "the platform pool connects as {}, not {}",
-                    platform.role,
-                    schema.platform_role()
-                ));
-            }
-            role_problems(platform, &mut problems);
-        }
-        for t in &tables {
-            if !t.enabled {
-                problems.push(format!("table {} has row-level security disabled", t.name));
-            }
-            if !t.forced {
-                problems.push(format!(
-                    "table {} does not FORCE row-level security",
-                    t.name
-                ));
-            }
-            if t.policies == 0 {
-                problems.push(format!("table {} has no policy", t.name));
-            }
-        }
-        for p in &policies {
-            if p.public {
-                problems.push(format!(
-                    "policy {} on {} applies to every role (PUBLIC)",
-                    p.name, p.table
-                ));
-            }
-            if p.for_runtime_role && p.using.as_deref() == Some("true") {
-                problems.push(format!(
-                    "policy {} on {} lets {} see every row",
-                    p.name, p.table, role.role
-                ));
-            }
-        }
-        if problems.is_empty() {
-            Ok(RlsReport {
-                role: role.role,
-                platform_role: platform.map(|p| p.role),
-                tenant_tables: tables.into_iter().map(|t| t.name).collect(),
-            })
-        } else {
-            Err(DbError::UnsafeSchema(problems.join("; ")))
-        }
+        Ok(ConnectedRoles { runtime, platform })
     }
 }
 

@@ -409,26 +409,6 @@ async fn app_role_cannot_switch_off_row_level_security() {
     assert!(!flags.rolsuper && !flags.rolbypassrls && !flags.member_of_owner);
 }
 
-#[tokio::test]
-async fn startup_check_accepts_the_app_role_and_refuses_the_owner() {
-    let w = world(1).await;
-    let report =
-        w.db.verify_rls(&SAMPLE)
-            .await
-            .expect("the app role is safe");
-    assert_eq!(report.role, "sample_app");
-    assert_eq!(report.platform_role.as_deref(), Some("sample_platform"));
-    assert_eq!(report.tenant_tables, vec!["notes", "projects"]);
-    let owner_db = Db::connect(&w.database.owner_url, &Default::default())
-        .await
-        .expect("owner pool");
-    let err = owner_db
-        .verify_rls(&SAMPLE)
-        .await
-        .expect_err("a pool as the owner must be refused");
-    assert!(err.to_string().contains("owns table projects"), "{err}");
-}
-
 #[test]
 fn repository_functions_refuse_unscoped_connections() {
     let t = trybuild::TestCases::new();
@@ -510,99 +490,6 @@ async fn neither_role_can_set_role_to_any_other() {
     }
 }
 
-#[tokio::test]
-async fn startup_check_refuses_a_runtime_role_that_can_reach_another_role() {
-    let w = world(1).await;
-    // A role of this test's own (roles are cluster-wide, shared by concurrent
-    // tests): a login role like sample_app, but a member of sample_platform.
-    let probe = format!("probe_{}", &Uuid::new_v4().simple().to_string()[..12]);
-    let mut admin = w.database.admin_connection().await;
-    diesel_async::SimpleAsyncConnection::batch_execute(
-        &mut admin,
-        &format!(
-            "CREATE ROLE {probe} LOGIN NOINHERIT PASSWORD '{probe}';
-             GRANT CONNECT ON DATABASE {db} TO {probe};
-             GRANT sample_platform TO {probe}",
-            db = w.database.name
-        ),
-    )
-    .await
-    .expect("probe role");
-    let url = w.database.app_url.replace("sample_app", &probe);
-    let db = Db::connect(&url, &Default::default())
-        .await
-        .expect("probe pool");
-    let err = db
-        .verify_rls(&SAMPLE)
-        .await
-        .expect_err("a runtime role that can SET ROLE elsewhere must be refused");
-    assert!(
-        err.to_string()
-            .contains(&format!("role {probe} is a member of sample_platform")),
-        "{err}"
-    );
-    diesel::sql_query(format!("REVOKE sample_platform FROM {probe}"))
-        .execute(&mut admin)
-        .await
-        .expect("revoke");
-    let err = db
-        .verify_rls(&SAMPLE)
-        .await
-        .expect_err("still not sample_app");
-    assert!(
-        !err.to_string().contains("member of"),
-        "a member of nothing: {err}"
-    );
-}
-
-#[tokio::test]
-async fn startup_check_refuses_swapped_roles_and_policies_that_open_every_row() {
-    let w = world(1).await;
-    let config = bulkhead_db::PoolConfig::default();
-    let swapped = Db::connect(&w.database.platform_url, &config)
-        .await
-        .expect("pool")
-        .with_platform(&w.database.app_url, &config)
-        .await
-        .expect("pool");
-    let err = swapped
-        .verify_rls(&SAMPLE)
-        .await
-        .expect_err("swapped URLs must be refused");
-    assert!(
-        err.to_string()
-            .contains("the runtime pool connects as sample_platform, not sample_app"),
-        "{err}"
-    );
-
-    let mut admin = w.database.admin_connection().await;
-    diesel::sql_query("CREATE POLICY leak ON notes USING (true)")
-        .execute(&mut admin)
-        .await
-        .expect("a policy for everyone");
-    diesel::sql_query("CREATE POLICY wide ON projects FOR SELECT TO sample_app USING (true)")
-        .execute(&mut admin)
-        .await
-        .expect("a policy opening every row");
-    let err =
-        w.db.verify_rls(&SAMPLE)
-            .await
-            .expect_err("both policies must be refused");
-    let err = err.to_string();
-    assert!(
-        err.contains("policy leak on notes applies to every role (PUBLIC)"),
-        "{err}"
-    );
-    assert!(
-        err.contains("policy wide on projects lets sample_app see every row"),
-        "{err}"
-    );
-}
-
-/// A session-level `SET app.tenant_id` on a pooled connection (SQL run as the
-/// runtime role outside any scoped transaction, or another client of the same
-/// server connection behind a transaction-mode pooler) reaches no scoped
-/// transaction that uses that connection next.
 #[tokio::test]
 async fn a_session_level_tenant_setting_reaches_no_scoped_transaction() {
     use diesel_async::RunQueryDsl as _;

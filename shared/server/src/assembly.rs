@@ -449,8 +449,7 @@ pub async fn start(
     }
     .await
     .map_err(|source| StartError::Database { service, source })?;
-    let report = db
-        .verify_rls(module.schema())
+    let report = bulkhead_validate::verify_runtime(&db, module.schema())
         .await
         .map_err(|source| StartError::Unsafe { service, source })?;
     tracing::info!(
@@ -458,6 +457,7 @@ pub async fn start(
         role = report.role,
         platform_role = report.platform_role,
         tenant_tables = ?report.tenant_tables,
+        checks = report.checks,
         "row-level security verified"
     );
     let (security, security_events) = SecurityEvents::channel(bulkhead_guard::DEFAULT_PER_MINUTE);

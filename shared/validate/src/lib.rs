@@ -92,6 +92,9 @@ pub struct Finding {
 pub struct Options {
     /// The Citus distribution rules.
     pub citus: bool,
+    /// Leave out the orphan rule (no finding at all): the start-up check runs
+    /// as the runtime role, which sees no rows past RLS, without Tenant's list.
+    pub skip_orphans: bool,
 }
 
 /// The tables whose rows are the audit trail (Audit's database).
@@ -471,7 +474,7 @@ pub async fn validate(
     .load(conn)
     .await?;
     let can_read_rows = matches!(can_read_rows.as_slice(), [f, ..] if f.yes);
-    for table in tables.iter().filter(|t| t.tenant) {
+    for table in tables.iter().filter(|t| t.tenant && !options.skip_orphans) {
         match (known, can_read_rows) {
             (None, _) => found(
                 Rule::Orphans,
@@ -772,6 +775,82 @@ fn policy_verdict(policy: &PolicyRow, scopes: &[(String, &'static str)]) -> (boo
         .or_else(|| scoped(&policy.check))
         .unwrap_or("app.tenant_id");
     (true, format!("{} scoped by {scope}", policy.command))
+}
+
+/// What the start-up check verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeReport {
+    /// The runtime role the pool connects as.
+    pub role: String,
+    /// The platform role the platform pool connects as, when there is one.
+    pub platform_role: Option<String>,
+    /// Every table held to the row-level security rule.
+    pub tenant_tables: Vec<String>,
+    /// How many checks held.
+    pub checks: usize,
+}
+
+/// The start-up check of a service: its pools connect as the roles `schema`
+/// names (`<svc>_app`, `<svc>_platform`: URLs swapped or naming another role
+/// are refused), and every rule of [`validate`] but the orphans holds, read
+/// as the runtime role in one transaction (one snapshot, and one server
+/// connection behind a transaction-mode pooler). A service refuses to start
+/// when this fails.
+///
+/// # Errors
+/// [`DbError::UnsafeSchema`] listing every problem found; any other error when
+/// the database cannot be read.
+pub async fn verify_runtime(
+    db: &bulkhead_db::Db,
+    schema: &'static ServiceSchema,
+) -> Result<RuntimeReport, DbError> {
+    use diesel_async::AsyncConnection as _;
+    let roles = db.connected_roles().await?;
+    let mut problems = Vec::new();
+    if roles.runtime != schema.app_role() {
+        problems.push(format!(
+            "the runtime pool connects as {}, not {}",
+            roles.runtime,
+            schema.app_role()
+        ));
+    }
+    if let Some(platform) = roles.platform.as_ref()
+        && *platform != schema.platform_role()
+    {
+        problems.push(format!(
+            "the platform pool connects as {platform}, not {}",
+            schema.platform_role()
+        ));
+    }
+    let options = Options {
+        citus: false,
+        skip_orphans: true,
+    };
+    let findings = db
+        .system()
+        .await?
+        .pg()
+        .transaction(async |pg| validate(pg, schema, None, options).await)
+        .await?;
+    problems.extend(
+        findings
+            .iter()
+            .filter(|f| !f.ok)
+            .map(|f| format!("{} {}: {}", f.rule.as_str(), f.object, f.detail)),
+    );
+    if !problems.is_empty() {
+        return Err(DbError::UnsafeSchema(problems.join("; ")));
+    }
+    Ok(RuntimeReport {
+        role: roles.runtime,
+        platform_role: roles.platform,
+        tenant_tables: findings
+            .iter()
+            .filter(|f| f.rule == Rule::RowLevelSecurity)
+            .map(|f| f.object.clone())
+            .collect(),
+        checks: findings.len(),
+    })
 }
 
 /// Whether any finding fails.

@@ -3,7 +3,7 @@
 //! cluster) of its own, and one test that breaks them one after another.
 
 use bulkhead_postgres::testing::test_database;
-use bulkhead_validate::{Options, Rule, failed, table, validate};
+use bulkhead_validate::{Options, Rule, failed, table, validate, verify_runtime};
 use diesel_async::SimpleAsyncConnection as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,6 +68,16 @@ async fn a_runtime_role_that_could_escape_is_caught() {
             "{break_it}: {}",
             failing[0].detail
         );
+        // The start-up check, as the runtime role, refuses it too.
+        let err = verify_runtime(&db.app_db(1).await, schema)
+            .await
+            .expect_err(break_it)
+            .to_string();
+        assert!(
+            err.contains(&format!("runtime_role {role}: ")),
+            "{break_it}: {err}"
+        );
+        assert!(err.contains(says), "{break_it}: {err}");
         admin.batch_execute(mend).await.expect(mend);
         let findings = validate(
             &mut db.admin_connection().await,
@@ -78,5 +88,8 @@ async fn a_runtime_role_that_could_escape_is_caught() {
         .await
         .expect("validate");
         assert!(!failed(&findings), "after {mend}:\n{}", table(&findings));
+        verify_runtime(&db.app_db(1).await, schema)
+            .await
+            .unwrap_or_else(|e| panic!("after {mend}: {e}"));
     }
 }

@@ -6,7 +6,7 @@
 
 use bulkhead_db::schema::ServiceSchema;
 use bulkhead_postgres::testing::{TestDatabase, test_database};
-use bulkhead_validate::{Finding, Options, Rule, failed, table, validate};
+use bulkhead_validate::{Finding, Options, Rule, failed, table, validate, verify_runtime};
 use diesel_async::SimpleAsyncConnection as _;
 use uuid::Uuid;
 
@@ -248,6 +248,24 @@ async fn each_broken_rule_is_caught_on_the_object_that_breaks_it() {
             .collect();
         want.sort();
         assert_eq!(got, want, "{what}:\n{}", table(&findings));
+        // The start-up check applies the same rules, as the runtime role:
+        // it refuses each break but the orphan (which that role cannot see).
+        let started = verify_runtime(&db.app_db(1).await, task).await;
+        let refused: Vec<&(Rule, String)> =
+            want.iter().filter(|(r, _)| *r != Rule::Orphans).collect();
+        match started {
+            Ok(_) => assert!(refused.is_empty(), "{what}: the start-up check passed"),
+            Err(err) => {
+                let err = err.to_string();
+                assert!(!refused.is_empty(), "{what}: refused at start-up: {err}");
+                for (rule, object) in refused {
+                    assert!(
+                        err.contains(&format!("{} {object}:", rule.as_str())),
+                        "{what}: {err}"
+                    );
+                }
+            }
+        }
     }
 
     // A table without tenant_id that the runtime role reaches (Auth's users)
@@ -390,7 +408,16 @@ async fn orphans_are_counted_against_the_tenants_tenant_knows_and_never_skipped(
 async fn citus_rules_name_reference_tables_and_refuse_what_cannot_be_distributed() {
     let task = &bulkhead_task::SCHEMA;
     let db = test_database(task).await;
-    let findings = check(&db, task, Some(&[]), Options { citus: true }).await;
+    let findings = check(
+        &db,
+        task,
+        Some(&[]),
+        Options {
+            citus: true,
+            ..Options::default()
+        },
+    )
+    .await;
     assert!(!failed(&findings), "{}", table(&findings));
     let distributed = findings
         .iter()
@@ -412,7 +439,18 @@ async fn citus_rules_name_reference_tables_and_refuse_what_cannot_be_distributed
         "without --citus both are fine:\n{}",
         table(&plain)
     );
-    let mut got = failures(&check(&db, task, Some(&[]), Options { citus: true }).await);
+    let mut got = failures(
+        &check(
+            &db,
+            task,
+            Some(&[]),
+            Options {
+                citus: true,
+                ..Options::default()
+            },
+        )
+        .await,
+    );
     got.sort();
     assert_eq!(
         got,

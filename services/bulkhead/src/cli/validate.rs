@@ -63,7 +63,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let options = Options { citus: args.citus };
+    let options = Options {
+        citus: args.citus,
+        ..Options::default()
+    };
     let mut findings: Vec<Finding> = Vec::new();
     for (kind, url) in urls.values() {
         let mut conn = bulkhead_db::schema::connect_once(url)
