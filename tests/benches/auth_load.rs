@@ -13,6 +13,7 @@ mod stats;
 #[path = "../e2e/support.rs"]
 #[allow(
     dead_code,
+    unused_imports,
     reason = "shared with the e2e tests, which use the rest of it"
 )]
 mod support;
@@ -63,7 +64,7 @@ async fn main() {
     // The throttles would stop a benchmark from one address: raised here.
     let limits = bulkhead_auth::LimitsConfig {
         per_peer_per_minute: 1_000_000,
-        switches_per_user_per_minute: 1_000_000,
+        sessions_per_user_per_minute: 1_000_000,
         throttle: bulkhead_auth::ThrottleConfig {
             free_failures: 1_000_000,
             account_failures_per_hour: 1_000_000,

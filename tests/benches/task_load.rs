@@ -18,6 +18,7 @@ mod stats;
 #[path = "../e2e/support.rs"]
 #[allow(
     dead_code,
+    unused_imports,
     reason = "shared with the e2e tests, which use the rest of it"
 )]
 mod support;

@@ -6,6 +6,25 @@ mod outbox;
 mod roles;
 #[cfg(feature = "scale-out")]
 mod scale_out;
+/// Every end-to-end test again, over two replicas of every service on one
+/// database each, behind one client-side balanced channel
+/// (`support::replicated`).
+#[cfg(feature = "scale-out")]
+#[path = "."]
+#[allow(
+    clippy::duplicate_mod,
+    reason = "the same tests, compiled a second time against the replicated suite"
+)]
+mod scale_out_replicas {
+    mod support {
+        pub use crate::support::replicated::*;
+    }
+    mod auth;
+    mod outbox;
+    mod roles;
+    mod suite;
+    mod task;
+}
 mod suite;
 mod support;
 mod task;

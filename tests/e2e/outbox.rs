@@ -21,7 +21,7 @@ use diesel::sql_types::{BigInt, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::support::spawn_suite_holding;
+use super::support::spawn_suite_holding;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -299,7 +299,7 @@ async fn refusals_arrive_in_the_callers_tenant_trail() {
     use bulkhead_proto::audit::v1 as audit;
     use bulkhead_proto::audit::v1::audit_service_client::AuditServiceClient;
 
-    let suite = crate::support::spawn_suite().await;
+    let suite = super::support::spawn_suite().await;
     let tenant_id = TenantId::new_v7();
     let user = |role: TenantRole| TenantUser {
         user_id: UserId::new_v7(),
@@ -404,7 +404,7 @@ async fn refusals_arrive_in_the_callers_tenant_trail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_larger_than_a_grpc_message_reaches_audit_in_pieces() {
-    let suite = crate::support::spawn_suite().await;
+    let suite = super::support::spawn_suite().await;
     // 150 events of 40 KB in Task's outbox: 6 MB a batch, over gRPC's 4 MiB.
     let tenant = TenantId::new_v7();
     let mut task_db = suite.databases["task"].admin_connection().await;

@@ -21,7 +21,7 @@ use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 
-use crate::support::{TestSuite, spawn_suite};
+use super::support::{TestSuite, spawn_suite};
 
 const PASSWORD: &str = "a long enough password";
 
@@ -204,11 +204,7 @@ async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
     let token = seed(&suite).await;
     // Audit's rows arrive through the writers' outbox relays: wait for the
     // owner's tenant to have a chain, and sign its head.
-    let mut audit = AuditServiceClient::new(
-        tonic::transport::Endpoint::from_shared(suite.endpoint(ServiceKind::Audit))
-            .expect("endpoint")
-            .connect_lazy(),
-    );
+    let mut audit = AuditServiceClient::new(suite.channel(ServiceKind::Audit));
     let started = std::time::Instant::now();
     while audit
         .create_checkpoint(bearer(&token, audit_pb::CreateCheckpointRequest::default()))
@@ -329,7 +325,7 @@ async fn no_role_the_runtime_role_can_reach_sees_across_tenants() {
 
 /// The code of `path` called with an empty message and `service`'s token.
 async fn internal_call(
-    suite: &crate::support::TestSuite,
+    suite: &super::support::TestSuite,
     kind: ServiceKind,
     path: &'static str,
     streaming: bool,

@@ -474,10 +474,10 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_out_two_replicas_behind_one_balanced_channel() {
     let first = crate::support::spawn_suite().await;
-    let (second, _guard, stop) = crate::support::start_replicas(&first, &ServiceKind::ALL).await;
+    let second = crate::support::start_replicas(&first, &ServiceKind::ALL, &[]).await;
     let endpoints = |kind: ServiceKind| {
         let mut endpoints = vec![first.endpoint(kind)];
-        if let Some(addr) = second.addrs.get(kind.name()) {
+        if let Some(addr) = second.addr(kind) {
             endpoints.push(format!("http://{addr}"));
         }
         endpoints
@@ -597,7 +597,6 @@ async fn scale_out_two_replicas_behind_one_balanced_channel() {
         )
         .await;
     }
-    let _ = stop.send(true);
     second.stop().await;
 }
 

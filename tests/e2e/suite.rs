@@ -1,7 +1,7 @@
 //! The whole suite on real sockets and a real Postgres, checked from outside the
 //! way an operator's grpcurl or a load balancer's probe would.
 
-use crate::support::{TestSuite, spawn_suite};
+use super::support::spawn_suite;
 use bulkhead::services::ServiceKind;
 use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
 use tokio_stream::StreamExt as _;
@@ -71,8 +71,8 @@ fn owner() -> TenantUser {
     }
 }
 
-async fn listed_services(suite: &TestSuite, kind: ServiceKind) -> Vec<String> {
-    let mut client = ServerReflectionClient::new(channel(&suite.endpoint(kind)).await);
+async fn listed_services(endpoint: &str) -> Vec<String> {
+    let mut client = ServerReflectionClient::new(channel(endpoint).await);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -108,12 +108,14 @@ async fn every_port_lists_its_service_health_and_reflection() {
             "grpc.reflection.v1alpha.ServerReflection".to_owned(),
         ]);
         expected.sort();
-        assert_eq!(
-            listed_services(&suite, kind).await,
-            expected,
-            "{}",
-            kind.name()
-        );
+        for endpoint in suite.endpoints(kind) {
+            assert_eq!(
+                listed_services(&endpoint).await,
+                expected,
+                "{} at {endpoint}",
+                kind.name()
+            );
+        }
     }
     suite.suite.stop().await;
 }
@@ -121,8 +123,11 @@ async fn every_port_lists_its_service_health_and_reflection() {
 #[tokio::test]
 async fn every_service_reports_serving_after_its_rls_check() {
     let suite = spawn_suite().await;
-    for kind in ServiceKind::ALL {
-        let mut health = HealthClient::new(channel(&suite.endpoint(kind)).await);
+    for (kind, endpoint) in ServiceKind::ALL
+        .into_iter()
+        .flat_map(|kind| suite.endpoints(kind).into_iter().map(move |e| (kind, e)))
+    {
+        let mut health = HealthClient::new(channel(&endpoint).await);
         for service in std::iter::once("").chain(kind.grpc_services().iter().copied()) {
             let status = health
                 .check(HealthCheckRequest {
@@ -153,8 +158,11 @@ async fn every_rpc_of_every_service_refuses_calls_without_a_token() {
             .flat_map(|s| methods_of(s))
             .collect();
         assert!(!methods.is_empty());
-        for path in methods {
-            let result = call_empty(&suite.endpoint(kind), &path, &[]).await;
+        for (path, endpoint) in methods
+            .iter()
+            .flat_map(|path| suite.endpoints(kind).into_iter().map(move |e| (path, e)))
+        {
+            let result = call_empty(&endpoint, path, &[]).await;
             if PUBLIC.contains(&path.as_str()) {
                 // Public: the guard lets them through; what they answer is theirs.
                 if let Err(status) = result {

@@ -28,6 +28,53 @@ pub struct TestSuite {
     guard: SharedGuard,
     peers: Peers,
     pub credentials: bulkhead_server::CredentialsFactory,
+    /// A second replica of every service, when the suite runs replicated
+    /// (the `scale_out_replicas` tests): [`TestSuite::channel`] balances
+    /// over both.
+    pub replicas: Option<Replicas>,
+    /// Auth's login limits (its replicas get the same).
+    login_limits: bulkhead_auth::LimitsConfig,
+}
+
+/// A second replica of some services, wired as a separately deployed process
+/// is: on the first replicas' databases, on ports of their own, with a guard
+/// of its own.
+pub struct Replicas {
+    /// The replicas started (the held ones, once started, in a second suite).
+    suites: Vec<Suite>,
+    /// Their guard.
+    pub guard: SharedGuard,
+    /// Who they call: each other, and the first replicas of the kinds not here.
+    peers: Peers,
+    /// Replicas bound but not serving yet (as the first suite's held ones).
+    held: Vec<Launch>,
+    /// Stops their followers.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Replicas {
+    /// Where the replica of `kind` listens, started or held.
+    #[must_use]
+    pub fn addr(&self, kind: ServiceKind) -> Option<SocketAddr> {
+        let started = self
+            .suites
+            .iter()
+            .find_map(|s| s.addrs.get(kind.name()).copied());
+        started.or_else(|| {
+            self.held
+                .iter()
+                .find(|l| l.module.name() == kind.name())
+                .and_then(|l| l.listener.local_addr().ok())
+        })
+    }
+
+    /// Stops the replicas and their followers.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for suite in self.suites {
+            suite.stop().await;
+        }
+    }
 }
 
 impl std::fmt::Debug for TestSuite {
@@ -65,6 +112,17 @@ impl TestSuite {
     /// # Panics
     /// When one cannot start.
     pub async fn start_held(&mut self) -> Suite {
+        if let Some(replicas) = self.replicas.as_mut() {
+            let started = Suite::start(
+                std::mem::take(&mut replicas.held),
+                &replicas.guard,
+                &replicas.peers,
+                Some(&self.credentials),
+            )
+            .await
+            .expect("the held replicas start");
+            replicas.suites.push(started);
+        }
         Suite::start(
             std::mem::take(&mut self.held),
             &self.guard,
@@ -81,12 +139,27 @@ impl TestSuite {
         format!("http://{}", self.addr(kind))
     }
 
-    /// A lazily connected channel to `kind`.
+    /// `http://addr` of every replica of `kind` (one unless replicated).
+    #[must_use]
+    pub fn endpoints(&self, kind: ServiceKind) -> Vec<String> {
+        let second = self.replicas.as_ref().and_then(|r| r.addr(kind));
+        std::iter::once(self.endpoint(kind))
+            .chain(second.map(|addr| format!("http://{addr}")))
+            .collect()
+    }
+
+    /// A lazily connected channel to `kind`: when the suite runs replicated,
+    /// one client-side balanced channel over both replicas.
     #[must_use]
     pub fn channel(&self, kind: ServiceKind) -> tonic::transport::Channel {
-        tonic::transport::Endpoint::from_shared(self.endpoint(kind))
-            .expect("endpoint")
-            .connect_lazy()
+        let endpoint =
+            |url: String| tonic::transport::Endpoint::from_shared(url).expect("endpoint");
+        let mut endpoints = self.endpoints(kind);
+        if endpoints.len() == 1 {
+            endpoint(endpoints.remove(0)).connect_lazy()
+        } else {
+            tonic::transport::Channel::balance_list(endpoints.into_iter().map(endpoint))
+        }
     }
 
     /// An access token of a SUPER_ADMIN (an operator of no tenant of the test).
@@ -184,7 +257,7 @@ pub async fn spawn_suite_connecting(
         &key,
         VerifierConfig::default(),
     ));
-    let auth = auth_module(&key, login_limits);
+    let auth = auth_module(&key, login_limits.clone());
     let mut launches = Vec::new();
     let mut databases = std::collections::BTreeMap::new();
     let settings = bulkhead::services::Settings {
@@ -232,6 +305,8 @@ pub async fn spawn_suite_connecting(
         guard,
         peers,
         credentials,
+        login_limits,
+        replicas: None,
     }
 }
 
@@ -259,23 +334,20 @@ fn auth_module(
 /// A second replica of the services named in `kinds`, in this process but
 /// wired as a separately deployed one is: on the same databases, on ports of
 /// their own, with a guard of its own that follows Auth's revocations and
-/// Tenant's deactivations (as `serve` does), calling the first replicas'
-/// peers.
-/// Stops with the returned sender.
+/// Tenant's deactivations (as `serve` does), calling each other and the first
+/// replicas of the other kinds. Those named in `held` are bound but wait for
+/// [`TestSuite::start_held`] (with `first`'s held ones).
 ///
 /// # Panics
 /// When a replica cannot start.
 #[cfg(feature = "scale-out")]
-pub async fn start_replicas(
-    first: &TestSuite,
-    kinds: &[ServiceKind],
-) -> (Suite, SharedGuard, tokio::sync::watch::Sender<bool>) {
+pub async fn start_replicas(first: &TestSuite, kinds: &[ServiceKind], held: &[&str]) -> Replicas {
     let guard = SharedGuard::new(bulkhead::keys::verifier_for(
         &first.key,
         VerifierConfig::default(),
     ));
     let settings = bulkhead::services::Settings {
-        auth: auth_module(&first.key, bulkhead_auth::LimitsConfig::default()),
+        auth: auth_module(&first.key, first.login_limits.clone()),
         task: bulkhead_task::TaskModule::default(),
         audit: bulkhead_audit::AuditModule::default(),
     };
@@ -293,7 +365,24 @@ pub async fn start_replicas(
                 .expect("binding a port"),
         });
     }
-    let suite = Suite::start(launches, &guard, &first.peers, Some(&first.credentials))
+    let own = |kind: ServiceKind, first_url: &Option<String>| {
+        launches
+            .iter()
+            .find(|l| l.module.name() == kind.name())
+            .map(|l| format!("http://{}", l.listener.local_addr().expect("addr")))
+            .or_else(|| first_url.clone())
+    };
+    let peers = Peers {
+        auth: own(ServiceKind::Auth, &first.peers.auth),
+        tenant: own(ServiceKind::Tenant, &first.peers.tenant),
+        task: own(ServiceKind::Task, &first.peers.task),
+        audit: own(ServiceKind::Audit, &first.peers.audit),
+        relay: first.peers.relay.clone(),
+    };
+    let (held, launches): (Vec<Launch>, Vec<Launch>) = launches
+        .into_iter()
+        .partition(|l| held.contains(&l.module.name()));
+    let suite = Suite::start(launches, &guard, &peers, Some(&first.credentials))
         .await
         .expect("the replicas start");
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -313,7 +402,43 @@ pub async fn start_replicas(
             stopped,
         ));
     }
-    (suite, guard, stop)
+    Replicas {
+        suites: vec![suite],
+        guard,
+        peers,
+        held,
+        stop,
+    }
+}
+
+/// The suite with two replicas of every service (see [`start_replicas`]),
+/// under the names the end-to-end tests use: `scale_out_replicas` runs every
+/// one of them again this way.
+#[cfg(feature = "scale-out")]
+pub mod replicated {
+    pub use super::{TASK_CLIENT_SECRET, TestSuite};
+    use bulkhead::services::ServiceKind;
+
+    /// [`super::spawn_suite`], replicated.
+    pub async fn spawn_suite() -> TestSuite {
+        spawn_suite_with(bulkhead_auth::LimitsConfig::default()).await
+    }
+
+    /// [`super::spawn_suite_with`], replicated.
+    pub async fn spawn_suite_with(login_limits: bulkhead_auth::LimitsConfig) -> TestSuite {
+        spawn_suite_holding(login_limits, &[]).await
+    }
+
+    /// [`super::spawn_suite_holding`], replicated: both replicas of the
+    /// services in `held` wait.
+    pub async fn spawn_suite_holding(
+        login_limits: bulkhead_auth::LimitsConfig,
+        held: &[&str],
+    ) -> TestSuite {
+        let mut suite = super::spawn_suite_holding(login_limits, held).await;
+        suite.replicas = Some(super::start_replicas(&suite, &ServiceKind::ALL, held).await);
+        suite
+    }
 }
 
 /// A relay that retries within a fraction of a second (tests wait seconds, not minutes).

@@ -12,7 +12,7 @@ use bulkhead_proto::task::v1::task_service_client::TaskServiceClient;
 use bulkhead_proto::tenant::v1 as tenant;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
 
-use crate::support::spawn_suite;
+use super::support::spawn_suite;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_who_leaves_is_unassigned_from_open_tasks_within_two_seconds() {

@@ -48,6 +48,10 @@ pub enum AuthError {
     /// network, or this account from unknown networks): wait this long.
     #[error("too many login attempts")]
     Throttled(std::time::Duration),
+    /// The user started too many sessions in the last minute (SwitchTenant):
+    /// wait this long.
+    #[error("too many new sessions")]
+    TooManySessions(std::time::Duration),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -106,6 +110,7 @@ impl From<AuthError> for Status {
                 );
                 bulkhead_rpc::throttled(&message, wait)
             }
+            AuthError::TooManySessions(wait) => bulkhead_rpc::throttled(&message, wait),
             AuthError::Db(cause) => bulkhead_rpc::db_status(&cause),
         }
     }

@@ -297,7 +297,7 @@ impl AuthService for AuthApi {
         };
         let tokens = self
             .sessions
-            .start(&user, &membership, "auth.login", &actor)
+            .start(&user, &membership, "auth.login", &actor, None)
             .await?;
         tracing::info!(security = true, event = "login_success", user_id = %user.id, tenant_id = %membership.tenant_id, "login");
         Ok(Response::new(pb::LoginResponse {
@@ -410,9 +410,6 @@ impl AuthService for AuthApi {
         let ctx = RequestContext::from_request(&request)?;
         let caller = ctx.tenant_user()?;
         let target = SwitchTarget::try_from(request.get_ref())?;
-        if let Err(wait) = self.limits.check_switch(&caller.user_id.to_string()) {
-            return Err(bulkhead_rpc::throttled("too many tenant switches", wait));
-        }
         let user = active_user(&self.db, caller.user_id)
             .await?
             .ok_or(AuthError::Forbidden)?;
@@ -427,7 +424,13 @@ impl AuthService for AuthApi {
         };
         let tokens = self
             .sessions
-            .start(&user, &membership, "auth.switch_tenant", &Actor::of(ctx))
+            .start(
+                &user,
+                &membership,
+                "auth.switch_tenant",
+                &Actor::of(ctx),
+                Some(self.limits.sessions_per_user_per_minute),
+            )
             .await?;
         Ok(Response::new(pb::SwitchTenantResponse {
             tokens: Some(convert::token_pair(tokens)),

@@ -25,9 +25,8 @@ const PURGE_EVERY: u64 = 1_000;
 /// The in-process login rate of one Auth process.
 pub struct LoginLimits {
     per_peer: DefaultKeyedRateLimiter<String>,
-    /// Sessions started by SwitchTenant, per user: each is a new session row
-    /// and token pair, so a token holder cannot mint them without end.
-    switches: DefaultKeyedRateLimiter<String>,
+    /// See [`LimitsConfig::sessions_per_user_per_minute`].
+    pub sessions_per_user_per_minute: u32,
     checks: AtomicU64,
     attempts: AtomicU64,
 }
@@ -44,9 +43,11 @@ pub struct LimitsConfig {
     /// Attempts per minute from one client network, in one process (burst: a
     /// quarter of it).
     pub per_peer_per_minute: u32,
-    /// SwitchTenant calls per minute of one user, in one process (burst: half
-    /// of it).
-    pub switches_per_user_per_minute: u32,
+    /// Sessions one user may have started (by logging in or switching) in
+    /// the last minute for SwitchTenant to start another: each switch is a
+    /// new session row and token pair, so a token holder cannot mint them
+    /// without end. Counted in the database, across replicas.
+    pub sessions_per_user_per_minute: u32,
     /// The password-guessing caps, shared by every replica.
     pub throttle: ThrottleConfig,
 }
@@ -55,7 +56,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             per_peer_per_minute: 120,
-            switches_per_user_per_minute: 20,
+            sessions_per_user_per_minute: 10,
             throttle: ThrottleConfig::default(),
         }
     }
@@ -71,21 +72,10 @@ impl LoginLimits {
                 Quota::per_minute(n(config.per_peer_per_minute))
                     .allow_burst(n(config.per_peer_per_minute / 4)),
             ),
-            switches: RateLimiter::keyed(
-                Quota::per_minute(n(config.switches_per_user_per_minute))
-                    .allow_burst(n(config.switches_per_user_per_minute / 2)),
-            ),
+            sessions_per_user_per_minute: config.sessions_per_user_per_minute,
             checks: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
         }
-    }
-
-    /// `Err(wait)` when `user` switched tenants too often.
-    pub fn check_switch(&self, user: &str) -> Result<(), Duration> {
-        let clock = DefaultClock::default();
-        self.switches
-            .check_key(&user.to_owned())
-            .map_err(|not_until| not_until.wait_time_from(clock.now()))
     }
 
     /// Whether this attempt should also purge the database's stale login
@@ -103,8 +93,6 @@ impl LoginLimits {
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.per_peer.retain_recent();
             self.per_peer.shrink_to_fit();
-            self.switches.retain_recent();
-            self.switches.shrink_to_fit();
         }
         let Some(client) = client else {
             return Ok(());
@@ -124,14 +112,8 @@ mod tests {
     fn a_network_gets_its_burst_then_is_told_how_long_to_wait() {
         let limits = LoginLimits::new(&LimitsConfig {
             per_peer_per_minute: 8,
-            switches_per_user_per_minute: 4,
             ..LimitsConfig::default()
         });
-        // SwitchTenant: a burst of half the minute's quota per user.
-        assert!(limits.check_switch("u1").is_ok());
-        assert!(limits.check_switch("u1").is_ok());
-        assert!(limits.check_switch("u1").is_err());
-        assert!(limits.check_switch("u2").is_ok(), "per user");
         let peer: IpAddr = [192, 0, 2, 1].into();
         for _ in 0..2 {
             assert!(limits.check(Some(peer)).is_ok());

@@ -187,6 +187,48 @@ pub async fn create_session(tx: PlatformConn<'_>, s: &NewSession<'_>) -> Result<
     Ok(())
 }
 
+/// How many sessions `user` started in the last `window`, and how long until
+/// the oldest of them leaves it. Locks the user's row first, so concurrent
+/// callers (on any replica) count one after another and a cap holds exactly.
+///
+/// # Errors
+/// On database failure.
+pub async fn sessions_started_within(
+    tx: PlatformConn<'_>,
+    user: UserId,
+    window: std::time::Duration,
+) -> Result<(i64, std::time::Duration), AuthError> {
+    #[derive(QueryableByName)]
+    struct Started {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+        #[diesel(sql_type = diesel::sql_types::Double)]
+        until_free: f64,
+    }
+    users::table
+        .select(users::id)
+        .filter(users::id.eq(user.as_uuid()))
+        .for_update()
+        .load::<Uuid>(&mut tx.pg())
+        .await?;
+    let window = window.as_secs_f64();
+    let started: Started = diesel::sql_query(
+        "SELECT count(*) AS n,
+                COALESCE(EXTRACT(EPOCH FROM min(create_time) + make_interval(secs => $2) - now()), 0)::float8
+                  AS until_free
+           FROM sessions
+          WHERE user_id = $1 AND create_time > now() - make_interval(secs => $2)",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(user.as_uuid())
+    .bind::<diesel::sql_types::Double, _>(window)
+    .get_result(&mut tx.pg())
+    .await?;
+    Ok((
+        started.n,
+        std::time::Duration::from_secs_f64(started.until_free.clamp(0.0, window)),
+    ))
+}
+
 /// What the refresh token with this hash is: the current token of a session
 /// (locked until the transaction ends), a rotated one, or unknown.
 ///

@@ -131,16 +131,20 @@ impl Sessions {
     }
 
     /// A new session for `user` in `membership`'s tenant, stored with its audit
-    /// event (`action`) in one transaction.
+    /// event (`action`) in one transaction; with `per_minute`, refused when the
+    /// user already started that many sessions in the last minute (counted in
+    /// the database, so the cap holds across replicas).
     ///
     /// # Errors
-    /// When signing or the database fails.
+    /// [`AuthError::TooManySessions`] over the cap; otherwise when signing or
+    /// the database fails.
     pub async fn start(
         &self,
         user: &User,
         membership: &MembershipView,
         action: &'static str,
         actor: &Actor,
+        per_minute: Option<u32>,
     ) -> Result<IssuedTokens, AuthError> {
         let session = SessionId::new_v7();
         let (access_token, access_expires) = self.access_token(user, session, membership)?;
@@ -156,6 +160,14 @@ impl Sessions {
         };
         self.db
             .platform_tx(async |tx| {
+                if let Some(cap) = per_minute {
+                    let (started, wait) =
+                        repo::sessions_started_within(tx, new.user, Duration::from_secs(60))
+                            .await?;
+                    if started >= i64::from(cap) {
+                        return Err(AuthError::TooManySessions(wait.max(Duration::from_secs(1))));
+                    }
+                }
                 repo::create_session(tx, &new).await?;
                 Event::new(action, "session", session)
                     .new_value(serde_json::json!({

@@ -50,7 +50,7 @@ pub async fn spawn_service() -> Harness {
             // The matrix logs in many times: the limits have their own tests.
             login_limits: LimitsConfig {
                 per_peer_per_minute: 100_000,
-                switches_per_user_per_minute: 100_000,
+                sessions_per_user_per_minute: 100_000,
                 throttle: bulkhead_auth::ThrottleConfig {
                     free_failures: 1_000_000,
                     account_failures_per_hour: 1_000_000,
