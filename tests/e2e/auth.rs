@@ -650,12 +650,82 @@ async fn services_get_tokens_with_client_credentials_and_watch_revocations() {
         ))
         .await
         .expect("logout");
-    let item = tokio::time::timeout(Duration::from_secs(2), stream.message())
-        .await
-        .expect("a revocation within 2 s")
-        .expect("stream")
-        .expect("an item");
+    let item = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let item = stream.message().await.expect("stream").expect("an item");
+            if !item.heartbeat {
+                return item;
+            }
+        }
+    })
+    .await
+    .expect("a revocation within 2 s");
     assert_eq!(item.session_id, alice.session_id);
+}
+
+/// An Auth that cannot read the revocations other replicas store (here: the
+/// sessions table locked away from it) stops saying its feed is live and
+/// ends its streams with UNAVAILABLE, so their guards fail closed and
+/// reconnect elsewhere; once it reads again, new streams are live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_behind_the_stored_revocations_ends_its_streams() {
+    use diesel_async::SimpleAsyncConnection as _;
+    let w = world().await;
+    let watch = || {
+        let mut request = tonic::Request::new(auth::WatchRevocationsRequest {});
+        request.metadata_mut().insert(
+            "x-service-authorization",
+            format!("Bearer {}", w._suite.service_token("task"))
+                .parse()
+                .expect("ascii"),
+        );
+        let mut auth = w.auth.clone();
+        async move { auth.watch_revocations(request).await }
+    };
+    let mut stream = watch().await.expect("watch").into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("an answer")
+        .expect("stream")
+        .expect("a heartbeat");
+    assert!(first.heartbeat, "nothing was revoked: a heartbeat first");
+
+    let mut lock = w._suite.databases["auth"].admin_connection().await;
+    lock.batch_execute("BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(item)) => assert!(item.heartbeat, "{item:?}"),
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(
+        started.elapsed() >= bulkhead_auth::IN_STEP_WITHIN - Duration::from_secs(1),
+        "ended after {:?}, before its bound",
+        started.elapsed()
+    );
+    lock.batch_execute("ROLLBACK").await.expect("unlock");
+    // Once it reads again, a new stream is live.
+    let mut stream = watch().await.expect("watch again").into_inner();
+    let item = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let item = stream.message().await.expect("stream").expect("an item");
+            if item.heartbeat {
+                return item;
+            }
+        }
+    })
+    .await
+    .expect("a heartbeat");
+    assert!(item.heartbeat);
 }
 
 /// The actions in Auth's outbox, oldest first, read as the database superuser.
@@ -908,6 +978,7 @@ async fn a_guard_in_another_process_follows_revocations_within_a_second() {
         auth_channel,
         credentials,
         remote.clone(),
+        bulkhead_clients::REVOCATION_FEED_BOUND,
         stopped,
     ));
     let session = SessionId::parse(&tokens.session_id).expect("sid");
@@ -932,6 +1003,228 @@ async fn a_guard_in_another_process_follows_revocations_within_a_second() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop.send(true);
+}
+
+/// SwitchTenant reads the session it is called from in the database: a
+/// session revoked where this guard has not heard of it yet (another Auth
+/// replica) starts no new one; and switches racing a logout of every session
+/// never leave a live session behind (the logout and the switch lock the
+/// user's row, on any replica), in every trial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_never_outlives_a_revocation_of_its_session() {
+    use diesel_async::RunQueryDsl as _;
+    let w = world_with(bulkhead_auth::LimitsConfig {
+        sessions_per_user_per_minute: 100_000,
+        ..bulkhead_auth::LimitsConfig::default()
+    })
+    .await;
+    let switch = |token: &str| {
+        let mut client = w.auth.clone();
+        let request = bearer(
+            token,
+            auth::SwitchTenantRequest {
+                tenant: Some(auth::switch_tenant_request::Tenant::TenantSlug(
+                    "acme".into(),
+                )),
+            },
+        );
+        async move { client.switch_tenant(request).await.map(drop) }
+    };
+    let mut admin = w._suite.databases["auth"].admin_connection().await;
+
+    // Revoked behind the guard's back, as another replica would.
+    let tokens = login(&w, "alice@example.com", PASSWORD, "acme")
+        .await
+        .expect("alice")
+        .tokens
+        .expect("tokens");
+    diesel::sql_query("UPDATE sessions SET revoked_at = now() WHERE id = $1::uuid")
+        .bind::<diesel::sql_types::Text, _>(&tokens.session_id)
+        .execute(&mut admin)
+        .await
+        .expect("revoke in the database");
+    let status = switch(&tokens.access_token)
+        .await
+        .expect_err("its session was revoked");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(status.message(), "session revoked");
+
+    #[derive(diesel::QueryableByName)]
+    struct Live {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    for trial in 0..10 {
+        let from = login(&w, "alice@example.com", PASSWORD, "acme")
+            .await
+            .expect("alice")
+            .tokens
+            .expect("tokens");
+        let other = login(&w, "alice@example.com", PASSWORD, "acme")
+            .await
+            .expect("alice")
+            .tokens
+            .expect("tokens");
+        let mut racing = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let call = switch(&from.access_token);
+            racing.spawn(async move { call.await.err().map(|s| s.code()) });
+        }
+        let mut auth = w.auth.clone();
+        let logout = bearer(
+            &other.access_token,
+            auth::LogoutRequest { all_sessions: true },
+        );
+        racing.spawn(async move { auth.logout(logout).await.err().map(|s| s.code()) });
+        while let Some(code) = racing.join_next().await {
+            let code = code.expect("task");
+            assert!(
+                matches!(code, None | Some(Code::Unauthenticated)),
+                "trial {trial}: {code:?}"
+            );
+        }
+        let live: Live = diesel::sql_query(
+            "SELECT count(*) AS n FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(*w.alice.as_uuid())
+        .get_result(&mut admin)
+        .await
+        .expect("count");
+        assert_eq!(live.n, 0, "trial {trial}: a switch outlived the logout");
+    }
+}
+
+/// Polls `call` (every 50 ms, for up to `within`) until it answers `want`
+/// (`None`: OK); returns how long that took.
+async fn until_answers<F, Fut>(
+    what: &str,
+    want: Option<Code>,
+    within: Duration,
+    call: F,
+) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let started = Instant::now();
+    loop {
+        let got = call().await;
+        if got.as_ref().err().map(tonic::Status::code) == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{what}: still {got:?} after {within:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A guard whose revocation feed is cut serves user calls for its bound, then
+/// fails closed (UNAVAILABLE, even for a session revoked meanwhile, which it
+/// cannot know of) until the feed is back and has caught up; then the
+/// revocation made during the cut is in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_that_loses_the_revocation_feed_fails_closed_until_it_catches_up() {
+    let w = world().await;
+    let first = login(&w, "alice@example.com", PASSWORD, "acme")
+        .await
+        .expect("alice")
+        .tokens
+        .expect("tokens");
+    let second = login(&w, "alice@example.com", PASSWORD, "acme")
+        .await
+        .expect("alice again")
+        .tokens
+        .expect("tokens");
+    // A Tenant replica whose guard follows Auth through a proxy the test cuts.
+    let proxy = bulkhead_testkit::proxy::TcpProxy::start(w._suite.addr(ServiceKind::Auth)).await;
+    let bound = Duration::from_secs(4);
+    let replica = super::support::start_replicas_following(
+        &w._suite,
+        &[ServiceKind::Tenant],
+        &[],
+        tonic::transport::Endpoint::from_shared(format!("http://{}", proxy.addr()))
+            .expect("endpoint")
+            .connect_lazy(),
+        bound,
+    )
+    .await;
+    let tenants = TenantServiceClient::new(
+        tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            replica.addr(ServiceKind::Tenant).expect("replica")
+        ))
+        .expect("endpoint")
+        .connect_lazy(),
+    );
+    let acme = w.acme.id.clone();
+    let get = |token: &str| {
+        let mut tenants = tenants.clone();
+        let request = bearer(
+            token,
+            tenant::GetTenantRequest {
+                tenant: Some(tenant::get_tenant_request::Tenant::TenantId(acme.clone())),
+            },
+        );
+        async move { tenants.get_tenant(request).await.map(drop) }
+    };
+    get(&first.access_token)
+        .await
+        .expect("served while the feed is live");
+
+    proxy.cut();
+    // Within the bound: still served (the last heartbeat was a second ago).
+    get(&first.access_token)
+        .await
+        .expect("served within the bound");
+    // A revocation the cut guard cannot hear of.
+    w.auth
+        .clone()
+        .logout(bearer(
+            &second.access_token,
+            auth::LogoutRequest {
+                all_sessions: false,
+            },
+        ))
+        .await
+        .expect("logout");
+    // Past the bound: every user call fails closed, the revoked one included.
+    let took = until_answers(
+        "past the bound",
+        Some(Code::Unavailable),
+        bound + Duration::from_secs(10),
+        || get(&first.access_token),
+    )
+    .await;
+    assert!(!replica.guard.revoked.is_current());
+    let status = get(&second.access_token).await.expect_err("fails closed");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.message(), "revocation feed lost: retry shortly");
+    // Service calls carry no session: they are still served.
+    let mut request = tonic::Request::new(tenant::ListUserMembershipsRequest {
+        user_id: w.alice.to_string(),
+    });
+    request.metadata_mut().insert(
+        "x-service-authorization",
+        format!("Bearer {}", w._suite.service_token("auth"))
+            .parse()
+            .expect("ascii"),
+    );
+    let memberships = tenants.clone().list_user_memberships(request).await;
+    assert!(memberships.is_ok(), "{memberships:?}");
+
+    proxy.heal();
+    until_answers("after healing", None, Duration::from_secs(20), || {
+        get(&first.access_token)
+    })
+    .await;
+    let status = get(&second.access_token)
+        .await
+        .expect_err("revoked meanwhile");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    eprintln!("failed closed {took:?} after the cut (bound {bound:?})");
+    replica.stop().await;
 }
 
 /// A second, independent JWT implementation (`jwt-simple`, which shares no code

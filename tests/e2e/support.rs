@@ -342,6 +342,29 @@ fn auth_module(
 /// When a replica cannot start.
 #[cfg(feature = "scale-out")]
 pub async fn start_replicas(first: &TestSuite, kinds: &[ServiceKind], held: &[&str]) -> Replicas {
+    start_replicas_following(
+        first,
+        kinds,
+        held,
+        first.channel(ServiceKind::Auth),
+        bulkhead_clients::REVOCATION_FEED_BOUND,
+    )
+    .await
+}
+
+/// [`start_replicas`], their guard following Auth's revocations over `auth`
+/// and failing closed when it has not heard them for `bound`. Returns once
+/// that guard has caught up.
+///
+/// # Panics
+/// When a replica cannot start, or its guard does not catch up in 20 s.
+pub async fn start_replicas_following(
+    first: &TestSuite,
+    kinds: &[ServiceKind],
+    held: &[&str],
+    auth: tonic::transport::Channel,
+    bound: Duration,
+) -> Replicas {
     let guard = SharedGuard::new(bulkhead::keys::verifier_for(
         &first.key,
         VerifierConfig::default(),
@@ -387,11 +410,20 @@ pub async fn start_replicas(first: &TestSuite, kinds: &[ServiceKind], held: &[&s
         .expect("the replicas start");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(bulkhead_clients::follow_revocations(
-        first.channel(ServiceKind::Auth),
+        auth,
         (first.credentials)("task"),
         guard.revoked.clone(),
+        bound,
         stopped.clone(),
     ));
+    let started = std::time::Instant::now();
+    while !guard.revoked.is_current() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the replicas' guard never heard Auth's revocation feed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // As `serve`: a process running Tenant follows its own database instead.
     if !kinds.contains(&ServiceKind::Tenant) {
         tokio::spawn(bulkhead_clients::follow_inactive_tenants(

@@ -26,6 +26,10 @@ pub enum AuthError {
     /// The caller may not do this.
     #[error("permission denied")]
     Forbidden,
+    /// The session the call came from was revoked (the guard may not know
+    /// yet: another replica revoked it).
+    #[error("session revoked")]
+    SessionRevoked,
     /// The caller is no member of the tenant asked for.
     #[error("not a member of that tenant")]
     NotAMember,
@@ -86,9 +90,9 @@ impl From<AuthError> for Status {
     fn from(err: AuthError) -> Self {
         let message = err.to_string();
         match err {
-            AuthError::InvalidCredentials | AuthError::InvalidRefreshToken => {
-                Self::unauthenticated(message)
-            }
+            AuthError::InvalidCredentials
+            | AuthError::InvalidRefreshToken
+            | AuthError::SessionRevoked => Self::unauthenticated(message),
             AuthError::Invalid(invalid) => invalid.into(),
             AuthError::EmailTaken => Self::already_exists(message),
             AuthError::Forbidden | AuthError::NotAMember => Self::permission_denied(message),

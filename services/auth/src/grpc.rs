@@ -410,6 +410,9 @@ impl AuthService for AuthApi {
         let ctx = RequestContext::from_request(&request)?;
         let caller = ctx.tenant_user()?;
         let target = SwitchTarget::try_from(request.get_ref())?;
+        if let Err(wait) = self.limits.check_switch(&caller.user_id.to_string()) {
+            return Err(AuthError::TooManySessions(wait).into());
+        }
         let user = active_user(&self.db, caller.user_id)
             .await?
             .ok_or(AuthError::Forbidden)?;
@@ -429,7 +432,10 @@ impl AuthService for AuthApi {
                 &membership,
                 "auth.switch_tenant",
                 &Actor::of(ctx),
-                Some(self.limits.sessions_per_user_per_minute),
+                Some(crate::sessions::Switch {
+                    from: caller.session_id,
+                    per_minute: self.limits.sessions_per_user_per_minute,
+                }),
             )
             .await?;
         Ok(Response::new(pb::SwitchTenantResponse {
@@ -591,6 +597,7 @@ impl AuthService for AuthApi {
             session_id: session.to_string(),
             expires_at: Some(timestamp(expires)),
             revoke_time: Some(timestamp(chrono::Utc::now())),
+            heartbeat: false,
         };
         let initial = futures_util::stream::iter(current.into_iter().map(move |r| Ok(item(r))));
         let live = live.map(move |event| match event {
@@ -598,7 +605,29 @@ impl AuthService for AuthApi {
             // A subscriber too slow to keep up must reconnect and reload.
             Err(_) => Err(Status::data_loss("revocation feed lagged: reconnect")),
         });
-        Ok(Response::new(initial.chain(live).boxed()))
+        // Heartbeats say the feed is live, and only while this Auth is in step
+        // with the revocations other replicas store; once it is not, the
+        // stream ends and its subscribers reconnect elsewhere.
+        let heartbeat = pb::WatchRevocationsResponse {
+            heartbeat: true,
+            ..pb::WatchRevocationsResponse::default()
+        };
+        let caught_up = futures_util::stream::once(std::future::ready(Ok(heartbeat.clone())));
+        let sessions = self.sessions.clone();
+        let beats = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+            crate::sessions::HEARTBEAT_EVERY,
+        ))
+        .map(move |_| {
+            if sessions.in_step() {
+                Ok(heartbeat.clone())
+            } else {
+                Err(Status::unavailable(
+                    "this Auth is behind the stored revocations: reconnect",
+                ))
+            }
+        });
+        let live = futures_util::stream::select(live, beats);
+        Ok(Response::new(initial.chain(caught_up).chain(live).boxed()))
     }
 
     async fn revoke_sessions(

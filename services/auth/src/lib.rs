@@ -28,7 +28,7 @@ pub use error::AuthError;
 pub use grpc::AuthApi;
 pub use limits::LimitsConfig;
 pub use module::{AuthModule, SPEC};
-pub use sessions::purge_expired;
+pub use sessions::{IN_STEP_WITHIN, purge_expired};
 pub use throttle::ThrottleConfig;
 
 /// The fully-qualified gRPC service name.

@@ -27,6 +27,9 @@ pub struct LoginLimits {
     per_peer: DefaultKeyedRateLimiter<String>,
     /// See [`LimitsConfig::sessions_per_user_per_minute`].
     pub sessions_per_user_per_minute: u32,
+    /// SwitchTenant calls per user in this process, at twice that cap: a
+    /// flood is turned away before it costs a database transaction.
+    switches: DefaultKeyedRateLimiter<String>,
     checks: AtomicU64,
     attempts: AtomicU64,
 }
@@ -73,9 +76,22 @@ impl LoginLimits {
                     .allow_burst(n(config.per_peer_per_minute / 4)),
             ),
             sessions_per_user_per_minute: config.sessions_per_user_per_minute,
+            switches: RateLimiter::keyed(
+                Quota::per_minute(n(config.sessions_per_user_per_minute.saturating_mul(2)))
+                    .allow_burst(n(config.sessions_per_user_per_minute.saturating_mul(2))),
+            ),
             checks: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
         }
+    }
+
+    /// `Err(wait)` when `user` called SwitchTenant in this process at more
+    /// than twice the cap the database enforces.
+    pub fn check_switch(&self, user: &str) -> Result<(), Duration> {
+        let clock = DefaultClock::default();
+        self.switches
+            .check_key(&user.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(clock.now()))
     }
 
     /// Whether this attempt should also purge the database's stale login
@@ -93,6 +109,8 @@ impl LoginLimits {
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.per_peer.retain_recent();
             self.per_peer.shrink_to_fit();
+            self.switches.retain_recent();
+            self.switches.shrink_to_fit();
         }
         let Some(client) = client else {
             return Ok(());

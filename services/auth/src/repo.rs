@@ -1,7 +1,7 @@
 //! Repository functions for users and sessions.
 
 use bulkhead_context::{PlatformRole, SessionId, TenantId, UserId};
-use bulkhead_db::{PlatformConn, UserConn};
+use bulkhead_db::{DbError, PlatformConn, UserConn};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -187,46 +187,108 @@ pub async fn create_session(tx: PlatformConn<'_>, s: &NewSession<'_>) -> Result<
     Ok(())
 }
 
-/// How many sessions `user` started in the last `window`, and how long until
-/// the oldest of them leaves it. Locks the user's row first, so concurrent
-/// callers (on any replica) count one after another and a cap holds exactly.
+/// The gate of a session started from another (SwitchTenant), in the
+/// transaction that stores the new one:
+///
+/// * locks the user's row, waiting at most a second (revocations of the
+///   user's sessions take the same lock, so a revocation and a switch run one
+///   after the other, on every replica, and neither misses the other);
+/// * the user is active and `from` (the session the call came from) is live,
+///   whatever this replica's guard has heard so far;
+/// * the user started fewer than `per_minute` sessions in the last minute,
+///   by the database's clock at this moment.
 ///
 /// # Errors
-/// On database failure.
-pub async fn sessions_started_within(
+/// [`AuthError::Forbidden`] for an inactive user, [`AuthError::SessionRevoked`]
+/// for a revoked or unknown `from`, [`AuthError::TooManySessions`] over the
+/// cap or when the lock is not had in time; a database error otherwise.
+pub async fn gate_switch(
     tx: PlatformConn<'_>,
     user: UserId,
-    window: std::time::Duration,
-) -> Result<(i64, std::time::Duration), AuthError> {
+    from: SessionId,
+    per_minute: u32,
+) -> Result<(), AuthError> {
     #[derive(QueryableByName)]
-    struct Started {
+    struct Gate {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        from_live: bool,
         #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
+        started: i64,
         #[diesel(sql_type = diesel::sql_types::Double)]
         until_free: f64,
     }
-    users::table
-        .select(users::id)
-        .filter(users::id.eq(user.as_uuid()))
-        .for_update()
-        .load::<Uuid>(&mut tx.pg())
-        .await?;
-    let window = window.as_secs_f64();
-    let started: Started = diesel::sql_query(
-        "SELECT count(*) AS n,
-                COALESCE(EXTRACT(EPOCH FROM min(create_time) + make_interval(secs => $2) - now()), 0)::float8
-                  AS until_free
+    let lock = async {
+        diesel::sql_query("SET LOCAL lock_timeout = '1s'")
+            .execute(&mut tx.pg())
+            .await?;
+        users::table
+            .select(users::is_active)
+            .filter(users::id.eq(user.as_uuid()))
+            .for_no_key_update()
+            .get_result::<bool>(&mut tx.pg())
+            .await
+            .optional()
+    };
+    let active = match lock.await.map_err(DbError::from) {
+        Ok(active) => active,
+        Err(err) if err.is_lock_timeout() => {
+            return Err(AuthError::TooManySessions(std::time::Duration::from_secs(
+                1,
+            )));
+        }
+        Err(err) => return Err(AuthError::Db(err)),
+    };
+    if active != Some(true) {
+        return Err(AuthError::Forbidden);
+    }
+    let gate: Gate = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM sessions
+                         WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL
+                           AND access_expires_at > clock_timestamp()) AS from_live,
+                count(*) AS started,
+                COALESCE(EXTRACT(EPOCH FROM min(create_time) + interval '60 seconds'
+                                            - clock_timestamp()), 0)::float8 AS until_free
            FROM sessions
-          WHERE user_id = $1 AND create_time > now() - make_interval(secs => $2)",
+          WHERE user_id = $1 AND create_time > clock_timestamp() - interval '60 seconds'",
     )
     .bind::<diesel::sql_types::Uuid, _>(user.as_uuid())
-    .bind::<diesel::sql_types::Double, _>(window)
+    .bind::<diesel::sql_types::Uuid, _>(from.as_uuid())
     .get_result(&mut tx.pg())
     .await?;
-    Ok((
-        started.n,
-        std::time::Duration::from_secs_f64(started.until_free.clamp(0.0, window)),
-    ))
+    if !gate.from_live {
+        return Err(AuthError::SessionRevoked);
+    }
+    if gate.started >= i64::from(per_minute) {
+        return Err(AuthError::TooManySessions(
+            std::time::Duration::from_secs_f64(gate.until_free.clamp(1.0, 60.0)),
+        ));
+    }
+    Ok(())
+}
+
+/// Locks the row of the user whose sessions `which` revokes (when it names
+/// one user): [`gate_switch`] takes the same lock, so a switch cannot start a
+/// session from one being revoked, nor slip in between.
+async fn lock_user_of(tx: PlatformConn<'_>, which: Revoke) -> Result<(), AuthError> {
+    let user = match which {
+        Revoke::User(user, _) | Revoke::UserExcept(user, _) => Some(*user.as_uuid()),
+        Revoke::Session(id) => sessions::table
+            .select(sessions::user_id)
+            .filter(sessions::id.eq(id))
+            .get_result::<Uuid>(&mut tx.pg())
+            .await
+            .optional()?,
+        Revoke::Tenant(_) => None,
+    };
+    if let Some(user) = user {
+        users::table
+            .select(users::id)
+            .filter(users::id.eq(user))
+            .for_no_key_update()
+            .load::<Uuid>(&mut tx.pg())
+            .await?;
+    }
+    Ok(())
 }
 
 /// What the refresh token with this hash is: the current token of a session
@@ -316,6 +378,7 @@ pub async fn revoke(
     which: Revoke,
     reason: &str,
 ) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {
+    lock_user_of(tx, which).await?;
     let mut query = diesel::update(sessions::table)
         .filter(sessions::revoked_at.is_null())
         .into_boxed();

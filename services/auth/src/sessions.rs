@@ -74,6 +74,15 @@ pub fn next_step(presented: Presented, now: DateTime<Utc>) -> RefreshStep {
     }
 }
 
+/// A session started from another (SwitchTenant).
+#[derive(Debug, Clone, Copy)]
+pub struct Switch {
+    /// The session the call came from.
+    pub from: SessionId,
+    /// Sessions the user may have started in the last minute.
+    pub per_minute: u32,
+}
+
 /// Starts and ends sessions.
 #[derive(Debug, Clone)]
 pub struct Sessions {
@@ -87,6 +96,9 @@ pub struct Sessions {
     /// access tokens have not expired, with their expiry:
     /// [`Sessions::follow_database`] marks each once.
     marked: Arc<Mutex<HashMap<uuid::Uuid, DateTime<Utc>>>>,
+    /// When [`Sessions::follow_database`] last read the database (or when
+    /// this was made): see [`Sessions::in_step`].
+    synced: Arc<Mutex<std::time::Instant>>,
 }
 
 impl Sessions {
@@ -101,7 +113,20 @@ impl Sessions {
             revoked,
             feed: tokio::sync::broadcast::channel(4096).0,
             marked: Arc::default(),
+            synced: Arc::new(Mutex::new(std::time::Instant::now())),
         }
+    }
+
+    /// Whether this Auth has read the revocations other replicas store within
+    /// [`IN_STEP_WITHIN`]: while it has not, its `WatchRevocations` streams
+    /// end (their subscribers fail closed and reconnect, to another replica).
+    #[must_use]
+    pub fn in_step(&self) -> bool {
+        self.synced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed()
+            <= IN_STEP_WITHIN
     }
 
     /// Every revocation from now on.
@@ -131,20 +156,20 @@ impl Sessions {
     }
 
     /// A new session for `user` in `membership`'s tenant, stored with its audit
-    /// event (`action`) in one transaction; with `per_minute`, refused when the
-    /// user already started that many sessions in the last minute (counted in
-    /// the database, so the cap holds across replicas).
+    /// event (`action`) in one transaction; `switch`, for a session started
+    /// from another, passes [`repo::gate_switch`] in that transaction first
+    /// (the session it comes from is live, the per-minute cap holds: both
+    /// read in the database, so they hold across replicas).
     ///
     /// # Errors
-    /// [`AuthError::TooManySessions`] over the cap; otherwise when signing or
-    /// the database fails.
+    /// As [`repo::gate_switch`]; otherwise when signing or the database fails.
     pub async fn start(
         &self,
         user: &User,
         membership: &MembershipView,
         action: &'static str,
         actor: &Actor,
-        per_minute: Option<u32>,
+        switch: Option<Switch>,
     ) -> Result<IssuedTokens, AuthError> {
         let session = SessionId::new_v7();
         let (access_token, access_expires) = self.access_token(user, session, membership)?;
@@ -160,13 +185,8 @@ impl Sessions {
         };
         self.db
             .platform_tx(async |tx| {
-                if let Some(cap) = per_minute {
-                    let (started, wait) =
-                        repo::sessions_started_within(tx, new.user, Duration::from_secs(60))
-                            .await?;
-                    if started >= i64::from(cap) {
-                        return Err(AuthError::TooManySessions(wait.max(Duration::from_secs(1))));
-                    }
+                if let Some(switch) = switch {
+                    repo::gate_switch(tx, new.user, switch.from, switch.per_minute).await?;
                 }
                 repo::create_session(tx, &new).await?;
                 Event::new(action, "session", session)
@@ -322,6 +342,11 @@ impl Sessions {
                 match tokio::time::timeout(READ_TIMEOUT, read).await {
                     Ok(Ok(rows)) => {
                         full = false;
+                        *self
+                            .synced
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            std::time::Instant::now();
                         let new: Vec<Revoked> = {
                             let marked = self
                                 .marked
@@ -341,6 +366,18 @@ impl Sessions {
                         full = true;
                         tracing::warn!("reading the revoked sessions took over {READ_TIMEOUT:?}");
                     }
+                }
+                let lag = self
+                    .synced
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .elapsed();
+                metrics::gauge!("revocation_follower_lag_seconds").set(lag.as_secs_f64());
+                if lag > IN_STEP_WITHIN {
+                    tracing::error!(
+                        lag_seconds = lag.as_secs(),
+                        "this Auth is behind the stored revocations: its revocation streams end until it catches up"
+                    );
                 }
                 // Entries go once their tokens have expired.
                 let now = Utc::now();
@@ -369,6 +406,13 @@ const LOOK_BACK_SECONDS: i32 = 60;
 
 /// One read in this many reads every revoked session with valid tokens.
 const FULL_READ_EVERY: u32 = 30;
+
+/// How often `WatchRevocations` says its feed is live.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// How recent the last read of the stored revocations must be for this Auth
+/// to stream revocations ([`Sessions::in_step`]).
+pub const IN_STEP_WITHIN: Duration = Duration::from_secs(10);
 
 /// Longest wait for one read: past it, the next read is a full one.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);

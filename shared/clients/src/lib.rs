@@ -11,6 +11,6 @@ mod tenant;
 
 pub use credentials::{LocalServiceTokens, ServiceCredentials};
 pub use issued::IssuedServiceTokens;
-pub use revocations::{follow_jwks, follow_revocations};
+pub use revocations::{REVOCATION_FEED_BOUND, follow_jwks, follow_revocations};
 pub use sinks::{AuditSink, ReleaseSink, RevokeSink, json_to_struct};
 pub use tenant::{Membership, MembershipView, TenantDirectory, follow_inactive_tenants};

@@ -1,5 +1,8 @@
 //! The guard's side of revocation: a subscription to Auth's `WatchRevocations`
 //! that fills this process's revoked-session set, reconnecting with backoff.
+//! The set is current only while the feed is heard (a heartbeat every second)
+//! within a bound: past it the guard refuses user calls (fail closed) until
+//! the feed is back and has caught up.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,22 +17,40 @@ use tonic::transport::Channel;
 
 use crate::ServiceCredentials;
 
-/// Keeps `revoked` in step with Auth until `shutdown` flips to true.
-pub async fn follow_revocations(
+/// How long a guard serves user calls without hearing Auth's revocation feed.
+pub const REVOCATION_FEED_BOUND: Duration = Duration::from_secs(10);
+
+/// Keeps `revoked` in step with Auth until `shutdown` flips to true. From
+/// the call on (before the future first runs) `revoked` is current only while
+/// the feed was heard within `bound`.
+pub fn follow_revocations(
     channel: Channel,
     credentials: Arc<dyn ServiceCredentials>,
     revoked: RevokedSessions,
+    bound: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'static {
+    revoked.follow_feed(bound);
+    follow(channel, credentials, revoked, bound, shutdown)
+}
+
+async fn follow(
+    channel: Channel,
+    credentials: Arc<dyn ServiceCredentials>,
+    revoked: RevokedSessions,
+    bound: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    tokio::spawn(watch_feed(revoked.clone(), shutdown.clone()));
     let mut client = AuthServiceClient::new(channel);
     let mut delays = backoff();
     loop {
         let outcome = tokio::select! {
-            outcome = subscribe(&mut client, &*credentials, &revoked) => outcome,
+            outcome = subscribe(&mut client, &*credentials, &revoked, bound) => outcome,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         match outcome {
-            // A stream that delivered something was healthy: start backing off afresh.
+            // A stream that caught up was healthy: start backing off afresh.
             Ok(true) => delays = backoff(),
             Ok(false) => {}
             Err(status) => {
@@ -44,6 +65,31 @@ pub async fn follow_revocations(
     }
 }
 
+/// Says when the set stops or starts being current: a log line and the
+/// `revocation_feed_current` gauge (1 or 0), checked every second.
+async fn watch_feed(revoked: RevokedSessions, mut shutdown: watch::Receiver<bool>) {
+    let mut current = true;
+    loop {
+        let now = revoked.is_current();
+        metrics::gauge!("revocation_feed_current").set(if now { 1.0 } else { 0.0 });
+        if now != current {
+            if now {
+                tracing::info!("revocation feed caught up: user calls are served again");
+            } else {
+                tracing::error!(
+                    silence_seconds = revoked.feed_silence().map(|d| d.as_secs()),
+                    "revocation feed lost: user calls answer UNAVAILABLE until it catches up"
+                );
+            }
+            current = now;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 fn backoff() -> impl Iterator<Item = Duration> {
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -53,16 +99,33 @@ fn backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// One subscription; `Ok(true)` when it delivered at least one revocation.
+/// One subscription; `Ok(true)` when it caught up (its first heartbeat).
+/// Silence longer than `bound` ends it.
 async fn subscribe(
     client: &mut AuthServiceClient<Channel>,
     credentials: &dyn ServiceCredentials,
     revoked: &RevokedSessions,
+    bound: Duration,
 ) -> Result<bool, tonic::Status> {
     let request = crate::credentials::service_request(credentials, pb::WatchRevocationsRequest {})?;
     let mut stream = client.watch_revocations(request).await?.into_inner();
-    let mut delivered = false;
-    while let Some(item) = stream.message().await? {
+    let mut caught_up = false;
+    loop {
+        let item = match tokio::time::timeout(bound, stream.message()).await {
+            Ok(Ok(Some(item))) => item,
+            Ok(Ok(None)) => return Ok(caught_up),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => {
+                return Err(tonic::Status::deadline_exceeded(
+                    "no heartbeat from the revocation feed",
+                ));
+            }
+        };
+        if item.heartbeat {
+            caught_up = true;
+            revoked.heard();
+            continue;
+        }
         let Ok(session) = SessionId::parse(&item.session_id) else {
             continue;
         };
@@ -74,9 +137,7 @@ async fn subscribe(
                 |s| UNIX_EPOCH + Duration::from_secs(s),
             );
         revoked.revoke(session, expires);
-        delivered = true;
     }
-    Ok(delivered)
 }
 
 /// Refreshes `verifier`'s keys from Auth's `GetJwks` every `every` until

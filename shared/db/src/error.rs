@@ -44,6 +44,16 @@ impl DbError {
         }
     }
 
+    /// True when a statement gave up waiting for a lock (`lock_timeout`).
+    #[must_use]
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(
+            self,
+            Self::Query(diesel::result::Error::DatabaseError(_, info))
+                if info.message().contains("lock timeout")
+        )
+    }
+
     /// True when the cause is a foreign-key violation (→ `FAILED_PRECONDITION`).
     #[must_use]
     pub fn is_foreign_key_violation(&self) -> bool {

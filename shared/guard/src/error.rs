@@ -38,6 +38,11 @@ pub enum GuardError {
     /// The token's tenant is deactivated.
     #[error("tenant inactive")]
     TenantInactive,
+    /// This process follows Auth's revocations from afar and has not heard
+    /// from that feed within its bound: a user token might be revoked without
+    /// this guard knowing, so user calls wait until it has caught up.
+    #[error("revocation feed lost: retry shortly")]
+    RevocationFeedLost,
     /// A handler asked for a context the guard did not build.
     #[error("unauthenticated")]
     NoContext,
@@ -59,6 +64,7 @@ impl GuardError {
             Self::Forbidden => "forbidden",
             Self::TenantInactive => "tenant_inactive",
             Self::NoContext => "no_context",
+            Self::RevocationFeedLost => "revocation_feed_lost",
         }
     }
 }
@@ -78,6 +84,7 @@ impl From<GuardError> for tonic::Status {
                 Self::permission_denied(message)
             }
             GuardError::TenantInactive => Self::failed_precondition(message),
+            GuardError::RevocationFeedLost => Self::unavailable(message),
         }
     }
 }

@@ -207,6 +207,10 @@ impl GuardLayer {
                 if self.revoked.is_revoked(user.session_id) {
                     return Err(GuardError::Revoked);
                 }
+                // Fail closed: a revocation may be on its way and unheard.
+                if !self.revoked.is_current() {
+                    return Err(GuardError::RevocationFeedLost);
+                }
                 Some(user.clone())
             }
             Some(Identity::Service(_)) => return Err(GuardError::WrongTokenKind),

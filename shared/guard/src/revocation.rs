@@ -1,9 +1,9 @@
 //! The in-memory set of revoked sessions, fed by Auth's `WatchRevocations` stream.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bulkhead_context::{SessionId, TenantId};
 use moka::Expiry;
@@ -14,6 +14,18 @@ use moka::sync::Cache;
 #[derive(Clone)]
 pub struct RevokedSessions {
     sessions: Cache<SessionId, SystemTime>,
+    feed: Arc<Mutex<Feed>>,
+}
+
+/// Where the set learns of revocations: from Auth in this process (always
+/// current), or from a feed it follows, current while heard within a bound.
+#[derive(Debug, Clone, Copy)]
+enum Feed {
+    Local,
+    Followed {
+        bound: Duration,
+        last_heard: Option<Instant>,
+    },
 }
 
 impl std::fmt::Debug for RevokedSessions {
@@ -23,6 +35,11 @@ impl std::fmt::Debug for RevokedSessions {
             .finish()
     }
 }
+
+/// How long an entry outlives its session's last token: longer than any
+/// verifier's leeway (5 s by default), which accepts a token that long past
+/// its `exp`.
+pub const KEPT_PAST_EXPIRY: Duration = Duration::from_secs(60);
 
 struct UntilExpiry;
 
@@ -36,7 +53,8 @@ impl Expiry<SessionId, SystemTime> for UntilExpiry {
         Some(
             expires_at
                 .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO),
+                .unwrap_or(Duration::ZERO)
+                .saturating_add(KEPT_PAST_EXPIRY),
         )
     }
 }
@@ -48,6 +66,7 @@ impl Default for RevokedSessions {
                 .max_capacity(1_000_000)
                 .expire_after(UntilExpiry)
                 .build(),
+            feed: Arc::new(Mutex::new(Feed::Local)),
         }
     }
 }
@@ -65,6 +84,52 @@ impl RevokedSessions {
     #[must_use]
     pub fn is_revoked(&self, session: SessionId) -> bool {
         self.sessions.contains_key(&session)
+    }
+
+    fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
+        self.feed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// From now on the set is fed from afar (Auth's `WatchRevocations`) and is
+    /// current only while that feed was heard within `bound`; not before it
+    /// is first heard.
+    pub fn follow_feed(&self, bound: Duration) {
+        *self.feed() = Feed::Followed {
+            bound,
+            last_heard: None,
+        };
+    }
+
+    /// The followed feed said it is live and everything before was sent.
+    pub fn heard(&self) {
+        if let Feed::Followed { last_heard, .. } = &mut *self.feed() {
+            *last_heard = Some(Instant::now());
+        }
+    }
+
+    /// How long since the followed feed was last heard (`None`: fed in this
+    /// process, or never heard).
+    #[must_use]
+    pub fn feed_silence(&self) -> Option<Duration> {
+        match *self.feed() {
+            Feed::Local => None,
+            Feed::Followed { last_heard, .. } => last_heard.map(|at| at.elapsed()),
+        }
+    }
+
+    /// Whether every revocation made until a moment ago can be in the set: fed
+    /// in this process, or the feed was heard within its bound. A guard
+    /// whose set is not current refuses user tokens (fail closed).
+    #[must_use]
+    pub fn is_current(&self) -> bool {
+        match *self.feed() {
+            Feed::Local => true,
+            Feed::Followed { bound, last_heard } => {
+                last_heard.is_some_and(|at| at.elapsed() <= bound)
+            }
+        }
     }
 }
 

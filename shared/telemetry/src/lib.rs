@@ -188,6 +188,17 @@ pub fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
         "revoked sessions held by this process's guards (until their tokens expire)"
     );
     metrics::describe_gauge!(
+        "revocation_feed_current",
+        "1 while this process's guards know every revocation (Auth in this process, or its feed heard within the bound); 0 while they fail closed"
+    );
+    // Current until a followed feed says otherwise.
+    metrics::gauge!("revocation_feed_current").set(1.0);
+    metrics::describe_gauge!(
+        "revocation_follower_lag_seconds",
+        metrics::Unit::Seconds,
+        "Auth: time since it last read the revocations stored by every replica"
+    );
+    metrics::describe_gauge!(
         "outbox_oldest_age_seconds",
         "age of the oldest undelivered outbox message"
     );

@@ -4,6 +4,7 @@
 //! and bearer metadata. Dev-dependency only: it panics freely.
 
 pub mod otlp;
+pub mod proxy;
 
 use std::sync::Arc;
 use std::time::Duration;

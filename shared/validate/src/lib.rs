@@ -830,7 +830,16 @@ pub async fn verify_runtime(
         .system()
         .await?
         .pg()
-        .transaction(async |pg| validate(pg, schema, None, options).await)
+        .transaction(async |pg| {
+            // The catalog, never a same-named relation the runtime role left
+            // in its temporary schema (searched first unless placed last).
+            diesel_async::SimpleAsyncConnection::batch_execute(
+                pg,
+                "SET LOCAL search_path = pg_catalog, public, pg_temp",
+            )
+            .await?;
+            validate(pg, schema, None, options).await
+        })
         .await?;
     problems.extend(
         findings

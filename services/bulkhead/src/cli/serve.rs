@@ -77,6 +77,11 @@ pub struct Args {
     /// where every other service follows deactivated tenants.
     #[arg(long, env = "BULKHEAD_TENANT_URL")]
     tenant_url: Option<String>,
+    /// How long this process serves user calls without hearing Auth's
+    /// revocation feed (seconds): past it they answer UNAVAILABLE until the
+    /// feed is back and caught up (fail closed).
+    #[arg(long, env = "BULKHEAD_REVOCATION_FEED_BOUND", default_value_t = 10)]
+    revocation_feed_bound: u64,
     /// This service's client id for `IssueServiceToken` (default: its name).
     #[arg(long, env = "BULKHEAD_CLIENT_ID")]
     client_id: Option<String>,
@@ -317,6 +322,7 @@ fn credentials(
         auth,
         issued.clone(),
         guard.revoked.clone(),
+        std::time::Duration::from_secs(args.revocation_feed_bound),
         background.clone(),
     ));
     Ok(Some(Arc::new(move |_: &str| {
