@@ -18,7 +18,9 @@ pub async fn provision(
     let mut admin = connect_once(admin_url).await?;
     schema.ensure_roles(&mut admin).await?;
     let database = schema.database();
-    if !ServiceSchema::database_exists(&mut admin, &database).await? {
+    if ServiceSchema::database_exists(&mut admin, &database).await? {
+        schema.secure_database(&mut admin, &database).await?;
+    } else {
         schema.create_database(&mut admin, &database, None).await?;
     }
     drop(admin);

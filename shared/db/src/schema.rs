@@ -244,8 +244,6 @@ impl ServiceSchema {
     ) -> Result<(), DbError> {
         check_identifier(name)?;
         let owner = self.owner_role();
-        let app = self.app_role();
-        let platform = self.platform_role();
         let template = match template {
             Some(t) => {
                 check_identifier(t)?;
@@ -256,9 +254,31 @@ impl ServiceSchema {
         admin
             .batch_execute(&format!("CREATE DATABASE {name} OWNER {owner}{template}"))
             .await?;
+        self.secure_database(admin, name).await
+    }
+
+    /// Lets only the owner, the runtime role, the platform role and the job
+    /// roles connect to database `name`, and only the owner create temporary
+    /// objects (a temporary table is searched before the real one of the same
+    /// name: on a pooled connection it would catch the next tenant's rows).
+    /// Also run on a database someone else created, whose PUBLIC may still
+    /// connect and create temporary objects.
+    ///
+    /// # Errors
+    /// [`DbError::Query`] when a statement fails.
+    pub async fn secure_database(
+        &self,
+        admin: &mut AsyncPgConnection,
+        name: &str,
+    ) -> Result<(), DbError> {
+        check_identifier(name)?;
+        let owner = self.owner_role();
+        let app = self.app_role();
+        let platform = self.platform_role();
         admin
             .batch_execute(&format!(
                 "REVOKE ALL ON DATABASE {name} FROM PUBLIC;
+                 REVOKE TEMPORARY ON DATABASE {name} FROM {app}, {platform}{jobs};
                  GRANT CONNECT, TEMPORARY ON DATABASE {name} TO {owner};
                  GRANT CONNECT ON DATABASE {name} TO {app}, {platform}{jobs};",
                 jobs = self

@@ -100,6 +100,18 @@ pub struct Options {
 /// The tables whose rows are the audit trail (Audit's database).
 const APPEND_ONLY: &[(&str, &[&str])] = &[("audit", &["events", "checkpoints", "prunes"])];
 
+/// Role defaults (`ALTER ROLE … SET`, which a role may run on itself) that
+/// change what its queries see or do: set by anyone who once ran SQL as the
+/// role, they would outlive the intrusion.
+const SETTINGS_THAT_CHANGE_QUERIES: &[&str] = &[
+    "row_security",
+    "default_transaction_read_only",
+    "search_path",
+    "role",
+    "session_authorization",
+    "default_transaction_isolation",
+];
+
 /// How a migration declares an exception in an object's comment.
 const ALLOW: &str = "bulkhead-validate: allow: ";
 
@@ -142,6 +154,8 @@ struct PolicyRow {
     check: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     comment: Option<String>,
+    #[diesel(sql_type = Bool)]
+    for_public: bool,
 }
 
 #[derive(QueryableByName)]
@@ -188,6 +202,8 @@ struct RoleRow {
     definer_functions: Vec<String>,
     #[diesel(sql_type = Array<Text>)]
     views: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    settings: Vec<String>,
 }
 
 #[derive(QueryableByName)]
@@ -284,7 +300,8 @@ pub async fn validate(
                    JOIN pg_class c ON c.oid = p.polrelid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE n.nspname = 'public' AND c.relname = tablename
-                    AND p.polname = policyname) AS comment
+                    AND p.polname = policyname) AS comment,
+                'public' = ANY (roles::text[]) AS for_public
            FROM pg_policies
           WHERE schemaname = 'public' AND ($1 = ANY (roles::text[]) OR 'public' = ANY (roles::text[]))
           ORDER BY 1, 2",
@@ -343,9 +360,35 @@ pub async fn validate(
                     true,
                     format!("{} policy, declared: {reason}", policy.command),
                 ),
-                None => policy_verdict(policy, &scopes),
+                None => match policy_verdict(policy, &scopes) {
+                    (true, _) if policy.for_public => (
+                        false,
+                        format!(
+                            "{} policy applies to every role (PUBLIC): name its roles",
+                            policy.command
+                        ),
+                    ),
+                    verdict => verdict,
+                },
             };
             found(Rule::TenantPolicy, &object, ok, detail);
+        }
+    }
+    // A policy for PUBLIC applies to every role, the platform and job roles
+    // and any role made later included: policies name their roles. (Those
+    // on tables the runtime role reaches were judged above.)
+    for policy in policies.iter().filter(|p| p.for_public) {
+        let judged = tables.iter().any(|t| t.name == policy.table && t.app_reaches);
+        if !judged && allowed(policy.comment.as_deref()).is_none() {
+            found(
+                Rule::TenantPolicy,
+                &format!("{}.{}", policy.table, policy.name),
+                false,
+                format!(
+                    "{} policy applies to every role (PUBLIC): name its roles",
+                    policy.command
+                ),
+            );
         }
     }
 
@@ -534,7 +577,8 @@ pub async fn validate(
                         JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = p.oid
                        ORDER BY 1) AS member_of,
                 COALESCE(p.rolcreaterole OR p.rolreplication OR p.rolcreatedb, false) AS powers,
-                COALESCE(has_database_privilege(p.oid, current_database(), 'CREATE'), false)
+                COALESCE(has_database_privilege(p.oid, current_database(), 'CREATE')
+                         OR has_database_privilege(p.oid, current_database(), 'TEMPORARY'), false)
                   AS create_database,
                 ARRAY(SELECT n.nspname::text FROM pg_namespace n
                        WHERE p.oid IS NOT NULL AND n.nspname NOT LIKE 'pg\\_%'
@@ -560,7 +604,12 @@ pub async fn validate(
                          AND has_table_privilege(p.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE')
                          AND NOT (c.relkind = 'v'
                                   AND COALESCE(c.reloptions, '{}') @> ARRAY['security_invoker=true'])
-                       ORDER BY 1) AS views
+                       ORDER BY 1) AS views,
+                ARRAY(SELECT c FROM pg_db_role_setting s, unnest(s.setconfig) AS c
+                       WHERE p.oid IS NOT NULL AND s.setrole = p.oid
+                         AND s.setdatabase IN (0, (SELECT oid FROM pg_database
+                                                    WHERE datname = current_database()))
+                       ORDER BY 1) AS settings
            FROM unnest($1::text[]) AS r(name)
            LEFT JOIN pg_roles p ON p.rolname = r.name",
     )
@@ -585,7 +634,22 @@ pub async fn validate(
             wrong.push("may create roles or databases, or replicate".to_owned());
         }
         if role.create_database {
-            wrong.push("may create schemas in the database".to_owned());
+            wrong.push("may create schemas or temporary objects in the database".to_owned());
+        }
+        let sabotage: Vec<&str> = role
+            .settings
+            .iter()
+            .map(String::as_str)
+            .filter(|setting| {
+                let name = setting.split('=').next().unwrap_or_default();
+                SETTINGS_THAT_CHANGE_QUERIES.contains(&name) || name.starts_with("app.")
+            })
+            .collect();
+        if !sabotage.is_empty() {
+            wrong.push(format!(
+                "has role defaults that change how its queries run (ALTER ROLE … SET): {}",
+                sabotage.join(", ")
+            ));
         }
         // Each list names objects that would let the role around RLS.
         for (what, names) in [

@@ -122,6 +122,32 @@ async fn each_broken_rule_is_caught_on_the_object_that_breaks_it() {
             vec![(Rule::TenantPolicy, "compliance_records.anyone")],
         ),
         (
+            "a policy for PUBLIC on a table only other roles reach",
+            "CREATE TABLE side_notes (id int);
+             ALTER TABLE side_notes ENABLE ROW LEVEL SECURITY;
+             ALTER TABLE side_notes FORCE ROW LEVEL SECURITY;
+             CREATE POLICY anyone ON side_notes USING (true)"
+                .into(),
+            vec![(Rule::TenantPolicy, "side_notes.anyone")],
+        ),
+        (
+            "temporary objects (searched before the catalog)",
+            "DO $$ BEGIN
+                 EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO task_app', current_database());
+             END $$"
+                .into(),
+            vec![(Rule::RuntimeRole, "task_app")],
+        ),
+        (
+            "a role default that switches row-level security off",
+            "DO $$ BEGIN
+                 EXECUTE format('ALTER ROLE task_platform IN DATABASE %I SET row_security = off',
+                                current_database());
+             END $$"
+                .into(),
+            vec![(Rule::RuntimeRole, "task_platform")],
+        ),
+        (
             "privileges without a policy",
             "DROP POLICY tenant_isolation ON service_requests".into(),
             vec![(Rule::TenantPolicy, "service_requests")],
