@@ -93,6 +93,28 @@ impl Harness {
         self.tokens.request(caller, message)
     }
 
+    /// Stores a live session for `caller`'s token (tests mint tokens
+    /// without logging in; SwitchTenant reads the session it comes from).
+    pub async fn store_session(&self, caller: &Caller) {
+        use diesel_async::RunQueryDsl as _;
+        let Caller::User(user) = caller else {
+            return;
+        };
+        let mut conn = self.database.admin_connection().await;
+        diesel::sql_query(
+            "INSERT INTO sessions (id, user_id, tenant_id, refresh_hash, refresh_expires_at,
+                                   access_expires_at)
+             VALUES ($1, $2, $3, sha256(gen_random_uuid()::text::bytea), now() + interval '1 day',
+                     now() + interval '15 minutes')",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(*user.session_id.as_uuid())
+        .bind::<diesel::sql_types::Uuid, _>(*user.user_id.as_uuid())
+        .bind::<diesel::sql_types::Uuid, _>(*user.tenant_id.as_uuid())
+        .execute(&mut conn)
+        .await
+        .expect("a session for the caller");
+    }
+
     /// A user in Auth (made on the platform path, password [`PASSWORD`]).
     pub async fn user(&self, email: &str) -> UserId {
         bulkhead_auth::bootstrap_admin(&self.db, email, PASSWORD, Existing::Verify)

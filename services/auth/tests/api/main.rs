@@ -88,6 +88,9 @@ async fn every_rpc_answers_each_kind_of_caller_exactly() {
         Caller::ServiceFor(owner.user().clone()),
         Caller::Nobody,
     ]);
+    for caller in &callers {
+        h.store_session(caller).await;
+    }
 
     //                                   viewer member admin owner super service svc+owner nobody
     let table: Vec<(&str, [Code; 8])> = vec![
@@ -102,8 +105,9 @@ async fn every_rpc_answers_each_kind_of_caller_exactly() {
         ("ChangePassword", [K, K, K, K, K, D, K, U]),
         ("RevokeSessions", [D, D, D, D, D, K, K, U]),
         ("WatchRevocations", [D, D, D, D, D, K, K, U]),
-        // Last: it ends the session of the caller's token.
-        ("Logout", [K, K, K, K, K, D, K, U]),
+        // Last: it ends the session of the caller's token (so the owner's
+        // session, ended one column before, is revoked for svc+owner).
+        ("Logout", [K, K, K, K, K, D, U, U]),
     ];
     let methods = bulkhead_proto::method_names(bulkhead_auth::SERVICE_NAME);
     let mut listed: Vec<&str> = table.iter().map(|(m, _)| *m).collect();
