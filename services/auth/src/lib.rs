@@ -2,6 +2,7 @@
 //! services verify offline, refresh rotation with reuse detection, revocation.
 
 mod bootstrap;
+pub mod break_glass;
 mod config;
 mod convert;
 pub mod domain;

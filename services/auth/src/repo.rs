@@ -8,7 +8,7 @@ use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use crate::error::AuthError;
-use crate::schema::{refresh_tokens, sessions, users};
+use crate::schema::{break_glass_sessions, refresh_tokens, sessions, users};
 use crate::sessions::Presented;
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
@@ -423,21 +423,50 @@ pub async fn revoked_lately(
     )
     .bind::<diesel::sql_types::Integer, _>(seconds)
     .sql(")");
-    Ok(sessions::table
+    let mut revoked: Vec<(Uuid, DateTime<Utc>)> = sessions::table
         .filter(recent)
         .filter(sessions::access_expires_at.gt(diesel::dsl::now))
         .select((sessions::id, sessions::access_expires_at))
         .load(&mut tx.pg())
-        .await?)
+        .await?;
+    let recent = diesel::dsl::sql::<diesel::sql_types::Bool>(
+        "break_glass_sessions.revoked_at >= now() - make_interval(secs => ",
+    )
+    .bind::<diesel::sql_types::Integer, _>(seconds)
+    .sql(")");
+    revoked.extend(
+        break_glass_sessions::table
+            .filter(recent)
+            .filter(break_glass_sessions::access_expires_at.gt(diesel::dsl::now))
+            .select((
+                break_glass_sessions::id,
+                break_glass_sessions::access_expires_at,
+            ))
+            .load::<(Uuid, DateTime<Utc>)>(&mut tx.pg())
+            .await?,
+    );
+    Ok(revoked)
 }
 
 pub async fn revoked_unexpired(
     tx: PlatformConn<'_>,
 ) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {
-    Ok(sessions::table
+    let mut revoked: Vec<(Uuid, DateTime<Utc>)> = sessions::table
         .filter(sessions::revoked_at.is_not_null())
         .filter(sessions::access_expires_at.gt(diesel::dsl::now))
         .select((sessions::id, sessions::access_expires_at))
         .load(&mut tx.pg())
-        .await?)
+        .await?;
+    revoked.extend(
+        break_glass_sessions::table
+            .filter(break_glass_sessions::revoked_at.is_not_null())
+            .filter(break_glass_sessions::access_expires_at.gt(diesel::dsl::now))
+            .select((
+                break_glass_sessions::id,
+                break_glass_sessions::access_expires_at,
+            ))
+            .load::<(Uuid, DateTime<Utc>)>(&mut tx.pg())
+            .await?,
+    );
+    Ok(revoked)
 }

@@ -36,4 +36,19 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(users, sessions, refresh_tokens);
+diesel::table! {
+    break_glass_sessions (id) {
+        id -> Uuid,
+        access_expires_at -> Timestamptz,
+        create_time -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+        revoke_reason -> Nullable<Text>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    sessions,
+    refresh_tokens,
+    break_glass_sessions
+);

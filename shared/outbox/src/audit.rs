@@ -198,10 +198,22 @@ impl Event {
         tenant: TenantId,
         actor: &Actor,
     ) -> Result<(), DbError> {
+        self.record_for_message(tx, tenant, actor).await.map(drop)
+    }
+
+    /// As [`Event::record_for`], returning the outbox message's id (to wait
+    /// for Audit to confirm it: [`crate::undelivered`]).
+    ///
+    /// # Errors
+    /// As [`Event::record_for`].
+    pub async fn record_for_message(
+        self,
+        tx: PlatformConn<'_>,
+        tenant: TenantId,
+        actor: &Actor,
+    ) -> Result<uuid::Uuid, DbError> {
         let payload = self.payload(tenant, actor);
-        crate::enqueue_for(tx, tenant, AUDIT_TOPIC, &payload)
-            .await
-            .map(drop)
+        crate::enqueue_for(tx, tenant, AUDIT_TOPIC, &payload).await
     }
 }
 

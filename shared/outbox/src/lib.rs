@@ -98,6 +98,26 @@ diesel::define_sql_function! {
     ) -> BigInt;
 }
 
+/// How many of the messages `ids` have not been delivered yet (a receiver
+/// that accepted a message confirms it: the relay marks it delivered).
+///
+/// # Errors
+/// On database failure.
+pub async fn undelivered(tx: PlatformConn<'_>, ids: &[Uuid]) -> Result<i64, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM outbox WHERE id = ANY ($1) AND delivered_time IS NULL",
+    )
+    .bind::<diesel::sql_types::Array<SqlUuid>, _>(ids)
+    .get_result(&mut tx.pg())
+    .await?;
+    Ok(count.n)
+}
+
 async fn insert(
     conn: &AsyncPgConnection,
     tenant: TenantId,

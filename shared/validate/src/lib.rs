@@ -378,7 +378,9 @@ pub async fn validate(
     // and any role made later included: policies name their roles. (Those
     // on tables the runtime role reaches were judged above.)
     for policy in policies.iter().filter(|p| p.for_public) {
-        let judged = tables.iter().any(|t| t.name == policy.table && t.app_reaches);
+        let judged = tables
+            .iter()
+            .any(|t| t.name == policy.table && t.app_reaches);
         if !judged && allowed(policy.comment.as_deref()).is_none() {
             found(
                 Rule::TenantPolicy,

@@ -234,6 +234,13 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
     ]);
     assert!(minted.status.success(), "{minted:?}");
     let break_glass = String::from_utf8(minted.stdout).expect("utf-8");
+    let said = String::from_utf8_lossy(&minted.stderr).into_owned();
+    let session = said
+        .split("--revoke ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the session to revoke is named: {said}"))
+        .to_owned();
     tenants
         .list_members(bulkhead_testkit::bearer(
             break_glass.trim(),
@@ -243,10 +250,66 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
         .expect("the break-glass token works");
     let mut audit =
         bulkhead_proto::audit::v1::audit_service_client::AuditServiceClient::new(channel(50054));
+    // Printed only once Audit accepted the records: both trails have them
+    // already, at the first look.
     for platform in [true, false] {
+        let found = audit
+            .query_events(bulkhead_testkit::bearer(
+                &token,
+                bulkhead_proto::audit::v1::QueryEventsRequest {
+                    filter: Some(bulkhead_proto::audit::v1::AuditEventFilter {
+                        action: "auth.break_glass_token".into(),
+                        ..Default::default()
+                    }),
+                    platform,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("query")
+            .into_inner()
+            .events;
+        assert_eq!(
+            found.len(),
+            1,
+            "confirmed before printing (platform: {platform})"
+        );
+    }
+    // Its session ends everywhere with `--revoke`, recorded in the platform chain.
+    let revoke = |reason: &str| mint(&["--revoke", &session, "--reason", reason]);
+    let revoked = revoke("INC-42 closed");
+    assert!(revoked.status.success(), "{revoked:?}");
+    let started = Instant::now();
+    loop {
+        let status = tenants
+            .list_members(bulkhead_testkit::bearer(
+                break_glass.trim(),
+                bulkhead_proto::tenant::v1::ListMembersRequest::default(),
+            ))
+            .await;
+        match status {
+            Err(status) if status.code() == tonic::Code::Unauthenticated => break,
+            other => assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "the revoked break-glass token still answers {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "a revoked break-glass token was refused {:?} after `--revoke`",
+        started.elapsed()
+    );
+    let again = revoke("twice");
+    assert!(!again.status.success(), "{again:?}");
+    for (platform, action) in [
+        (true, "auth.break_glass_token"),
+        (false, "auth.break_glass_token"),
+        (true, "auth.break_glass_revoked"),
+    ] {
         let query = bulkhead_proto::audit::v1::QueryEventsRequest {
             filter: Some(bulkhead_proto::audit::v1::AuditEventFilter {
-                action: "auth.break_glass_token".into(),
+                action: action.into(),
                 ..Default::default()
             }),
             platform,
@@ -264,13 +327,13 @@ async fn up_serves_all_four_services_and_stops_cleanly() {
                 let details = format!("{:?}", event.new_value);
                 assert!(
                     details.contains("INC-42"),
-                    "the reason is recorded: {details}"
+                    "the reason is recorded: {action} {details}"
                 );
                 break;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
-                "the mint is in the {} trail",
+                "{action} is in the {} trail",
                 if platform { "platform" } else { "tenant's" }
             );
             tokio::time::sleep(Duration::from_millis(200)).await;

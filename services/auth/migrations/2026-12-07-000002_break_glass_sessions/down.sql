@@ -1,0 +1,1 @@
+DROP TABLE break_glass_sessions;
