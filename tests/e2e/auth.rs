@@ -728,6 +728,43 @@ async fn an_auth_behind_the_stored_revocations_ends_its_streams() {
     assert!(item.heartbeat);
 }
 
+/// IssueServiceToken is public, like Login: guessing client secrets from one
+/// network meets Login's rate per network (a burst of 30 by default), and
+/// then waits, right secret or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuing_service_tokens_is_held_to_the_login_rate() {
+    let w = world().await;
+    let issue = |secret: &str| {
+        let mut auth = w.auth.clone();
+        let request = auth::IssueServiceTokenRequest {
+            client_id: "task".into(),
+            client_secret: secret.into(),
+        };
+        async move { auth.issue_service_token(request).await }
+    };
+    // Each Auth process keeps its own rate (the guessing caps proper are in
+    // the database): over replicas, each has its burst.
+    let replicas = w._suite.endpoints(ServiceKind::Auth).len();
+    let mut refused = 0;
+    let mut throttled = 0;
+    for n in 0..120 {
+        match issue(&format!("guess-{n}")).await {
+            Err(status) if status.code() == Code::Unauthenticated => refused += 1,
+            Err(status) if status.code() == Code::ResourceExhausted => throttled += 1,
+            other => panic!("guess {n}: {other:?}"),
+        }
+    }
+    assert!(
+        (25 * replicas..=31 * replicas).contains(&refused),
+        "{refused} guesses checked by {replicas} Auth(s)"
+    );
+    assert_eq!(refused + throttled, 120);
+    let status = issue(super::support::TASK_CLIENT_SECRET)
+        .await
+        .expect_err("the network waits, even with the right secret");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+}
+
 /// The actions in Auth's outbox, oldest first, read as the database superuser.
 async fn auth_audit_actions(w: &World) -> Vec<serde_json::Value> {
     use diesel_async::RunQueryDsl as _;

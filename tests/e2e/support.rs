@@ -448,7 +448,7 @@ pub async fn start_replicas_following(
 /// one of them again this way.
 #[cfg(feature = "scale-out")]
 pub mod replicated {
-    pub use super::{TASK_CLIENT_SECRET, TestSuite};
+    pub use super::{TASK_CLIENT_SECRET, TestSuite, start_replicas_following};
     use bulkhead::services::ServiceKind;
 
     /// [`super::spawn_suite`], replicated.

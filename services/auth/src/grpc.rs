@@ -552,6 +552,10 @@ impl AuthService for AuthApi {
     ) -> Reply<pb::IssueServiceTokenResponse> {
         use sha2::Digest as _;
         use subtle::ConstantTimeEq as _;
+        // Public, like Login: the same rate per client network comes first.
+        if let Err(wait) = self.limits.check(self.client_address(&request)) {
+            return Err(AuthError::Throttled(wait).into());
+        }
         let r = request.into_inner();
         // Compare digests in constant time, and do it even for unknown clients.
         let given = sha2::Sha256::digest(r.client_secret.as_bytes());

@@ -86,7 +86,7 @@ pub struct Args {
     #[arg(long, env = "BULKHEAD_CLIENT_ID")]
     client_id: Option<String>,
     /// This service's client secret for `IssueServiceToken`.
-    #[arg(long, env = "BULKHEAD_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(long, env = "BULKHEAD_CLIENT_SECRET", hide_env_values = true, value_parser = client_secret)]
     client_secret: Option<String>,
     /// Audit only: the key checkpoints are signed with (PKCS#8 PEM; created
     /// when missing). Keep it: checkpoints signed with it stay checkable.
@@ -138,12 +138,27 @@ enum LogFormatArg {
     Pretty,
 }
 
+/// The shortest client secret accepted: 256 bits, as from `openssl rand -hex 32`
+/// (64 hex characters carry 256 bits; 32 bytes is the floor).
+const MIN_SECRET_BYTES: usize = 32;
+
+fn client_secret(text: &str) -> Result<String, String> {
+    if text.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "a client secret of at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 fn parse_service_client(text: &str) -> Result<bulkhead_auth::ServiceClient, String> {
     let (name, secret) = text
         .split_once('=')
         .ok_or_else(|| "expected name=secret".to_owned())?;
-    if name.is_empty() || secret.len() < 16 {
-        return Err("a service client needs a name and a secret of at least 16 characters".into());
+    if name.is_empty() || secret.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "a service client needs a name and a secret of at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+        ));
     }
     Ok(bulkhead_auth::ServiceClient {
         client_id: name.to_owned(),

@@ -7,5 +7,6 @@ mod health;
 #[cfg(feature = "scale-out")]
 mod scale_out;
 mod serve_audit;
+mod serve_config;
 mod traces;
 mod up;

@@ -1,0 +1,51 @@
+//! `serve` refuses configurations that would weaken identity before it
+//! starts anything.
+
+use std::process::Command;
+
+fn serve(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .arg("serve")
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("bulkhead serve runs")
+}
+
+#[test]
+fn client_secrets_shorter_than_32_bytes_are_refused() {
+    let common = [
+        "--database-url",
+        "postgres://nowhere/none",
+        "--platform-database-url",
+        "postgres://nowhere/none",
+        "--jwks-file",
+        "/nonexistent",
+    ];
+    let short = "x".repeat(31);
+    let long = "x".repeat(32);
+    for (args, refused) in [
+        (
+            vec!["auth", "--service-client", &format!("task={short}")],
+            true,
+        ),
+        (vec!["task", "--client-secret", short.as_str()], true),
+        (
+            vec!["auth", "--service-client", &format!("task={long}")],
+            false,
+        ),
+        (vec!["task", "--client-secret", long.as_str()], false),
+    ] {
+        let out = serve(&[args.as_slice(), &common].concat());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: it has no database anyway");
+        assert_eq!(
+            said.contains("at least 32 bytes"),
+            refused,
+            "{args:?}: {said}"
+        );
+        if refused {
+            assert_eq!(out.status.code(), Some(2), "a usage error: {said}");
+        }
+    }
+}
