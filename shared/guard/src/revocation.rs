@@ -14,6 +14,10 @@ use moka::sync::Cache;
 #[derive(Clone)]
 pub struct RevokedSessions {
     sessions: Cache<SessionId, SystemTime>,
+    /// Past this many live revocations the set stops being current (user
+    /// calls fail closed) rather than forget one: nothing is ever evicted
+    /// but by expiry.
+    capacity: u64,
     feed: Arc<Mutex<Feed>>,
 }
 
@@ -61,17 +65,21 @@ impl Expiry<SessionId, SystemTime> for UntilExpiry {
 
 impl Default for RevokedSessions {
     fn default() -> Self {
-        Self {
-            sessions: Cache::builder()
-                .max_capacity(1_000_000)
-                .expire_after(UntilExpiry)
-                .build(),
-            feed: Arc::new(Mutex::new(Feed::Local)),
-        }
+        Self::with_capacity(1_000_000)
     }
 }
 
 impl RevokedSessions {
+    /// A set that holds `capacity` live revocations before it fails closed.
+    #[must_use]
+    pub fn with_capacity(capacity: u64) -> Self {
+        Self {
+            sessions: Cache::builder().expire_after(UntilExpiry).build(),
+            capacity,
+            feed: Arc::new(Mutex::new(Feed::Local)),
+        }
+    }
+
     /// Marks `session` revoked until `expires_at` (the expiry of its last token).
     pub fn revoke(&self, session: SessionId, expires_at: SystemTime) {
         self.sessions.insert(session, expires_at);
@@ -119,11 +127,15 @@ impl RevokedSessions {
         }
     }
 
-    /// Whether every revocation made until a moment ago can be in the set: fed
-    /// in this process, or the feed was heard within its bound. A guard
-    /// whose set is not current refuses user tokens (fail closed).
+    /// Whether every revocation made until a moment ago can be in the set: it
+    /// holds no more than its capacity, and it is fed in this process, or the
+    /// feed was heard within its bound. A guard whose set is not current
+    /// refuses user tokens (fail closed).
     #[must_use]
     pub fn is_current(&self) -> bool {
+        if self.sessions.entry_count() > self.capacity {
+            return false;
+        }
         match *self.feed() {
             Feed::Local => true,
             Feed::Followed { bound, last_heard } => {
@@ -206,6 +218,44 @@ impl InactiveTenants {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .set
             .contains(&tenant)
+    }
+}
+
+#[cfg(test)]
+mod revoked_tests {
+    use super::*;
+
+    #[test]
+    fn past_its_capacity_the_set_fails_closed_and_forgets_nothing() {
+        let revoked = RevokedSessions::with_capacity(3);
+        let later = SystemTime::now() + Duration::from_secs(600);
+        let sessions: Vec<SessionId> = (0..4).map(|_| SessionId::new_v7()).collect();
+        for session in &sessions[..3] {
+            revoked.revoke(*session, later);
+        }
+        revoked.sessions.run_pending_tasks();
+        assert!(revoked.is_current());
+        revoked.revoke(sessions[3], later);
+        revoked.sessions.run_pending_tasks();
+        assert!(!revoked.is_current(), "one more than it holds: fail closed");
+        assert!(
+            sessions.iter().all(|s| revoked.is_revoked(*s)),
+            "none was evicted"
+        );
+    }
+
+    #[test]
+    fn a_followed_feed_is_current_only_once_heard_and_within_its_bound() {
+        let revoked = RevokedSessions::default();
+        assert!(revoked.is_current(), "fed in this process");
+        revoked.follow_feed(Duration::from_secs(1));
+        assert!(!revoked.is_current(), "not heard yet");
+        revoked.heard();
+        assert!(revoked.is_current());
+        std::thread::sleep(Duration::from_millis(1_200));
+        assert!(!revoked.is_current(), "silent past its bound");
+        revoked.heard();
+        assert!(revoked.is_current());
     }
 }
 
