@@ -275,6 +275,7 @@ pub async fn spawn_suite_connecting(
             module,
             urls: urls(&database),
             listener,
+            tls: None,
         });
     }
     let addr = |name: &str| {
@@ -289,6 +290,7 @@ pub async fn spawn_suite_connecting(
         task: addr("task"),
         audit: addr("audit"),
         relay: fast_relay(),
+        tls: None,
     };
     let credentials = bulkhead::services::local_credentials(key.clone(), VerifierConfig::default());
     let (held, launches): (Vec<Launch>, Vec<Launch>) = launches
@@ -386,6 +388,7 @@ pub async fn start_replicas_following(
             listener: tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("binding a port"),
+            tls: None,
         });
     }
     let own = |kind: ServiceKind, first_url: &Option<String>| {
@@ -401,6 +404,7 @@ pub async fn start_replicas_following(
         task: own(ServiceKind::Task, &first.peers.task),
         audit: own(ServiceKind::Audit, &first.peers.audit),
         relay: first.peers.relay.clone(),
+        tls: first.peers.tls.clone(),
     };
     let (held, launches): (Vec<Launch>, Vec<Launch>) = launches
         .into_iter()

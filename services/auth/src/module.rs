@@ -1,6 +1,6 @@
 //! The Auth service as `bulkhead up` and `bulkhead serve` run it.
 
-use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, ServiceSpec, StartError, channel};
+use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, ServiceSpec, StartError};
 use tonic::service::Routes;
 
 use crate::{AuthApi, AuthConfig, SCHEMA, SERVICE_NAME, SharedKeys};
@@ -58,7 +58,8 @@ impl ServiceModule for AuthModule {
             .credentials
             .clone()
             .ok_or_else(|| missing("service credentials to ask Tenant"))?;
-        let directory = bulkhead_clients::TenantDirectory::new(channel(tenant)?, credentials);
+        let directory =
+            bulkhead_clients::TenantDirectory::new(env.peers.channel(tenant)?, credentials);
         let api = AuthApi::new(
             env.db.clone(),
             keys,

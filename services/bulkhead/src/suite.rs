@@ -18,6 +18,8 @@ pub struct Launch {
     pub urls: DbUrls,
     /// Its socket.
     pub listener: TcpListener,
+    /// The certificate it serves TLS with (`None`: plaintext).
+    pub tls: Option<Arc<bulkhead_server::tls::ServerTls>>,
 }
 
 /// The services, running.
@@ -55,6 +57,7 @@ impl Suite {
             module,
             urls,
             listener,
+            tls,
         } in launches
         {
             let addr = listener.local_addr()?;
@@ -65,7 +68,7 @@ impl Suite {
             let started = bulkhead_server::start(
                 module.as_ref(),
                 &urls,
-                listener,
+                bulkhead_server::Listening { tcp: listener, tls },
                 guard.clone(),
                 peers.clone(),
                 credentials.map(|mint| mint(module.name())),

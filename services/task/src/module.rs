@@ -1,6 +1,6 @@
 //! The Task service as `bulkhead up` and `bulkhead serve` run it.
 
-use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, ServiceSpec, StartError, channel};
+use bulkhead_server::{Assembled, ServiceEnv, ServiceModule, ServiceSpec, StartError};
 use tonic::service::Routes;
 
 use crate::{CATALOG_SERVICE_NAME, CatalogApi, SCHEMA, SERVICE_NAME, TaskApi};
@@ -40,7 +40,7 @@ impl ServiceModule for TaskModule {
     async fn assemble(&self, env: ServiceEnv) -> Result<Assembled, StartError> {
         let tenants = match (&env.peers.tenant, &env.credentials) {
             (Some(url), Some(credentials)) => Some(bulkhead_clients::TenantDirectory::new(
-                channel(url)?,
+                env.peers.channel(url)?,
                 credentials.clone(),
             )),
             _ => {

@@ -102,19 +102,55 @@ pub struct Peers {
     pub audit: Option<String>,
     /// How the outbox relay paces its deliveries to them.
     pub relay: bulkhead_outbox::RelayConfig,
+    /// What `https://` peers' certificates are checked against.
+    pub tls: Option<crate::tls::PeerTls>,
 }
 
-/// A lazily connected channel to `url`.
-///
-/// # Errors
-/// [`StartError::Url`] when `url` is not a valid endpoint.
-pub fn channel(url: &str) -> Result<Channel, StartError> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| StartError::Url {
+impl Peers {
+    /// A lazily connected channel to `url`: over TLS, checked against
+    /// [`Peers::tls`], for an `https://` URL; in plaintext for `http://`.
+    ///
+    /// # Errors
+    /// [`StartError::Url`] when `url` is not a valid endpoint, or is
+    /// `https://` with no CA bundle to check its certificate against.
+    pub fn channel(&self, url: &str) -> Result<Channel, StartError> {
+        let invalid = |reason: String| StartError::Url {
             url: url.to_owned(),
-            reason: e.to_string(),
-        })?
-        .connect_lazy())
+            reason,
+        };
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .map_err(|e| invalid(e.to_string()))?;
+        let endpoint = match endpoint.uri().scheme_str() {
+            Some("https") => {
+                let tls = self.tls.as_ref().ok_or_else(|| {
+                    invalid("an https:// peer needs a CA bundle to check it (--tls-ca)".into())
+                })?;
+                let host = endpoint.uri().host().unwrap_or_default().to_owned();
+                endpoint
+                    .tls_config(tls.client_config(&host))
+                    .map_err(|e| invalid(e.to_string()))?
+            }
+            Some("http") => endpoint,
+            _ => return Err(invalid("expected http:// or https://".into())),
+        };
+        Ok(endpoint.connect_lazy())
+    }
+}
+
+/// Where a service listens: a bound socket, served over TLS when `tls` is
+/// given.
+#[derive(Debug)]
+pub struct Listening {
+    /// The socket.
+    pub tcp: TcpListener,
+    /// The certificate to serve TLS with (`None`: plaintext).
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
+}
+
+impl From<TcpListener> for Listening {
+    fn from(tcp: TcpListener) -> Self {
+        Self { tcp, tls: None }
+    }
 }
 
 /// The connection URLs of one service's database.
@@ -200,8 +236,11 @@ impl ServiceEnv {
         };
         let mut relay = bulkhead_outbox::Relay::new(self.db.clone(), self.peers.relay.clone());
         if let Some(audit) = &self.peers.audit {
-            let sink =
-                bulkhead_clients::AuditSink::new(channel(audit)?, credentials.clone(), service);
+            let sink = bulkhead_clients::AuditSink::new(
+                self.peers.channel(audit)?,
+                credentials.clone(),
+                service,
+            );
             relay = relay.route(
                 bulkhead_outbox::audit::AUDIT_TOPIC,
                 Arc::new(sink),
@@ -209,7 +248,8 @@ impl ServiceEnv {
             );
         }
         if let Some(auth) = &self.peers.auth {
-            let sink = bulkhead_clients::RevokeSink::new(channel(auth)?, credentials.clone());
+            let sink =
+                bulkhead_clients::RevokeSink::new(self.peers.channel(auth)?, credentials.clone());
             // A lost revocation fails open: never set aside.
             relay = relay.route(
                 bulkhead_outbox::REVOKE_TOPIC,
@@ -218,7 +258,7 @@ impl ServiceEnv {
             );
         }
         if let Some(task) = &self.peers.task {
-            let sink = bulkhead_clients::ReleaseSink::new(channel(task)?, credentials);
+            let sink = bulkhead_clients::ReleaseSink::new(self.peers.channel(task)?, credentials);
             relay = relay.route(
                 bulkhead_outbox::RELEASE_TOPIC,
                 Arc::new(sink),
@@ -429,7 +469,7 @@ impl Started {
 pub async fn start(
     module: &dyn ServiceModule,
     urls: &DbUrls,
-    listener: TcpListener,
+    listening: Listening,
     guard: SharedGuard,
     peers: Peers,
     credentials: Option<Arc<dyn ServiceCredentials>>,
@@ -492,7 +532,7 @@ pub async fn start(
     let mut stop = shutdown;
     let draining = health.clone();
     let serving = crate::serve(
-        listener,
+        listening,
         services,
         assembled.routes,
         layer,

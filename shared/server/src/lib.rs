@@ -22,14 +22,14 @@ use std::time::Duration;
 pub mod assembly;
 pub mod health;
 pub mod observe;
+pub mod tls;
 
 pub use assembly::{
-    Assembled, CredentialsFactory, DbUrls, Peers, ServiceEnv, ServiceModule, ServiceSpec,
-    SharedGuard, StartError, Started, channel, start,
+    Assembled, CredentialsFactory, DbUrls, Listening, Peers, ServiceEnv, ServiceModule,
+    ServiceSpec, SharedGuard, StartError, Started, start,
 };
 
 use bulkhead_guard::{GuardLayer, RequestIdLayer};
-use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -44,6 +44,9 @@ pub enum ServeError {
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Serves `routes` (the services `service_names`) on `listener` until
@@ -55,7 +58,7 @@ pub enum ServeError {
 /// # Errors
 /// [`ServeError`] when reflection cannot be built or the transport fails.
 pub async fn serve(
-    listener: TcpListener,
+    listening: Listening,
     service_names: &'static [&'static str],
     routes: Routes,
     guard: GuardLayer,
@@ -68,7 +71,7 @@ pub async fn serve(
     let reflection_v1 = reflection_builder(service_names).build_v1()?;
     let reflection_v1alpha = reflection_builder(service_names).build_v1alpha()?;
 
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         // gRPC keeps connections for long: recycle them so new replicas get traffic.
         .max_connection_age(Duration::from_secs(300))
         .layer(RequestIdLayer)
@@ -77,14 +80,28 @@ pub async fn serve(
         .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        // TCP_NODELAY: without it, a response larger than one segment (a page
-        // of 50 tasks) waits ~40 ms for a delayed ACK (Nagle).
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await?;
+        .add_service(reflection_v1alpha);
+    match listening.tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(
+                    tls::incoming(listening.tcp, tls.server_config()?),
+                    shutdown,
+                )
+                .await?;
+        }
+        None => {
+            // TCP_NODELAY: without it, a response larger than one segment (a
+            // page of 50 tasks) waits ~40 ms for a delayed ACK (Nagle).
+            router
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listening.tcp)
+                        .with_nodelay(Some(true)),
+                    shutdown,
+                )
+                .await?;
+        }
+    }
     Ok(())
 }
 

@@ -50,7 +50,7 @@ pub async fn start_module(
     let started = bulkhead_server::start(
         module,
         &DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
-        listener,
+        listener.into(),
         guard.clone(),
         peers,
         credentials,

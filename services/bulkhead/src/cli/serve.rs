@@ -9,7 +9,8 @@ use bulkhead::services::{ServiceKind, Settings, local_credentials, module};
 use bulkhead::suite::{Launch, Suite};
 use bulkhead_guard::VerifierConfig;
 use bulkhead_guard::token::{KeyRing, SigningKey};
-use bulkhead_server::{CredentialsFactory, DbUrls, Peers, ServiceModule, SharedGuard, channel};
+use bulkhead_server::tls::{PeerTls, ServerTls};
+use bulkhead_server::{CredentialsFactory, DbUrls, Peers, ServiceModule, SharedGuard};
 use bulkhead_telemetry::LogFormat;
 use tokio::sync::watch;
 
@@ -82,6 +83,22 @@ pub struct Args {
     /// feed is back and caught up (fail closed).
     #[arg(long, env = "BULKHEAD_REVOCATION_FEED_BOUND", default_value_t = 10)]
     revocation_feed_bound: u64,
+    /// Serve TLS with this certificate chain (PEM; read again when it
+    /// changes, no restart needed).
+    #[arg(long, env = "BULKHEAD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM; read again when it changes).
+    #[arg(long, env = "BULKHEAD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA bundle (PEM) `https://` peers' certificates are checked against.
+    #[arg(long, env = "BULKHEAD_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Allow plaintext off this machine: serving without `--tls-cert` on an
+    /// address other than loopback, and `http://` peers other than loopback
+    /// (tokens, client secrets and the key set would cross the network in
+    /// clear, and whoever answers on a peer's address could hand out keys).
+    #[arg(long, env = "BULKHEAD_INSECURE_PLAINTEXT")]
+    insecure_plaintext: bool,
     /// This service's client id for `IssueServiceToken` (default: its name).
     #[arg(long, env = "BULKHEAD_CLIENT_ID")]
     client_id: Option<String>,
@@ -167,6 +184,51 @@ fn parse_service_client(text: &str) -> Result<bulkhead_auth::ServiceClient, Stri
     })
 }
 
+/// How often the TLS certificate files are checked for a change.
+const TLS_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether `host` (of a URL or a listen address) stays on this machine.
+fn loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
+/// Refuses plaintext off this machine unless `--insecure-plaintext` says so:
+/// serving without a certificate on another address than loopback, and an
+/// `http://` peer elsewhere (Auth's key set and the client secret above all).
+fn refuse_plaintext(args: &Args) -> anyhow::Result<()> {
+    if args.insecure_plaintext {
+        tracing::warn!("--insecure-plaintext: tokens and secrets may cross the network in clear");
+        return Ok(());
+    }
+    let mut plaintext = Vec::new();
+    if args.tls_cert.is_none() && args.listen.is_none_or(|addr| !addr.ip().is_loopback()) {
+        plaintext.push("serving without --tls-cert/--tls-key on a non-loopback address".to_owned());
+    }
+    for (flag, peer) in [
+        ("--auth-url", &args.auth_url),
+        ("--tenant-url", &args.tenant_url),
+        ("--task-url", &args.task_url),
+        ("--audit-url", &args.audit_url),
+    ] {
+        let Some(peer) = peer else { continue };
+        let parsed = url::Url::parse(peer).map_err(|e| anyhow::anyhow!("{flag} {peer}: {e}"))?;
+        if parsed.scheme() == "http" && !parsed.host().is_some_and(|h| loopback(&h)) {
+            plaintext.push(format!("{flag} {peer} (use https:// with --tls-ca)"));
+        }
+    }
+    if plaintext.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "plaintext off this machine: {}; pass --insecure-plaintext (BULKHEAD_INSECURE_PLAINTEXT=true) to allow it",
+        plaintext.join("; ")
+    )
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let name = args.service.name();
     let _telemetry = bulkhead_telemetry::init(
@@ -178,6 +240,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             None => LogFormat::Json,
         },
     )?;
+    refuse_plaintext(&args)?;
     bulkhead_telemetry::serve_metrics(args.metrics_listen)?;
     let config = VerifierConfig {
         issuer: args.issuer.clone(),
@@ -245,9 +308,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     );
     let (stop_background, background) = watch::channel(false);
+    let peers = Peers {
+        auth: args.auth_url.clone(),
+        tenant: args.tenant_url.clone(),
+        task: args.task_url.clone(),
+        audit: args.audit_url.clone(),
+        relay: args.relay.config(),
+        tls: args.tls_ca.as_deref().map(PeerTls::load).transpose()?,
+    };
     let credentials = credentials(
         module.as_ref(),
         &args,
+        &peers,
         signing_key,
         &config,
         &guard,
@@ -260,7 +332,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         module.spec().tenant_directory,
     ) {
         tokio::spawn(bulkhead_clients::follow_inactive_tenants(
-            channel(tenant)?,
+            peers.channel(tenant)?,
             mint(name),
             guard.inactive.clone(),
             std::time::Duration::from_secs(1),
@@ -270,16 +342,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let addr = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], module.default_port())));
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(service = name, %addr, "listening");
-    let stop = bulkhead::up::stop_signal()?;
-    let peers = Peers {
-        auth: args.auth_url,
-        tenant: args.tenant_url,
-        task: args.task_url,
-        audit: args.audit_url,
-        relay: args.relay.config(),
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = ServerTls::load(cert, key)?;
+            tokio::spawn(
+                tls.clone()
+                    .follow_files(TLS_RELOAD_EVERY, background.clone()),
+            );
+            Some(tls)
+        }
+        _ => None,
     };
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(service = name, %addr, tls = tls.is_some(), "listening");
+    let stop = bulkhead::up::stop_signal()?;
     let launch = Launch {
         module,
         urls: DbUrls {
@@ -288,6 +364,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             statement_cache: args.db_statement_cache,
         },
         listener,
+        tls,
     };
     let suite = Suite::start(vec![launch], &guard, &peers, credentials.as_ref()).await?;
     stop.await;
@@ -302,6 +379,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 fn credentials(
     module: &dyn ServiceModule,
     args: &Args,
+    peers: &Peers,
     signing_key: Option<Arc<SigningKey>>,
     config: &VerifierConfig,
     guard: &SharedGuard,
@@ -313,7 +391,7 @@ fn credentials(
     let Some(auth) = &args.auth_url else {
         return Ok(None);
     };
-    let auth = channel(auth)?;
+    let auth = peers.channel(auth)?;
     // Key rotation: Auth's key set is re-read every KEY_REFRESH.
     tokio::spawn(bulkhead_clients::follow_jwks(
         auth.clone(),

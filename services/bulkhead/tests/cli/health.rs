@@ -78,7 +78,7 @@ async fn health_follows_the_database_and_a_stop_says_not_serving_first() {
             cluster.url(&schema.app_role(), &schema.database()),
             cluster.url(&schema.platform_role(), &schema.database()),
         ),
-        listener,
+        listener.into(),
         bulkhead_testkit::Tokens::new("tenant").guard(),
         Peers::default(),
         None,

@@ -49,3 +49,83 @@ fn client_secrets_shorter_than_32_bytes_are_refused() {
         }
     }
 }
+
+#[test]
+fn plaintext_off_this_machine_needs_insecure_plaintext() {
+    let common = [
+        "--database-url",
+        "postgres://nowhere/none",
+        "--platform-database-url",
+        "postgres://nowhere/none",
+        "--jwks-file",
+        "/nonexistent",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    for (args, says) in [
+        (
+            vec!["--listen", "0.0.0.0:0"],
+            Some("serving without --tls-cert/--tls-key"),
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--auth-url",
+                "http://auth.internal:50051",
+            ],
+            Some("--auth-url http://auth.internal:50051"),
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--tenant-url",
+                "http://10.0.0.7:50052",
+            ],
+            Some("--tenant-url http://10.0.0.7:50052"),
+        ),
+        // On this machine, or said out loud: past the check (and then the
+        // missing key set stops it).
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--auth-url",
+                "http://127.0.0.1:50051",
+            ],
+            None,
+        ),
+        (
+            vec![
+                "--listen",
+                "0.0.0.0:0",
+                "--auth-url",
+                "http://auth:50051",
+                "--insecure-plaintext",
+            ],
+            None,
+        ),
+    ] {
+        let out = serve(&[&["task"], args.as_slice(), &common].concat());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        match says {
+            Some(what) => {
+                assert!(
+                    said.contains("plaintext off this machine"),
+                    "{args:?}: {said}"
+                );
+                assert!(said.contains(what), "{args:?}: {said}");
+                assert!(said.contains("--insecure-plaintext"), "{args:?}: {said}");
+            }
+            None => {
+                assert!(
+                    !said.contains("plaintext off this machine"),
+                    "{args:?}: {said}"
+                );
+                assert!(said.contains("nonexistent"), "{args:?}: {said}");
+            }
+        }
+    }
+}

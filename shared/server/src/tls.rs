@@ -1,0 +1,240 @@
+//! TLS between services: a server certificate read from PEM files and read
+//! again when they change (no restart to rotate it), and the CA bundle a
+//! service checks its peers' certificates against.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
+use tokio_rustls::server::TlsStream;
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn file_error(path: &Path, reason: impl std::fmt::Display) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// When each file last changed (`None`: unreadable).
+type Stamp = (Option<SystemTime>, Option<SystemTime>);
+
+fn stamp(cert: &Path, key: &Path) -> Stamp {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    (modified(cert), modified(key))
+}
+
+/// A server's certificate chain and key, from PEM files; the handshake of
+/// each new connection uses the pair read last.
+#[derive(Debug)]
+pub struct ServerTls {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<(Arc<CertifiedKey>, Stamp)>,
+}
+
+impl ServerTls {
+    /// Reads the chain in `cert` and the key in `key` (PEM).
+    ///
+    /// # Errors
+    /// [`TlsError`] when either is missing, unreadable or not usable.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+        let stamp = stamp(cert, key);
+        let pair = read_pair(cert, key)?;
+        Ok(Arc::new(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new((pair, stamp)),
+        }))
+    }
+
+    /// Reads the files again if they changed since last read; a pair that
+    /// does not load (a half-written file) is logged and the old one kept.
+    /// Returns whether a new pair is in use.
+    pub fn reload_if_changed(&self) -> bool {
+        let now = stamp(&self.cert, &self.key);
+        let seen = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1;
+        if now == seen {
+            return false;
+        }
+        match read_pair(&self.cert, &self.key) {
+            Ok(pair) => {
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = (pair, now);
+                tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
+                true
+            }
+            Err(err) => {
+                tracing::error!(%err, "the changed TLS certificate does not load: the previous one stays in use");
+                false
+            }
+        }
+    }
+
+    /// Every `every` until `shutdown`: [`ServerTls::reload_if_changed`].
+    pub async fn follow_files(
+        self: Arc<Self>,
+        every: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            self.reload_if_changed();
+        }
+    }
+
+    /// A rustls server configuration resolving to the current pair, HTTP/2 only.
+    ///
+    /// # Errors
+    /// [`TlsError::Config`] when rustls refuses it.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for ServerTls {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0
+                .clone(),
+        )
+    }
+}
+
+fn read_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| file_error(cert, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_error(cert, e))?;
+    if chain.is_empty() {
+        return Err(file_error(cert, "no certificate in it"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| file_error(key, e))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
+/// How long a client may take to complete its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS connections accepted on `listener`: each handshake runs in a task
+/// of its own (a slow or silent client holds up no other) and fails alone.
+/// Accepting stops when the stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!(%err, "accepting a connection failed");
+                    continue;
+                }
+            };
+            // See `serve`: no Nagle delay on responses.
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(err)) => tracing::debug!(%err, %peer, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// What a service trusts its peers' certificates by: a CA bundle (PEM).
+#[derive(Debug, Clone)]
+pub struct PeerTls {
+    ca: tonic::transport::Certificate,
+}
+
+impl PeerTls {
+    /// The CA bundle in `path`.
+    ///
+    /// # Errors
+    /// [`TlsError::File`] when it cannot be read or holds no certificate.
+    pub fn load(path: &Path) -> Result<Self, TlsError> {
+        let pem = std::fs::read(path).map_err(|e| file_error(path, e))?;
+        Self::from_pem(pem).map_err(|e| file_error(path, e))
+    }
+
+    /// A CA bundle given as PEM text.
+    ///
+    /// # Errors
+    /// When it holds no certificate.
+    pub fn from_pem(pem: impl AsRef<[u8]>) -> Result<Self, TlsError> {
+        let pem = pem.as_ref();
+        let certificates = CertificateDer::pem_slice_iter(pem).count();
+        if certificates == 0 {
+            return Err(TlsError::Config("no certificate in the CA bundle".into()));
+        }
+        Ok(Self {
+            ca: tonic::transport::Certificate::from_pem(pem),
+        })
+    }
+
+    /// The client TLS configuration for `host`.
+    #[must_use]
+    pub fn client_config(&self, host: &str) -> tonic::transport::ClientTlsConfig {
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(self.ca.clone())
+            .domain_name(host)
+    }
+}
