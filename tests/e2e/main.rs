@@ -28,3 +28,4 @@ mod scale_out_replicas {
 mod suite;
 mod support;
 mod task;
+mod tls;

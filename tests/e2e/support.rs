@@ -34,6 +34,9 @@ pub struct TestSuite {
     pub replicas: Option<Replicas>,
     /// Auth's login limits (its replicas get the same).
     login_limits: bulkhead_auth::LimitsConfig,
+    /// What the services' certificates are checked against, when they serve
+    /// TLS ([`spawn_suite_tls`]).
+    pub tls: Option<bulkhead_server::tls::PeerTls>,
 }
 
 /// A second replica of some services, wired as a separately deployed process
@@ -133,10 +136,14 @@ impl TestSuite {
         .expect("the held services start")
     }
 
-    /// `http://addr` of `kind`, for tonic clients.
+    /// `http://addr` of `kind` (`https://localhost:port` when it serves
+    /// TLS), for tonic clients.
     #[must_use]
     pub fn endpoint(&self, kind: ServiceKind) -> String {
-        format!("http://{}", self.addr(kind))
+        match self.tls {
+            Some(_) => format!("https://localhost:{}", self.addr(kind).port()),
+            None => format!("http://{}", self.addr(kind)),
+        }
     }
 
     /// `http://addr` of every replica of `kind` (one unless replicated).
@@ -152,8 +159,15 @@ impl TestSuite {
     /// one client-side balanced channel over both replicas.
     #[must_use]
     pub fn channel(&self, kind: ServiceKind) -> tonic::transport::Channel {
-        let endpoint =
-            |url: String| tonic::transport::Endpoint::from_shared(url).expect("endpoint");
+        let endpoint = |url: String| {
+            let endpoint = tonic::transport::Endpoint::from_shared(url).expect("endpoint");
+            match &self.tls {
+                Some(tls) => endpoint
+                    .tls_config(tls.client_config("localhost"))
+                    .expect("TLS client"),
+                None => endpoint,
+            }
+        };
         let mut endpoints = self.endpoints(kind);
         if endpoints.len() == 1 {
             endpoint(endpoints.remove(0)).connect_lazy()
@@ -252,6 +266,36 @@ pub async fn spawn_suite_connecting(
     held: &[&str],
     urls: &dyn Fn(&bulkhead_postgres::testing::TestDatabase) -> DbUrls,
 ) -> TestSuite {
+    spawn(login_limits, held, urls, None).await
+}
+
+/// Starts all four services on fresh databases, each serving TLS with
+/// `server` and calling the others over TLS, checked against `ca`.
+///
+/// # Panics
+/// As [`spawn_suite`].
+pub async fn spawn_suite_tls(
+    server: std::sync::Arc<bulkhead_server::tls::ServerTls>,
+    ca: bulkhead_server::tls::PeerTls,
+) -> TestSuite {
+    spawn(
+        bulkhead_auth::LimitsConfig::default(),
+        &[],
+        &|database| DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
+        Some((server, ca)),
+    )
+    .await
+}
+
+async fn spawn(
+    login_limits: bulkhead_auth::LimitsConfig,
+    held: &[&str],
+    urls: &dyn Fn(&bulkhead_postgres::testing::TestDatabase) -> DbUrls,
+    tls: Option<(
+        std::sync::Arc<bulkhead_server::tls::ServerTls>,
+        bulkhead_server::tls::PeerTls,
+    )>,
+) -> TestSuite {
     let key = std::sync::Arc::new(SigningKey::generate());
     let guard = SharedGuard::new(bulkhead::keys::verifier_for(
         &key,
@@ -275,22 +319,26 @@ pub async fn spawn_suite_connecting(
             module,
             urls: urls(&database),
             listener,
-            tls: None,
+            tls: tls.as_ref().map(|(server, _)| server.clone()),
         });
     }
     let addr = |name: &str| {
-        launches
-            .iter()
-            .find(|l| l.module.name() == name)
-            .map(|l| format!("http://{}", l.listener.local_addr().expect("addr")))
+        launches.iter().find(|l| l.module.name() == name).map(|l| {
+            let addr = l.listener.local_addr().expect("addr");
+            match tls {
+                Some(_) => format!("https://localhost:{}", addr.port()),
+                None => format!("http://{addr}"),
+            }
+        })
     };
+    let peer_tls = tls.as_ref().map(|(_, ca)| ca.clone());
     let peers = Peers {
         auth: addr("auth"),
         tenant: addr("tenant"),
         task: addr("task"),
         audit: addr("audit"),
         relay: fast_relay(),
-        tls: None,
+        tls: peer_tls.clone(),
     };
     let credentials = bulkhead::services::local_credentials(key.clone(), VerifierConfig::default());
     let (held, launches): (Vec<Launch>, Vec<Launch>) = launches
@@ -309,6 +357,7 @@ pub async fn spawn_suite_connecting(
         credentials,
         login_limits,
         replicas: None,
+        tls: peer_tls,
     }
 }
 

@@ -16,7 +16,13 @@ use super::support::spawn_suite;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_who_leaves_is_unassigned_from_open_tasks_within_two_seconds() {
-    let suite = spawn_suite().await;
+    member_leaves(&spawn_suite().await).await;
+}
+
+/// A member assigned two tasks (checked live with Tenant) leaves; the open one
+/// is released through Tenant's outbox, the finished one keeps its assignee.
+/// Returns the owner's token.
+pub async fn member_leaves(suite: &super::support::TestSuite) -> String {
     let mut tenants = TenantServiceClient::new(suite.channel(ServiceKind::Tenant));
     let mut tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
     let as_user = |user: UserId, tenant: &tenant::Tenant, role: TenantRole| TenantUser {
@@ -136,4 +142,5 @@ async fn a_member_who_leaves_is_unassigned_from_open_tasks_within_two_seconds() 
         .await
         .expect_err("not a member");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    owner_token
 }

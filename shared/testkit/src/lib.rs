@@ -3,6 +3,7 @@
 //! port-0 socket and a test database, callers with tokens minted by a test key,
 //! and bearer metadata. Dev-dependency only: it panics freely.
 
+pub mod certs;
 pub mod otlp;
 pub mod proxy;
 
