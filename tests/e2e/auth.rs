@@ -728,9 +728,9 @@ async fn an_auth_behind_the_stored_revocations_ends_its_streams() {
     assert!(item.heartbeat);
 }
 
-/// IssueServiceToken is public, like Login: guessing client secrets from one
-/// network meets Login's rate per network (a burst of 30 by default), and
-/// then waits, right secret or not.
+/// IssueServiceToken is public, like Login: failed guesses from one network
+/// meet a rate per network (a burst of 30 by default) and then wait; a right
+/// secret is never held up (nobody can keep a service from its token).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuing_service_tokens_is_held_to_the_login_rate() {
     let w = world().await;
@@ -759,10 +759,9 @@ async fn issuing_service_tokens_is_held_to_the_login_rate() {
         "{refused} guesses checked by {replicas} Auth(s)"
     );
     assert_eq!(refused + throttled, 120);
-    let status = issue(super::support::TASK_CLIENT_SECRET)
+    issue(super::support::TASK_CLIENT_SECRET)
         .await
-        .expect_err("the network waits, even with the right secret");
-    assert_eq!(status.code(), Code::ResourceExhausted);
+        .expect("the right secret is not held up");
 }
 
 /// The actions in Auth's outbox, oldest first, read as the database superuser.

@@ -118,6 +118,14 @@ async fn the_suite_runs_over_tls_and_a_rotated_certificate_is_served_without_a_r
         check(port, Some(&trust)).await.is_err(),
         "the old one is not"
     );
+    // A certificate renewed without its key keeps the pair in use.
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let unmatched = ca.server_in(elsewhere.path(), "unmatched");
+    std::fs::copy(&unmatched.cert, &files.cert).expect("copy the certificate alone");
+    assert!(!server.reload_if_changed(), "a certificate without its key");
+    check(port, Some(&stranger_trust))
+        .await
+        .expect("still the last good pair");
     // A half-written rotation keeps the certificate in use.
     std::fs::write(&files.cert, "-----BEGIN CERTIFICATE-----\ntruncated").expect("write");
     assert!(!server.reload_if_changed());

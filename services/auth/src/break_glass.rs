@@ -30,8 +30,8 @@ pub async fn store(
     Ok(())
 }
 
-/// Revokes a break-glass session; `false` when it is unknown or already
-/// revoked.
+/// Revokes a break-glass session; its token's expiry, or `None` when it is
+/// unknown or already revoked.
 ///
 /// # Errors
 /// On database failure.
@@ -39,15 +39,16 @@ pub async fn revoke(
     tx: PlatformConn<'_>,
     session: SessionId,
     reason: &str,
-) -> Result<bool, AuthError> {
-    let revoked = diesel::update(break_glass_sessions::table)
+) -> Result<Option<DateTime<Utc>>, AuthError> {
+    Ok(diesel::update(break_glass_sessions::table)
         .filter(break_glass_sessions::id.eq(session.as_uuid()))
         .filter(break_glass_sessions::revoked_at.is_null())
         .set((
             break_glass_sessions::revoked_at.eq(diesel::dsl::now),
             break_glass_sessions::revoke_reason.eq(reason),
         ))
-        .execute(&mut tx.pg())
-        .await?;
-    Ok(revoked > 0)
+        .returning(break_glass_sessions::access_expires_at)
+        .get_result(&mut tx.pg())
+        .await
+        .optional()?)
 }

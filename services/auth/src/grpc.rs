@@ -552,10 +552,7 @@ impl AuthService for AuthApi {
     ) -> Reply<pb::IssueServiceTokenResponse> {
         use sha2::Digest as _;
         use subtle::ConstantTimeEq as _;
-        // Public, like Login: the same rate per client network comes first.
-        if let Err(wait) = self.limits.check(self.client_address(&request)) {
-            return Err(AuthError::Throttled(wait).into());
-        }
+        let client = self.client_address(&request);
         let r = request.into_inner();
         // Compare digests in constant time, and do it even for unknown clients.
         let given = sha2::Sha256::digest(r.client_secret.as_bytes());
@@ -569,6 +566,11 @@ impl AuthService for AuthApi {
         }
         let Some(client) = matched else {
             tracing::warn!(security = true, event = "service_auth_failure", client_id = %r.client_id, "bad client credentials");
+            // Failures only, per client network: nobody can spend a rate the
+            // services need to renew their tokens.
+            if let Err(wait) = self.limits.check_service_failure(client) {
+                return Err(AuthError::Throttled(wait).into());
+            }
             return Err(Status::unauthenticated("invalid client credentials"));
         };
         let identity = bulkhead_context::ServiceIdentity {
@@ -602,6 +604,7 @@ impl AuthService for AuthApi {
             expires_at: Some(timestamp(expires)),
             revoke_time: Some(timestamp(chrono::Utc::now())),
             heartbeat: false,
+            in_step_time: None,
         };
         let initial = futures_util::stream::iter(current.into_iter().map(move |r| Ok(item(r))));
         let live = live.map(move |event| match event {
@@ -612,18 +615,22 @@ impl AuthService for AuthApi {
         // Heartbeats say the feed is live, and only while this Auth is in step
         // with the revocations other replicas store; once it is not, the
         // stream ends and its subscribers reconnect elsewhere.
-        let heartbeat = pb::WatchRevocationsResponse {
+        let heartbeat = |in_step: std::time::SystemTime| pb::WatchRevocationsResponse {
             heartbeat: true,
+            in_step_time: Some(timestamp(chrono::DateTime::<chrono::Utc>::from(in_step))),
             ..pb::WatchRevocationsResponse::default()
         };
-        let caught_up = futures_util::stream::once(std::future::ready(Ok(heartbeat.clone())));
+        // The backlog was read just now.
+        let caught_up = futures_util::stream::once(std::future::ready(Ok(heartbeat(
+            std::time::SystemTime::now(),
+        ))));
         let sessions = self.sessions.clone();
-        let beats = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
-            crate::sessions::HEARTBEAT_EVERY,
-        ))
-        .map(move |_| {
+        let mut every = tokio::time::interval(crate::sessions::HEARTBEAT_EVERY);
+        // A stalled stream gets the next beat, not a burst of old ones.
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let beats = tokio_stream::wrappers::IntervalStream::new(every).map(move |_| {
             if sessions.in_step() {
-                Ok(heartbeat.clone())
+                Ok(heartbeat(sessions.in_step_since()))
             } else {
                 Err(Status::unavailable(
                     "this Auth is behind the stored revocations: reconnect",

@@ -25,6 +25,9 @@ const PURGE_EVERY: u64 = 1_000;
 /// The in-process login rate of one Auth process.
 pub struct LoginLimits {
     per_peer: DefaultKeyedRateLimiter<String>,
+    /// Failed `IssueServiceToken` calls per client network (as `per_peer`,
+    /// but a budget of its own: logins cannot spend it).
+    service_failures: DefaultKeyedRateLimiter<String>,
     /// See [`LimitsConfig::sessions_per_user_per_minute`].
     pub sessions_per_user_per_minute: u32,
     /// SwitchTenant calls per user in this process, at twice that cap: a
@@ -75,6 +78,10 @@ impl LoginLimits {
                 Quota::per_minute(n(config.per_peer_per_minute))
                     .allow_burst(n(config.per_peer_per_minute / 4)),
             ),
+            service_failures: RateLimiter::keyed(
+                Quota::per_minute(n(config.per_peer_per_minute))
+                    .allow_burst(n(config.per_peer_per_minute / 4)),
+            ),
             sessions_per_user_per_minute: config.sessions_per_user_per_minute,
             switches: RateLimiter::keyed(
                 Quota::per_minute(n(config.sessions_per_user_per_minute.saturating_mul(2)))
@@ -91,6 +98,18 @@ impl LoginLimits {
         let clock = DefaultClock::default();
         self.switches
             .check_key(&user.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(clock.now()))
+    }
+
+    /// `Err(wait)` when the client's network failed `IssueServiceToken` too
+    /// often (its failures are counted here, its successes never).
+    pub fn check_service_failure(&self, client: Option<IpAddr>) -> Result<(), Duration> {
+        let Some(client) = client else {
+            return Ok(());
+        };
+        let clock = DefaultClock::default();
+        self.service_failures
+            .check_key(&crate::throttle::network(client))
             .map_err(|not_until| not_until.wait_time_from(clock.now()))
     }
 
@@ -111,6 +130,8 @@ impl LoginLimits {
             self.per_peer.shrink_to_fit();
             self.switches.retain_recent();
             self.switches.shrink_to_fit();
+            self.service_failures.retain_recent();
+            self.service_failures.shrink_to_fit();
         }
         let Some(client) = client else {
             return Ok(());

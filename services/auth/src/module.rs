@@ -67,10 +67,16 @@ impl ServiceModule for AuthModule {
             directory,
             env.guard.revoked.clone(),
         );
+        // This process's guards are current only while this Auth reads the
+        // revocations every replica stores (fail closed otherwise).
+        env.guard
+            .revoked
+            .follow_feed(crate::sessions::IN_STEP_WITHIN);
         api.load_revoked().await.map_err(|e| StartError::Assembly {
             service,
             reason: format!("loading revoked sessions: {e}"),
         })?;
+        env.guard.revoked.heard();
         // Other Auth replicas' revocations, within about half a second.
         let follow = api.follow_revocations(REVOCATION_REFRESH, env.shutdown.clone());
         let relay = env.outbox_relay(service)?;

@@ -379,6 +379,13 @@ pub async fn revoke(
     reason: &str,
 ) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {
     lock_user_of(tx, which).await?;
+    // A break-glass token's session is ended by its own logout too.
+    let break_glass = match which {
+        Revoke::Session(id) => crate::break_glass::revoke(tx, SessionId::from_uuid(id), reason)
+            .await?
+            .map(|expires| (id, expires)),
+        _ => None,
+    };
     let mut query = diesel::update(sessions::table)
         .filter(sessions::revoked_at.is_null())
         .into_boxed();
@@ -393,7 +400,7 @@ pub async fn revoke(
             .filter(sessions::user_id.eq(*user.as_uuid()))
             .filter(sessions::id.ne(keep)),
     };
-    Ok(query
+    let mut revoked: Vec<(Uuid, DateTime<Utc>)> = query
         .set((
             sessions::revoked_at.eq(diesel::dsl::now),
             sessions::revoke_reason.eq(reason),
@@ -401,13 +408,15 @@ pub async fn revoke(
         ))
         .returning((sessions::id, sessions::access_expires_at))
         .get_results(&mut tx.pg())
-        .await?)
+        .await?;
+    revoked.extend(break_glass);
+    Ok(revoked)
 }
 
-/// Revoked sessions whose access tokens have not expired yet.
-///
-/// # Errors
-/// On database failure.
+/// Revocations are told until their token expired a minute ago: past any
+/// verifier's leeway (the guards keep them as long).
+const KEPT_SINCE: &str = "now() - interval '60 seconds'";
+
 /// Sessions revoked in the last `seconds` by the database's clock (a
 /// revocation's time is its transaction's start) whose access tokens have
 /// not expired.
@@ -423,12 +432,15 @@ pub async fn revoked_lately(
     )
     .bind::<diesel::sql_types::Integer, _>(seconds)
     .sql(")");
-    let mut revoked: Vec<(Uuid, DateTime<Utc>)> = sessions::table
-        .filter(recent)
-        .filter(sessions::access_expires_at.gt(diesel::dsl::now))
-        .select((sessions::id, sessions::access_expires_at))
-        .load(&mut tx.pg())
-        .await?;
+    let mut revoked: Vec<(Uuid, DateTime<Utc>)> =
+        sessions::table
+            .filter(recent)
+            .filter(sessions::access_expires_at.gt(diesel::dsl::sql::<
+                diesel::sql_types::Timestamptz,
+            >(KEPT_SINCE)))
+            .select((sessions::id, sessions::access_expires_at))
+            .load(&mut tx.pg())
+            .await?;
     let recent = diesel::dsl::sql::<diesel::sql_types::Bool>(
         "break_glass_sessions.revoked_at >= now() - make_interval(secs => ",
     )
@@ -437,7 +449,11 @@ pub async fn revoked_lately(
     revoked.extend(
         break_glass_sessions::table
             .filter(recent)
-            .filter(break_glass_sessions::access_expires_at.gt(diesel::dsl::now))
+            .filter(
+                break_glass_sessions::access_expires_at.gt(diesel::dsl::sql::<
+                    diesel::sql_types::Timestamptz,
+                >(KEPT_SINCE)),
+            )
             .select((
                 break_glass_sessions::id,
                 break_glass_sessions::access_expires_at,
@@ -448,19 +464,30 @@ pub async fn revoked_lately(
     Ok(revoked)
 }
 
+/// Revoked sessions whose access tokens have not expired (a minute ago).
+///
+/// # Errors
+/// On database failure.
 pub async fn revoked_unexpired(
     tx: PlatformConn<'_>,
 ) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {
-    let mut revoked: Vec<(Uuid, DateTime<Utc>)> = sessions::table
-        .filter(sessions::revoked_at.is_not_null())
-        .filter(sessions::access_expires_at.gt(diesel::dsl::now))
-        .select((sessions::id, sessions::access_expires_at))
-        .load(&mut tx.pg())
-        .await?;
+    let mut revoked: Vec<(Uuid, DateTime<Utc>)> =
+        sessions::table
+            .filter(sessions::revoked_at.is_not_null())
+            .filter(sessions::access_expires_at.gt(diesel::dsl::sql::<
+                diesel::sql_types::Timestamptz,
+            >(KEPT_SINCE)))
+            .select((sessions::id, sessions::access_expires_at))
+            .load(&mut tx.pg())
+            .await?;
     revoked.extend(
         break_glass_sessions::table
             .filter(break_glass_sessions::revoked_at.is_not_null())
-            .filter(break_glass_sessions::access_expires_at.gt(diesel::dsl::now))
+            .filter(
+                break_glass_sessions::access_expires_at.gt(diesel::dsl::sql::<
+                    diesel::sql_types::Timestamptz,
+                >(KEPT_SINCE)),
+            )
             .select((
                 break_glass_sessions::id,
                 break_glass_sessions::access_expires_at,

@@ -129,6 +129,19 @@ impl Sessions {
             <= IN_STEP_WITHIN
     }
 
+    /// When this Auth last read the stored revocations (wall clock).
+    #[must_use]
+    pub fn in_step_since(&self) -> SystemTime {
+        let elapsed = self
+            .synced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed();
+        SystemTime::now()
+            .checked_sub(elapsed)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
     /// Every revocation from now on.
     #[must_use]
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Revoked> {
@@ -275,7 +288,8 @@ impl Sessions {
         // Sessions whose access tokens have expired need no mark (a mass
         // revocation returns old sessions too: they would only flood the
         // subscribers).
-        let now = Utc::now();
+        // Until past the verifiers' leeway, as the guards keep them.
+        let now = Utc::now() - KEPT_PAST_EXPIRY;
         let revoked: Vec<Revoked> = revoked
             .iter()
             .filter(|(_, expires)| *expires > now)
@@ -347,6 +361,7 @@ impl Sessions {
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner) =
                             std::time::Instant::now();
+                        self.revoked.heard();
                         let new: Vec<Revoked> = {
                             let marked = self
                                 .marked
@@ -379,8 +394,8 @@ impl Sessions {
                         "this Auth is behind the stored revocations: its revocation streams end until it catches up"
                     );
                 }
-                // Entries go once their tokens have expired.
-                let now = Utc::now();
+                // Entries go once their tokens have expired (and the leeway).
+                let now = Utc::now() - KEPT_PAST_EXPIRY;
                 self.marked
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -406,6 +421,10 @@ const LOOK_BACK_SECONDS: i32 = 60;
 
 /// One read in this many reads every revoked session with valid tokens.
 const FULL_READ_EVERY: u32 = 30;
+
+/// How long past its token's expiry a revocation is still told: past any
+/// verifier's leeway (the guards keep it as long).
+const KEPT_PAST_EXPIRY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// How often `WatchRevocations` says its feed is live.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -449,6 +468,13 @@ pub async fn purge_expired(db: &bulkhead_db::Db) -> Result<usize, crate::error::
                           WHERE s.refresh_expires_at < now() - interval '{PURGE_AFTER}'
                             AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id)
                           LIMIT 5000)"
+                ))
+                .execute(&mut tx.pg())
+                .await?;
+                // Break-glass sessions a day past their token's expiry.
+                diesel::sql_query(format!(
+                    "DELETE FROM break_glass_sessions
+                      WHERE access_expires_at < now() - interval '{PURGE_AFTER}'"
                 ))
                 .execute(&mut tx.pg())
                 .await?;

@@ -123,7 +123,12 @@ async fn subscribe(
         };
         if item.heartbeat {
             caught_up = true;
-            revoked.heard();
+            // As of when Auth last read the stored revocations (an older
+            // Auth sends no time: as of now).
+            match item.in_step_time.and_then(|t| SystemTime::try_from(t).ok()) {
+                Some(as_of) => revoked.heard_as_of(as_of),
+                None => revoked.heard(),
+            }
             continue;
         }
         let Ok(session) = SessionId::parse(&item.session_id) else {

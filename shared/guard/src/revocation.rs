@@ -112,8 +112,21 @@ impl RevokedSessions {
 
     /// The followed feed said it is live and everything before was sent.
     pub fn heard(&self) {
+        self.heard_as_of(SystemTime::now());
+    }
+
+    /// The followed feed said it held every revocation as of `as_of` (the
+    /// sender's clock): fresh from then, not from now, so a message held up
+    /// on its way counts as old as it is. A time ahead of this clock counts
+    /// as now.
+    pub fn heard_as_of(&self, as_of: SystemTime) {
+        let age = SystemTime::now().duration_since(as_of).unwrap_or_default();
         if let Feed::Followed { last_heard, .. } = &mut *self.feed() {
-            *last_heard = Some(Instant::now());
+            let at = Instant::now().checked_sub(age);
+            // Never move backwards (messages of two streams interleave).
+            if at > *last_heard {
+                *last_heard = at;
+            }
         }
     }
 
@@ -256,6 +269,25 @@ mod revoked_tests {
         assert!(!revoked.is_current(), "silent past its bound");
         revoked.heard();
         assert!(revoked.is_current());
+    }
+
+    #[test]
+    fn a_heartbeat_counts_as_old_as_the_state_it_reports() {
+        let revoked = RevokedSessions::default();
+        revoked.follow_feed(Duration::from_secs(10));
+        // Held up on its way: the state it reports is 30 s old.
+        revoked.heard_as_of(SystemTime::now() - Duration::from_secs(30));
+        assert!(!revoked.is_current());
+        revoked.heard_as_of(SystemTime::now() - Duration::from_secs(2));
+        assert!(revoked.is_current());
+        // An older one afterwards does not move freshness back.
+        revoked.heard_as_of(SystemTime::now() - Duration::from_secs(60));
+        assert!(revoked.is_current());
+        // A sender's clock ahead of ours counts as now.
+        let ahead = RevokedSessions::default();
+        ahead.follow_feed(Duration::from_secs(10));
+        ahead.heard_as_of(SystemTime::now() + Duration::from_secs(3600));
+        assert!(ahead.is_current());
     }
 }
 

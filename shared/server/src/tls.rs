@@ -154,11 +154,20 @@ fn read_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;
     let signing =
         rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| file_error(key, e))?;
-    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+    let pair = CertifiedKey::new(chain, signing);
+    // A certificate renewed before its key (or the other way round) is
+    // refused, and the pair in use stays.
+    pair.keys_match()
+        .map_err(|e| file_error(cert, format!("does not match {}: {e}", key.display())))?;
+    Ok(Arc::new(pair))
 }
 
 /// How long a client may take to complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handshakes in progress at most: past it, accepting waits (the backlog
+/// holds the rest), so silent clients cannot pile up sockets and tasks.
+const HANDSHAKES_AT_ONCE: usize = 256;
 
 /// The TLS connections accepted on `listener`: each handshake runs in a task
 /// of its own (a slow or silent client holds up no other) and fails alone.
@@ -169,23 +178,31 @@ pub fn incoming(
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+                accepted = async {
+                    let permit = handshakes.clone().acquire_owned().await;
+                    (listener.accept().await, permit)
+                } => accepted,
                 () = tx.closed() => return,
             };
-            let (tcp, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
+            let (tcp, peer, permit) = match accepted {
+                (Ok((tcp, peer)), Ok(permit)) => (tcp, peer, permit),
+                (Err(err), _) => {
+                    // Out of descriptors, say: wait rather than spin.
                     tracing::warn!(%err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
+                (Ok(_), Err(_)) => return,
             };
             // See `serve`: no Nagle delay on responses.
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;

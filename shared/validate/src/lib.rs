@@ -100,18 +100,6 @@ pub struct Options {
 /// The tables whose rows are the audit trail (Audit's database).
 const APPEND_ONLY: &[(&str, &[&str])] = &[("audit", &["events", "checkpoints", "prunes"])];
 
-/// Role defaults (`ALTER ROLE … SET`, which a role may run on itself) that
-/// change what its queries see or do: set by anyone who once ran SQL as the
-/// role, they would outlive the intrusion.
-const SETTINGS_THAT_CHANGE_QUERIES: &[&str] = &[
-    "row_security",
-    "default_transaction_read_only",
-    "search_path",
-    "role",
-    "session_authorization",
-    "default_transaction_isolation",
-];
-
 /// How a migration declares an exception in an object's comment.
 const ALLOW: &str = "bulkhead-validate: allow: ";
 
@@ -638,19 +626,10 @@ pub async fn validate(
         if role.create_database {
             wrong.push("may create schemas or temporary objects in the database".to_owned());
         }
-        let sabotage: Vec<&str> = role
-            .settings
-            .iter()
-            .map(String::as_str)
-            .filter(|setting| {
-                let name = setting.split('=').next().unwrap_or_default();
-                SETTINGS_THAT_CHANGE_QUERIES.contains(&name) || name.starts_with("app.")
-            })
-            .collect();
-        if !sabotage.is_empty() {
+        if !role.settings.is_empty() {
             wrong.push(format!(
-                "has role defaults that change how its queries run (ALTER ROLE … SET): {}",
-                sabotage.join(", ")
+                "has role defaults (ALTER ROLE … SET, which a role may run on itself and which outlive every session): {}",
+                role.settings.join(", ")
             ));
         }
         // Each list names objects that would let the role around RLS.

@@ -547,7 +547,10 @@ async fn sessions_long_expired_are_purged_and_nothing_else() {
              SELECT '\\x03', id FROM sessions WHERE refresh_hash = '\\x01';
              INSERT INTO sessions (id, user_id, tenant_id, refresh_hash, refresh_expires_at, access_expires_at)
              SELECT gen_random_uuid(), id, gen_random_uuid(), '\\x04', now() - interval '1 hour', now() - interval '2 hours'
-               FROM users LIMIT 1;",
+               FROM users LIMIT 1;
+             INSERT INTO break_glass_sessions (id, access_expires_at)
+             VALUES (gen_random_uuid(), now() - interval '2 days'),
+                    (gen_random_uuid(), now() - interval '1 hour');",
         )
         .await
         .expect("seed");
@@ -572,6 +575,11 @@ async fn sessions_long_expired_are_purged_and_nothing_else() {
         "live and recent sessions kept"
     );
     assert_eq!(h.count("refresh_tokens").await, tokens - 1);
+    assert_eq!(
+        h.count("break_glass_sessions").await,
+        1,
+        "the break-glass session of a day ago went, the recent one stays"
+    );
     assert_eq!(
         bulkhead_auth::purge_expired(&platform)
             .await

@@ -212,7 +212,9 @@ async fn revoke(
     let actor = cli_actor(session.to_string());
     let revoked = db
         .platform_tx(async |tx| {
-            let revoked = bulkhead_auth::break_glass::revoke(tx, session, reason).await?;
+            let revoked = bulkhead_auth::break_glass::revoke(tx, session, reason)
+                .await?
+                .is_some();
             if revoked {
                 Event::new("auth.break_glass_revoked", "session", session)
                     .new_value(serde_json::json!({ "reason": reason, "by": operator() }))
