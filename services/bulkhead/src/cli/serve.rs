@@ -99,6 +99,11 @@ pub struct Args {
     /// clear, and whoever answers on a peer's address could hand out keys).
     #[arg(long, env = "BULKHEAD_INSECURE_PLAINTEXT")]
     insecure_plaintext: bool,
+    /// Run a service other than Auth without hearing Auth's revocations (no
+    /// `--auth-url` or `--client-secret`): a revoked token would pass here
+    /// until it expires. For tests and one-off tools only.
+    #[arg(long, env = "BULKHEAD_INSECURE_NO_REVOCATIONS")]
+    insecure_no_revocations: bool,
     /// This service's client id for `IssueServiceToken` (default: its name).
     #[arg(long, env = "BULKHEAD_CLIENT_ID")]
     client_id: Option<String>,
@@ -241,6 +246,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     )?;
     refuse_plaintext(&args)?;
+    // Every service takes user tokens: one that cannot hear revocations would
+    // take revoked ones (Auth marks its own).
+    if args.service != ServiceKind::Auth
+        && (args.auth_url.is_none() || args.client_secret.is_none())
+    {
+        if !args.insecure_no_revocations {
+            anyhow::bail!(
+                "{name} takes user tokens, so it must hear Auth's revocations: give --auth-url and --client-secret (or --insecure-no-revocations to run without, accepting revoked tokens until they expire)"
+            );
+        }
+        tracing::warn!("--insecure-no-revocations: revoked tokens pass here until they expire");
+    }
     bulkhead_telemetry::serve_metrics(args.metrics_listen)?;
     let config = VerifierConfig {
         issuer: args.issuer.clone(),

@@ -86,6 +86,8 @@ async fn an_export_streams_in_bounded_memory() {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
         .args(["serve", "audit", "--listen", &format!("127.0.0.1:{port}")])
+        // The test's tokens are minted with the key: no Auth to follow.
+        .arg("--insecure-no-revocations")
         .args(["--database-url", &database.app_url])
         .args(["--platform-database-url", &database.platform_url])
         .arg("--signing-key-file")

@@ -61,6 +61,7 @@ fn plaintext_off_this_machine_needs_insecure_plaintext() {
         "/nonexistent",
         "--metrics-listen",
         "127.0.0.1:0",
+        "--insecure-no-revocations",
     ];
     for (args, says) in [
         (
@@ -127,5 +128,35 @@ fn plaintext_off_this_machine_needs_insecure_plaintext() {
                 assert!(said.contains("nonexistent"), "{args:?}: {said}");
             }
         }
+    }
+}
+
+#[test]
+fn a_service_that_cannot_hear_revocations_needs_to_say_so() {
+    let common = [
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--database-url",
+        "postgres://127.0.0.1:1/none",
+        "--platform-database-url",
+        "postgres://127.0.0.1:1/none",
+        "--signing-key-file",
+        "/nonexistent",
+    ];
+    for (args, refused) in [
+        (vec!["task"], true),
+        (vec!["audit", "--auth-url", "http://127.0.0.1:50051"], true),
+        (vec!["tenant", "--insecure-no-revocations"], false),
+    ] {
+        let out = serve(&[args.as_slice(), &common].concat());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: no database anyway");
+        assert_eq!(
+            said.contains("must hear Auth's revocations"),
+            refused,
+            "{args:?}: {said}"
+        );
     }
 }
