@@ -1141,6 +1141,83 @@ async fn a_switch_never_outlives_a_revocation_of_its_session() {
     }
 }
 
+/// A session switched from another ends with it (and so does one switched
+/// from that): a stolen access token cannot switch its way to a refresh token
+/// that outlives a logout of the session it was stolen from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_switched_from_another_ends_with_it() {
+    let w = world().await;
+    let switch = |token: String| {
+        let mut client = w.auth.clone();
+        async move {
+            client
+                .switch_tenant(bearer(
+                    &token,
+                    auth::SwitchTenantRequest {
+                        tenant: Some(auth::switch_tenant_request::Tenant::TenantSlug(
+                            "acme".into(),
+                        )),
+                    },
+                ))
+                .await
+                .expect("switch")
+                .into_inner()
+                .tokens
+                .expect("tokens")
+        }
+    };
+    let first = login(&w, "alice@example.com", PASSWORD, "acme")
+        .await
+        .expect("alice")
+        .tokens
+        .expect("tokens");
+    let child = switch(first.access_token.clone()).await;
+    let grandchild = switch(child.access_token.clone()).await;
+    let unrelated = login(&w, "alice@example.com", PASSWORD, "acme")
+        .await
+        .expect("alice again")
+        .tokens
+        .expect("tokens");
+    w.auth
+        .clone()
+        .logout(bearer(
+            &first.access_token,
+            auth::LogoutRequest {
+                all_sessions: false,
+            },
+        ))
+        .await
+        .expect("logout");
+    for (what, tokens) in [("child", &child), ("grandchild", &grandchild)] {
+        let refreshed = w
+            .auth
+            .clone()
+            .refresh(auth::RefreshRequest {
+                refresh_token: tokens.refresh_token.clone(),
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(refreshed.code(), Code::Unauthenticated, "{what}");
+        let token = tokens.access_token.clone();
+        until_answers(
+            what,
+            Some(Code::Unauthenticated),
+            Duration::from_secs(2),
+            || {
+                let mut auth = w.auth.clone();
+                let request = bearer(&token, auth::WhoAmIRequest {});
+                async move { auth.who_am_i(request).await.map(drop) }
+            },
+        )
+        .await;
+    }
+    w.auth
+        .clone()
+        .who_am_i(bearer(&unrelated.access_token, auth::WhoAmIRequest {}))
+        .await
+        .expect("a session not switched from it goes on");
+}
+
 /// Polls `call` (every 50 ms, for up to `within`) until it answers `want`
 /// (`None`: OK); returns how long that took.
 async fn until_answers<F, Fut>(

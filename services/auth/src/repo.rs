@@ -159,6 +159,8 @@ pub struct NewSession<'a> {
     pub refresh_hash: &'a [u8],
     pub refresh_expires_at: DateTime<Utc>,
     pub access_expires_at: DateTime<Utc>,
+    /// The session it was switched from (SwitchTenant).
+    pub switched_from: Option<SessionId>,
 }
 
 /// Stores a new session and its first refresh token.
@@ -174,6 +176,7 @@ pub async fn create_session(tx: PlatformConn<'_>, s: &NewSession<'_>) -> Result<
             sessions::refresh_hash.eq(s.refresh_hash),
             sessions::refresh_expires_at.eq(s.refresh_expires_at),
             sessions::access_expires_at.eq(s.access_expires_at),
+            sessions::switched_from.eq(s.switched_from.map(|f| *f.as_uuid())),
         ))
         .execute(&mut tx.pg())
         .await?;
@@ -264,6 +267,27 @@ pub async fn gate_switch(
         ));
     }
     Ok(())
+}
+
+/// Session `id` and every session started from it by SwitchTenant, and from
+/// those, and so on.
+async fn switched_family(tx: PlatformConn<'_>, id: Uuid) -> Result<Vec<Uuid>, AuthError> {
+    #[derive(QueryableByName)]
+    struct Member {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: Uuid,
+    }
+    let family: Vec<Member> = diesel::sql_query(
+        "WITH RECURSIVE family AS (
+             SELECT $1::uuid AS id
+             UNION
+             SELECT s.id FROM sessions s JOIN family f ON s.switched_from = f.id)
+         SELECT id FROM family",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .load(&mut tx.pg())
+    .await?;
+    Ok(family.into_iter().map(|m| m.id).collect())
 }
 
 /// Locks the row of the user whose sessions `which` revokes (when it names
@@ -390,7 +414,8 @@ pub async fn revoke(
         .filter(sessions::revoked_at.is_null())
         .into_boxed();
     query = match which {
-        Revoke::Session(id) => query.filter(sessions::id.eq(id)),
+        // The session and every session switched from it, and so on.
+        Revoke::Session(id) => query.filter(sessions::id.eq_any(switched_family(tx, id).await?)),
         Revoke::User(user, None) => query.filter(sessions::user_id.eq(*user.as_uuid())),
         Revoke::User(user, Some(tenant)) => query
             .filter(sessions::user_id.eq(*user.as_uuid()))

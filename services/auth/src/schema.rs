@@ -25,6 +25,7 @@ diesel::table! {
         revoke_reason -> Nullable<Text>,
         create_time -> Timestamptz,
         update_time -> Timestamptz,
+        switched_from -> Nullable<Uuid>,
     }
 }
 

@@ -195,6 +195,7 @@ impl Sessions {
             refresh_hash: &hash,
             refresh_expires_at: refresh_expires,
             access_expires_at: access_expires,
+            switched_from: switch.map(|s| s.from),
         };
         self.db
             .platform_tx(async |tx| {
