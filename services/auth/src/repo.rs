@@ -8,7 +8,7 @@ use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use crate::error::AuthError;
-use crate::schema::{break_glass_sessions, refresh_tokens, sessions, users};
+use crate::schema::{refresh_tokens, sessions, users};
 use crate::sessions::Presented;
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
@@ -444,7 +444,7 @@ const KEPT_SINCE: &str = "now() - interval '60 seconds'";
 
 /// Sessions revoked in the last `seconds` by the database's clock (a
 /// revocation's time is its transaction's start) whose access tokens have
-/// not expired.
+/// not expired (a minute ago), break-glass sessions included.
 ///
 /// # Errors
 /// On database failure.
@@ -452,73 +452,44 @@ pub async fn revoked_lately(
     tx: PlatformConn<'_>,
     seconds: i32,
 ) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {
-    let recent = diesel::dsl::sql::<diesel::sql_types::Bool>(
-        "sessions.revoked_at >= now() - make_interval(secs => ",
-    )
-    .bind::<diesel::sql_types::Integer, _>(seconds)
-    .sql(")");
-    let mut revoked: Vec<(Uuid, DateTime<Utc>)> =
-        sessions::table
-            .filter(recent)
-            .filter(sessions::access_expires_at.gt(diesel::dsl::sql::<
-                diesel::sql_types::Timestamptz,
-            >(KEPT_SINCE)))
-            .select((sessions::id, sessions::access_expires_at))
-            .load(&mut tx.pg())
-            .await?;
-    let recent = diesel::dsl::sql::<diesel::sql_types::Bool>(
-        "break_glass_sessions.revoked_at >= now() - make_interval(secs => ",
-    )
-    .bind::<diesel::sql_types::Integer, _>(seconds)
-    .sql(")");
-    revoked.extend(
-        break_glass_sessions::table
-            .filter(recent)
-            .filter(
-                break_glass_sessions::access_expires_at.gt(diesel::dsl::sql::<
-                    diesel::sql_types::Timestamptz,
-                >(KEPT_SINCE)),
-            )
-            .select((
-                break_glass_sessions::id,
-                break_glass_sessions::access_expires_at,
-            ))
-            .load::<(Uuid, DateTime<Utc>)>(&mut tx.pg())
-            .await?,
-    );
-    Ok(revoked)
+    revoked(tx, Some(seconds)).await
 }
 
-/// Revoked sessions whose access tokens have not expired (a minute ago).
+/// Revoked sessions whose access tokens have not expired (a minute ago),
+/// break-glass sessions included.
 ///
 /// # Errors
 /// On database failure.
 pub async fn revoked_unexpired(
     tx: PlatformConn<'_>,
 ) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {
-    let mut revoked: Vec<(Uuid, DateTime<Utc>)> =
-        sessions::table
-            .filter(sessions::revoked_at.is_not_null())
-            .filter(sessions::access_expires_at.gt(diesel::dsl::sql::<
-                diesel::sql_types::Timestamptz,
-            >(KEPT_SINCE)))
-            .select((sessions::id, sessions::access_expires_at))
-            .load(&mut tx.pg())
-            .await?;
-    revoked.extend(
-        break_glass_sessions::table
-            .filter(break_glass_sessions::revoked_at.is_not_null())
-            .filter(
-                break_glass_sessions::access_expires_at.gt(diesel::dsl::sql::<
-                    diesel::sql_types::Timestamptz,
-                >(KEPT_SINCE)),
-            )
-            .select((
-                break_glass_sessions::id,
-                break_glass_sessions::access_expires_at,
-            ))
-            .load::<(Uuid, DateTime<Utc>)>(&mut tx.pg())
-            .await?,
-    );
-    Ok(revoked)
+    revoked(tx, None).await
+}
+
+/// Revoked sessions and break-glass sessions whose tokens have not expired
+/// (a minute ago), revoked in the last `seconds` when given.
+async fn revoked(
+    tx: PlatformConn<'_>,
+    seconds: Option<i32>,
+) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: Uuid,
+        #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+        expires: DateTime<Utc>,
+    }
+    let recent = seconds.map_or_else(String::new, |s| {
+        format!(" AND revoked_at >= now() - make_interval(secs => {s})")
+    });
+    let rows: Vec<Row> = diesel::sql_query(format!(
+        "SELECT id, access_expires_at AS expires FROM sessions
+          WHERE revoked_at IS NOT NULL AND access_expires_at > {KEPT_SINCE}{recent}
+         UNION ALL
+         SELECT id, access_expires_at FROM break_glass_sessions
+          WHERE revoked_at IS NOT NULL AND access_expires_at > {KEPT_SINCE}{recent}"
+    ))
+    .load(&mut tx.pg())
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.expires)).collect())
 }
