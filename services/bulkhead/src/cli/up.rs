@@ -33,9 +33,21 @@ pub struct Args {
     /// Let SUPER_ADMINs get and list tasks across tenants (each call audited).
     #[arg(long, env = "BULKHEAD_TASK_SUPER_ADMIN_BYPASS")]
     task_super_admin_bypass: bool,
+    /// Serve on a non-loopback --host although `up` serves plaintext (tokens
+    /// and passwords cross the network in clear).
+    #[arg(long, env = "BULKHEAD_INSECURE_PLAINTEXT")]
+    insecure_plaintext: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // `up` is for this machine: it serves plaintext. Off it, `serve` takes
+    // certificates.
+    if !args.host.is_loopback() && !args.insecure_plaintext {
+        anyhow::bail!(
+            "bulkhead up serves plaintext, and --host {} is not a loopback address: tokens and passwords would cross the network in clear; pass --insecure-plaintext (BULKHEAD_INSECURE_PLAINTEXT=true) to allow it, or run `bulkhead serve` with --tls-cert/--tls-key",
+            args.host
+        );
+    }
     let _telemetry = bulkhead_telemetry::init("bulkhead", LogFormat::Pretty)?;
     bulkhead_telemetry::serve_metrics(args.metrics_listen)?;
     up::run(UpConfig {

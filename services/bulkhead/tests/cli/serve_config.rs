@@ -1,5 +1,5 @@
-//! `serve` refuses configurations that would weaken identity before it
-//! starts anything.
+//! `serve` and `up` refuse configurations that would weaken identity before
+//! they start anything.
 
 use std::process::Command;
 
@@ -155,6 +155,40 @@ fn a_service_that_cannot_hear_revocations_needs_to_say_so() {
         assert!(!out.status.success(), "{args:?}: no database anyway");
         assert_eq!(
             said.contains("must hear Auth's revocations"),
+            refused,
+            "{args:?}: {said}"
+        );
+    }
+}
+
+/// `up` serves plaintext: on a non-loopback --host only when told so, and
+/// the refusal comes before it starts anything.
+#[test]
+fn up_off_this_machine_needs_insecure_plaintext() {
+    let up = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .args(["up", "--data-dir", "/dev/null/nowhere"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(args)
+            .env_clear()
+            .output()
+            .expect("bulkhead up runs")
+    };
+    for (args, refused) in [
+        (vec!["--host", "0.0.0.0"], true),
+        (vec!["--host", "::"], true),
+        (vec!["--host", "192.0.2.1"], true),
+        (vec!["--host", "0.0.0.0", "--insecure-plaintext"], false),
+        (vec!["--host", "127.0.0.9"], false),
+    ] {
+        let out = up(&args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{args:?}: its data folder cannot be made anyway"
+        );
+        assert_eq!(
+            said.contains("serves plaintext") && said.contains("--insecure-plaintext"),
             refused,
             "{args:?}: {said}"
         );
