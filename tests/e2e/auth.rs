@@ -1613,3 +1613,189 @@ async fn switching_tenants_is_rate_limited_per_user() {
         .await
         .expect("bob switches");
 }
+
+/// Tenant's answer that bob is a member of acme is held on its way back to an
+/// Auth replica while alice removes him and the removal's revocation runs:
+/// none of the logins and switches that read it stores a session (each is
+/// ABORTED, and the database holds no live session of bob's in acme), and a
+/// refresh of his acme session is refused as late (UNAUTHENTICATED), not
+/// taken for a stolen token's reuse. Once he is added again, he logs in at
+/// once: a change refuses only the sessions whose membership was read before
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_or_switch_racing_a_membership_removal_stores_no_session() {
+    use diesel_async::RunQueryDsl as _;
+    let w = world_with(bulkhead_auth::LimitsConfig {
+        sessions_per_user_per_minute: 1000,
+        ..bulkhead_auth::LimitsConfig::default()
+    })
+    .await;
+    let alice = login(&w, "alice@example.com", PASSWORD, "acme")
+        .await
+        .expect("alice")
+        .tokens
+        .expect("tokens");
+    let add_bob = || {
+        let mut tenants = w.tenants.clone();
+        let request = bearer(
+            &alice.access_token,
+            tenant::AddMemberRequest {
+                user_id: w.bob.to_string(),
+                role: tenant::TenantRole::Member.into(),
+            },
+        );
+        async move { tenants.add_member(request).await.expect("bob joins acme") }
+    };
+    add_bob().await;
+    let in_globex = login(&w, "bob@example.com", PASSWORD, "globex")
+        .await
+        .expect("bob")
+        .tokens
+        .expect("tokens");
+    // A session in acme the removal revokes: its end says the revocation ran.
+    let in_acme = login(&w, "bob@example.com", PASSWORD, "acme")
+        .await
+        .expect("bob in acme")
+        .tokens
+        .expect("tokens");
+
+    // An Auth replica reading memberships through a proxy that can hold replies.
+    let proxy = bulkhead_testkit::proxy::TcpProxy::start(w._suite.addr(ServiceKind::Tenant)).await;
+    let through_proxy = format!("http://{}", proxy.addr());
+    let replica = super::support::start_replicas_wired(
+        &w._suite,
+        &[ServiceKind::Auth],
+        &[],
+        w._suite.channel(ServiceKind::Auth),
+        bulkhead_clients::REVOCATION_FEED_BOUND,
+        &move |peers| peers.tenant = Some(through_proxy.clone()),
+    )
+    .await;
+    let raced = AuthServiceClient::new(
+        tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            replica.addr(ServiceKind::Auth).expect("replica")
+        ))
+        .expect("endpoint")
+        .connect_lazy(),
+    );
+    let bob_logs_in = || {
+        let mut client = raced.clone();
+        async move {
+            client
+                .login(auth::LoginRequest {
+                    email: "bob@example.com".into(),
+                    password: PASSWORD.into(),
+                    tenant_slug: "acme".into(),
+                })
+                .await
+                .map(drop)
+        }
+    };
+    let bob_switches = || {
+        let mut client = raced.clone();
+        let request = bearer(
+            &in_globex.access_token,
+            auth::SwitchTenantRequest {
+                tenant: Some(auth::switch_tenant_request::Tenant::TenantSlug(
+                    "acme".into(),
+                )),
+            },
+        );
+        async move { client.switch_tenant(request).await.map(drop) }
+    };
+    bob_logs_in()
+        .await
+        .expect("through the proxy, unheld, bob logs in");
+
+    proxy.delay_replies(Duration::from_secs(4));
+    let mut racing = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let call: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send>> =
+            if n % 2 == 0 {
+                Box::pin(bob_logs_in())
+            } else {
+                Box::pin(bob_switches())
+            };
+        racing.spawn(async move { (call.await, Instant::now()) });
+    }
+    // And a refresh of his session in acme: the removal revokes that one.
+    let refreshing = {
+        let mut client = raced.clone();
+        let request = auth::RefreshRequest {
+            refresh_token: in_acme.refresh_token.clone(),
+        };
+        tokio::spawn(async move { (client.refresh(request).await.map(drop), Instant::now()) })
+    };
+    // Tenant has answered them all (bob is a member); the answers are held.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    w.tenants
+        .clone()
+        .remove_member(bearer(
+            &alice.access_token,
+            tenant::RemoveMemberRequest {
+                user_id: w.bob.to_string(),
+            },
+        ))
+        .await
+        .expect("bob removed");
+    let mut admin = w._suite.databases["auth"].admin_connection().await;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let revoked_seen = loop {
+        let live: Count = diesel::sql_query(
+            "SELECT count(*) AS n FROM sessions WHERE id = $1::uuid AND revoked_at IS NULL",
+        )
+        .bind::<diesel::sql_types::Text, _>(&in_acme.session_id)
+        .get_result(&mut admin)
+        .await
+        .expect("count");
+        if live.n == 0 {
+            break Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    while let Some(outcome) = racing.join_next().await {
+        let (result, answered) = outcome.expect("task");
+        assert!(
+            answered > revoked_seen,
+            "an answer came before the removal's revocation ran: no race was tried"
+        );
+        let status = result.expect_err("a session on a membership read before its removal");
+        assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    }
+    // The refresh is refused as late, not as a stolen token's reuse.
+    let (result, answered) = refreshing.await.expect("task");
+    assert!(
+        answered > revoked_seen,
+        "the refresh answered before the race"
+    );
+    let status = result.expect_err("a revoked session does not rotate");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        !auth_audit_actions(&w)
+            .await
+            .iter()
+            .any(|event| event.to_string().contains("refresh token reused")),
+        "a refresh that came late was taken for a reuse"
+    );
+    let live: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM sessions
+          WHERE user_id = $1 AND tenant_id = $2::uuid AND revoked_at IS NULL",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(*w.bob.as_uuid())
+    .bind::<diesel::sql_types::Text, _>(&w.acme.id)
+    .get_result(&mut admin)
+    .await
+    .expect("count");
+    assert_eq!(live.n, 0, "a session of bob's in acme outlived his removal");
+
+    proxy.delay_replies(Duration::ZERO);
+    add_bob().await;
+    bob_logs_in()
+        .await
+        .expect("added again, bob logs in: the change was before this read");
+}

@@ -416,6 +416,22 @@ pub async fn start_replicas_following(
     auth: tonic::transport::Channel,
     bound: Duration,
 ) -> Replicas {
+    start_replicas_wired(first, kinds, held, auth, bound, &|_| {}).await
+}
+
+/// [`start_replicas_following`], the replicas calling their peers where
+/// `rewire` says (e.g. through a proxy).
+///
+/// # Panics
+/// As [`start_replicas_following`].
+pub async fn start_replicas_wired(
+    first: &TestSuite,
+    kinds: &[ServiceKind],
+    held: &[&str],
+    auth: tonic::transport::Channel,
+    bound: Duration,
+    rewire: &dyn Fn(&mut Peers),
+) -> Replicas {
     let guard = SharedGuard::new(bulkhead::keys::verifier_for(
         &first.key,
         VerifierConfig::default(),
@@ -447,7 +463,7 @@ pub async fn start_replicas_following(
             .map(|l| format!("http://{}", l.listener.local_addr().expect("addr")))
             .or_else(|| first_url.clone())
     };
-    let peers = Peers {
+    let mut peers = Peers {
         auth: own(ServiceKind::Auth, &first.peers.auth),
         tenant: own(ServiceKind::Tenant, &first.peers.tenant),
         task: own(ServiceKind::Task, &first.peers.task),
@@ -455,6 +471,7 @@ pub async fn start_replicas_following(
         relay: first.peers.relay.clone(),
         tls: first.peers.tls.clone(),
     };
+    rewire(&mut peers);
     let (held, launches): (Vec<Launch>, Vec<Launch>) = launches
         .into_iter()
         .partition(|l| held.contains(&l.module.name()));
@@ -501,7 +518,9 @@ pub async fn start_replicas_following(
 /// one of them again this way.
 #[cfg(feature = "scale-out")]
 pub mod replicated {
-    pub use super::{TASK_CLIENT_SECRET, TestSuite, start_replicas_following};
+    pub use super::{
+        TASK_CLIENT_SECRET, TestSuite, start_replicas_following, start_replicas_wired,
+    };
     use bulkhead::services::ServiceKind;
 
     /// [`super::spawn_suite`], replicated.

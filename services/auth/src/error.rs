@@ -56,6 +56,15 @@ pub enum AuthError {
     /// wait this long.
     #[error("too many new sessions")]
     TooManySessions(std::time::Duration),
+    /// The user's access to the tenant changed (a membership removed, a role
+    /// lowered, the tenant deactivated) while its membership was being read:
+    /// nothing was stored; asking again reads it anew.
+    #[error("the membership changed while the session was being started: try again")]
+    MembershipChanged,
+    /// The user's or tenant's sessions are being revoked right now and the
+    /// wait ran out: nothing was stored; asking again is safe.
+    #[error("sessions are being changed: try again")]
+    Contended,
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -115,6 +124,8 @@ impl From<AuthError> for Status {
                 bulkhead_rpc::throttled(&message, wait)
             }
             AuthError::TooManySessions(wait) => bulkhead_rpc::throttled(&message, wait),
+            AuthError::MembershipChanged => Self::aborted(message),
+            AuthError::Contended => Self::unavailable(message),
             AuthError::Db(cause) => bulkhead_rpc::db_status(&cause),
         }
     }

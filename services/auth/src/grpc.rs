@@ -266,9 +266,14 @@ impl AuthService for AuthApi {
             return Err(AuthError::InvalidCredentials.into());
         }
         let attempt = self.admit(&login.email.key(), client).await?;
-        let user = self
+        // A place in the order of membership changes, drawn before the
+        // membership is read, for the session's gate (`repo::gate_session`).
+        let (user, read) = self
             .db
-            .platform_tx(async |tx| repo::user_by_email(tx, email).await)
+            .platform_tx(async |tx| {
+                let user = repo::user_by_email(tx, email).await?;
+                Ok::<_, AuthError>((user, repo::membership_read(tx).await?))
+            })
             .await?;
         // Always pay one Argon2 verification, known user or not (similar timing).
         let verified = self
@@ -297,7 +302,7 @@ impl AuthService for AuthApi {
         };
         let tokens = self
             .sessions
-            .start(&user, &membership, "auth.login", &actor, None)
+            .start(&user, &membership, read, "auth.login", &actor, None)
             .await?;
         tracing::info!(security = true, event = "login_success", user_id = %user.id, tenant_id = %membership.tenant_id, "login");
         Ok(Response::new(pb::LoginResponse {
@@ -340,14 +345,20 @@ impl AuthService for AuthApi {
                 .await?;
             return Err(AuthError::InvalidRefreshToken.into());
         };
-        let Some(tokens) = self
+        // A revocation that committed after the membership was read (Tenant
+        // removing the member) revoked this session: the swap refuses it.
+        let tokens = match self
             .sessions
             .rotate(&user, &session, &hash, &membership)
             .await?
-        else {
+        {
+            Ok(tokens) => tokens,
+            Err(repo::NotRotated::Revoked) => return Err(AuthError::InvalidRefreshToken.into()),
             // Another refresh with this token won the swap: a second use of a
             // rotated token, whoever sent it.
-            return Err(self.end_family(session.id, &actor).await);
+            Err(repo::NotRotated::Superseded) => {
+                return Err(self.end_family(session.id, &actor).await);
+            }
         };
         Ok(Response::new(pb::RefreshResponse {
             tokens: Some(convert::token_pair(tokens)),
@@ -416,6 +427,7 @@ impl AuthService for AuthApi {
         let user = active_user(&self.db, caller.user_id)
             .await?
             .ok_or(AuthError::Forbidden)?;
+        let read = self.sessions.membership_read().await?;
         // Checked live with Tenant, never from the token.
         let memberships = self.memberships(user.id).await?;
         let Some(membership) = memberships.into_iter().find(|m| match &target {
@@ -430,9 +442,10 @@ impl AuthService for AuthApi {
             .start(
                 &user,
                 &membership,
+                read,
                 "auth.switch_tenant",
                 &Actor::of(ctx),
-                Some(crate::sessions::Switch {
+                Some(crate::repo::Switch {
                     from: caller.session_id,
                     per_minute: self.limits.sessions_per_user_per_minute,
                 }),

@@ -8,7 +8,7 @@ use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use crate::error::AuthError;
-use crate::schema::{refresh_tokens, sessions, users};
+use crate::schema::{membership_changes, refresh_tokens, sessions, users};
 use crate::sessions::Presented;
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
@@ -190,27 +190,144 @@ pub async fn create_session(tx: PlatformConn<'_>, s: &NewSession<'_>) -> Result<
     Ok(())
 }
 
-/// The gate of a session started from another (SwitchTenant), in the
-/// transaction that stores the new one:
-///
-/// * locks the user's row, waiting at most a second (revocations of the
-///   user's sessions take the same lock, so a revocation and a switch run one
-///   after the other, on every replica, and neither misses the other);
-/// * the user is active and `from` (the session the call came from) is live,
-///   whatever this replica's guard has heard so far;
-/// * the user started fewer than `per_minute` sessions in the last minute,
-///   by the database's clock at this moment.
+/// A place in the order of membership changes, drawn before a membership is
+/// read from Tenant: [`gate_session`] refuses the session if a change was
+/// recorded after it (an order of one sequence, not a clock, so no clock step
+/// can reorder them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembershipRead(i64);
+
+/// Draws a [`MembershipRead`]: call it before asking Tenant.
 ///
 /// # Errors
-/// [`AuthError::Forbidden`] for an inactive user, [`AuthError::SessionRevoked`]
-/// for a revoked or unknown `from`, [`AuthError::TooManySessions`] over the
-/// cap or when the lock is not had in time; a database error otherwise.
-pub async fn gate_switch(
+/// On database failure.
+pub async fn membership_read(tx: PlatformConn<'_>) -> Result<MembershipRead, AuthError> {
+    Ok(MembershipRead(
+        diesel::select(next_membership_change())
+            .get_result(&mut tx.pg())
+            .await?,
+    ))
+}
+
+diesel::define_sql_function! {
+    /// `nextval('membership_change_order')`.
+    #[sql_name = "nextval"]
+    fn nextval(sequence: diesel::sql_types::Text) -> diesel::sql_types::BigInt;
+}
+
+fn next_membership_change() -> nextval<&'static str> {
+    nextval("membership_change_order")
+}
+
+/// A session started from another (SwitchTenant).
+#[derive(Debug, Clone, Copy)]
+pub struct Switch {
+    /// The session the call came from.
+    pub from: SessionId,
+    /// Sessions the user may have started in the last minute.
+    pub per_minute: u32,
+}
+
+/// The transaction-scoped advisory lock on a tenant's access (Postgres
+/// hashes the key to 64 bits, the same on every replica): starting a session
+/// in the tenant holds it shared, revoking the whole tenant's sessions
+/// exclusively.
+fn tenant_access_lock(tenant: TenantId) -> String {
+    format!("auth.tenant_access:{tenant}")
+}
+
+/// The gate of a new session for `user` in `tenant` (Login, SwitchTenant),
+/// in the transaction that stores it; `read` was drawn before the membership
+/// was read from Tenant.
+///
+/// * locks the user's row and (shared) the tenant's access, waiting at most a
+///   second: revocations take the same locks ([`revoke`]), so a revocation
+///   and a session start run one after the other, on every replica: either
+///   the revocation's update sees the session, or the gate sees the change;
+/// * the user is active;
+/// * no change of the user's (or the whole tenant's) access was recorded
+///   after the membership was read: a membership removed, a role lowered or a
+///   tenant deactivated while Tenant's answer was on its way would otherwise
+///   leave a session the revocation missed. Tenant sends the revocation only
+///   once its change committed, so after any read that did not see it: the
+///   revocation draws a later place in the order than the read's;
+/// * for a switch, `from` (the session the call came from) is live, whatever
+///   this replica's guard has heard so far, and the user started fewer than
+///   `per_minute` sessions in the last minute, by the database's clock at
+///   this moment (switches of one user take the row's lock in turn, so they
+///   count each other).
+///
+/// # Errors
+/// [`AuthError::Forbidden`] for an inactive user,
+/// [`AuthError::MembershipChanged`] after a recorded change,
+/// [`AuthError::SessionRevoked`] for a revoked or unknown `from`,
+/// [`AuthError::TooManySessions`] over the cap (a switch),
+/// [`AuthError::Contended`] when the locks are not had in time; a database
+/// error otherwise.
+pub async fn gate_session(
     tx: PlatformConn<'_>,
     user: UserId,
-    from: SessionId,
-    per_minute: u32,
+    tenant: TenantId,
+    read: MembershipRead,
+    switch: Option<Switch>,
 ) -> Result<(), AuthError> {
+    let lock = async {
+        diesel::sql_query("SET LOCAL lock_timeout = '1s'")
+            .execute(&mut tx.pg())
+            .await?;
+        diesel::sql_query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
+            .bind::<diesel::sql_types::Text, _>(tenant_access_lock(tenant))
+            .execute(&mut tx.pg())
+            .await?;
+        let row = users::table
+            .select(users::is_active)
+            .filter(users::id.eq(user.as_uuid()));
+        if switch.is_some() {
+            row.for_no_key_update()
+                .get_result::<bool>(&mut tx.pg())
+                .await
+                .optional()
+        } else {
+            row.for_share()
+                .get_result::<bool>(&mut tx.pg())
+                .await
+                .optional()
+        }
+    };
+    let active = match lock.await.map_err(DbError::from) {
+        Ok(active) => active,
+        // Switches of one user wait for each other: that is a flood.
+        Err(err) if err.is_lock_timeout() && switch.is_some() => {
+            return Err(AuthError::TooManySessions(std::time::Duration::from_secs(
+                1,
+            )));
+        }
+        Err(err) if err.is_lock_timeout() => return Err(AuthError::Contended),
+        Err(err) => return Err(AuthError::Db(err)),
+    };
+    if active != Some(true) {
+        return Err(AuthError::Forbidden);
+    }
+    let changed: bool = diesel::select(diesel::dsl::exists(
+        membership_changes::table
+            .filter(membership_changes::tenant_id.eq(tenant.as_uuid()))
+            .filter(membership_changes::user_id.eq_any([*user.as_uuid(), Uuid::nil()]))
+            .filter(membership_changes::change_order.gt(read.0)),
+    ))
+    .get_result(&mut tx.pg())
+    .await?;
+    if changed {
+        return Err(AuthError::MembershipChanged);
+    }
+    match switch {
+        Some(switch) => gate_switch(tx, user, switch).await,
+        None => Ok(()),
+    }
+}
+
+/// The part of [`gate_session`] that is a switch's own: `from` is live and
+/// the per-minute cap holds.
+async fn gate_switch(tx: PlatformConn<'_>, user: UserId, switch: Switch) -> Result<(), AuthError> {
     #[derive(QueryableByName)]
     struct Gate {
         #[diesel(sql_type = diesel::sql_types::Bool)]
@@ -219,30 +336,6 @@ pub async fn gate_switch(
         started: i64,
         #[diesel(sql_type = diesel::sql_types::Double)]
         until_free: f64,
-    }
-    let lock = async {
-        diesel::sql_query("SET LOCAL lock_timeout = '1s'")
-            .execute(&mut tx.pg())
-            .await?;
-        users::table
-            .select(users::is_active)
-            .filter(users::id.eq(user.as_uuid()))
-            .for_no_key_update()
-            .get_result::<bool>(&mut tx.pg())
-            .await
-            .optional()
-    };
-    let active = match lock.await.map_err(DbError::from) {
-        Ok(active) => active,
-        Err(err) if err.is_lock_timeout() => {
-            return Err(AuthError::TooManySessions(std::time::Duration::from_secs(
-                1,
-            )));
-        }
-        Err(err) => return Err(AuthError::Db(err)),
-    };
-    if active != Some(true) {
-        return Err(AuthError::Forbidden);
     }
     let gate: Gate = diesel::sql_query(
         "SELECT EXISTS (SELECT 1 FROM sessions
@@ -255,17 +348,45 @@ pub async fn gate_switch(
           WHERE user_id = $1 AND create_time > clock_timestamp() - interval '60 seconds'",
     )
     .bind::<diesel::sql_types::Uuid, _>(user.as_uuid())
-    .bind::<diesel::sql_types::Uuid, _>(from.as_uuid())
+    .bind::<diesel::sql_types::Uuid, _>(switch.from.as_uuid())
     .get_result(&mut tx.pg())
     .await?;
     if !gate.from_live {
         return Err(AuthError::SessionRevoked);
     }
-    if gate.started >= i64::from(per_minute) {
+    if gate.started >= i64::from(switch.per_minute) {
         return Err(AuthError::TooManySessions(
             std::time::Duration::from_secs_f64(gate.until_free.clamp(1.0, 60.0)),
         ));
     }
+    Ok(())
+}
+
+/// Records a change of `user`'s access to `tenant` (the whole tenant's, for
+/// none), in the order of membership changes, now: sessions whose membership
+/// was read before it are not stored ([`gate_session`]). A row only moves
+/// forward in the order. Call holding the user's row or the tenant's access
+/// lock.
+async fn record_membership_change(
+    tx: PlatformConn<'_>,
+    tenant: TenantId,
+    user: Option<UserId>,
+) -> Result<(), AuthError> {
+    diesel::insert_into(membership_changes::table)
+        .values((
+            membership_changes::tenant_id.eq(tenant.as_uuid()),
+            membership_changes::user_id.eq(user.map_or_else(Uuid::nil, |u| *u.as_uuid())),
+            membership_changes::change_order.eq(next_membership_change()),
+        ))
+        .on_conflict((membership_changes::tenant_id, membership_changes::user_id))
+        .do_update()
+        .set(
+            membership_changes::change_order.eq(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                "GREATEST(membership_changes.change_order, excluded.change_order)",
+            )),
+        )
+        .execute(&mut tx.pg())
+        .await?;
     Ok(())
 }
 
@@ -291,9 +412,16 @@ async fn switched_family(tx: PlatformConn<'_>, id: Uuid) -> Result<Vec<Uuid>, Au
 }
 
 /// Locks the row of the user whose sessions `which` revokes (when it names
-/// one user): [`gate_switch`] takes the same lock, so a switch cannot start a
-/// session from one being revoked, nor slip in between.
-async fn lock_user_of(tx: PlatformConn<'_>, which: Revoke) -> Result<(), AuthError> {
+/// one user), or the access of the tenant whose sessions it revokes:
+/// [`gate_session`] takes the same locks, so no session starts from one
+/// being revoked, nor slips in between.
+async fn lock_revoked_access(tx: PlatformConn<'_>, which: Revoke) -> Result<(), AuthError> {
+    if let Revoke::Tenant(tenant) = which {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<diesel::sql_types::Text, _>(tenant_access_lock(tenant))
+            .execute(&mut tx.pg())
+            .await?;
+    }
     let user = match which {
         Revoke::User(user, _) | Revoke::UserExcept(user, _) => Some(*user.as_uuid()),
         Revoke::Session(id) => sessions::table
@@ -340,10 +468,21 @@ pub async fn presented_refresh(tx: PlatformConn<'_>, hash: &[u8]) -> Result<Pres
     Ok(rotated.map_or(Presented::Unknown, Presented::Rotated))
 }
 
+/// Why a refresh token did not rotate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRotated {
+    /// The session was revoked since the token was read (a logout, a
+    /// membership ended): no theft, just late.
+    Revoked,
+    /// Another refresh with the same token rotated it first: a second use
+    /// of one token, whoever sent it.
+    Superseded,
+}
+
 /// Rotates a session's refresh token (and pushes its access expiry) if
 /// `presented` is still its current one and it is not revoked: one compare-and-
 /// swap, so one presented token yields one rotation whatever the concurrency,
-/// and a revocation committed first wins. Whether it rotated.
+/// and a revocation committed first wins. Otherwise, why not.
 ///
 /// # Errors
 /// On database failure.
@@ -353,7 +492,7 @@ pub async fn rotate(
     presented: &[u8],
     new_hash: &[u8],
     access_expires_at: DateTime<Utc>,
-) -> Result<bool, AuthError> {
+) -> Result<Result<(), NotRotated>, AuthError> {
     let swapped = diesel::update(
         sessions::table
             .filter(sessions::id.eq(session))
@@ -368,7 +507,17 @@ pub async fn rotate(
     .execute(&mut tx.pg())
     .await?;
     if swapped == 0 {
-        return Ok(false);
+        let revoked = sessions::table
+            .select(sessions::revoked_at.is_not_null())
+            .filter(sessions::id.eq(session))
+            .get_result::<bool>(&mut tx.pg())
+            .await
+            .optional()?;
+        return Ok(Err(if revoked == Some(false) {
+            NotRotated::Superseded
+        } else {
+            NotRotated::Revoked
+        }));
     }
     diesel::insert_into(refresh_tokens::table)
         .values((
@@ -377,7 +526,7 @@ pub async fn rotate(
         ))
         .execute(&mut tx.pg())
         .await?;
-    Ok(true)
+    Ok(Ok(()))
 }
 
 /// Which sessions to revoke.
@@ -402,7 +551,16 @@ pub async fn revoke(
     which: Revoke,
     reason: &str,
 ) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {
-    lock_user_of(tx, which).await?;
+    lock_revoked_access(tx, which).await?;
+    // A revocation naming a tenant is Tenant's: a membership ended, a role
+    // was lowered, the tenant was deactivated.
+    match which {
+        Revoke::User(user, Some(tenant)) => {
+            record_membership_change(tx, tenant, Some(user)).await?
+        }
+        Revoke::Tenant(tenant) => record_membership_change(tx, tenant, None).await?,
+        Revoke::User(_, None) | Revoke::Session(_) | Revoke::UserExcept(..) => {}
+    }
     // A break-glass token's session is ended by its own logout too.
     let break_glass = match which {
         Revoke::Session(id) => crate::break_glass::revoke(tx, SessionId::from_uuid(id), reason)

@@ -47,9 +47,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    membership_changes (tenant_id, user_id) {
+        tenant_id -> Uuid,
+        user_id -> Uuid,
+        change_order -> Int8,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
     refresh_tokens,
-    break_glass_sessions
+    break_glass_sessions,
+    membership_changes
 );

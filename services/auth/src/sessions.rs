@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::error::AuthError;
-use crate::repo::{self, NewSession, Revoke, Session, User};
+use crate::repo::{self, NewSession, Revoke, Session, Switch, User};
 use crate::tokens::{Signer, new_refresh_token};
 
 /// A revoked session and when its last access token expires (until then every
@@ -72,15 +72,6 @@ pub fn next_step(presented: Presented, now: DateTime<Utc>) -> RefreshStep {
         Presented::Current(_) | Presented::Unknown => RefreshStep::Refuse,
         Presented::Rotated(session) => RefreshStep::EndFamily(session),
     }
-}
-
-/// A session started from another (SwitchTenant).
-#[derive(Debug, Clone, Copy)]
-pub struct Switch {
-    /// The session the call came from.
-    pub from: SessionId,
-    /// Sessions the user may have started in the last minute.
-    pub per_minute: u32,
 }
 
 /// Starts and ends sessions.
@@ -168,18 +159,33 @@ impl Sessions {
         })
     }
 
-    /// A new session for `user` in `membership`'s tenant, stored with its audit
-    /// event (`action`) in one transaction; `switch`, for a session started
-    /// from another, passes [`repo::gate_switch`] in that transaction first
-    /// (the session it comes from is live, the per-minute cap holds: both
-    /// read in the database, so they hold across replicas).
+    /// A place in the order of membership changes: draw it before reading a
+    /// membership from Tenant, for [`Sessions::start`].
     ///
     /// # Errors
-    /// As [`repo::gate_switch`]; otherwise when signing or the database fails.
+    /// When the database fails.
+    pub async fn membership_read(&self) -> Result<repo::MembershipRead, AuthError> {
+        self.db
+            .platform_tx(async |tx| repo::membership_read(tx).await)
+            .await
+    }
+
+    /// A new session for `user` in `membership`'s tenant (read from Tenant
+    /// after `read` was drawn, [`Sessions::membership_read`]), stored with
+    /// its audit event (`action`) in one transaction once it passed
+    /// [`repo::gate_session`] in that transaction: the user is active, their
+    /// access to the tenant has not changed since it was read, and for a
+    /// session started from another (`switch`), that one is live and the
+    /// per-minute cap holds. All read in the database, so they hold across
+    /// replicas.
+    ///
+    /// # Errors
+    /// As [`repo::gate_session`]; otherwise when signing or the database fails.
     pub async fn start(
         &self,
         user: &User,
         membership: &MembershipView,
+        read: repo::MembershipRead,
         action: &'static str,
         actor: &Actor,
         switch: Option<Switch>,
@@ -197,11 +203,10 @@ impl Sessions {
             access_expires_at: access_expires,
             switched_from: switch.map(|s| s.from),
         };
-        self.db
+        let stored = self
+            .db
             .platform_tx(async |tx| {
-                if let Some(switch) = switch {
-                    repo::gate_switch(tx, new.user, switch.from, switch.per_minute).await?;
-                }
+                repo::gate_session(tx, new.user, new.tenant, read, switch).await?;
                 repo::create_session(tx, &new).await?;
                 Event::new(action, "session", session)
                     .new_value(serde_json::json!({
@@ -212,7 +217,18 @@ impl Sessions {
                     .await?;
                 Ok::<_, AuthError>(())
             })
-            .await?;
+            .await;
+        if let Err(AuthError::MembershipChanged) = stored {
+            // After a right password: worth a line in the security log.
+            tracing::info!(
+                security = true,
+                event = "session_refused",
+                user_id = %user.id,
+                tenant_id = %membership.tenant_id,
+                "the membership changed while the session was being started"
+            );
+        }
+        stored?;
         Ok(IssuedTokens {
             session,
             access_token,
@@ -223,7 +239,7 @@ impl Sessions {
     }
 
     /// The tokens after rotating `session`'s refresh token for `user` in
-    /// `membership`'s tenant.
+    /// `membership`'s tenant, or why it did not rotate.
     ///
     /// # Errors
     /// When signing or the database fails.
@@ -233,7 +249,7 @@ impl Sessions {
         session: &Session,
         presented: &[u8],
         membership: &MembershipView,
-    ) -> Result<Option<IssuedTokens>, AuthError> {
+    ) -> Result<Result<IssuedTokens, repo::NotRotated>, AuthError> {
         let sid = SessionId::from_uuid(session.id);
         let (access_token, access_expires) = self.access_token(user, sid, membership)?;
         let (refresh_token, new_hash) = new_refresh_token();
@@ -243,12 +259,12 @@ impl Sessions {
                 repo::rotate(tx, session.id, presented, &new_hash, access_expires).await
             })
             .await?;
-        if !rotated {
-            // Rotated (or revoked) since it was read: the tokens just made are
+        if let Err(why) = rotated {
+            // Rotated or revoked since it was read: the tokens just made are
             // dropped unsigned into the world.
-            return Ok(None);
+            return Ok(Err(why));
         }
-        Ok(Some(IssuedTokens {
+        Ok(Ok(IssuedTokens {
             session: sid,
             access_token,
             access_expires,

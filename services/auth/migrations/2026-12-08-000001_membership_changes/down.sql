@@ -1,0 +1,2 @@
+DROP TABLE membership_changes;
+DROP SEQUENCE membership_change_order;
