@@ -43,6 +43,10 @@ pub enum GuardError {
     /// this guard knowing, so user calls wait until it has caught up.
     #[error("revocation feed lost: retry shortly")]
     RevocationFeedLost,
+    /// A service token came over a connection without a client certificate
+    /// naming its service, where this server binds service tokens to them.
+    #[error("service token without its service's client certificate")]
+    ServiceCertificate,
     /// A handler asked for a context the guard did not build.
     #[error("unauthenticated")]
     NoContext,
@@ -65,6 +69,7 @@ impl GuardError {
             Self::TenantInactive => "tenant_inactive",
             Self::NoContext => "no_context",
             Self::RevocationFeedLost => "revocation_feed_lost",
+            Self::ServiceCertificate => "service_certificate",
         }
     }
 }
@@ -79,6 +84,7 @@ impl From<GuardError> for tonic::Status {
             | GuardError::Expired
             | GuardError::Revoked
             | GuardError::WrongTokenKind
+            | GuardError::ServiceCertificate
             | GuardError::NoContext => Self::unauthenticated(message),
             GuardError::TenantMismatch | GuardError::MethodNotAllowed | GuardError::Forbidden => {
                 Self::permission_denied(message)

@@ -23,6 +23,8 @@ pub struct GuardLayer {
     revoked: RevokedSessions,
     inactive: InactiveTenants,
     security: Option<SecurityEvents>,
+    /// Whether a service token needs a client certificate naming its service.
+    bind_service_certificates: bool,
 }
 
 impl GuardLayer {
@@ -36,7 +38,20 @@ impl GuardLayer {
             revoked,
             inactive: InactiveTenants::default(),
             security: None,
+            bind_service_certificates: false,
         }
+    }
+
+    /// Binds service tokens to the connection's client certificate (mutual
+    /// TLS): a call with a service token is refused (UNAUTHENTICATED) unless
+    /// the client presented a certificate, checked against the server's
+    /// client CA during the handshake, that is valid for the DNS name of the
+    /// token's service (e.g. `task`). A leaked service secret or token is then
+    /// of no use without that service's key. User tokens need no certificate.
+    #[must_use]
+    pub const fn binding_service_certificates(mut self) -> Self {
+        self.bind_service_certificates = true;
+        self
     }
 
     /// Hands refusals of authenticated callers to `events` (for the audit trail).
@@ -110,6 +125,13 @@ impl GuardLayer {
             return Ok(());
         }
         let principal = self.authenticate(request.headers())?;
+        if self.bind_service_certificates
+            && let Some(service) = principal.service()
+            && !crate::peer::presented_certificate_for(request.extensions(), &service.name)
+        {
+            self.report(SecurityKind::PermissionDenied, &principal, request);
+            return Err(GuardError::ServiceCertificate);
+        }
         // Who it is, for the request's span (and so every log line in it) and
         // for the metrics layer outside: ids only, never the token.
         let span = tracing::Span::current();

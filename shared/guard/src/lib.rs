@@ -19,6 +19,7 @@ mod caller;
 mod context;
 mod error;
 mod layer;
+mod peer;
 mod policy;
 mod request_id;
 mod revocation;

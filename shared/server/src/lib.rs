@@ -71,6 +71,10 @@ pub async fn serve(
     let reflection_v1 = reflection_builder(service_names).build_v1()?;
     let reflection_v1alpha = reflection_builder(service_names).build_v1alpha()?;
 
+    let guard = match &listening.tls {
+        Some(tls) if tls.binds_service_certificates() => guard.binding_service_certificates(),
+        _ => guard,
+    };
     let router = tonic::transport::Server::builder()
         // gRPC keeps connections for long: recycle them so new replicas get traffic.
         .max_connection_age(Duration::from_secs(300))

@@ -48,12 +48,15 @@ fn stamp(cert: &Path, key: &Path) -> Stamp {
 }
 
 /// A server's certificate chain and key, from PEM files; the handshake of
-/// each new connection uses the pair read last.
+/// each new connection uses the pair read last. With a client CA, clients
+/// may present certificates (mutual TLS), checked against it; the guard then
+/// binds service tokens to them.
 #[derive(Debug)]
 pub struct ServerTls {
     cert: PathBuf,
     key: PathBuf,
     current: RwLock<(Arc<CertifiedKey>, Stamp)>,
+    client_ca: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl ServerTls {
@@ -62,13 +65,53 @@ impl ServerTls {
     /// # Errors
     /// [`TlsError`] when either is missing, unreadable or not usable.
     pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+        Self::read(cert, key, None)
+    }
+
+    /// As [`ServerTls::load`], taking client certificates signed by the CAs
+    /// in `client_ca` (PEM): a client may connect without one (users), but
+    /// one it presents must check out, and service tokens must come with
+    /// one naming their service ([`ServerTls::binds_service_certificates`]).
+    ///
+    /// # Errors
+    /// As [`ServerTls::load`], and when `client_ca` holds no usable CA.
+    pub fn load_with_client_ca(
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+    ) -> Result<Arc<Self>, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_file_iter(client_ca).map_err(|e| file_error(client_ca, e))? {
+            roots
+                .add(ca.map_err(|e| file_error(client_ca, e))?)
+                .map_err(|e| file_error(client_ca, e))?;
+        }
+        if roots.is_empty() {
+            return Err(file_error(client_ca, "no certificate in it"));
+        }
+        Self::read(cert, key, Some(Arc::new(roots)))
+    }
+
+    fn read(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<Arc<rustls::RootCertStore>>,
+    ) -> Result<Arc<Self>, TlsError> {
         let stamp = stamp(cert, key);
         let pair = read_pair(cert, key)?;
         Ok(Arc::new(Self {
             cert: cert.to_owned(),
             key: key.to_owned(),
             current: RwLock::new((pair, stamp)),
+            client_ca,
         }))
+    }
+
+    /// Whether service tokens must come with their service's client
+    /// certificate (a client CA was given).
+    #[must_use]
+    pub const fn binds_service_certificates(&self) -> bool {
+        self.client_ca.is_some()
     }
 
     /// Reads the files again if they changed since last read; a pair that
@@ -121,11 +164,23 @@ impl ServerTls {
     /// [`TlsError::Config`] when rustls refuses it.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let versions = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let clients = match &self.client_ca {
+            // Optional: users and probes connect without one.
+            Some(roots) => versions.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    roots.clone(),
+                    provider,
+                )
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?,
+            ),
+            None => versions.with_no_client_auth(),
+        };
+        let mut config = clients.with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }
@@ -216,10 +271,12 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// What a service trusts its peers' certificates by: a CA bundle (PEM).
+/// What a service trusts its peers' certificates by: a CA bundle (PEM); and,
+/// for mutual TLS, the client certificate it presents to them.
 #[derive(Debug, Clone)]
 pub struct PeerTls {
     ca: tonic::transport::Certificate,
+    identity: Option<tonic::transport::Identity>,
 }
 
 impl PeerTls {
@@ -244,14 +301,33 @@ impl PeerTls {
         }
         Ok(Self {
             ca: tonic::transport::Certificate::from_pem(pem),
+            identity: None,
         })
+    }
+
+    /// Presents the certificate in `cert` with the key in `key` (PEM) to
+    /// peers: mutual TLS, where a peer binds this service's token to it.
+    /// Read once: channels keep the identity they were made with.
+    ///
+    /// # Errors
+    /// [`TlsError::File`] when either cannot be read or they do not match.
+    pub fn with_identity(mut self, cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        read_pair(cert, key)?;
+        let cert_pem = std::fs::read(cert).map_err(|e| file_error(cert, e))?;
+        let key_pem = std::fs::read(key).map_err(|e| file_error(key, e))?;
+        self.identity = Some(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+        Ok(self)
     }
 
     /// The client TLS configuration for `host`.
     #[must_use]
     pub fn client_config(&self, host: &str) -> tonic::transport::ClientTlsConfig {
-        tonic::transport::ClientTlsConfig::new()
+        let config = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(self.ca.clone())
-            .domain_name(host)
+            .domain_name(host);
+        match &self.identity {
+            Some(identity) => config.identity(identity.clone()),
+            None => config,
+        }
     }
 }

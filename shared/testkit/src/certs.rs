@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
 
 /// A certificate authority for one test.
 #[derive(Debug)]
@@ -81,6 +84,31 @@ impl TestCa {
             key: dir.join(format!("{name}.key")),
         };
         // The key first: a reader that sees the new certificate sees its key.
+        std::fs::write(&files.key, key.serialize_pem()).expect("key");
+        std::fs::write(&files.cert, cert.pem()).expect("certificate");
+        files
+    }
+
+    /// A client certificate (mutual TLS) valid for the DNS names `names`
+    /// (a service's name: `task`), signed by this CA, written to `name.pem`
+    /// and `name.key` in this CA's folder.
+    ///
+    /// # Panics
+    /// When it cannot be made or written.
+    #[must_use]
+    pub fn client(&self, name: &str, names: &[&str]) -> ServerFiles {
+        let key = KeyPair::generate().expect("client key");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .expect("client parameters");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("client certificate");
+        let files = ServerFiles {
+            cert: self.dir.path().join(format!("{name}.pem")),
+            key: self.dir.path().join(format!("{name}.key")),
+        };
         std::fs::write(&files.key, key.serialize_pem()).expect("key");
         std::fs::write(&files.cert, cert.pem()).expect("certificate");
         files

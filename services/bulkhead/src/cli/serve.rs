@@ -93,6 +93,23 @@ pub struct Args {
     /// The CA bundle (PEM) `https://` peers' certificates are checked against.
     #[arg(long, env = "BULKHEAD_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// Mutual TLS: accept client certificates signed by this CA bundle (PEM),
+    /// and refuse a service token unless its connection presented one valid
+    /// for the token's service name (DNS name, e.g. `task`). Users need none.
+    #[arg(long, env = "BULKHEAD_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Mutual TLS: the client certificate (PEM, naming this service, e.g.
+    /// DNS:task) presented to `https://` peers; read at start.
+    #[arg(
+        long,
+        env = "BULKHEAD_TLS_CLIENT_CERT",
+        requires = "tls_client_key",
+        requires = "tls_ca"
+    )]
+    tls_client_cert: Option<PathBuf>,
+    /// The private key of `--tls-client-cert` (PEM).
+    #[arg(long, env = "BULKHEAD_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    tls_client_key: Option<PathBuf>,
     /// Allow plaintext off this machine: serving without `--tls-cert` on an
     /// address other than loopback, and `http://` peers other than loopback
     /// (tokens, client secrets and the key set would cross the network in
@@ -331,7 +348,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         task: args.task_url.clone(),
         audit: args.audit_url.clone(),
         relay: args.relay.config(),
-        tls: args.tls_ca.as_deref().map(PeerTls::load).transpose()?,
+        tls: match (&args.tls_ca, &args.tls_client_cert, &args.tls_client_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(PeerTls::load(ca)?.with_identity(cert, key)?),
+            (Some(ca), _, _) => Some(PeerTls::load(ca)?),
+            (None, _, _) => None,
+        },
     };
     let credentials = credentials(
         module.as_ref(),
@@ -361,7 +382,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], module.default_port())));
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            let tls = ServerTls::load(cert, key)?;
+            let tls = match &args.tls_client_ca {
+                Some(client_ca) => ServerTls::load_with_client_ca(cert, key, client_ca)?,
+                None => ServerTls::load(cert, key)?,
+            };
             tokio::spawn(
                 tls.clone()
                     .follow_files(TLS_RELOAD_EVERY, background.clone()),
@@ -371,7 +395,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(service = name, %addr, tls = tls.is_some(), "listening");
+    tracing::info!(
+        service = name,
+        %addr,
+        tls = tls.is_some(),
+        mutual_tls = tls.as_ref().is_some_and(|t| t.binds_service_certificates()),
+        "listening"
+    );
     let stop = bulkhead::up::stop_signal()?;
     let launch = Launch {
         module,
