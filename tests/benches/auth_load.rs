@@ -71,6 +71,7 @@ async fn main() {
     let limits = bulkhead_auth::LimitsConfig {
         per_peer_per_minute: 1_000_000,
         sessions_per_user_per_minute: 1_000_000,
+        live_sessions_per_user: bulkhead_auth::LimitsConfig::default().live_sessions_per_user,
         throttle: bulkhead_auth::ThrottleConfig {
             free_failures: 1_000_000,
             account_failures_per_hour: 1_000_000,

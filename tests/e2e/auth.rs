@@ -873,6 +873,7 @@ async fn throttled_world() -> World {
     world_with(bulkhead_auth::LimitsConfig {
         per_peer_per_minute: 100_000,
         sessions_per_user_per_minute: 100_000,
+        live_sessions_per_user: bulkhead_auth::LimitsConfig::default().live_sessions_per_user,
         throttle: bulkhead_auth::ThrottleConfig {
             free_failures: 5,
             account_failures_per_hour: 12,
@@ -1798,4 +1799,76 @@ async fn a_login_or_switch_racing_a_membership_removal_stores_no_session() {
     bob_logs_in()
         .await
         .expect("added again, bob logs in: the change was before this read");
+}
+
+/// A user holds at most `live_sessions_per_user` sessions: 24 logins at once
+/// with a cap of 5 all succeed and leave exactly 5 live; the other 19 were
+/// ended (audited) and their access tokens are refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_holds_at_most_the_live_session_cap() {
+    use diesel_async::RunQueryDsl as _;
+    let w = world_with(bulkhead_auth::LimitsConfig {
+        live_sessions_per_user: 5,
+        // 24 logins at once are no guessing.
+        per_peer_per_minute: 100_000,
+        throttle: bulkhead_auth::ThrottleConfig {
+            free_failures: 1_000_000,
+            ..bulkhead_auth::ThrottleConfig::default()
+        },
+        ..bulkhead_auth::LimitsConfig::default()
+    })
+    .await;
+    let mut logins = tokio::task::JoinSet::new();
+    for _ in 0..24 {
+        let mut auth = w.auth.clone();
+        logins.spawn(async move {
+            auth.login(auth::LoginRequest {
+                email: "alice@example.com".into(),
+                password: PASSWORD.into(),
+                tenant_slug: "acme".into(),
+            })
+            .await
+            .map(|r| r.into_inner().tokens.expect("tokens").access_token)
+        });
+    }
+    let mut tokens = Vec::new();
+    while let Some(login) = logins.join_next().await {
+        tokens.push(login.expect("task").expect("every login succeeds"));
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut admin = w._suite.databases["auth"].admin_connection().await;
+    let live: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(*w.alice.as_uuid())
+    .get_result(&mut admin)
+    .await
+    .expect("count");
+    assert_eq!(live.n, 5, "live sessions past the cap");
+    let mut served = 0;
+    for token in &tokens {
+        match w
+            .auth
+            .clone()
+            .who_am_i(bearer(token, auth::WhoAmIRequest {}))
+            .await
+        {
+            Ok(_) => served += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+                assert_eq!(status.message(), "session revoked");
+            }
+        }
+    }
+    assert_eq!(served, 5, "tokens of live sessions served");
+    let capped = auth_audit_actions(&w)
+        .await
+        .iter()
+        .filter(|event| event.to_string().contains("live-session cap"))
+        .count();
+    assert_eq!(capped, 19, "one audit event per session ended");
 }

@@ -58,7 +58,8 @@ impl AuthApi {
         let hashers = cores.saturating_sub(1).max(1);
         let signer = Signer::new(keys, config.clone());
         Self {
-            sessions: Sessions::new(db.clone(), signer.clone(), config.refresh_ttl, revoked),
+            sessions: Sessions::new(db.clone(), signer.clone(), config.refresh_ttl, revoked)
+                .with_live_cap(config.login_limits.live_sessions_per_user),
             db,
             service_clients: config.service_clients.into(),
             signer,

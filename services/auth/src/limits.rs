@@ -54,6 +54,11 @@ pub struct LimitsConfig {
     /// new session row and token pair, so a token holder cannot mint them
     /// without end. Counted in the database, across replicas.
     pub sessions_per_user_per_minute: u32,
+    /// Live sessions one user may hold at once: a new one (Login,
+    /// SwitchTenant) past it ends the user's oldest. Bounds what one account
+    /// can pile up, and so the revocations a logout of them all sends to
+    /// every guard.
+    pub live_sessions_per_user: u32,
     /// The password-guessing caps, shared by every replica.
     pub throttle: ThrottleConfig,
 }
@@ -63,6 +68,7 @@ impl Default for LimitsConfig {
         Self {
             per_peer_per_minute: 120,
             sessions_per_user_per_minute: 10,
+            live_sessions_per_user: 50,
             throttle: ThrottleConfig::default(),
         }
     }

@@ -279,20 +279,15 @@ pub async fn gate_session(
             .bind::<diesel::sql_types::Text, _>(tenant_access_lock(tenant))
             .execute(&mut tx.pg())
             .await?;
-        let row = users::table
+        // Exclusive: a user's session starts count each other (the
+        // per-minute cap, the live-session cap), one at a time.
+        users::table
             .select(users::is_active)
-            .filter(users::id.eq(user.as_uuid()));
-        if switch.is_some() {
-            row.for_no_key_update()
-                .get_result::<bool>(&mut tx.pg())
-                .await
-                .optional()
-        } else {
-            row.for_share()
-                .get_result::<bool>(&mut tx.pg())
-                .await
-                .optional()
-        }
+            .filter(users::id.eq(user.as_uuid()))
+            .for_no_key_update()
+            .get_result::<bool>(&mut tx.pg())
+            .await
+            .optional()
     };
     let active = match lock.await.map_err(DbError::from) {
         Ok(active) => active,
@@ -323,6 +318,47 @@ pub async fn gate_session(
         Some(switch) => gate_switch(tx, user, switch).await,
         None => Ok(()),
     }
+}
+
+/// Ends `user`'s oldest live sessions (refresh token unexpired, not revoked)
+/// but the newest `cap - 1`, making room for one more: a user holds at most
+/// `cap` at once, so no account can pile up sessions (and, revoking them all,
+/// a flood of revocations for every guard). The sessions ended, with their
+/// access expiries. Call with the user's row locked ([`gate_session`]).
+///
+/// # Errors
+/// On database failure.
+pub async fn make_room(
+    tx: PlatformConn<'_>,
+    user: UserId,
+    cap: u32,
+) -> Result<Vec<(Uuid, DateTime<Utc>)>, AuthError> {
+    #[derive(QueryableByName)]
+    struct Ended {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: Uuid,
+        #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+        access_expires_at: DateTime<Utc>,
+    }
+    let ended: Vec<Ended> = diesel::sql_query(
+        "WITH past_cap AS (
+             SELECT id FROM sessions
+              WHERE user_id = $1 AND revoked_at IS NULL AND refresh_expires_at > now()
+              ORDER BY create_time DESC, id DESC
+             OFFSET $2)
+         UPDATE sessions s
+            SET revoked_at = now(), revoke_reason = 'live-session cap', update_time = now()
+           FROM past_cap WHERE s.id = past_cap.id
+         RETURNING s.id, s.access_expires_at",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(user.as_uuid())
+    .bind::<diesel::sql_types::BigInt, _>(i64::from(cap.max(1)) - 1)
+    .load(&mut tx.pg())
+    .await?;
+    Ok(ended
+        .into_iter()
+        .map(|e| (e.id, e.access_expires_at))
+        .collect())
 }
 
 /// The part of [`gate_session`] that is a switch's own: `from` is live and

@@ -80,6 +80,8 @@ pub struct Sessions {
     db: Db,
     signer: Signer,
     refresh_ttl: Duration,
+    /// Live sessions a user may hold at once ([`repo::make_room`]).
+    live_cap: u32,
     revoked: RevokedSessions,
     /// Every revocation, for `WatchRevocations` subscribers.
     feed: tokio::sync::broadcast::Sender<Revoked>,
@@ -101,11 +103,19 @@ impl Sessions {
             db,
             signer,
             refresh_ttl,
+            live_cap: crate::LimitsConfig::default().live_sessions_per_user,
             revoked,
             feed: tokio::sync::broadcast::channel(4096).0,
             marked: Arc::default(),
             synced: Arc::new(Mutex::new(std::time::Instant::now())),
         }
+    }
+
+    /// A user holds at most `cap` live sessions: a new one ends the oldest.
+    #[must_use]
+    pub const fn with_live_cap(mut self, cap: u32) -> Self {
+        self.live_cap = cap;
+        self
     }
 
     /// Whether this Auth has read the revocations other replicas store within
@@ -207,6 +217,17 @@ impl Sessions {
             .db
             .platform_tx(async |tx| {
                 repo::gate_session(tx, new.user, new.tenant, read, switch).await?;
+                let ended = repo::make_room(tx, new.user, self.live_cap).await?;
+                if !ended.is_empty() {
+                    let ids: Vec<String> = ended.iter().map(|(id, _)| id.to_string()).collect();
+                    Event::new("auth.sessions_revoked", "session", new.user.to_string())
+                        .new_value(serde_json::json!({
+                            "reason": "live-session cap",
+                            "sessions": ids,
+                        }))
+                        .record_for(tx, membership.tenant_id, actor)
+                        .await?;
+                }
                 repo::create_session(tx, &new).await?;
                 Event::new(action, "session", session)
                     .new_value(serde_json::json!({
@@ -215,7 +236,7 @@ impl Sessions {
                     }))
                     .record_for(tx, membership.tenant_id, actor)
                     .await?;
-                Ok::<_, AuthError>(())
+                Ok::<_, AuthError>(ended)
             })
             .await;
         if let Err(AuthError::MembershipChanged) = stored {
@@ -228,7 +249,7 @@ impl Sessions {
                 "the membership changed while the session was being started"
             );
         }
-        stored?;
+        self.mark_revoked(&stored?);
         Ok(IssuedTokens {
             session,
             access_token,

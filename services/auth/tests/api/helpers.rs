@@ -51,6 +51,8 @@ pub async fn spawn_service() -> Harness {
             login_limits: LimitsConfig {
                 per_peer_per_minute: 100_000,
                 sessions_per_user_per_minute: 100_000,
+                live_sessions_per_user: bulkhead_auth::LimitsConfig::default()
+                    .live_sessions_per_user,
                 throttle: bulkhead_auth::ThrottleConfig {
                     free_failures: 1_000_000,
                     account_failures_per_hour: 1_000_000,
