@@ -147,8 +147,8 @@ async fn the_suite_runs_over_tls_and_a_rotated_certificate_is_served_without_a_r
 /// caller's certificate. The suite's services present one naming them and
 /// call each other as before; a stolen `auth` service token is refused
 /// without a certificate, with another service's, and (at the handshake)
-/// with one from another CA; with auth's own it is served. A user needs no
-/// certificate.
+/// with one from another CA; with auth's own it is served. Minting one is
+/// bound the same way. A user needs no certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
     use bulkhead_proto::tenant::v1 as tenant;
@@ -231,6 +231,45 @@ async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
         .expect("identity"))
     .await
     .expect("auth's token with auth's certificate");
+
+    // Minting a service token is bound too: task's secret with no
+    // certificate, or with auth's, mints nothing; with task's it does.
+    let auth_port = suite.addr(ServiceKind::Auth).port();
+    let mint = |tls: PeerTls| async move {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("https://localhost:{auth_port}"))
+                .expect("endpoint")
+                .tls_config(tls.client_config("localhost"))
+                .expect("TLS client")
+                .connect_lazy();
+        bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient::new(channel)
+            .issue_service_token(bulkhead_proto::auth::v1::IssueServiceTokenRequest {
+                client_id: "task".into(),
+                client_secret: super::support::TASK_CLIENT_SECRET.into(),
+            })
+            .await
+            .map(drop)
+    };
+    let status = mint(trust.clone()).await.expect_err("no certificate");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let status = mint(
+        trust
+            .clone()
+            .with_identity(&auths.cert, &auths.key)
+            .expect("identity"),
+    )
+    .await
+    .expect_err("auth's certificate for task's secret");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let tasks = ca.client("task", &["task"]);
+    mint(
+        trust
+            .clone()
+            .with_identity(&tasks.cert, &tasks.key)
+            .expect("identity"),
+    )
+    .await
+    .expect("task's secret with task's certificate");
 
     // A user over TLS without a certificate.
     let channel = tonic::transport::Endpoint::from_shared(format!("https://localhost:{port}"))

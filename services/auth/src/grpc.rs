@@ -567,6 +567,17 @@ impl AuthService for AuthApi {
         use sha2::Digest as _;
         use subtle::ConstantTimeEq as _;
         let client = self.client_address(&request);
+        // Where service tokens are bound to client certificates (mutual
+        // TLS), so is minting one: a leaked secret mints nothing without the
+        // service's key.
+        let bound = request
+            .extensions()
+            .get::<bulkhead_guard::ServiceCertificatesBound>()
+            .is_some();
+        let certified = |client_id: &str| {
+            bulkhead_guard::presented_certificate_for(request.extensions(), client_id)
+        };
+        let uncertified = bound && !certified(&request.get_ref().client_id);
         let r = request.into_inner();
         // Compare digests in constant time, and do it even for unknown clients.
         let given = sha2::Sha256::digest(r.client_secret.as_bytes());
@@ -578,7 +589,7 @@ impl AuthService for AuthApi {
                 matched = Some(client);
             }
         }
-        let Some(client) = matched else {
+        let Some(client) = matched.filter(|_| !uncertified) else {
             tracing::warn!(security = true, event = "service_auth_failure", client_id = %r.client_id, "bad client credentials");
             // Failures only, per client network: nobody can spend a rate the
             // services need to renew their tokens.

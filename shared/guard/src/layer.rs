@@ -120,6 +120,13 @@ where
 
 impl GuardLayer {
     fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), GuardError> {
+        if self.bind_service_certificates {
+            // For public methods that hand out service identities (Auth's
+            // IssueServiceToken): they bind too.
+            request
+                .extensions_mut()
+                .insert(crate::ServiceCertificatesBound);
+        }
         let rule = self.policy.rule(request.uri().path()).copied();
         if rule.is_some_and(|r| r.is_public()) {
             return Ok(());

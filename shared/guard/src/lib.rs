@@ -20,6 +20,7 @@ mod context;
 mod error;
 mod layer;
 mod peer;
+pub use peer::{ServiceCertificatesBound, certificate_valid_for, presented_certificate_for};
 mod policy;
 mod request_id;
 mod revocation;

@@ -251,6 +251,34 @@ fn refuse_plaintext(args: &Args) -> anyhow::Result<()> {
     )
 }
 
+/// Mutual TLS fails at start, not at the first call: a service that binds
+/// service tokens to certificates (`--tls-client-ca`) and calls its peers
+/// with a service identity (`--client-secret`) presents its own
+/// certificate, and that certificate names its client id.
+fn check_client_certificate(args: &Args) -> anyhow::Result<()> {
+    let client_id = args
+        .client_id
+        .clone()
+        .unwrap_or_else(|| args.service.name().to_owned());
+    match &args.tls_client_cert {
+        None if args.tls_client_ca.is_some() && args.client_secret.is_some() => anyhow::bail!(
+            "--tls-client-ca binds service tokens to client certificates, so this service needs its own to call its peers: give --tls-client-cert/--tls-client-key (a certificate for DNS:{client_id})"
+        ),
+        None => Ok(()),
+        Some(cert) => {
+            use rustls_pki_types::pem::PemObject as _;
+            let leaf = rustls_pki_types::CertificateDer::from_pem_file(cert)
+                .map_err(|e| anyhow::anyhow!("--tls-client-cert {}: {e}", cert.display()))?;
+            anyhow::ensure!(
+                bulkhead_guard::certificate_valid_for(&leaf, &client_id),
+                "--tls-client-cert {} is not valid for DNS:{client_id}, this service's client id: its peers would refuse its service token",
+                cert.display()
+            );
+            Ok(())
+        }
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let name = args.service.name();
     let _telemetry = bulkhead_telemetry::init(
@@ -263,6 +291,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     )?;
     refuse_plaintext(&args)?;
+    check_client_certificate(&args)?;
     // Every service takes user tokens: one that cannot hear revocations would
     // take revoked ones (Auth marks its own).
     if args.service != ServiceKind::Auth

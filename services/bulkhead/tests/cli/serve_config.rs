@@ -194,3 +194,78 @@ fn up_off_this_machine_needs_insecure_plaintext() {
         );
     }
 }
+
+/// With `--tls-client-ca`, a service that calls its peers with a service
+/// identity must present its own certificate, naming its client id: said at
+/// start, not found out at the first refused call.
+#[test]
+fn mutual_tls_needs_the_services_own_certificate_naming_it() {
+    let ca = bulkhead_testkit::certs::TestCa::new("serve test CA");
+    let server = ca.server("server");
+    let task = ca.client("task", &["task"]);
+    let audit = ca.client("audit", &["audit"]);
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_owned();
+    let (ca_file, cert, key) = (path(&ca.ca_file()), path(&server.cert), path(&server.key));
+    let common = [
+        "task",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--database-url",
+        "postgres://nowhere/none",
+        "--platform-database-url",
+        "postgres://nowhere/none",
+        "--jwks-file",
+        "/nonexistent",
+        "--auth-url",
+        "https://localhost:1",
+        "--client-secret",
+        "a client secret of at least 32 bytes",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-ca",
+        &ca_file,
+        "--tls-client-ca",
+        &ca_file,
+    ];
+    let (task_cert, task_key) = (path(&task.cert), path(&task.key));
+    let (audit_cert, audit_key) = (path(&audit.cert), path(&audit.key));
+    for (identity, says) in [
+        (vec![], Some("needs its own")),
+        (
+            vec![
+                "--tls-client-cert",
+                &audit_cert,
+                "--tls-client-key",
+                &audit_key,
+            ],
+            Some("is not valid for DNS:task"),
+        ),
+        (
+            vec![
+                "--tls-client-cert",
+                &task_cert,
+                "--tls-client-key",
+                &task_key,
+            ],
+            None,
+        ),
+    ] {
+        let out = serve(&[common.as_slice(), &identity].concat());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{identity:?}: no database anyway");
+        match says {
+            Some(what) => assert!(said.contains(what), "{identity:?}: {said}"),
+            None => {
+                assert!(
+                    !said.contains("needs its own") && !said.contains("is not valid for"),
+                    "{identity:?}: {said}"
+                );
+                assert!(said.contains("nonexistent"), "{identity:?}: {said}");
+            }
+        }
+    }
+}
