@@ -47,6 +47,9 @@ pub enum GuardError {
     /// naming its service, where this server binds service tokens to them.
     #[error("service token without its service's client certificate")]
     ServiceCertificate,
+    /// `authorization` or `x-service-authorization` sent more than once.
+    #[error("identity metadata sent more than once")]
+    AmbiguousIdentity,
     /// A handler asked for a context the guard did not build.
     #[error("unauthenticated")]
     NoContext,
@@ -70,6 +73,7 @@ impl GuardError {
             Self::NoContext => "no_context",
             Self::RevocationFeedLost => "revocation_feed_lost",
             Self::ServiceCertificate => "service_certificate",
+            Self::AmbiguousIdentity => "ambiguous_identity",
         }
     }
 }
@@ -85,6 +89,7 @@ impl From<GuardError> for tonic::Status {
             | GuardError::Revoked
             | GuardError::WrongTokenKind
             | GuardError::ServiceCertificate
+            | GuardError::AmbiguousIdentity
             | GuardError::NoContext => Self::unauthenticated(message),
             GuardError::TenantMismatch | GuardError::MethodNotAllowed | GuardError::Forbidden => {
                 Self::permission_denied(message)

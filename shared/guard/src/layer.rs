@@ -225,6 +225,14 @@ impl GuardLayer {
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, GuardError> {
+        // One token of each kind: with two, which one counts would be up to
+        // whoever reads them (this guard took the first).
+        if [AUTHORIZATION, SERVICE_AUTHORIZATION]
+            .iter()
+            .any(|name| headers.get_all(*name).iter().nth(1).is_some())
+        {
+            return Err(GuardError::AmbiguousIdentity);
+        }
         let user = bearer(headers, AUTHORIZATION)?
             .map(|token| self.verifier.verify(token, TokenUse::Access))
             .transpose()?;
@@ -285,11 +293,15 @@ fn check_tenant_assertion(
     principal: &Principal,
     path: &str,
 ) -> Result<(), GuardError> {
-    let Some(value) = headers.get(TENANT_ID) else {
+    let mut values = headers.get_all(TENANT_ID).iter();
+    let Some(value) = values.next() else {
         return Ok(());
     };
     let asserted = value.to_str().ok().and_then(|v| TenantId::parse(v).ok());
-    if asserted.is_some() && asserted == principal.tenant_id() {
+    // Sent twice, it asserts nothing certain (a proxy or a service might
+    // read the other one): a mismatch, whatever the values.
+    let once = values.next().is_none();
+    if once && asserted.is_some() && asserted == principal.tenant_id() {
         return Ok(());
     }
     metrics::counter!(crate::TENANT_MISMATCH_TOTAL).increment(1);

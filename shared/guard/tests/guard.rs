@@ -511,6 +511,54 @@ async fn tenant_header_mismatch_is_denied_and_counted() {
         mismatch_count() >= before + 2,
         "tenant_mismatch_total must count both attempts"
     );
+
+    // Sent twice, the tenant header asserts nothing certain: refused and
+    // counted, whether the second names another tenant or the same one.
+    let before = mismatch_count();
+    for second in [TenantId::new_v7().to_string(), user.tenant_id.to_string()] {
+        let mut request = bearer(&token);
+        request.metadata_mut().insert(
+            "x-tenant-id",
+            user.tenant_id.to_string().parse().expect("ascii"),
+        );
+        request
+            .metadata_mut()
+            .append("x-tenant-id", second.parse().expect("ascii"));
+        assert_refused(h.client.who_am_i(request).await, Code::PermissionDenied);
+    }
+    assert!(
+        mismatch_count() >= before + 2,
+        "tenant_mismatch_total must count both"
+    );
+}
+
+/// Two bearer tokens of one kind: which counts would be up to the reader.
+/// Refused, whichever comes first.
+#[tokio::test]
+async fn identity_metadata_sent_twice_is_refused() {
+    let mut h = harness().await;
+    let alice_token = h
+        .key
+        .sign(&claims(&alice(TenantRole::Viewer)))
+        .expect("sign");
+    let other = h
+        .key
+        .sign(&claims(&alice(TenantRole::Owner)))
+        .expect("sign");
+    for header in ["authorization", "x-service-authorization"] {
+        let mut request = bearer(&alice_token);
+        request.metadata_mut().remove("authorization");
+        request.metadata_mut().insert(
+            header,
+            format!("Bearer {alice_token}").parse().expect("ascii"),
+        );
+        request
+            .metadata_mut()
+            .append(header, format!("Bearer {other}").parse().expect("ascii"));
+        let status = h.client.who_am_i(request).await.expect_err("ambiguous");
+        assert_eq!(status.code(), Code::Unauthenticated, "{header}: {status:?}");
+        assert_eq!(status.message(), "identity metadata sent more than once");
+    }
 }
 
 #[tokio::test]
