@@ -795,6 +795,25 @@ async fn issuing_service_tokens_is_held_to_the_login_rate() {
         .expect("the right secret is not held up");
 }
 
+/// Live (unrevoked) sessions matching `filter` (SQL over `sessions`, from
+/// the test's own ids), read as the database superuser.
+async fn live_sessions(w: &World, filter: &str) -> i64 {
+    use diesel_async::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut admin = w._suite.databases["auth"].admin_connection().await;
+    let count: Count = diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM sessions WHERE revoked_at IS NULL AND {filter}"
+    ))
+    .get_result(&mut admin)
+    .await
+    .expect("count");
+    count.n
+}
+
 /// The actions in Auth's outbox, oldest first, read as the database superuser.
 async fn auth_audit_actions(w: &World) -> Vec<serde_json::Value> {
     use diesel_async::RunQueryDsl as _;
@@ -1117,11 +1136,6 @@ async fn a_switch_never_outlives_a_revocation_of_its_session() {
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert_eq!(status.message(), "session revoked");
 
-    #[derive(diesel::QueryableByName)]
-    struct Live {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
     for trial in 0..10 {
         let from = login(&w, "alice@example.com", PASSWORD, "acme")
             .await
@@ -1151,14 +1165,11 @@ async fn a_switch_never_outlives_a_revocation_of_its_session() {
                 "trial {trial}: {code:?}"
             );
         }
-        let live: Live = diesel::sql_query(
-            "SELECT count(*) AS n FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
-        )
-        .bind::<diesel::sql_types::Uuid, _>(*w.alice.as_uuid())
-        .get_result(&mut admin)
-        .await
-        .expect("count");
-        assert_eq!(live.n, 0, "trial {trial}: a switch outlived the logout");
+        assert_eq!(
+            live_sessions(&w, &format!("user_id = '{}'", w.alice)).await,
+            0,
+            "trial {trial}: a switch outlived the logout"
+        );
     }
 }
 
@@ -1625,7 +1636,6 @@ async fn switching_tenants_is_rate_limited_per_user() {
 /// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_or_switch_racing_a_membership_removal_stores_no_session() {
-    use diesel_async::RunQueryDsl as _;
     let w = world_with(bulkhead_auth::LimitsConfig {
         sessions_per_user_per_minute: 1000,
         ..bulkhead_auth::LimitsConfig::default()
@@ -1740,21 +1750,8 @@ async fn a_login_or_switch_racing_a_membership_removal_stores_no_session() {
         ))
         .await
         .expect("bob removed");
-    let mut admin = w._suite.databases["auth"].admin_connection().await;
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
     let revoked_seen = loop {
-        let live: Count = diesel::sql_query(
-            "SELECT count(*) AS n FROM sessions WHERE id = $1::uuid AND revoked_at IS NULL",
-        )
-        .bind::<diesel::sql_types::Text, _>(&in_acme.session_id)
-        .get_result(&mut admin)
-        .await
-        .expect("count");
-        if live.n == 0 {
+        if live_sessions(&w, &format!("id = '{}'", in_acme.session_id)).await == 0 {
             break Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1783,16 +1780,15 @@ async fn a_login_or_switch_racing_a_membership_removal_stores_no_session() {
             .any(|event| event.to_string().contains("refresh token reused")),
         "a refresh that came late was taken for a reuse"
     );
-    let live: Count = diesel::sql_query(
-        "SELECT count(*) AS n FROM sessions
-          WHERE user_id = $1 AND tenant_id = $2::uuid AND revoked_at IS NULL",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(*w.bob.as_uuid())
-    .bind::<diesel::sql_types::Text, _>(&w.acme.id)
-    .get_result(&mut admin)
-    .await
-    .expect("count");
-    assert_eq!(live.n, 0, "a session of bob's in acme outlived his removal");
+    assert_eq!(
+        live_sessions(
+            &w,
+            &format!("user_id = '{}' AND tenant_id = '{}'", w.bob, w.acme.id)
+        )
+        .await,
+        0,
+        "a session of bob's in acme outlived his removal"
+    );
 
     proxy.delay_replies(Duration::ZERO);
     add_bob().await;
@@ -1806,7 +1802,6 @@ async fn a_login_or_switch_racing_a_membership_removal_stores_no_session() {
 /// ended (audited) and their access tokens are refused at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_holds_at_most_the_live_session_cap() {
-    use diesel_async::RunQueryDsl as _;
     let w = world_with(bulkhead_auth::LimitsConfig {
         live_sessions_per_user: 5,
         // 24 logins at once are no guessing.
@@ -1835,20 +1830,11 @@ async fn a_user_holds_at_most_the_live_session_cap() {
     while let Some(login) = logins.join_next().await {
         tokens.push(login.expect("task").expect("every login succeeds"));
     }
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let mut admin = w._suite.databases["auth"].admin_connection().await;
-    let live: Count = diesel::sql_query(
-        "SELECT count(*) AS n FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(*w.alice.as_uuid())
-    .get_result(&mut admin)
-    .await
-    .expect("count");
-    assert_eq!(live.n, 5, "live sessions past the cap");
+    assert_eq!(
+        live_sessions(&w, &format!("user_id = '{}'", w.alice)).await,
+        5,
+        "live sessions past the cap"
+    );
     let mut served = 0;
     for token in &tokens {
         match w
