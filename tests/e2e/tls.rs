@@ -147,7 +147,8 @@ async fn the_suite_runs_over_tls_and_a_rotated_certificate_is_served_without_a_r
 /// caller's certificate. The suite's services present one naming them and
 /// call each other as before; a stolen `auth` service token is refused
 /// without a certificate, with another service's, and (at the handshake)
-/// with one from another CA; with auth's own it is served. Minting one is
+/// with one from another CA or one not issued for clients; with auth's own
+/// it is served. Minting one is
 /// bound the same way. A user needs no certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
@@ -223,6 +224,20 @@ async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
         std::error::Error::source(&status)
             .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
         "the connection was refused, not answered: {status:?}"
+    );
+    // A certificate from the right CA, naming auth, but not issued for
+    // clients (no extended key usage: a server's, say): refused too.
+    let unmarked = ca.unmarked("auth-any-use", &["auth"]);
+    let status = ask(trust
+        .clone()
+        .with_identity(&unmarked.cert, &unmarked.key)
+        .expect("identity"))
+    .await
+    .expect_err("a certificate not issued for clients");
+    assert!(
+        std::error::Error::source(&status)
+            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
+        "refused at the handshake: {status:?}"
     );
     let auths = ca.client("auth", &["auth"]);
     ask(trust

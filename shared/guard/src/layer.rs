@@ -136,7 +136,7 @@ impl GuardLayer {
             && let Some(service) = principal.service()
             && !crate::peer::presented_certificate_for(request.extensions(), &service.name)
         {
-            self.report(SecurityKind::PermissionDenied, &principal, request);
+            self.report(SecurityKind::ServiceCertificate, &principal, request);
             return Err(GuardError::ServiceCertificate);
         }
         // Who it is, for the request's span (and so every log line in it) and

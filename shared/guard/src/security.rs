@@ -22,6 +22,10 @@ pub enum SecurityKind {
     TenantMismatch,
     /// The caller's role (or service) may not call the method.
     PermissionDenied,
+    /// A service token came without its service's client certificate where
+    /// the server binds them (mutual TLS): a leaked token or secret, or a
+    /// misconfigured service.
+    ServiceCertificate,
 }
 
 impl SecurityKind {
@@ -31,6 +35,7 @@ impl SecurityKind {
         match self {
             Self::TenantMismatch => "security.tenant_mismatch",
             Self::PermissionDenied => "security.permission_denied",
+            Self::ServiceCertificate => "security.service_certificate",
         }
     }
 }

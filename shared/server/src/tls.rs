@@ -169,15 +169,17 @@ impl ServerTls {
             .map_err(|e| TlsError::Config(e.to_string()))?;
         let clients = match &self.client_ca {
             // Optional: users and probes connect without one.
-            Some(roots) => versions.with_client_cert_verifier(
-                rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Some(roots) => versions.with_client_cert_verifier(Arc::new(ClientsOnly {
+                inner: rustls::server::WebPkiClientVerifier::builder_with_provider(
                     roots.clone(),
-                    provider,
+                    provider.clone(),
                 )
                 .allow_unauthenticated()
                 .build()
                 .map_err(|e| TlsError::Config(e.to_string()))?,
-            ),
+                anchors: roots.roots.clone(),
+                algorithms: provider.signature_verification_algorithms.all,
+            })),
             None => versions.with_no_client_auth(),
         };
         let mut config = clients.with_cert_resolver(self.clone());
@@ -195,6 +197,83 @@ impl ResolvesServerCert for ServerTls {
                 .0
                 .clone(),
         )
+    }
+}
+
+/// The extended key usage `id-kp-clientAuth` (1.3.6.1.5.5.7.3.2), DER.
+const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+
+/// Client certificates as webpki checks them (chained to the client CA,
+/// valid now), and issued for clients: their extended key usage must name
+/// clientAuth. rustls alone takes one that names no usage at all, so a
+/// server certificate from the same CA (an ingress's, named `auth`) would
+/// pass as Auth's client identity.
+#[derive(Debug)]
+struct ClientsOnly {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    algorithms: &'static [&'static dyn rustls::pki_types::SignatureVerificationAlgorithm],
+}
+
+impl rustls::server::danger::ClientCertVerifier for ClientsOnly {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let purpose =
+            || rustls::Error::InvalidCertificate(rustls::CertificateError::InvalidPurpose);
+        webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| purpose())?
+            .verify_for_usage(
+                self.algorithms,
+                &self.anchors,
+                intermediates,
+                now,
+                webpki::KeyUsage::required(EKU_CLIENT_AUTH),
+                None,
+                None,
+            )
+            .map_err(|_| purpose())?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -97,11 +97,30 @@ impl TestCa {
     /// When it cannot be made or written.
     #[must_use]
     pub fn client(&self, name: &str, names: &[&str]) -> ServerFiles {
+        self.signed(name, names, vec![ExtendedKeyUsagePurpose::ClientAuth])
+    }
+
+    /// As [`TestCa::client`], but naming no extended key usage at all (as a
+    /// server certificate from a general-purpose CA may).
+    ///
+    /// # Panics
+    /// When it cannot be made or written.
+    #[must_use]
+    pub fn unmarked(&self, name: &str, names: &[&str]) -> ServerFiles {
+        self.signed(name, names, Vec::new())
+    }
+
+    fn signed(
+        &self,
+        name: &str,
+        names: &[&str],
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> ServerFiles {
         let key = KeyPair::generate().expect("client key");
         let mut params =
             CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
                 .expect("client parameters");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = usages;
         let cert = params
             .signed_by(&key, &self.issuer)
             .expect("client certificate");
