@@ -148,7 +148,7 @@ async fn the_suite_runs_over_tls_and_a_rotated_certificate_is_served_without_a_r
 /// call each other as before; a stolen `auth` service token is refused
 /// without a certificate, with another service's, and (at the handshake)
 /// with one from another CA or one not issued for clients; with auth's own
-/// it is served. Minting one is
+/// it is served. The client CA rotates without a restart. Minting one is
 /// bound the same way. A user needs no certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
@@ -161,7 +161,7 @@ async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
     let all = ca.client("suite", &["auth", "tenant", "task", "audit"]);
     let trust = PeerTls::load(&ca.ca_file()).expect("CA");
     let suite = spawn_suite_tls(
-        server,
+        server.clone(),
         trust
             .clone()
             .with_identity(&all.cert, &all.key)
@@ -296,4 +296,33 @@ async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
         .list_members(bearer(&owner, tenant::ListMembersRequest::default()))
         .await
         .expect("a user without a certificate is served");
+
+    // The client CA rotates without a restart: first the old and the new
+    // CA together (both accepted), then the new one alone (the old CA's
+    // certificates refused at the handshake).
+    let next = TestCa::new("Next client CA");
+    let next_auth = next.client("auth", &["auth"]);
+    let old_identity = trust
+        .clone()
+        .with_identity(&auths.cert, &auths.key)
+        .expect("identity");
+    let new_identity = trust
+        .clone()
+        .with_identity(&next_auth.cert, &next_auth.key)
+        .expect("identity");
+    std::fs::write(ca.ca_file(), format!("{}{}", ca.ca_pem(), next.ca_pem())).expect("bundle");
+    assert!(server.reload_if_changed(), "the changed CA file was read");
+    ask(old_identity.clone())
+        .await
+        .expect("the old CA, still in the bundle");
+    ask(new_identity.clone()).await.expect("the new CA");
+    std::fs::write(ca.ca_file(), next.ca_pem()).expect("the new CA alone");
+    assert!(server.reload_if_changed());
+    let status = ask(old_identity).await.expect_err("the old CA is gone");
+    assert!(
+        std::error::Error::source(&status)
+            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
+        "refused at the handshake: {status:?}"
+    );
+    ask(new_identity).await.expect("the new CA alone");
 }

@@ -56,7 +56,7 @@ pub struct ServerTls {
     cert: PathBuf,
     key: PathBuf,
     current: RwLock<(Arc<CertifiedKey>, Stamp)>,
-    client_ca: Option<Arc<rustls::RootCertStore>>,
+    client_ca: Option<Arc<ClientCa>>,
 }
 
 impl ServerTls {
@@ -80,22 +80,14 @@ impl ServerTls {
         key: &Path,
         client_ca: &Path,
     ) -> Result<Arc<Self>, TlsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in CertificateDer::pem_file_iter(client_ca).map_err(|e| file_error(client_ca, e))? {
-            roots
-                .add(ca.map_err(|e| file_error(client_ca, e))?)
-                .map_err(|e| file_error(client_ca, e))?;
-        }
-        if roots.is_empty() {
-            return Err(file_error(client_ca, "no certificate in it"));
-        }
-        Self::read(cert, key, Some(Arc::new(roots)))
+        let ca = ClientCa::load(client_ca)?;
+        Self::read(cert, key, Some(Arc::new(ca)))
     }
 
     fn read(
         cert: &Path,
         key: &Path,
-        client_ca: Option<Arc<rustls::RootCertStore>>,
+        client_ca: Option<Arc<ClientCa>>,
     ) -> Result<Arc<Self>, TlsError> {
         let stamp = stamp(cert, key);
         let pair = read_pair(cert, key)?;
@@ -114,10 +106,19 @@ impl ServerTls {
         self.client_ca.is_some()
     }
 
-    /// Reads the files again if they changed since last read; a pair that
-    /// does not load (a half-written file) is logged and the old one kept.
-    /// Returns whether a new pair is in use.
+    /// Reads the files again if they changed since last read: the pair, and
+    /// the client CA if there is one. A file that does not load (half
+    /// written) is logged and what was in use stays. Returns whether
+    /// anything new is in use.
     pub fn reload_if_changed(&self) -> bool {
+        let ca = self
+            .client_ca
+            .as_ref()
+            .is_some_and(|ca| ca.reload_if_changed());
+        self.reload_pair_if_changed() || ca
+    }
+
+    fn reload_pair_if_changed(&self) -> bool {
         let now = stamp(&self.cert, &self.key);
         let seen = self
             .current
@@ -168,18 +169,7 @@ impl ServerTls {
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?;
         let clients = match &self.client_ca {
-            // Optional: users and probes connect without one.
-            Some(roots) => versions.with_client_cert_verifier(Arc::new(ClientsOnly {
-                inner: rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    roots.clone(),
-                    provider.clone(),
-                )
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| TlsError::Config(e.to_string()))?,
-                anchors: roots.roots.clone(),
-                algorithms: provider.signature_verification_algorithms.all,
-            })),
+            Some(ca) => versions.with_client_cert_verifier(ca.clone()),
             None => versions.with_no_client_auth(),
         };
         let mut config = clients.with_cert_resolver(self.clone());
@@ -200,6 +190,109 @@ impl ResolvesServerCert for ServerTls {
     }
 }
 
+/// The client CA of mutual TLS, read from its PEM file and read again when
+/// it changes (a CA rotation needs no restart): each handshake checks the
+/// client's certificate with the CA read last.
+#[derive(Debug)]
+struct ClientCa {
+    path: PathBuf,
+    current: RwLock<(Arc<ClientsOnly>, Option<SystemTime>)>,
+}
+
+impl ClientCa {
+    fn load(path: &Path) -> Result<Self, TlsError> {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        Ok(Self {
+            path: path.to_owned(),
+            current: RwLock::new((Arc::new(ClientsOnly::read(path)?), modified)),
+        })
+    }
+
+    fn reload_if_changed(&self) -> bool {
+        let now = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let seen = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1;
+        if now == seen {
+            return false;
+        }
+        match ClientsOnly::read(&self.path) {
+            Ok(verifier) => {
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = (Arc::new(verifier), now);
+                tracing::info!(ca = %self.path.display(), "TLS client CA reloaded");
+                true
+            }
+            Err(err) => {
+                tracing::error!(%err, "the changed client CA does not load: the previous one stays in use");
+                false
+            }
+        }
+    }
+
+    fn verifier(&self) -> Arc<ClientsOnly> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .clone()
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for ClientCa {
+    fn offer_client_auth(&self) -> bool {
+        self.verifier().offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.verifier().client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        // No hints (they would borrow from a CA that may be replaced): a
+        // client then sends the certificate it has, which is what ours do.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.verifier()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.verifier().supported_verify_schemes()
+    }
+}
+
 /// The extended key usage `id-kp-clientAuth` (1.3.6.1.5.5.7.3.2), DER.
 const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
 
@@ -213,6 +306,35 @@ struct ClientsOnly {
     inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
     algorithms: &'static [&'static dyn rustls::pki_types::SignatureVerificationAlgorithm],
+}
+
+impl ClientsOnly {
+    /// The verifier of client certificates signed by the CAs in `path` (PEM).
+    fn read(path: &Path) -> Result<Self, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_file_iter(path).map_err(|e| file_error(path, e))? {
+            roots
+                .add(ca.map_err(|e| file_error(path, e))?)
+                .map_err(|e| file_error(path, e))?;
+        }
+        if roots.is_empty() {
+            return Err(file_error(path, "no certificate in it"));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let anchors = roots.roots.clone();
+        Ok(Self {
+            // Optional: users and probes connect without one.
+            inner: rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?,
+            anchors,
+            algorithms: provider.signature_verification_algorithms.all,
+        })
+    }
 }
 
 impl rustls::server::danger::ClientCertVerifier for ClientsOnly {

@@ -93,9 +93,10 @@ pub struct Args {
     /// The CA bundle (PEM) `https://` peers' certificates are checked against.
     #[arg(long, env = "BULKHEAD_TLS_CA")]
     tls_ca: Option<PathBuf>,
-    /// Mutual TLS: accept client certificates signed by this CA bundle (PEM),
-    /// and refuse a service token unless its connection presented one valid
-    /// for the token's service name (DNS name, e.g. `task`). Users need none.
+    /// Mutual TLS: accept client certificates signed by this CA bundle (PEM;
+    /// read again when it changes), and refuse a service token unless its
+    /// connection presented one valid for the token's service name (DNS
+    /// name, e.g. `task`). Users need none.
     #[arg(long, env = "BULKHEAD_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
     /// Mutual TLS: the client certificate (PEM, naming this service, e.g.
