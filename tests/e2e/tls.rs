@@ -148,7 +148,8 @@ async fn the_suite_runs_over_tls_and_a_rotated_certificate_is_served_without_a_r
 /// call each other as before; a stolen `auth` service token is refused
 /// without a certificate, with another service's, and (at the handshake)
 /// with one from another CA or one not issued for clients; with auth's own
-/// it is served. The client CA rotates without a restart. Minting one is
+/// it is served. The client CA, and a service's own certificate, are read
+/// again when their files change. Minting one is
 /// bound the same way. A user needs no certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
@@ -325,4 +326,52 @@ async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
         "refused at the handshake: {status:?}"
     );
     ask(new_identity).await.expect("the new CA alone");
+
+    // A service's own certificate is read again when its files change: a
+    // channel made after the files were rewritten (with a certificate now
+    // naming audit) presents the new one, without a restart.
+    let renewed = next.client("renewed", &["auth"]);
+    let peers = bulkhead_server::Peers {
+        auth: None,
+        tenant: None,
+        task: None,
+        audit: None,
+        relay: super::support::fast_relay(),
+        tls: Some(
+            trust
+                .clone()
+                .with_identity(&renewed.cert, &renewed.key)
+                .expect("identity"),
+        ),
+    };
+    let url = format!("https://localhost:{port}");
+    let ask_through = |channel: tonic::transport::Channel| {
+        let token = token.clone();
+        async move {
+            let mut request = tonic::Request::new(tenant::ListUserMembershipsRequest {
+                user_id: uuid::Uuid::now_v7().to_string(),
+            });
+            request.metadata_mut().insert(
+                "x-service-authorization",
+                format!("Bearer {token}").parse().expect("ascii"),
+            );
+            tenant::tenant_service_client::TenantServiceClient::new(channel)
+                .list_user_memberships(request)
+                .await
+                .map(drop)
+        }
+    };
+    ask_through(peers.channel(&url).expect("channel"))
+        .await
+        .expect("the service's certificate, as read at first");
+    let rewritten = next.client("renewed", &["audit"]);
+    assert_eq!(rewritten.cert, renewed.cert, "the same files, rewritten");
+    let status = ask_through(peers.channel(&url).expect("channel"))
+        .await
+        .expect_err("the rewritten certificate names audit");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "service token without its service's client certificate"
+    );
 }

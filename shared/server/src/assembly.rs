@@ -120,20 +120,27 @@ impl Peers {
         };
         let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| invalid(e.to_string()))?;
-        let endpoint = match endpoint.uri().scheme_str() {
+        match endpoint.uri().scheme_str() {
             Some("https") => {
                 let tls = self.tls.as_ref().ok_or_else(|| {
                     invalid("an https:// peer needs a CA bundle to check it (--tls-ca)".into())
                 })?;
-                let host = endpoint.uri().host().unwrap_or_default().to_owned();
-                endpoint
-                    .tls_config(tls.client_config(&host))
-                    .map_err(|e| invalid(e.to_string()))?
+                // Our connector speaks TLS (tonic's own would keep the client
+                // certificate it was given at start): tonic connects to the
+                // address as plain http://, through it, while requests still
+                // say https:// (the origin).
+                let origin = endpoint.uri().clone();
+                let mut parts = origin.clone().into_parts();
+                parts.scheme = Some(http::uri::Scheme::HTTP);
+                let address = http::Uri::from_parts(parts).map_err(|e| invalid(e.to_string()))?;
+                let connector = tls.connector().map_err(|e| invalid(e.to_string()))?;
+                Ok(tonic::transport::Endpoint::from(address)
+                    .origin(origin)
+                    .connect_with_connector_lazy(connector))
             }
-            Some("http") => endpoint,
-            _ => return Err(invalid("expected http:// or https://".into())),
-        };
-        Ok(endpoint.connect_lazy())
+            Some("http") => Ok(endpoint.connect_lazy()),
+            _ => Err(invalid("expected http:// or https://".into())),
+        }
     }
 }
 

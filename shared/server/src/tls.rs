@@ -476,8 +476,10 @@ pub fn incoming(
 /// for mutual TLS, the client certificate it presents to them.
 #[derive(Debug, Clone)]
 pub struct PeerTls {
+    /// The CA bundle as PEM, for tonic's own TLS ([`PeerTls::client_config`]).
     ca: tonic::transport::Certificate,
-    identity: Option<tonic::transport::Identity>,
+    roots: Arc<rustls::RootCertStore>,
+    identity: Option<Arc<ClientIdentity>>,
 }
 
 impl PeerTls {
@@ -493,42 +495,184 @@ impl PeerTls {
     /// A CA bundle given as PEM text.
     ///
     /// # Errors
-    /// When it holds no certificate.
+    /// When it holds no usable certificate.
     pub fn from_pem(pem: impl AsRef<[u8]>) -> Result<Self, TlsError> {
         let pem = pem.as_ref();
-        let certificates = CertificateDer::pem_slice_iter(pem).count();
-        if certificates == 0 {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(pem) {
+            roots
+                .add(ca.map_err(|e| TlsError::Config(e.to_string()))?)
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+        }
+        if roots.is_empty() {
             return Err(TlsError::Config("no certificate in the CA bundle".into()));
         }
         Ok(Self {
             ca: tonic::transport::Certificate::from_pem(pem),
+            roots: Arc::new(roots),
             identity: None,
         })
     }
 
     /// Presents the certificate in `cert` with the key in `key` (PEM) to
-    /// peers: mutual TLS, where a peer binds this service's token to it.
-    /// Read once: channels keep the identity they were made with.
+    /// peers: mutual TLS, where a peer binds this service's token to it. The
+    /// files are read again, when they changed, at each new connection: a
+    /// renewed certificate needs no restart.
     ///
     /// # Errors
     /// [`TlsError::File`] when either cannot be read or they do not match.
     pub fn with_identity(mut self, cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        read_pair(cert, key)?;
-        let cert_pem = std::fs::read(cert).map_err(|e| file_error(cert, e))?;
-        let key_pem = std::fs::read(key).map_err(|e| file_error(key, e))?;
-        self.identity = Some(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+        self.identity = Some(Arc::new(ClientIdentity::load(cert, key)?));
         Ok(self)
     }
 
-    /// The client TLS configuration for `host`.
+    /// tonic's client TLS configuration for `host` (the identity as it is
+    /// now: read once), for one-off clients such as tests and tools.
     #[must_use]
     pub fn client_config(&self, host: &str) -> tonic::transport::ClientTlsConfig {
         let config = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(self.ca.clone())
             .domain_name(host);
         match &self.identity {
-            Some(identity) => config.identity(identity.clone()),
+            Some(identity) => config.identity(identity.tonic_identity()),
             None => config,
         }
+    }
+
+    /// A connector for tonic's `Endpoint::connect_with_connector_lazy`: TCP,
+    /// then TLS (HTTP/2) checked against the CA bundle and named by the
+    /// host of the URI it is given, presenting the identity read last.
+    ///
+    /// # Errors
+    /// [`TlsError::Config`] when rustls refuses the configuration.
+    pub fn connector(&self) -> Result<PeerConnector, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(self.roots.clone());
+        let mut config = match &self.identity {
+            Some(identity) => builder.with_client_cert_resolver(identity.clone()),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(PeerConnector {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
+    }
+}
+
+/// A service's own client certificate (mutual TLS), from PEM files read
+/// again when they change.
+#[derive(Debug)]
+struct ClientIdentity {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<(Arc<CertifiedKey>, Stamp)>,
+}
+
+impl ClientIdentity {
+    fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let stamp = stamp(cert, key);
+        Ok(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new((read_pair(cert, key)?, stamp)),
+        })
+    }
+
+    /// The pair read last, read again first if the files changed (a pair
+    /// that does not load is logged and the previous one kept).
+    fn current(&self) -> Arc<CertifiedKey> {
+        let now = stamp(&self.cert, &self.key);
+        let (pair, seen) = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if now == seen {
+            return pair;
+        }
+        match read_pair(&self.cert, &self.key) {
+            Ok(fresh) => {
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = (fresh.clone(), now);
+                tracing::info!(cert = %self.cert.display(), "TLS client certificate reloaded");
+                fresh
+            }
+            Err(err) => {
+                tracing::error!(%err, "the changed TLS client certificate does not load: the previous one stays in use");
+                pair
+            }
+        }
+    }
+
+    /// The identity as tonic takes it (PEM of the files as they are now).
+    fn tonic_identity(&self) -> tonic::transport::Identity {
+        let read = |p: &Path| std::fs::read(p).unwrap_or_default();
+        tonic::transport::Identity::from_pem(read(&self.cert), read(&self.key))
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ClientIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Connects to a peer over TLS: see [`PeerTls::connector`].
+#[derive(Clone)]
+pub struct PeerConnector {
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for PeerConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerConnector")
+    }
+}
+
+impl tower_service::Service<http::Uri> for PeerConnector {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let invalid =
+                |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_owned());
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid("no host in the peer's URL"))?;
+            // An IPv6 literal comes bracketed in a URI.
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = rustls::pki_types::ServerName::try_from(host)
+                .map_err(|_| invalid("the peer's host is no valid TLS name"))?;
+            Ok(hyper_util::rt::TokioIo::new(tls.connect(name, tcp).await?))
+        })
     }
 }

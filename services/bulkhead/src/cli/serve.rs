@@ -100,7 +100,8 @@ pub struct Args {
     #[arg(long, env = "BULKHEAD_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
     /// Mutual TLS: the client certificate (PEM, naming this service, e.g.
-    /// DNS:task) presented to `https://` peers; read at start.
+    /// DNS:task, with the clientAuth usage) presented to `https://` peers;
+    /// read again, when it changed, at each new connection.
     #[arg(
         long,
         env = "BULKHEAD_TLS_CLIENT_CERT",
