@@ -375,3 +375,75 @@ async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
         "service token without its service's client certificate"
     );
 }
+
+/// A TLS server behind a certificate we trust that does not choose HTTP/2
+/// (another service sharing the certificate, say) is not a peer: the
+/// connection fails after the handshake, and it hears no request, so no
+/// service token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_does_not_negotiate_http2_hears_no_request() {
+    use tokio::io::AsyncReadExt as _;
+    use tokio_stream::StreamExt as _;
+    let ca = TestCa::new("Bulkhead test CA");
+    let files = ca.server("not-grpc");
+    let server = ServerTls::load(&files.cert, &files.key).expect("certificate");
+    let mut config = (*server.server_config().expect("config")).clone();
+    config.alpn_protocols.clear();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("port");
+    let port = listener.local_addr().expect("addr").port();
+    let heard = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handshakes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut incoming = bulkhead_server::tls::incoming(listener, std::sync::Arc::new(config));
+    let (counted, shook) = (heard.clone(), handshakes.clone());
+    tokio::spawn(async move {
+        while let Some(Ok(mut stream)) = incoming.next().await {
+            shook.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0_u8; 4096];
+                while let Ok(n) = stream.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    counted.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let peers = bulkhead_server::Peers {
+        auth: None,
+        tenant: None,
+        task: None,
+        audit: None,
+        relay: super::support::fast_relay(),
+        tls: Some(PeerTls::load(&ca.ca_file()).expect("CA")),
+    };
+    let channel = peers
+        .channel(&format!("https://localhost:{port}"))
+        .expect("channel");
+    let mut health = HealthClient::new(channel);
+    let call = health.check(HealthCheckRequest {
+        service: String::new(),
+    });
+    let status = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("refused at once, not sent to a server that will never answer")
+        .expect_err("no HTTP/2, no answer");
+    assert!(
+        std::error::Error::source(&status)
+            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
+        "a transport failure: {status:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the TLS handshake itself succeeded"
+    );
+    assert_eq!(
+        heard.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the server heard bytes of a request"
+    );
+}

@@ -134,8 +134,11 @@ impl Peers {
                 parts.scheme = Some(http::uri::Scheme::HTTP);
                 let address = http::Uri::from_parts(parts).map_err(|e| invalid(e.to_string()))?;
                 let connector = tls.connector().map_err(|e| invalid(e.to_string()))?;
+                // A peer that accepts TCP and then stalls its handshake holds
+                // no connection attempt for longer than this.
                 Ok(tonic::transport::Endpoint::from(address)
                     .origin(origin)
+                    .connect_timeout(PEER_CONNECT_TIMEOUT)
                     .connect_with_connector_lazy(connector))
             }
             Some("http") => Ok(endpoint.connect_lazy()),
@@ -143,6 +146,9 @@ impl Peers {
         }
     }
 }
+
+/// Longest wait for a TCP connection and TLS handshake to an `https://` peer.
+const PEER_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where a service listens: a bound socket, served over TLS when `tls` is
 /// given.

@@ -672,7 +672,17 @@ impl tower_service::Service<http::Uri> for PeerConnector {
             tcp.set_nodelay(true)?;
             let name = rustls::pki_types::ServerName::try_from(host)
                 .map_err(|_| invalid("the peer's host is no valid TLS name"))?;
-            Ok(hyper_util::rt::TokioIo::new(tls.connect(name, tcp).await?))
+            let stream = tls.connect(name, tcp).await?;
+            // gRPC or nothing: a server that did not choose HTTP/2 is not
+            // ours (another service behind the same certificate, say), and
+            // hears no request, service token included.
+            if stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the peer did not negotiate HTTP/2 (ALPN h2)",
+                ));
+            }
+            Ok(hyper_util::rt::TokioIo::new(stream))
         })
     }
 }
