@@ -75,6 +75,16 @@ async fn calls_between_services_reach_audit(suite: &super::support::TestSuite) -
     owner
 }
 
+/// The call failed in the transport (a refused handshake, a connection the
+/// other side closed: worded by timing), not with an answer of the server.
+fn assert_failed_in_transport(status: &tonic::Status) {
+    assert!(
+        std::error::Error::source(status)
+            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
+        "the connection was refused, not answered: {status:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_suite_runs_over_tls_and_a_rotated_certificate_is_served_without_a_restart() {
     let ca = TestCa::new("Bulkhead test CA");
@@ -221,11 +231,7 @@ async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
     // TLS 1.3: the server's alert (unknown CA), or the connection it closed,
     // reaches the client as a failure of the transport (worded by timing),
     // never as an answer.
-    assert!(
-        std::error::Error::source(&status)
-            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
-        "the connection was refused, not answered: {status:?}"
-    );
+    assert_failed_in_transport(&status);
     // A certificate from the right CA, naming auth, but not issued for
     // clients (no extended key usage: a server's, say): refused too.
     let unmarked = ca.unmarked("auth-any-use", &["auth"]);
@@ -235,11 +241,7 @@ async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
         .expect("identity"))
     .await
     .expect_err("a certificate not issued for clients");
-    assert!(
-        std::error::Error::source(&status)
-            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
-        "refused at the handshake: {status:?}"
-    );
+    assert_failed_in_transport(&status);
     let auths = ca.client("auth", &["auth"]);
     ask(trust
         .clone()
@@ -320,11 +322,7 @@ async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
     std::fs::write(ca.ca_file(), next.ca_pem()).expect("the new CA alone");
     assert!(server.reload_if_changed());
     let status = ask(old_identity).await.expect_err("the old CA is gone");
-    assert!(
-        std::error::Error::source(&status)
-            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
-        "refused at the handshake: {status:?}"
-    );
+    assert_failed_in_transport(&status);
     ask(new_identity).await.expect("the new CA alone");
 
     // A service's own certificate is read again when its files change: a
@@ -431,11 +429,7 @@ async fn a_peer_that_does_not_negotiate_http2_hears_no_request() {
         .await
         .expect("refused at once, not sent to a server that will never answer")
         .expect_err("no HTTP/2, no answer");
-    assert!(
-        std::error::Error::source(&status)
-            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
-        "a transport failure: {status:?}"
-    );
+    assert_failed_in_transport(&status);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 1,

@@ -39,12 +39,92 @@ fn file_error(path: &Path, reason: impl std::fmt::Display) -> TlsError {
     }
 }
 
-/// When each file last changed (`None`: unreadable).
-type Stamp = (Option<SystemTime>, Option<SystemTime>);
+/// Something read from files and read again when they change (a
+/// certificate and its key, a CA bundle): each use takes what was read last.
+#[derive(Debug)]
+struct Reloading<T> {
+    files: Vec<PathBuf>,
+    /// What the log lines call it.
+    what: &'static str,
+    read: fn(&[PathBuf]) -> Result<Arc<T>, TlsError>,
+    /// What was read last, and when each file had last changed then.
+    current: RwLock<(Arc<T>, Vec<Option<SystemTime>>)>,
+}
 
-fn stamp(cert: &Path, key: &Path) -> Stamp {
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    (modified(cert), modified(key))
+/// When each file last changed (`None`: unreadable).
+fn modified(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+impl<T> Reloading<T> {
+    fn load(
+        files: Vec<PathBuf>,
+        what: &'static str,
+        read: fn(&[PathBuf]) -> Result<Arc<T>, TlsError>,
+    ) -> Result<Self, TlsError> {
+        let stamps = modified(&files);
+        let value = read(&files)?;
+        Ok(Self {
+            files,
+            what,
+            read,
+            current: RwLock::new((value, stamps)),
+        })
+    }
+
+    /// What was read last.
+    fn current(&self) -> Arc<T> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    /// Reads the files again if they changed since last read; what does not
+    /// load (half written, a certificate renewed without its key) is logged
+    /// and what was in use stays. Whether something new is in use.
+    fn reload_if_changed(&self) -> bool {
+        let now = modified(&self.files);
+        let changed = *self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            != now;
+        if !changed {
+            return false;
+        }
+        match (self.read)(&self.files) {
+            Ok(value) => {
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = (value, now);
+                tracing::info!(file = %self.files[0].display(), "{} reloaded", self.what);
+                true
+            }
+            Err(err) => {
+                tracing::error!(%err, "the changed {} does not load: the previous one stays in use", self.what);
+                false
+            }
+        }
+    }
+}
+
+/// A certificate chain and its key (PEM files `[cert, key]`), read again
+/// when they change.
+fn pem_pair(
+    cert: &Path,
+    key: &Path,
+    what: &'static str,
+) -> Result<Reloading<CertifiedKey>, TlsError> {
+    Reloading::load(vec![cert.to_owned(), key.to_owned()], what, |files| {
+        read_pair(&files[0], &files[1])
+    })
 }
 
 /// A server's certificate chain and key, from PEM files; the handshake of
@@ -53,10 +133,8 @@ fn stamp(cert: &Path, key: &Path) -> Stamp {
 /// binds service tokens to them.
 #[derive(Debug)]
 pub struct ServerTls {
-    cert: PathBuf,
-    key: PathBuf,
-    current: RwLock<(Arc<CertifiedKey>, Stamp)>,
-    client_ca: Option<Arc<ClientCa>>,
+    pair: Reloading<CertifiedKey>,
+    client_ca: Option<Arc<Reloading<ClientsOnly>>>,
 }
 
 impl ServerTls {
@@ -80,21 +158,19 @@ impl ServerTls {
         key: &Path,
         client_ca: &Path,
     ) -> Result<Arc<Self>, TlsError> {
-        let ca = ClientCa::load(client_ca)?;
+        let ca = Reloading::load(vec![client_ca.to_owned()], "TLS client CA", |files| {
+            ClientsOnly::read(&files[0]).map(Arc::new)
+        })?;
         Self::read(cert, key, Some(Arc::new(ca)))
     }
 
     fn read(
         cert: &Path,
         key: &Path,
-        client_ca: Option<Arc<ClientCa>>,
+        client_ca: Option<Arc<Reloading<ClientsOnly>>>,
     ) -> Result<Arc<Self>, TlsError> {
-        let stamp = stamp(cert, key);
-        let pair = read_pair(cert, key)?;
         Ok(Arc::new(Self {
-            cert: cert.to_owned(),
-            key: key.to_owned(),
-            current: RwLock::new((pair, stamp)),
+            pair: pem_pair(cert, key, "TLS certificate")?,
             client_ca,
         }))
     }
@@ -115,33 +191,7 @@ impl ServerTls {
             .client_ca
             .as_ref()
             .is_some_and(|ca| ca.reload_if_changed());
-        self.reload_pair_if_changed() || ca
-    }
-
-    fn reload_pair_if_changed(&self) -> bool {
-        let now = stamp(&self.cert, &self.key);
-        let seen = self
-            .current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .1;
-        if now == seen {
-            return false;
-        }
-        match read_pair(&self.cert, &self.key) {
-            Ok(pair) => {
-                *self
-                    .current
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = (pair, now);
-                tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
-                true
-            }
-            Err(err) => {
-                tracing::error!(%err, "the changed TLS certificate does not load: the previous one stays in use");
-                false
-            }
-        }
+        self.pair.reload_if_changed() || ca
     }
 
     /// Every `every` until `shutdown`: [`ServerTls::reload_if_changed`].
@@ -180,78 +230,20 @@ impl ServerTls {
 
 impl ResolvesServerCert for ServerTls {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0
-                .clone(),
-        )
+        Some(self.pair.current())
     }
 }
 
-/// The client CA of mutual TLS, read from its PEM file and read again when
-/// it changes (a CA rotation needs no restart): each handshake checks the
-/// client's certificate with the CA read last.
-#[derive(Debug)]
-struct ClientCa {
-    path: PathBuf,
-    current: RwLock<(Arc<ClientsOnly>, Option<SystemTime>)>,
-}
-
-impl ClientCa {
-    fn load(path: &Path) -> Result<Self, TlsError> {
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        Ok(Self {
-            path: path.to_owned(),
-            current: RwLock::new((Arc::new(ClientsOnly::read(path)?), modified)),
-        })
-    }
-
-    fn reload_if_changed(&self) -> bool {
-        let now = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        let seen = self
-            .current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .1;
-        if now == seen {
-            return false;
-        }
-        match ClientsOnly::read(&self.path) {
-            Ok(verifier) => {
-                *self
-                    .current
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = (Arc::new(verifier), now);
-                tracing::info!(ca = %self.path.display(), "TLS client CA reloaded");
-                true
-            }
-            Err(err) => {
-                tracing::error!(%err, "the changed client CA does not load: the previous one stays in use");
-                false
-            }
-        }
-    }
-
-    fn verifier(&self) -> Arc<ClientsOnly> {
-        self.current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .0
-            .clone()
-    }
-}
-
-impl rustls::server::danger::ClientCertVerifier for ClientCa {
+/// The client CA of mutual TLS, read again when its file changes (a CA
+/// rotation needs no restart): each handshake checks the client's
+/// certificate with the CA read last.
+impl rustls::server::danger::ClientCertVerifier for Reloading<ClientsOnly> {
     fn offer_client_auth(&self) -> bool {
-        self.verifier().offer_client_auth()
+        self.current().offer_client_auth()
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.verifier().client_auth_mandatory()
+        self.current().client_auth_mandatory()
     }
 
     fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
@@ -266,7 +258,7 @@ impl rustls::server::danger::ClientCertVerifier for ClientCa {
         intermediates: &[CertificateDer<'_>],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        self.verifier()
+        self.current()
             .verify_client_cert(end_entity, intermediates, now)
     }
 
@@ -276,7 +268,7 @@ impl rustls::server::danger::ClientCertVerifier for ClientCa {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.verifier().verify_tls12_signature(message, cert, dss)
+        self.current().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -285,11 +277,11 @@ impl rustls::server::danger::ClientCertVerifier for ClientCa {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.verifier().verify_tls13_signature(message, cert, dss)
+        self.current().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.verifier().supported_verify_schemes()
+        self.current().supported_verify_schemes()
     }
 }
 
@@ -563,56 +555,19 @@ impl PeerTls {
 }
 
 /// A service's own client certificate (mutual TLS), from PEM files read
-/// again when they change.
+/// again, when they changed, at each new connection.
 #[derive(Debug)]
-struct ClientIdentity {
-    cert: PathBuf,
-    key: PathBuf,
-    current: RwLock<(Arc<CertifiedKey>, Stamp)>,
-}
+struct ClientIdentity(Reloading<CertifiedKey>);
 
 impl ClientIdentity {
     fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let stamp = stamp(cert, key);
-        Ok(Self {
-            cert: cert.to_owned(),
-            key: key.to_owned(),
-            current: RwLock::new((read_pair(cert, key)?, stamp)),
-        })
-    }
-
-    /// The pair read last, read again first if the files changed (a pair
-    /// that does not load is logged and the previous one kept).
-    fn current(&self) -> Arc<CertifiedKey> {
-        let now = stamp(&self.cert, &self.key);
-        let (pair, seen) = self
-            .current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        if now == seen {
-            return pair;
-        }
-        match read_pair(&self.cert, &self.key) {
-            Ok(fresh) => {
-                *self
-                    .current
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = (fresh.clone(), now);
-                tracing::info!(cert = %self.cert.display(), "TLS client certificate reloaded");
-                fresh
-            }
-            Err(err) => {
-                tracing::error!(%err, "the changed TLS client certificate does not load: the previous one stays in use");
-                pair
-            }
-        }
+        pem_pair(cert, key, "TLS client certificate").map(Self)
     }
 
     /// The identity as tonic takes it (PEM of the files as they are now).
     fn tonic_identity(&self) -> tonic::transport::Identity {
         let read = |p: &Path| std::fs::read(p).unwrap_or_default();
-        tonic::transport::Identity::from_pem(read(&self.cert), read(&self.key))
+        tonic::transport::Identity::from_pem(read(&self.0.files[0]), read(&self.0.files[1]))
     }
 }
 
@@ -622,7 +577,8 @@ impl rustls::client::ResolvesClientCert for ClientIdentity {
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
+        self.0.reload_if_changed();
+        Some(self.0.current())
     }
 
     fn has_certs(&self) -> bool {
