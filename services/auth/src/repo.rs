@@ -632,10 +632,6 @@ pub async fn revoke(
     Ok(revoked)
 }
 
-/// Revocations are told until their token expired a minute ago: past any
-/// verifier's leeway (the guards keep them as long).
-const KEPT_SINCE: &str = "now() - interval '60 seconds'";
-
 /// Sessions revoked in the last `seconds` by the database's clock (a
 /// revocation's time is its transaction's start) whose access tokens have
 /// not expired (a minute ago), break-glass sessions included.
@@ -673,16 +669,19 @@ async fn revoked(
         #[diesel(sql_type = diesel::sql_types::Timestamptz)]
         expires: DateTime<Utc>,
     }
-    let recent = seconds.map_or_else(String::new, |s| {
-        format!(" AND revoked_at >= now() - make_interval(secs => {s})")
-    });
-    let rows: Vec<Row> = diesel::sql_query(format!(
+    // Told until their token expired KEPT_PAST_EXPIRY ago: past any
+    // verifier's leeway (the guards keep them as long).
+    let rows: Vec<Row> = diesel::sql_query(
         "SELECT id, access_expires_at AS expires FROM sessions
-          WHERE revoked_at IS NOT NULL AND access_expires_at > {KEPT_SINCE}{recent}
+          WHERE revoked_at IS NOT NULL AND access_expires_at > now() - make_interval(secs => $1)
+            AND ($2::int IS NULL OR revoked_at >= now() - make_interval(secs => $2))
          UNION ALL
          SELECT id, access_expires_at FROM break_glass_sessions
-          WHERE revoked_at IS NOT NULL AND access_expires_at > {KEPT_SINCE}{recent}"
-    ))
+          WHERE revoked_at IS NOT NULL AND access_expires_at > now() - make_interval(secs => $1)
+            AND ($2::int IS NULL OR revoked_at >= now() - make_interval(secs => $2))",
+    )
+    .bind::<diesel::sql_types::Double, _>(bulkhead_guard::KEPT_PAST_EXPIRY.as_secs_f64())
+    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Integer>, _>(seconds)
     .load(&mut tx.pg())
     .await?;
     Ok(rows.into_iter().map(|r| (r.id, r.expires)).collect())

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bulkhead_clients::MembershipView;
 use bulkhead_context::{SessionId, TenantId, TenantUser, UserId};
 use bulkhead_db::Db;
-use bulkhead_guard::RevokedSessions;
+use bulkhead_guard::{KEPT_PAST_EXPIRY, RevokedSessions};
 use bulkhead_outbox::audit::{Actor, Event};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -459,10 +459,6 @@ const LOOK_BACK_SECONDS: i32 = 60;
 
 /// One read in this many reads every revoked session with valid tokens.
 const FULL_READ_EVERY: u32 = 30;
-
-/// How long past its token's expiry a revocation is still told: past any
-/// verifier's leeway (the guards keep it as long).
-const KEPT_PAST_EXPIRY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// How often `WatchRevocations` says its feed is live.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);

@@ -36,7 +36,7 @@ pub use error::GuardError;
 pub use layer::{Guard, GuardLayer};
 pub use policy::{Policy, Rule};
 pub use request_id::{RequestId, RequestIdLayer, RequestIdService};
-pub use revocation::{InactiveTenants, RevokedSessions};
+pub use revocation::{InactiveTenants, KEPT_PAST_EXPIRY, RevokedSessions};
 pub use security::{DEFAULT_PER_MINUTE, SecurityEvent, SecurityEvents, SecurityKind};
 pub use verifier::{TokenVerifier, Verified, VerifierConfig};
 
