@@ -481,6 +481,17 @@ const PURGE_AFTER: &str = "24 hours";
 /// On database failure.
 pub async fn purge_expired(db: &bulkhead_db::Db) -> Result<usize, crate::error::AuthError> {
     use diesel_async::RunQueryDsl as _;
+    // Break-glass sessions a day past their token's expiry: few, at once.
+    db.platform_tx(async |tx| {
+        diesel::sql_query(format!(
+            "DELETE FROM break_glass_sessions
+              WHERE access_expires_at < now() - interval '{PURGE_AFTER}'"
+        ))
+        .execute(&mut tx.pg())
+        .await?;
+        Ok::<_, crate::error::AuthError>(())
+    })
+    .await?;
     let mut purged = 0;
     loop {
         let n = db
@@ -502,13 +513,6 @@ pub async fn purge_expired(db: &bulkhead_db::Db) -> Result<usize, crate::error::
                           WHERE s.refresh_expires_at < now() - interval '{PURGE_AFTER}'
                             AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id)
                           LIMIT 5000)"
-                ))
-                .execute(&mut tx.pg())
-                .await?;
-                // Break-glass sessions a day past their token's expiry.
-                diesel::sql_query(format!(
-                    "DELETE FROM break_glass_sessions
-                      WHERE access_expires_at < now() - interval '{PURGE_AFTER}'"
                 ))
                 .execute(&mut tx.pg())
                 .await?;
