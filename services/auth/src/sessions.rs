@@ -219,12 +219,7 @@ impl Sessions {
                 repo::gate_session(tx, new.user, new.tenant, read, switch).await?;
                 let ended = repo::make_room(tx, new.user, self.live_cap).await?;
                 if !ended.is_empty() {
-                    let ids: Vec<String> = ended.iter().map(|(id, _)| id.to_string()).collect();
-                    Event::new("auth.sessions_revoked", "session", new.user.to_string())
-                        .new_value(serde_json::json!({
-                            "reason": "live-session cap",
-                            "sessions": ids,
-                        }))
+                    sessions_revoked(new.user, "live-session cap", &ended)
                         .record_for(tx, membership.tenant_id, actor)
                         .await?;
                 }
@@ -309,9 +304,7 @@ impl Sessions {
             .db
             .platform_tx(async |tx| {
                 let revoked = repo::revoke(tx, which, reason).await?;
-                let ids: Vec<String> = revoked.iter().map(|(id, _)| id.to_string()).collect();
-                Event::new("auth.sessions_revoked", "session", format!("{which:?}"))
-                    .new_value(serde_json::json!({ "reason": reason, "sessions": ids }))
+                sessions_revoked(format!("{which:?}"), reason, &revoked)
                     .record_for(tx, tenant, actor)
                     .await?;
                 Ok::<_, AuthError>(revoked)
@@ -451,6 +444,13 @@ impl Sessions {
         self.mark_revoked(&revoked);
         Ok(())
     }
+}
+
+/// The audit event of sessions ended together (`which`: what named them).
+fn sessions_revoked(which: impl ToString, reason: &str, revoked: &[Revoked]) -> Event {
+    let ids: Vec<String> = revoked.iter().map(|(id, _)| id.to_string()).collect();
+    Event::new("auth.sessions_revoked", "session", which)
+        .new_value(serde_json::json!({ "reason": reason, "sessions": ids }))
 }
 
 /// How far back (seconds, by the database's clock) a read of recent
