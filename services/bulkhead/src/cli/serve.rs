@@ -196,14 +196,13 @@ fn parse_service_client(text: &str) -> Result<bulkhead_auth::ServiceClient, Stri
     let (name, secret) = text
         .split_once('=')
         .ok_or_else(|| "expected name=secret".to_owned())?;
-    if name.is_empty() || secret.len() < MIN_SECRET_BYTES {
-        return Err(format!(
-            "a service client needs a name and a secret of at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
-        ));
+    if name.is_empty() {
+        return Err("a service client needs a name".to_owned());
     }
+    let secret = client_secret(secret)?;
     Ok(bulkhead_auth::ServiceClient {
         client_id: name.to_owned(),
-        secret: secret.to_owned(),
+        secret,
         scopes: Vec::new(),
     })
 }
