@@ -570,14 +570,11 @@ impl AuthService for AuthApi {
         // Where service tokens are bound to client certificates (mutual
         // TLS), so is minting one: a leaked secret mints nothing without the
         // service's key.
-        let bound = request
-            .extensions()
+        let extensions = request.extensions();
+        let uncertified = extensions
             .get::<bulkhead_guard::ServiceCertificatesBound>()
-            .is_some();
-        let certified = |client_id: &str| {
-            bulkhead_guard::presented_certificate_for(request.extensions(), client_id)
-        };
-        let uncertified = bound && !certified(&request.get_ref().client_id);
+            .is_some()
+            && !bulkhead_guard::presented_certificate_for(extensions, &request.get_ref().client_id);
         let r = request.into_inner();
         // Compare digests in constant time, and do it even for unknown clients.
         let given = sha2::Sha256::digest(r.client_secret.as_bytes());
