@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use bulkhead_context::{SessionId, TenantId};
 use moka::Expiry;
@@ -18,7 +18,8 @@ pub struct RevokedSessions {
     /// calls fail closed) rather than forget one: nothing is ever evicted
     /// but by expiry.
     capacity: u64,
-    feed: Arc<Mutex<Feed>>,
+    /// Read by every user call (`is_current`), written once a heartbeat.
+    feed: Arc<RwLock<Feed>>,
 }
 
 /// Where the set learns of revocations: from Auth in this process (always
@@ -76,7 +77,7 @@ impl RevokedSessions {
         Self {
             sessions: Cache::builder().expire_after(UntilExpiry).build(),
             capacity,
-            feed: Arc::new(Mutex::new(Feed::Local)),
+            feed: Arc::new(RwLock::new(Feed::Local)),
         }
     }
 
@@ -94,9 +95,16 @@ impl RevokedSessions {
         self.sessions.contains_key(&session)
     }
 
-    fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
+    fn feed(&self) -> Feed {
+        *self
+            .feed
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn feed_mut(&self) -> std::sync::RwLockWriteGuard<'_, Feed> {
         self.feed
-            .lock()
+            .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -104,7 +112,7 @@ impl RevokedSessions {
     /// current only while that feed was heard within `bound`; not before it
     /// is first heard.
     pub fn follow_feed(&self, bound: Duration) {
-        *self.feed() = Feed::Followed {
+        *self.feed_mut() = Feed::Followed {
             bound,
             last_heard: None,
         };
@@ -121,7 +129,7 @@ impl RevokedSessions {
     /// as now.
     pub fn heard_as_of(&self, as_of: SystemTime) {
         let age = SystemTime::now().duration_since(as_of).unwrap_or_default();
-        if let Feed::Followed { last_heard, .. } = &mut *self.feed() {
+        if let Feed::Followed { last_heard, .. } = &mut *self.feed_mut() {
             let at = Instant::now().checked_sub(age);
             // Never move backwards (messages of two streams interleave).
             if at > *last_heard {
@@ -134,7 +142,7 @@ impl RevokedSessions {
     /// process, or never heard).
     #[must_use]
     pub fn feed_silence(&self) -> Option<Duration> {
-        match *self.feed() {
+        match self.feed() {
             Feed::Local => None,
             Feed::Followed { last_heard, .. } => last_heard.map(|at| at.elapsed()),
         }
@@ -149,7 +157,7 @@ impl RevokedSessions {
         if self.sessions.entry_count() > self.capacity {
             return false;
         }
-        match *self.feed() {
+        match self.feed() {
             Feed::Local => true,
             Feed::Followed { bound, last_heard } => {
                 last_heard.is_some_and(|at| at.elapsed() <= bound)
