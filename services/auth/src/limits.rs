@@ -101,10 +101,7 @@ impl LoginLimits {
     /// `Err(wait)` when `user` called SwitchTenant in this process at more
     /// than twice the cap the database enforces.
     pub fn check_switch(&self, user: &str) -> Result<(), Duration> {
-        let clock = DefaultClock::default();
-        self.switches
-            .check_key(&user.to_owned())
-            .map_err(|not_until| not_until.wait_time_from(clock.now()))
+        wait_of(&self.switches, &user.to_owned())
     }
 
     /// `Err(wait)` when the client's network failed `IssueServiceToken` too
@@ -113,10 +110,7 @@ impl LoginLimits {
         let Some(client) = client else {
             return Ok(());
         };
-        let clock = DefaultClock::default();
-        self.service_failures
-            .check_key(&crate::throttle::network(client))
-            .map_err(|not_until| not_until.wait_time_from(clock.now()))
+        wait_of(&self.service_failures, &crate::throttle::network(client))
     }
 
     /// Whether this attempt should also purge the database's stale login
@@ -142,11 +136,15 @@ impl LoginLimits {
         let Some(client) = client else {
             return Ok(());
         };
-        let clock = DefaultClock::default();
-        self.per_peer
-            .check_key(&crate::throttle::network(client))
-            .map_err(|not_until| not_until.wait_time_from(clock.now()))
+        wait_of(&self.per_peer, &crate::throttle::network(client))
     }
+}
+
+/// Counts a call of `key` against `limiter`: `Err(wait)` when over its rate.
+fn wait_of(limiter: &DefaultKeyedRateLimiter<String>, key: &String) -> Result<(), Duration> {
+    limiter
+        .check_key(key)
+        .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
 }
 
 #[cfg(test)]
