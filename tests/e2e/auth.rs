@@ -1042,6 +1042,58 @@ async fn concurrent_guesses_never_slip_past_the_free_failures() {
     );
 }
 
+/// The network's counter is taken last, by one conditional update (every
+/// login from one address shares it): 24 guesses at once from one network,
+/// each at another account, and exactly the hourly cap of them is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_from_one_network_never_slip_past_its_cap() {
+    let w = throttled_world().await;
+    let guesses: Vec<_> = (0..24)
+        .map(|i| {
+            let auth = w.auth.clone();
+            tokio::spawn(async move {
+                let mut request = tonic::Request::new(auth::LoginRequest {
+                    email: format!("nobody{i}@example.com"),
+                    password: "a wrong password".into(),
+                    tenant_slug: String::new(),
+                });
+                request
+                    .metadata_mut()
+                    .insert("x-forwarded-for", "203.0.113.77".parse().expect("ascii"));
+                auth.clone().login(request).await.expect_err("wrong").code()
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for guess in guesses {
+        codes.push(guess.await.expect("task"));
+    }
+    let count = |code: Code| codes.iter().filter(|c| **c == code).count();
+    assert_eq!(
+        (count(Code::Unauthenticated), count(Code::ResourceExhausted)),
+        (15, 9),
+        "the network's 15 an hour checked, the rest refused unchecked: {codes:?}"
+    );
+    // The refused ones counted nowhere: each account holds its one failure.
+    let mut admin = w._suite.databases["auth"].admin_connection().await;
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let counted: N = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query("SELECT coalesce(sum(failures), 0)::bigint AS n FROM login_attempts"),
+        &mut admin,
+    )
+    .await
+    .expect("count");
+    assert_eq!(
+        counted.n,
+        15 * 3,
+        "15 failures on the network, on 15 accounts and on 15 account x network pairs"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_in_another_process_follows_revocations_within_a_second() {
     let w = world().await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bulkhead_clients::{MembershipView, TenantDirectory};
 use bulkhead_context::{PlatformRole, TenantId, UserId};
-use bulkhead_db::Db;
+use bulkhead_db::{Db, PlatformConn};
 use bulkhead_guard::{RequestContext, RevokedSessions};
 use bulkhead_outbox::audit::{Actor, Event};
 use bulkhead_proto::auth::v1 as pb;
@@ -97,12 +97,15 @@ impl AuthApi {
     }
 
     /// Counts an attempt on `account` from `client` (or says how long to
-    /// wait); now and then, clears counters nobody needs any more.
-    async fn admit(
+    /// wait), in one transaction with `lookup` (the reads the check needs:
+    /// one transaction fewer per login); now and then, clears counters nobody
+    /// needs any more.
+    async fn admit<T>(
         &self,
         account: &str,
         client: Option<std::net::IpAddr>,
-    ) -> Result<Attempt, AuthError> {
+        lookup: impl AsyncFnOnce(PlatformConn<'_>) -> Result<T, AuthError>,
+    ) -> Result<(Attempt, T), AuthError> {
         let throttle = &self.throttle;
         let purge = self.limits.due_for_purge();
         self.db
@@ -111,7 +114,10 @@ impl AuthApi {
                     let n = throttle.purge(tx).await?;
                     tracing::debug!(deleted = n, "purged login counters");
                 }
-                throttle.admit(tx, account, client).await
+                // The reads first: the counters' rows are locked from here
+                // to the commit.
+                let found = lookup(tx).await?;
+                Ok((throttle.admit(tx, account, client).await?, found))
             })
             .await
     }
@@ -266,14 +272,13 @@ impl AuthService for AuthApi {
         if login.password.len() > crate::password::MAX_PASSWORD_BYTES {
             return Err(AuthError::InvalidCredentials.into());
         }
-        let attempt = self.admit(&login.email.key(), client).await?;
-        // A place in the order of membership changes, drawn before the
-        // membership is read, for the session's gate (`repo::gate_session`).
-        let (user, read) = self
-            .db
-            .platform_tx(async |tx| {
+        // With the attempt counted: the user, and a place in the order of
+        // membership changes, drawn before the membership is read, for the
+        // session's gate (`repo::gate_session`).
+        let (attempt, (user, read)) = self
+            .admit(&login.email.key(), client, async |tx| {
                 let user = repo::user_by_email(tx, email).await?;
-                Ok::<_, AuthError>((user, repo::membership_read(tx).await?))
+                Ok((user, repo::membership_read(tx).await?))
             })
             .await?;
         // Always pay one Argon2 verification, known user or not (similar timing).
@@ -521,7 +526,9 @@ impl AuthService for AuthApi {
         if change.current.len() > crate::password::MAX_PASSWORD_BYTES {
             return Err(AuthError::InvalidCredentials.into());
         }
-        let attempt = self.admit(&user.email.to_lowercase(), client).await?;
+        let (attempt, ()) = self
+            .admit(&user.email.to_lowercase(), client, async |_| Ok(()))
+            .await?;
         if !self
             .check_password(&attempt, change.current, Some(user.password_hash))
             .await?
