@@ -23,11 +23,15 @@ use bulkhead_proto::auth::v1 as auth;
 use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bulkhead_proto::tenant::v1 as tenant;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
-use support::spawn_suite_with;
+use support::spawn_suite_as_deployed;
 
 const USERS: usize = 32;
 const LOGIN_CLIENTS: usize = 8;
+/// How long WhoAmI is probed alone.
 const PHASE: Duration = Duration::from_secs(8);
+/// Slices of Argon2 alone and of the flood, alternating.
+const SLICE: Duration = Duration::from_secs(2);
+const ROUNDS: usize = 4;
 const PASSWORD: &str = "a password long enough";
 
 fn summary(mut millis: Vec<f64>) -> String {
@@ -80,24 +84,82 @@ async fn whoami_for(
     calls.join_all().await
 }
 
-/// Argon2id hashes per second on one core for 3 s, nothing else running.
-async fn argon2_alone() -> f64 {
-    tokio::task::spawn_blocking(|| {
+/// CPU seconds the service's hasher threads (`argon2-*`, in this process)
+/// have used: with the logins counted, how fast a hash runs on the CPU it
+/// gets, apart from how much CPU it gets.
+fn hasher_cpu_seconds() -> f64 {
+    let ticks: u64 = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("argon2-"))
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // After the command's closing parenthesis: state is field 3,
+            // utime and stime fields 14 and 15.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    // Clock ticks of 1/100 s (USER_HZ on Linux).
+    #[expect(clippy::cast_precision_loss, reason = "a duration")]
+    let seconds = ticks as f64 / 100.0;
+    seconds
+}
+
+/// Argon2id hashes on one core in `slice`, nothing else running.
+async fn argon2_for(slice: Duration) -> u32 {
+    tokio::task::spawn_blocking(move || {
         use argon2::password_hash::{PasswordHasher as _, SaltString, rand_core::OsRng};
         let argon = argon2::Argon2::default();
         let started = Instant::now();
         let mut n = 0_u32;
-        while started.elapsed() < Duration::from_secs(3) {
+        while started.elapsed() < slice {
             let salt = SaltString::generate(&mut OsRng);
             argon
                 .hash_password(PASSWORD.as_bytes(), &salt)
                 .expect("hash");
             n += 1;
         }
-        f64::from(n) / started.elapsed().as_secs_f64()
+        n
     })
     .await
     .expect("hashing")
+}
+
+/// Logs in, one call after another, until `until`; the latencies of the
+/// logins that ended by then, and how many ended after it (not counted in
+/// the rate).
+async fn logins_until(
+    mut client: AuthServiceClient<tonic::transport::Channel>,
+    emails: Vec<String>,
+    first: usize,
+    until: Instant,
+) -> (Vec<f64>, u32) {
+    let (mut millis, mut late) = (Vec::new(), 0);
+    let mut i = first;
+    while Instant::now() < until {
+        let started = Instant::now();
+        client
+            .login(auth::LoginRequest {
+                email: emails[i % emails.len()].clone(),
+                password: PASSWORD.into(),
+                tenant_slug: String::new(),
+            })
+            .await
+            .expect("login");
+        if Instant::now() <= until {
+            millis.push(started.elapsed().as_secs_f64() * 1e3);
+        } else {
+            late += 1;
+        }
+        i += LOGIN_CLIENTS;
+    }
+    (millis, late)
 }
 
 #[tokio::main]
@@ -114,7 +176,7 @@ async fn main() {
             ..bulkhead_auth::ThrottleConfig::default()
         },
     };
-    let suite = spawn_suite_with(limits).await;
+    let suite = spawn_suite_as_deployed(limits).await;
     let db = suite.databases["auth"].app_db(4).await;
     let endpoint = |kind| {
         tonic::transport::Endpoint::from_shared(suite.endpoint(kind))
@@ -167,65 +229,65 @@ async fn main() {
 
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
-        "Auth under load: {cores} cores, Argon2id m=19 MiB t=2 p=1, {LOGIN_CLIENTS} login clients, {}s phases, WhoAmI probe every {} ms (open loop)",
-        PHASE.as_secs(),
+        "Auth under load: {cores} cores, Argon2id m=19 MiB t=2 p=1, {LOGIN_CLIENTS} login clients, WhoAmI probe every {} ms (open loop)",
         PROBE_EVERY.as_millis()
     );
-
-    // What Argon2id allows here: one hash after another on each hashing core
-    // (Auth hashes on all cores but one), nothing else running. Measured
-    // right before and right after the flood (this machine's speed drifts
-    // with its neighbours': the mean of the two is the ceiling).
-    let hashing_cores = cores.saturating_sub(1).max(1);
-    let before = argon2_alone().await;
-    println!("  Argon2id alone, before     {before:.1} hashes/s per core");
+    // The set-up's own work (32 hashes, outbox deliveries) settles first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let quiet = whoami_for(&probe, &token, Instant::now() + PHASE).await;
     let quiet_p99 = p99(&quiet);
     println!("  WhoAmI alone               {}", summary(quiet));
 
-    let until = Instant::now() + PHASE;
-    let mut flood = Vec::new();
-    for c in 0..LOGIN_CLIENTS {
-        let mut client = AuthServiceClient::new(auth_channel.clone());
-        let emails = emails.clone();
-        flood.push(tokio::spawn(async move {
-            let mut millis = Vec::new();
-            let mut i = c;
-            while Instant::now() < until {
-                let started = Instant::now();
-                client
-                    .login(auth::LoginRequest {
-                        email: emails[i % emails.len()].clone(),
-                        password: PASSWORD.into(),
-                        tenant_slug: String::new(),
-                    })
-                    .await
-                    .expect("login");
-                millis.push(started.elapsed().as_secs_f64() * 1e3);
-                i += LOGIN_CLIENTS;
-            }
-            millis
-        }));
+    // What Argon2id allows here: one hash after another on each hashing core
+    // (Auth hashes on all cores but one), nothing else running. This
+    // machine's speed drifts with its neighbours' (30 to 60 hashes/s within
+    // minutes), so the ceiling is measured in slices alternating with slices
+    // of the flood, over the same minute: a drift weighs on both sides.
+    let hashing_cores = cores.saturating_sub(1).max(1);
+    let (mut hashes, mut logins, mut during) = (0_u32, Vec::new(), Vec::new());
+    let (mut hasher_cpu, mut hasher_wall, mut hashed) = (0.0, 0.0, 0_u32);
+    for _ in 0..ROUNDS {
+        hashes += argon2_for(SLICE).await;
+        let until = Instant::now() + SLICE;
+        let flood: Vec<_> = (0..LOGIN_CLIENTS)
+            .map(|c| {
+                let client = AuthServiceClient::new(auth_channel.clone());
+                tokio::spawn(logins_until(client, emails.clone(), c, until))
+            })
+            .collect();
+        let (cpu, wall) = (hasher_cpu_seconds(), Instant::now());
+        during.extend(whoami_for(&probe, &token, until).await);
+        for client in flood {
+            let (ended, ended_late) = client.await.expect("client");
+            logins.extend(ended);
+            hashed += ended_late;
+        }
+        hasher_cpu += hasher_cpu_seconds() - cpu;
+        // Until the last login in flight ended (past the slice).
+        hasher_wall += wall.elapsed().as_secs_f64();
     }
-    let during = whoami_for(&probe, &token, until).await;
-    let mut logins = Vec::new();
-    for client in flood {
-        logins.extend(client.await.expect("client"));
-    }
+    let span = SLICE.as_secs_f64() * f64::from(u32::try_from(ROUNDS).expect("a few rounds"));
     #[expect(clippy::cast_precision_loss, reason = "a rate")]
-    let rate = logins.len() as f64 / PHASE.as_secs_f64();
+    let (rate, ceiling) = (
+        logins.len() as f64 / span,
+        f64::from(hashes) / span * hashing_cores as f64,
+    );
+    println!(
+        "  Argon2id alone             {:.1} hashes/s per core: ceiling {ceiling:.1}/s on {hashing_cores} hashing core(s)",
+        f64::from(hashes) / span
+    );
+    #[expect(clippy::cast_precision_loss, reason = "a rate")]
+    let per_cpu_second = (logins.len() as f64 + f64::from(hashed)) / hasher_cpu;
     println!(
         "  Login flood                {}  ({rate:.1} logins/s)",
         summary(logins)
     );
+    println!(
+        "    the hashers were on a CPU {:.0}% of the flood, at {per_cpu_second:.1} hashes per CPU second",
+        100.0 * hasher_cpu / hasher_wall / hashing_cores as f64
+    );
     let during_p99 = p99(&during);
     println!("  WhoAmI during the flood    {}", summary(during));
-    let after = argon2_alone().await;
-    #[expect(clippy::cast_precision_loss, reason = "a rate")]
-    let ceiling = f64::midpoint(before, after) * hashing_cores as f64;
-    println!(
-        "  Argon2id alone, after      {after:.1} hashes/s per core: ceiling {ceiling:.1}/s on {hashing_cores} hashing core(s)"
-    );
     println!(
         "  => logins reach {:.2}x what Argon2id allows (bar: 0.9x); WhoAmI p99 during the flood is {:.1}x its p99 alone (bar: 3x)",
         rate / ceiling,

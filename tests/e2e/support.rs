@@ -241,6 +241,24 @@ pub async fn spawn_suite_with(login_limits: bulkhead_auth::LimitsConfig) -> Test
     spawn_suite_holding(login_limits, &[]).await
 }
 
+/// As [`spawn_suite_with`], with the outbox relays paced as deployed
+/// (`RelayConfig::default()`: a poll every 250 ms when idle), not as the
+/// tests pace them (every 20 ms): benchmarks measure the suite as it runs.
+///
+/// # Panics
+/// As [`spawn_suite_with`].
+#[allow(dead_code, reason = "for the benchmarks, which include this file")]
+pub async fn spawn_suite_as_deployed(login_limits: bulkhead_auth::LimitsConfig) -> TestSuite {
+    spawn(
+        login_limits,
+        &[],
+        &|database| DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
+        None,
+        bulkhead_outbox::RelayConfig::default(),
+    )
+    .await
+}
+
 /// Starts the services, except those named in `held`: their sockets are bound
 /// (calls to them wait) until [`TestSuite::start_held`].
 ///
@@ -266,7 +284,7 @@ pub async fn spawn_suite_connecting(
     held: &[&str],
     urls: &dyn Fn(&bulkhead_postgres::testing::TestDatabase) -> DbUrls,
 ) -> TestSuite {
-    spawn(login_limits, held, urls, None).await
+    spawn(login_limits, held, urls, None, fast_relay()).await
 }
 
 /// Starts all four services on fresh databases, each serving TLS with
@@ -283,6 +301,7 @@ pub async fn spawn_suite_tls(
         &[],
         &|database| DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
         Some((server, ca)),
+        fast_relay(),
     )
     .await
 }
@@ -295,6 +314,7 @@ async fn spawn(
         std::sync::Arc<bulkhead_server::tls::ServerTls>,
         bulkhead_server::tls::PeerTls,
     )>,
+    relay: bulkhead_outbox::RelayConfig,
 ) -> TestSuite {
     let key = std::sync::Arc::new(SigningKey::generate());
     let guard = SharedGuard::new(bulkhead::keys::verifier_for(
@@ -337,7 +357,7 @@ async fn spawn(
         tenant: addr("tenant"),
         task: addr("task"),
         audit: addr("audit"),
-        relay: fast_relay(),
+        relay,
         tls: peer_tls.clone(),
     };
     let credentials = bulkhead::services::local_credentials(key.clone(), VerifierConfig::default());
