@@ -1042,6 +1042,78 @@ async fn concurrent_guesses_never_slip_past_the_free_failures() {
     );
 }
 
+/// A login whose password was checked just before a password change commits
+/// starts no session after it: the gate re-reads the hash under the user's
+/// row lock (ChangePassword revokes every session, and this one would have
+/// come after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_checked_before_a_password_change_starts_no_session_after_it() {
+    use diesel_async::SimpleAsyncConnection as _;
+    let w = world().await;
+    let admin = || w._suite.databases["auth"].admin_connection();
+    let mut holder = admin().await;
+    holder
+        .batch_execute("BEGIN; SELECT 1 FROM users WHERE email = 'alice@example.com' FOR UPDATE")
+        .await
+        .expect("hold alice's row");
+    let login = tokio::spawn({
+        let mut auth = w.auth.clone();
+        async move {
+            auth.login(auth::LoginRequest {
+                email: "alice@example.com".into(),
+                password: PASSWORD.into(),
+                tenant_slug: String::new(),
+            })
+            .await
+        }
+    });
+    // The login has checked the password and waits at the session's gate.
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut watcher = admin().await;
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity
+                    WHERE wait_event_type = 'Lock' AND query LIKE '%FOR NO KEY UPDATE%'";
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let found: N =
+                diesel_async::RunQueryDsl::get_result(diesel::sql_query(waiting), &mut watcher)
+                    .await
+                    .expect("activity");
+            if found.n > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the login reaches the gate");
+    holder
+        .batch_execute(
+            "UPDATE users SET password_hash = 'changed meanwhile'
+              WHERE email = 'alice@example.com'; COMMIT",
+        )
+        .await
+        .expect("the change commits");
+    let status = login
+        .await
+        .expect("task")
+        .expect_err("the checked password is no longer alice's");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let sessions: N = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query(
+            "SELECT count(*) AS n FROM sessions s JOIN users u ON u.id = s.user_id
+              WHERE u.email = 'alice@example.com'",
+        ),
+        &mut watcher,
+    )
+    .await
+    .expect("count");
+    assert_eq!(sessions.n, 0, "no session started");
+}
+
 /// The network's counter is taken last, by one conditional update (every
 /// login from one address shares it): 24 guesses at once from one network,
 /// each at another account, and exactly the hourly cap of them is checked.

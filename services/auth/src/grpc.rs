@@ -99,21 +99,25 @@ impl AuthApi {
     /// Counts an attempt on `account` from `client` (or says how long to
     /// wait), in one transaction with `lookup` (the reads the check needs:
     /// one transaction fewer per login); now and then, clears counters nobody
-    /// needs any more.
+    /// needs any more, in a transaction of its own.
     async fn admit<T>(
         &self,
         account: &str,
         client: Option<std::net::IpAddr>,
         lookup: impl AsyncFnOnce(PlatformConn<'_>) -> Result<T, AuthError>,
     ) -> Result<(Attempt, T), AuthError> {
+        if self.limits.due_for_purge() {
+            let (db, throttle) = (self.db.clone(), self.throttle.clone());
+            tokio::spawn(async move {
+                match db.platform_tx(async |tx| throttle.purge(tx).await).await {
+                    Ok(n) => tracing::debug!(deleted = n, "purged login counters"),
+                    Err(err) => tracing::warn!(%err, "purging login counters failed"),
+                }
+            });
+        }
         let throttle = &self.throttle;
-        let purge = self.limits.due_for_purge();
         self.db
             .platform_tx(async |tx| {
-                if purge {
-                    let n = throttle.purge(tx).await?;
-                    tracing::debug!(deleted = n, "purged login counters");
-                }
                 // The reads first: the counters' rows are locked from here
                 // to the commit.
                 let found = lookup(tx).await?;

@@ -69,7 +69,13 @@ impl Passwords {
                 .name(format!("argon2-{n}"))
                 .spawn(move || {
                     for job in waiting {
-                        job();
+                        // A job that panics answers nobody (its caller gets
+                        // an error) and the hasher goes on: a lost thread
+                        // would shrink the pool for good.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                            metrics::counter!("password_hashing_panics_total").increment(1);
+                            tracing::error!("a password hashing job panicked");
+                        }
                     }
                 })
                 .expect("a hasher thread");
@@ -87,7 +93,11 @@ impl Passwords {
     ) -> Result<T, HashError> {
         let (answer, answered) = oneshot::channel();
         let job: Job = Box::new(move || {
-            // The caller may have gone (a cancelled call): nothing to tell.
+            // A caller gone while it waited (a cancelled call) costs no hash:
+            // a client cannot fill the queue with calls it has dropped.
+            if answer.is_closed() {
+                return;
+            }
             let _ = answer.send(work());
         });
         match self.jobs.try_send(job) {
@@ -121,8 +131,10 @@ impl Passwords {
     /// matches nothing and is not hashed.
     ///
     /// # Errors
-    /// [`Busy`] when the queue is full.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, Busy> {
+    /// [`HashError::Busy`] when the queue is full; [`HashError::Failed`] when
+    /// no hasher answered (never a plain "no": that would count against the
+    /// user).
+    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, HashError> {
         if password.len() > MAX_PASSWORD_BYTES {
             return Ok(false);
         }
@@ -135,11 +147,10 @@ impl Passwords {
                     .is_ok()
             })
         });
-        match matches.await {
-            Ok(matches) => Ok(known && matches),
-            Err(HashError::Busy(busy)) => Err(busy),
-            Err(HashError::Failed(_)) => Ok(false),
-        }
+        // Awaited whether or not the user is known: an unknown email costs
+        // the same hash (no `known && …` short cut).
+        let matches = matches.await?;
+        Ok(known && matches)
     }
 }
 
@@ -181,7 +192,8 @@ mod tests {
         for call in calls {
             match call.await.expect("call") {
                 Ok(matched) => assert!(!matched, "the decoy matches nothing"),
-                Err(Busy) => busy += 1,
+                Err(HashError::Busy(Busy)) => busy += 1,
+                Err(other) => panic!("{other}"),
             }
         }
         assert!(busy >= 6, "{busy} of 8 refused");
@@ -191,5 +203,48 @@ mod tests {
             passwords.verify(huge, Some("not even a hash".into())).await,
             Ok(false)
         );
+    }
+
+    /// A job that panics fails its own call and leaves the hasher working.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_job_fails_alone_and_the_hasher_goes_on() {
+        let passwords = Passwords::with_queue(1, 4);
+        let hash = passwords.hash("a password".into()).await.expect("hash");
+        let failed = passwords.run(|| panic!("a job that panics")).await;
+        assert!(matches!(failed, Err(HashError::Failed(_))), "{failed:?}");
+        assert_eq!(
+            passwords.verify("a password".into(), Some(hash)).await,
+            Ok(true)
+        );
+    }
+
+    /// A call dropped while it waits in line costs no hash.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_dropped_in_line_is_not_hashed() {
+        let passwords = Passwords::with_queue(1, 4);
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        // The hasher is held busy; a second call waits in line, then is dropped.
+        let busy = tokio::spawn({
+            let passwords = passwords.clone();
+            async move { passwords.run(move || held.recv().ok()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let waiting = tokio::spawn({
+            let (passwords, ran) = (passwords.clone(), ran.clone());
+            async move {
+                passwords
+                    .run(move || ran.store(true, std::sync::atomic::Ordering::SeqCst))
+                    .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waiting.abort();
+        assert!(waiting.await.is_err(), "cancelled");
+        release.send(()).expect("release");
+        busy.await.expect("task").expect("answered");
+        // The line is empty again once a later call has gone through.
+        passwords.run(|| ()).await.expect("a later call");
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

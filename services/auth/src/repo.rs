@@ -259,6 +259,8 @@ fn tenant_access_lock(tenant: TenantId) -> String {
 ///
 /// # Errors
 /// [`AuthError::Forbidden`] for an inactive user,
+/// [`AuthError::InvalidCredentials`] when the password hash is no longer
+/// `verified` (the one a login checked),
 /// [`AuthError::MembershipChanged`] after a recorded change,
 /// [`AuthError::SessionRevoked`] for a revoked or unknown `from`,
 /// [`AuthError::TooManySessions`] over the cap (a switch),
@@ -270,6 +272,7 @@ pub async fn gate_session(
     tenant: TenantId,
     read: MembershipRead,
     switch: Option<Switch>,
+    verified: Option<&str>,
 ) -> Result<(), AuthError> {
     let lock = async {
         diesel::sql_query("SET LOCAL lock_timeout = '1s'")
@@ -282,10 +285,10 @@ pub async fn gate_session(
         // Exclusive: a user's session starts count each other (the
         // per-minute cap, the live-session cap), one at a time.
         users::table
-            .select(users::is_active)
+            .select((users::is_active, users::password_hash))
             .filter(users::id.eq(user.as_uuid()))
             .for_no_key_update()
-            .get_result::<bool>(&mut tx.pg())
+            .get_result::<(bool, String)>(&mut tx.pg())
             .await
             .optional()
     };
@@ -300,8 +303,13 @@ pub async fn gate_session(
         Err(err) if err.is_lock_timeout() => return Err(AuthError::Contended),
         Err(err) => return Err(AuthError::Db(err)),
     };
-    if active != Some(true) {
+    let Some((true, hash)) = active else {
         return Err(AuthError::Forbidden);
+    };
+    // A password changed since it was checked: its sessions were all
+    // revoked, and this one must not start after them.
+    if verified.is_some_and(|verified| verified != hash) {
+        return Err(AuthError::InvalidCredentials);
     }
     let changed: bool = diesel::select(diesel::dsl::exists(
         membership_changes::table

@@ -216,7 +216,9 @@ impl Sessions {
         let stored = self
             .db
             .platform_tx(async |tx| {
-                repo::gate_session(tx, new.user, new.tenant, read, switch).await?;
+                // A login (no switch) checked this hash: it must still be the user's.
+                let verified = switch.is_none().then_some(user.password_hash.as_str());
+                repo::gate_session(tx, new.user, new.tenant, read, switch, verified).await?;
                 let ended = repo::make_room(tx, new.user, self.live_cap).await?;
                 if !ended.is_empty() {
                     sessions_revoked(new.user, "live-session cap", &ended)

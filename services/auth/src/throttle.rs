@@ -187,14 +187,15 @@ impl ThrottleConfig {
             network: net.as_deref().map(|n| digest(&["network", n])),
             known: net.as_deref().map(|n| digest(&["known", account, n])),
         };
-        // Missing counters first (an insert that finds its row does not
-        // lock it).
+        // The account's missing counters first, so that concurrent attempts
+        // queue on their locks (an insert that finds its row does not lock
+        // it).
         diesel::sql_query(
             "INSERT INTO login_attempts (key, failures, window_start, last_failure)
              SELECT k, 0, now(), to_timestamp(0) FROM unnest($1::bytea[]) k
              ON CONFLICT (key) DO NOTHING",
         )
-        .bind::<Array<Bytea>, _>(&attempt.all_keys())
+        .bind::<Array<Bytea>, _>(&attempt.account_keys())
         .execute(&mut tx.pg())
         .await?;
         // The account's rows stay locked until this transaction ends: a
@@ -222,19 +223,22 @@ impl ThrottleConfig {
         if !waits.is_empty() {
             // Refused already: the network's own wait, if longer, is the one
             // to name (read, not counted).
-            if let Some(network) = &attempt.network {
-                let net = read(&tx, network).await?;
-                if net.in_window(now) >= self.network_failures_per_hour {
-                    waits.extend(net.until_window_ends(now));
-                }
+            if let Some(network) = &attempt.network
+                && let Some(net) = read(&tx, network).await?
+                && net.in_window(now) >= self.network_failures_per_hour
+            {
+                waits.extend(net.until_window_ends(now));
             }
         }
         if let Some(wait) = waits.into_iter().max() {
             return Err(AuthError::Throttled(wait.max(Duration::from_secs(1))));
         }
-        // Counted as a failure until it proves otherwise.
+        // Counted as a failure until it proves otherwise (upserts: a purge
+        // may have taken a stale row since).
         diesel::sql_query(format!(
-            "UPDATE login_attempts SET {COUNT_ONE} WHERE key = ANY($1)"
+            "INSERT INTO login_attempts (key, failures, window_start, last_failure)
+             SELECT k, 1, now(), now() FROM unnest($1::bytea[]) k
+             ON CONFLICT (key) DO UPDATE SET {COUNT_ONE}"
         ))
         .bind::<Array<Bytea>, _>(&attempt.account_keys())
         .execute(&mut tx.pg())
@@ -244,16 +248,20 @@ impl ThrottleConfig {
         // so it is held for the commit's round trip alone.
         if let Some(network) = &attempt.network {
             let counted = diesel::sql_query(format!(
-                "UPDATE login_attempts SET {COUNT_ONE}
-                  WHERE key = $1
-                    AND (window_start + interval '1 hour' <= now() OR failures < $2)"
+                "INSERT INTO login_attempts (key, failures, window_start, last_failure)
+                 VALUES ($1, 1, now(), now())
+                 ON CONFLICT (key) DO UPDATE SET {COUNT_ONE}
+                  WHERE login_attempts.window_start + interval '1 hour' <= now()
+                     OR login_attempts.failures < $2"
             ))
             .bind::<Bytea, _>(network)
             .bind::<Integer, _>(i32::try_from(self.network_failures_per_hour).unwrap_or(i32::MAX))
             .execute(&mut tx.pg())
             .await?;
             if counted == 0 {
-                let wait = read(&tx, network).await?.until_window_ends(Utc::now());
+                let wait = read(&tx, network)
+                    .await?
+                    .and_then(|net| net.until_window_ends(Utc::now()));
                 // The transaction rolls back: the account's counts with it.
                 return Err(AuthError::Throttled(
                     wait.unwrap_or_default().max(Duration::from_secs(1)),
@@ -307,20 +315,15 @@ impl Attempt {
             .chain(self.pair.clone())
             .collect()
     }
-
-    fn all_keys(&self) -> Vec<Vec<u8>> {
-        let mut keys = self.account_keys();
-        keys.extend(self.network.clone());
-        keys
-    }
 }
 
-/// Counts one failure, in a new window when the last one ended.
+/// Counts one failure, in a new window when the last one ended (the SET of
+/// an upsert on `login_attempts`).
 const COUNT_ONE: &str = "
-    failures = CASE WHEN window_start + interval '1 hour' <= now() THEN 1
-                    ELSE failures + 1 END,
-    window_start = CASE WHEN window_start + interval '1 hour' <= now() THEN now()
-                        ELSE window_start END,
+    failures = CASE WHEN login_attempts.window_start + interval '1 hour' <= now() THEN 1
+                    ELSE login_attempts.failures + 1 END,
+    window_start = CASE WHEN login_attempts.window_start + interval '1 hour' <= now() THEN now()
+                        ELSE login_attempts.window_start END,
     last_failure = now()";
 
 impl Counter {
@@ -354,13 +357,15 @@ async fn known_network(tx: &PlatformConn<'_>, known: Option<&[u8]>) -> Result<bo
 }
 
 /// One counter, unlocked.
-async fn read(tx: &PlatformConn<'_>, key: &[u8]) -> Result<Counter, AuthError> {
+async fn read(tx: &PlatformConn<'_>, key: &[u8]) -> Result<Option<Counter>, AuthError> {
+    use diesel::OptionalExtension as _;
     Ok(diesel::sql_query(
         "SELECT key, failures, window_start, last_failure FROM login_attempts WHERE key = $1",
     )
     .bind::<Bytea, _>(key)
     .get_result::<Counter>(&mut tx.pg())
-    .await?)
+    .await
+    .optional()?)
 }
 
 /// Takes one counted attempt back from `keys`.
@@ -403,16 +408,21 @@ impl ThrottleConfig {
         Ok(())
     }
 
-    /// Deletes counters past any window or wait, and networks not seen for
-    /// 90 days; how many rows went.
+    /// Deletes counters past any window or wait (up to 10,000, skipping those
+    /// in use), and networks not seen for 90 days; how many rows went. In a
+    /// transaction of its own.
     ///
     /// # Errors
     /// On database failure.
     pub async fn purge(&self, tx: PlatformConn<'_>) -> Result<usize, AuthError> {
+        // Rows an attempt holds are skipped (no waits, no deadlock with
+        // one); a batch at a time keeps the transaction short.
         let attempts = diesel::sql_query(
-            "DELETE FROM login_attempts
-              WHERE window_start < now() - interval '2 hours'
-                AND last_failure < now() - interval '2 hours'",
+            "DELETE FROM login_attempts WHERE key IN (
+                 SELECT key FROM login_attempts
+                  WHERE window_start < now() - interval '2 hours'
+                    AND last_failure < now() - interval '2 hours'
+                  LIMIT 10000 FOR UPDATE SKIP LOCKED)",
         )
         .execute(&mut tx.pg())
         .await?;
