@@ -1,6 +1,6 @@
 //! Logins under load, with Argon2id at OWASP parameters on this machine's cores,
 //! and a cheap RPC (`WhoAmI`) on the same server while logins flood it: the cheap
-//! RPC must stay fast (hashing runs on blocking threads behind a semaphore).
+//! RPC must stay fast (hashing runs on its own threads, fed by a bounded queue).
 //!
 //! Run: `cargo bench -p bulkhead-e2e --bench auth_load`.
 
