@@ -2,6 +2,7 @@
 //! test binary (../shared/TESTING.md), a module per area.
 
 mod auth;
+mod fairness;
 mod outbox;
 mod roles;
 #[cfg(feature = "scale-out")]

@@ -255,6 +255,24 @@ pub async fn spawn_suite_as_deployed(login_limits: bulkhead_auth::LimitsConfig) 
         &|database| DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
         None,
         bulkhead_outbox::RelayConfig::default(),
+        bulkhead_task::TaskModule::default(),
+    )
+    .await
+}
+
+/// All four services, Task holding each tenant to `fairness`.
+///
+/// # Panics
+/// As [`spawn_suite_with`].
+#[allow(dead_code, reason = "for some test files and benchmarks only")]
+pub async fn spawn_suite_with_task_fairness(fairness: bulkhead_guard::FairnessConfig) -> TestSuite {
+    spawn(
+        bulkhead_auth::LimitsConfig::default(),
+        &[],
+        &|database| DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
+        None,
+        fast_relay(),
+        bulkhead_task::TaskModule::default().with_fairness(fairness),
     )
     .await
 }
@@ -284,7 +302,15 @@ pub async fn spawn_suite_connecting(
     held: &[&str],
     urls: &dyn Fn(&bulkhead_postgres::testing::TestDatabase) -> DbUrls,
 ) -> TestSuite {
-    spawn(login_limits, held, urls, None, fast_relay()).await
+    spawn(
+        login_limits,
+        held,
+        urls,
+        None,
+        fast_relay(),
+        bulkhead_task::TaskModule::default(),
+    )
+    .await
 }
 
 /// Starts all four services on fresh databases, each serving TLS with
@@ -302,6 +328,7 @@ pub async fn spawn_suite_tls(
         &|database| DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
         Some((server, ca)),
         fast_relay(),
+        bulkhead_task::TaskModule::default(),
     )
     .await
 }
@@ -315,6 +342,7 @@ async fn spawn(
         bulkhead_server::tls::PeerTls,
     )>,
     relay: bulkhead_outbox::RelayConfig,
+    task: bulkhead_task::TaskModule,
 ) -> TestSuite {
     let key = std::sync::Arc::new(SigningKey::generate());
     let guard = SharedGuard::new(bulkhead::keys::verifier_for(
@@ -326,7 +354,7 @@ async fn spawn(
     let mut databases = std::collections::BTreeMap::new();
     let settings = bulkhead::services::Settings {
         auth,
-        task: bulkhead_task::TaskModule::default(),
+        task,
         audit: bulkhead_audit::AuditModule::default(),
     };
     for module in bulkhead::services::modules(settings) {

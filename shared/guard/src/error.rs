@@ -53,6 +53,12 @@ pub enum GuardError {
     /// A handler asked for a context the guard did not build.
     #[error("unauthenticated")]
     NoContext,
+    /// The tenant is over its request rate, or has too many calls waiting.
+    #[error("this tenant is sending more than its share")]
+    TenantBusy(std::time::Duration),
+    /// The server is shedding load: too many calls in flight.
+    #[error("server overloaded")]
+    Overloaded(std::time::Duration),
 }
 
 impl GuardError {
@@ -74,8 +80,20 @@ impl GuardError {
             Self::RevocationFeedLost => "revocation_feed_lost",
             Self::ServiceCertificate => "service_certificate",
             Self::AmbiguousIdentity => "ambiguous_identity",
+            Self::TenantBusy(_) => "tenant_busy",
+            Self::Overloaded(_) => "overloaded",
         }
     }
+}
+
+/// A refusal that says when to try again (`google.rpc.RetryInfo`).
+fn retry_after(code: tonic::Code, message: &str, wait: std::time::Duration) -> tonic::Status {
+    use tonic_types::StatusExt as _;
+    tonic::Status::with_error_details(
+        code,
+        format!("{message}: retry in {} ms", wait.as_millis().max(1)),
+        tonic_types::ErrorDetails::with_retry_info(Some(wait)),
+    )
 }
 
 impl From<GuardError> for tonic::Status {
@@ -96,6 +114,10 @@ impl From<GuardError> for tonic::Status {
             }
             GuardError::TenantInactive => Self::failed_precondition(message),
             GuardError::RevocationFeedLost => Self::unavailable(message),
+            GuardError::TenantBusy(wait) => {
+                retry_after(tonic::Code::ResourceExhausted, &message, wait)
+            }
+            GuardError::Overloaded(wait) => retry_after(tonic::Code::Unavailable, &message, wait),
         }
     }
 }

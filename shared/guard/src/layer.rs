@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bulkhead_context::{Principal, TenantId};
-use futures_util::future::{Either, Ready, ready};
+use futures_util::future::{BoxFuture, Either, Ready, ready};
 use http::HeaderMap;
 
 use crate::headers::{AUTHORIZATION, SERVICE_AUTHORIZATION, TENANT_ID};
 use crate::token::{Identity, TokenUse};
 use crate::{
-    GuardError, InactiveTenants, Policy, RequestContext, RequestId, RevokedSessions, SecurityEvent,
-    SecurityEvents, SecurityKind, TokenVerifier,
+    Fairness, GuardError, InactiveTenants, Policy, RequestContext, RequestId, RevokedSessions,
+    SecurityEvent, SecurityEvents, SecurityKind, TokenVerifier,
 };
 
 /// Layer adding [`Guard`]; one per server, holding that service's policy table.
@@ -25,6 +25,8 @@ pub struct GuardLayer {
     security: Option<SecurityEvents>,
     /// Whether a service token needs a client certificate naming its service.
     bind_service_certificates: bool,
+    /// Per-tenant limits and load shedding, when on.
+    fairness: Option<Fairness>,
 }
 
 impl GuardLayer {
@@ -39,7 +41,16 @@ impl GuardLayer {
             inactive: InactiveTenants::default(),
             security: None,
             bind_service_certificates: false,
+            fairness: None,
         }
+    }
+
+    /// Holds each tenant to its share and sheds load past the server's
+    /// limit (see [`Fairness`]).
+    #[must_use]
+    pub fn with_fairness(mut self, fairness: Fairness) -> Self {
+        self.fairness = Some(fairness);
+        self
     }
 
     /// Binds service tokens to the connection's client certificate (mutual
@@ -92,34 +103,72 @@ pub struct Guard<S> {
     layer: GuardLayer,
 }
 
+/// Who the guard let through: nobody to hold to a share (a public method),
+/// or a principal, with its tenant when it is a tenant's user.
+enum Admitted {
+    Public,
+    Principal(Option<TenantId>),
+}
+
+type Refusal<S, B> = Ready<
+    Result<<S as tower_service::Service<B>>::Response, <S as tower_service::Service<B>>::Error>,
+>;
+
 impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for Guard<S>
 where
-    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    ResBody: Default,
+    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
+    type Future = Either<
+        Refusal<S, http::Request<ReqBody>>,
+        Either<S::Future, BoxFuture<'static, Result<S::Response, S::Error>>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        match self.layer.admit(&mut request) {
-            Ok(()) => Either::Right(self.inner.call(request)),
-            Err(refusal) => {
-                metrics::counter!("tenant_context_error_total", "kind" => refusal.kind())
-                    .increment(1);
-                tracing::debug!(path = request.uri().path(), reason = %refusal, "request refused");
-                Either::Left(ready(Ok(tonic::Status::from(refusal).into_http())))
-            }
-        }
+        let tenant = match self.layer.admit(&mut request) {
+            Ok(Admitted::Principal(tenant)) => tenant,
+            Ok(Admitted::Public) => return Either::Right(Either::Left(self.inner.call(request))),
+            Err(refusal) => return Either::Left(refuse(request.uri().path(), refusal)),
+        };
+        let Some(fairness) = self.layer.fairness.clone() else {
+            return Either::Right(Either::Left(self.inner.call(request)));
+        };
+        // The call may wait for its tenant's place: the service that was
+        // made ready goes with it, a clone stays (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Either::Right(Either::Right(Box::pin(async move {
+            let admission = match fairness.admit(tenant).await {
+                Ok(admission) => admission,
+                Err(refusal) => return refuse(request.uri().path(), refusal).await,
+            };
+            let response = inner.call(request).await;
+            drop(admission);
+            response
+        })))
     }
 }
 
+fn refuse<R: Default, E>(path: &str, refusal: GuardError) -> Ready<Result<http::Response<R>, E>> {
+    metrics::counter!("tenant_context_error_total", "kind" => refusal.kind()).increment(1);
+    tracing::debug!(path, reason = %refusal, "request refused");
+    ready(Ok(tonic::Status::from(refusal).into_http()))
+}
+
 impl GuardLayer {
-    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), GuardError> {
+    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<Admitted, GuardError> {
         if self.bind_service_certificates {
             // For public methods that hand out service identities (Auth's
             // IssueServiceToken): they bind too.
@@ -129,7 +178,7 @@ impl GuardLayer {
         }
         let rule = self.policy.rule(request.uri().path()).copied();
         if rule.is_some_and(|r| r.is_public()) {
-            return Ok(());
+            return Ok(Admitted::Public);
         }
         let principal = self.authenticate(request.headers())?;
         if self.bind_service_certificates
@@ -182,10 +231,11 @@ impl GuardLayer {
             .cloned()
             .unwrap_or_else(RequestId::generate);
         let trace_id = current_trace_id();
+        let tenant = principal.user().map(|user| user.tenant_id);
         request
             .extensions_mut()
             .insert(RequestContext::new(principal, request_id, trace_id));
-        Ok(())
+        Ok(Admitted::Principal(tenant))
     }
 
     /// Hands a refusal of an authenticated caller to the service, if it listens.

@@ -18,6 +18,7 @@
 mod caller;
 mod context;
 mod error;
+mod fairness;
 mod layer;
 mod peer;
 pub use peer::{ServiceCertificatesBound, certificate_valid_for, presented_certificate_for};
@@ -33,6 +34,7 @@ pub use context::RequestContext;
 #[cfg(feature = "test-util")]
 pub use context::RequestContextBuilder;
 pub use error::GuardError;
+pub use fairness::{Admission, Fairness, FairnessConfig};
 pub use layer::{Guard, GuardLayer};
 pub use policy::{Policy, Rule};
 pub use request_id::{RequestId, RequestIdLayer, RequestIdService};

@@ -14,8 +14,8 @@ use bulkhead_clients::ServiceCredentials;
 use bulkhead_db::Db;
 use bulkhead_db::schema::ServiceSchema;
 use bulkhead_guard::{
-    GuardLayer, InactiveTenants, Policy, RevokedSessions, SecurityEvent, SecurityEvents,
-    TokenVerifier,
+    Fairness, FairnessConfig, GuardLayer, InactiveTenants, Policy, RevokedSessions, SecurityEvent,
+    SecurityEvents, TokenVerifier,
 };
 use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
@@ -443,6 +443,11 @@ pub trait ServiceModule: Send + Sync + std::fmt::Debug {
     fn policy(&self) -> Policy {
         (self.spec().policy)()
     }
+    /// Each tenant's share of this service, and where it sheds load, for a
+    /// database pool of `pool_size` connections.
+    fn fairness(&self, pool_size: u32) -> FairnessConfig {
+        FairnessConfig::for_pool(pool_size)
+    }
 }
 
 /// A service started by [`start`]: wait for it with [`Started::wait`].
@@ -520,7 +525,8 @@ pub async fn start(
         guard.revoked.clone(),
     )
     .with_inactive_tenants(guard.inactive.clone())
-    .with_security_events(security.clone());
+    .with_security_events(security.clone())
+    .with_fairness(Fairness::new(module.fairness(config.max_size)));
     let env = ServiceEnv {
         db,
         guard,

@@ -1,0 +1,319 @@
+//! Noisy neighbours: one tenant's flood must not become every tenant's outage.
+//!
+//! Three checks, in this order, on every authenticated call of a tenant's user:
+//!
+//! 1. **Rate** (optional): a tenant's requests per second, sustained, with a
+//!    burst (GCRA, `governor`); past it, `RESOURCE_EXHAUSTED` with RetryInfo.
+//! 2. **Concurrency**: a tenant's calls in flight at once. Its calls past the
+//!    limit wait for its own earlier ones, never for another tenant's; a tenant
+//!    with [`FairnessConfig::tenant_queue`] calls already waiting is refused
+//!    (`RESOURCE_EXHAUSTED` with RetryInfo). A flooding tenant holds at most its
+//!    share of the database pool; the others find connections free.
+//! 3. **Load shedding**: calls in flight on this server, all callers (service
+//!    calls too); past [`FairnessConfig::max_in_flight`], `UNAVAILABLE` with
+//!    RetryInfo at once, before the database pool's queue grows without end.
+//!    Taken after the tenant's own permit, so calls waiting on their tenant
+//!    hold no place here.
+//!
+//! Permits are held until the handler's response (its headers, for a stream).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bulkhead_context::TenantId;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::GuardError;
+
+/// The limits of one server (one service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FairnessConfig {
+    /// A tenant's requests per second, sustained; `None`: no rate limit.
+    pub tenant_rate_per_second: Option<NonZeroU32>,
+    /// Requests a tenant may send at once above its rate.
+    pub tenant_burst: NonZeroU32,
+    /// A tenant's calls in flight at once.
+    pub tenant_concurrency: usize,
+    /// A tenant's calls waiting for one of its places, at most.
+    pub tenant_queue: usize,
+    /// Calls in flight on this server, all callers, at most.
+    pub max_in_flight: usize,
+}
+
+impl FairnessConfig {
+    /// The limits for a service whose database pool holds `pool_size`
+    /// connections: a tenant may hold half the pool (the others always find
+    /// the other half), 64 of its calls may wait, and the server sheds past 16
+    /// calls per connection (each waits for one of them). No rate limit: a
+    /// rate is a commercial choice, made per deployment.
+    #[must_use]
+    pub fn for_pool(pool_size: u32) -> Self {
+        let pool = usize::try_from(pool_size.max(2)).unwrap_or(usize::MAX);
+        Self {
+            tenant_rate_per_second: None,
+            tenant_burst: NonZeroU32::MIN,
+            tenant_concurrency: pool / 2,
+            tenant_queue: 64,
+            max_in_flight: pool.saturating_mul(16),
+        }
+    }
+}
+
+/// One tenant's places.
+#[derive(Debug)]
+struct Gate {
+    places: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+/// What an admitted call holds until its response.
+#[derive(Debug)]
+pub struct Admission {
+    _tenant: Option<OwnedSemaphorePermit>,
+    _server: OwnedSemaphorePermit,
+}
+
+/// The checks of one server; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Fairness {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: FairnessConfig,
+    rate: Option<DefaultKeyedRateLimiter<TenantId>>,
+    gates: Mutex<HashMap<TenantId, Arc<Gate>>>,
+    server: Arc<Semaphore>,
+    calls: AtomicU64,
+}
+
+/// How often (in calls) idle tenants' state is dropped.
+const PRUNE_EVERY: u64 = 4096;
+
+/// The wait a refused call is told to take when nothing better is known.
+const RETRY_SOON: Duration = Duration::from_millis(250);
+
+impl Fairness {
+    /// Checks with `config`.
+    #[must_use]
+    pub fn new(config: FairnessConfig) -> Self {
+        let rate = config.tenant_rate_per_second.map(|rate| {
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(config.tenant_burst))
+        });
+        Self {
+            inner: Arc::new(Inner {
+                server: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+                config,
+                rate,
+                gates: Mutex::new(HashMap::new()),
+                calls: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The limits.
+    #[must_use]
+    pub fn config(&self) -> &FairnessConfig {
+        &self.inner.config
+    }
+
+    /// Admits a call of `tenant` (`None`: a service call, only shed), waiting
+    /// for one of the tenant's places when they are all taken.
+    ///
+    /// # Errors
+    /// [`GuardError::TenantBusy`] past the tenant's rate or queue,
+    /// [`GuardError::Overloaded`] past the server's calls in flight.
+    pub async fn admit(&self, tenant: Option<TenantId>) -> Result<Admission, GuardError> {
+        let inner = &self.inner;
+        if inner.calls.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.prune();
+        }
+        let tenant_place = match tenant {
+            Some(tenant) => Some(self.tenant_place(tenant).await?),
+            None => None,
+        };
+        let Ok(server) = Arc::clone(&inner.server).try_acquire_owned() else {
+            metrics::counter!("fairness_refused_total", "reason" => "shed").increment(1);
+            return Err(GuardError::Overloaded(RETRY_SOON));
+        };
+        Ok(Admission {
+            _tenant: tenant_place,
+            _server: server,
+        })
+    }
+
+    async fn tenant_place(&self, tenant: TenantId) -> Result<OwnedSemaphorePermit, GuardError> {
+        let inner = &self.inner;
+        if let Some(rate) = &inner.rate
+            && let Err(not_until) = rate.check_key(&tenant)
+        {
+            metrics::counter!("fairness_refused_total", "reason" => "tenant_rate").increment(1);
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Err(GuardError::TenantBusy(wait.max(Duration::from_millis(1))));
+        }
+        let gate = {
+            let mut gates = inner
+                .gates
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(gates.entry(tenant).or_insert_with(|| {
+                Arc::new(Gate {
+                    places: Arc::new(Semaphore::new(inner.config.tenant_concurrency.max(1))),
+                    waiting: AtomicUsize::new(0),
+                })
+            }))
+        };
+        if let Ok(place) = Arc::clone(&gate.places).try_acquire_owned() {
+            return Ok(place);
+        }
+        if gate.waiting.fetch_add(1, Ordering::SeqCst) >= inner.config.tenant_queue {
+            gate.waiting.fetch_sub(1, Ordering::SeqCst);
+            metrics::counter!("fairness_refused_total", "reason" => "tenant_queue").increment(1);
+            return Err(GuardError::TenantBusy(RETRY_SOON));
+        }
+        // Back in line when this call is dropped (its caller gone) too.
+        let _waiting = Waiting(&gate.waiting);
+        Arc::clone(&gate.places)
+            .acquire_owned()
+            .await
+            .map_err(|_| GuardError::Overloaded(RETRY_SOON))
+    }
+
+    /// Drops the state of tenants with nothing in flight.
+    fn prune(&self) {
+        let mut gates = self
+            .inner
+            .gates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let full = self.inner.config.tenant_concurrency.max(1);
+        gates.retain(|_, gate| {
+            Arc::strong_count(gate) > 1 || gate.places.available_permits() < full
+        });
+        if let Some(rate) = &self.inner.rate {
+            rate.retain_recent();
+        }
+    }
+
+    /// Tenants with state kept (for tests).
+    #[must_use]
+    pub fn tenants_tracked(&self) -> usize {
+        self.inner
+            .gates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(rate: Option<u32>, concurrency: usize, queue: usize, max: usize) -> FairnessConfig {
+        FairnessConfig {
+            tenant_rate_per_second: rate.and_then(NonZeroU32::new),
+            tenant_burst: NonZeroU32::new(rate.unwrap_or(1)).expect("burst"),
+            tenant_concurrency: concurrency,
+            tenant_queue: queue,
+            max_in_flight: max,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tenant_waits_for_its_own_places_and_others_pass() {
+        let fairness = Fairness::new(config(None, 2, 1, 100));
+        let (a, b) = (TenantId::new_v7(), TenantId::new_v7());
+        let first = fairness.admit(Some(a)).await.expect("first");
+        let _second = fairness.admit(Some(a)).await.expect("second");
+        // The third of A waits; B passes at once meanwhile.
+        let waiting = tokio::spawn({
+            let fairness = fairness.clone();
+            async move { fairness.admit(Some(a)).await }
+        });
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiting.is_finished(),
+            "A's third call waits for A's places"
+        );
+        let _b = fairness.admit(Some(b)).await.expect("B is not held up");
+        // A's queue holds one: a fourth is refused at once, with a wait.
+        assert_eq!(
+            fairness.admit(Some(a)).await.map(|_| ()),
+            Err(GuardError::TenantBusy(RETRY_SOON))
+        );
+        drop(first);
+        waiting
+            .await
+            .expect("task")
+            .expect("admitted once a place is free");
+    }
+
+    #[tokio::test]
+    async fn the_rate_refuses_with_the_wait_and_the_server_sheds() {
+        let fairness = Fairness::new(config(Some(5), 100, 100, 8));
+        let tenant = TenantId::new_v7();
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(
+                fairness
+                    .admit(Some(tenant))
+                    .await
+                    .expect("within the burst"),
+            );
+        }
+        match fairness.admit(Some(tenant)).await {
+            Err(GuardError::TenantBusy(wait)) => {
+                assert!(
+                    wait > Duration::ZERO && wait <= Duration::from_millis(200),
+                    "{wait:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Service calls are not rated, only shed: 8 in flight on the server.
+        for _ in 0..3 {
+            held.push(fairness.admit(None).await.expect("room"));
+        }
+        assert_eq!(
+            fairness.admit(None).await.map(|_| ()),
+            Err(GuardError::Overloaded(RETRY_SOON))
+        );
+        held.clear();
+        fairness.admit(None).await.expect("room again");
+    }
+
+    #[tokio::test]
+    async fn idle_tenants_are_forgotten() {
+        let fairness = Fairness::new(config(None, 2, 2, 100));
+        for _ in 0..PRUNE_EVERY {
+            drop(
+                fairness
+                    .admit(Some(TenantId::new_v7()))
+                    .await
+                    .expect("admitted"),
+            );
+        }
+        assert!(
+            fairness.tenants_tracked() < 10,
+            "{}",
+            fairness.tenants_tracked()
+        );
+    }
+}

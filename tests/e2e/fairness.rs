@@ -1,0 +1,147 @@
+//! Noisy neighbours: one tenant flooding Task at ten times its rate while
+//! another works normally. The quiet tenant gets no errors; the noisy one is
+//! refused past its share with RESOURCE_EXHAUSTED and a RetryInfo, and nothing
+//! else.
+
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use bulkhead::services::ServiceKind;
+use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
+use bulkhead_guard::FairnessConfig;
+use bulkhead_proto::task::v1 as task;
+use bulkhead_proto::task::v1::task_service_client::TaskServiceClient;
+use bulkhead_testkit::bearer;
+use tonic::Code;
+use tonic_types::StatusExt as _;
+
+use super::support::spawn_suite_with_task_fairness;
+
+const RATE: u32 = 20;
+const FLOOD_EVERY: Duration = Duration::from_millis(5); // 200/s: 10x the rate
+const QUIET_EVERY: Duration = Duration::from_millis(100); // 10/s: half of it
+const PHASE: Duration = Duration::from_secs(3);
+
+fn member_of(tenant: TenantId, slug: &str) -> TenantUser {
+    TenantUser {
+        user_id: UserId::new_v7(),
+        session_id: SessionId::new_v7(),
+        tenant_id: tenant,
+        tenant_slug: slug.into(),
+        tenant_role: TenantRole::Admin,
+        platform_role: PlatformRole::User,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_flooding_task_at_ten_times_its_rate_costs_a_quiet_tenant_nothing() {
+    let suite = spawn_suite_with_task_fairness(FairnessConfig {
+        tenant_rate_per_second: NonZeroU32::new(RATE),
+        tenant_burst: NonZeroU32::new(RATE).expect("burst"),
+        tenant_concurrency: 2,
+        tenant_queue: 8,
+        max_in_flight: 256,
+    })
+    .await;
+    let tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
+    let (noisy, quiet) = (TenantId::new_v7(), TenantId::new_v7());
+    let noisy_token = suite.token(&member_of(noisy, "noisy"));
+    let quiet_token = suite.token(&member_of(quiet, "quiet"));
+
+    let until = Instant::now() + PHASE;
+    let flood = tokio::spawn({
+        let tasks = tasks.clone();
+        async move {
+            // Open loop: a call every 5 ms whether or not the last answered.
+            let mut ticks = tokio::time::interval(FLOOD_EVERY);
+            let mut calls = tokio::task::JoinSet::new();
+            while Instant::now() < until {
+                ticks.tick().await;
+                let (mut tasks, token) = (tasks.clone(), noisy_token.clone());
+                calls.spawn(async move {
+                    tasks
+                        .list_tasks(bearer(&token, task::ListTasksRequest::default()))
+                        .await
+                        .map(|_| ())
+                });
+            }
+            calls.join_all().await
+        }
+    });
+    let mut quiet_results = Vec::new();
+    let mut created = Vec::new();
+    let mut ticks = tokio::time::interval(QUIET_EVERY);
+    let mut n = 0;
+    while Instant::now() < until {
+        ticks.tick().await;
+        let mut tasks = tasks.clone();
+        n += 1;
+        if n % 2 == 0 {
+            let result = tasks
+                .create_task(bearer(
+                    &quiet_token,
+                    task::CreateTaskRequest {
+                        title: format!("quiet {n}"),
+                        ..Default::default()
+                    },
+                ))
+                .await;
+            if let Ok(reply) = &result {
+                created.push(reply.get_ref().task.clone().expect("task").id);
+            }
+            quiet_results.push(result.map(|_| ()));
+        } else {
+            let result = tasks
+                .list_tasks(bearer(&quiet_token, task::ListTasksRequest::default()))
+                .await;
+            if let Ok(reply) = &result {
+                // Only its own tasks, whatever the other tenant does.
+                for found in &reply.get_ref().tasks {
+                    assert!(created.contains(&found.id), "a task it did not create");
+                }
+            }
+            quiet_results.push(result.map(|_| ()));
+        }
+    }
+    let noisy_results = flood.await.expect("flood");
+
+    let quiet_errors: Vec<_> = quiet_results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .collect();
+    assert!(
+        quiet_errors.is_empty(),
+        "the quiet tenant got errors: {quiet_errors:?}"
+    );
+    assert!(
+        quiet_results.len() >= 25,
+        "{} quiet calls",
+        quiet_results.len()
+    );
+
+    let served = noisy_results.iter().filter(|r| r.is_ok()).count();
+    let mut refused = 0;
+    for status in noisy_results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        let retry = status
+            .get_details_retry_info()
+            .and_then(|info| info.retry_delay)
+            .expect("a RetryInfo");
+        assert!(
+            retry > Duration::ZERO && retry <= Duration::from_secs(1),
+            "{retry:?}"
+        );
+        refused += 1;
+    }
+    // Its burst and its rate over the phase, give or take the phase's edges.
+    let allowed = RATE as usize + RATE as usize * PHASE.as_secs() as usize;
+    assert!(
+        served <= allowed + RATE as usize,
+        "{served} noisy calls served, its share is about {allowed}"
+    );
+    assert!(
+        refused >= noisy_results.len() / 2,
+        "{refused} of {} noisy calls refused",
+        noisy_results.len()
+    );
+}
