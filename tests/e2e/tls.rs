@@ -330,10 +330,6 @@ async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
     // naming audit) presents the new one, without a restart.
     let renewed = next.client("renewed", &["auth"]);
     let peers = bulkhead_server::Peers {
-        auth: None,
-        tenant: None,
-        task: None,
-        audit: None,
         relay: super::support::fast_relay(),
         tls: Some(
             trust
@@ -341,6 +337,7 @@ async fn with_a_client_ca_a_service_token_needs_its_services_certificate() {
                 .with_identity(&renewed.cert, &renewed.key)
                 .expect("identity"),
         ),
+        ..bulkhead_server::Peers::default()
     };
     let url = format!("https://localhost:{port}");
     let ask_through = |channel: tonic::transport::Channel| {
@@ -411,12 +408,9 @@ async fn a_peer_that_does_not_negotiate_http2_hears_no_request() {
         }
     });
     let peers = bulkhead_server::Peers {
-        auth: None,
-        tenant: None,
-        task: None,
-        audit: None,
         relay: super::support::fast_relay(),
         tls: Some(PeerTls::load(&ca.ca_file()).expect("CA")),
+        ..bulkhead_server::Peers::default()
     };
     let channel = peers
         .channel(&format!("https://localhost:{port}"))

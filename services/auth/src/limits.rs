@@ -11,7 +11,6 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::throttle::ThrottleConfig;
@@ -101,7 +100,7 @@ impl LoginLimits {
     /// `Err(wait)` when `user` called SwitchTenant in this process at more
     /// than twice the cap the database enforces.
     pub fn check_switch(&self, user: &str) -> Result<(), Duration> {
-        wait_of(&self.switches, &user.to_owned())
+        bulkhead_guard::rate_wait(&self.switches, &user.to_owned())
     }
 
     /// `Err(wait)` when the client's network failed `IssueServiceToken` too
@@ -110,7 +109,7 @@ impl LoginLimits {
         let Some(client) = client else {
             return Ok(());
         };
-        wait_of(&self.service_failures, &crate::throttle::network(client))
+        bulkhead_guard::rate_wait(&self.service_failures, &crate::throttle::network(client))
     }
 
     /// Whether this attempt should also purge the database's stale login
@@ -136,15 +135,8 @@ impl LoginLimits {
         let Some(client) = client else {
             return Ok(());
         };
-        wait_of(&self.per_peer, &crate::throttle::network(client))
+        bulkhead_guard::rate_wait(&self.per_peer, &crate::throttle::network(client))
     }
-}
-
-/// Counts a call of `key` against `limiter`: `Err(wait)` when over its rate.
-fn wait_of(limiter: &DefaultKeyedRateLimiter<String>, key: &String) -> Result<(), Duration> {
-    limiter
-        .check_key(key)
-        .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
 }
 
 #[cfg(test)]

@@ -150,12 +150,9 @@ impl Fairness {
     async fn tenant_place(&self, tenant: TenantId) -> Result<OwnedSemaphorePermit, GuardError> {
         let inner = &self.inner;
         if let Some(rate) = &inner.rate
-            && let Err(not_until) = rate.check_key(&tenant)
+            && let Err(wait) = rate_wait(rate, &tenant)
         {
             metrics::counter!("fairness_refused_total", "reason" => "tenant_rate").increment(1);
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
             return Err(GuardError::TenantBusy(wait.max(Duration::from_millis(1))));
         }
         let gate = {
@@ -211,6 +208,21 @@ impl Fairness {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
     }
+}
+
+/// Counts a call of `key` against `limiter`: `Err(wait)` when over its rate,
+/// with how long until it would pass.
+///
+/// # Errors
+/// The wait, when `key` is over its rate.
+pub fn rate_wait<K: std::hash::Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+) -> Result<(), Duration> {
+    use governor::clock::{Clock as _, DefaultClock};
+    limiter
+        .check_key(key)
+        .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
 }
 
 struct Waiting<'a>(&'a AtomicUsize);
