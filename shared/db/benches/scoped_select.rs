@@ -1,5 +1,5 @@
 //! The cost of the tenant boundary on a point select, against the same select
-//! unscoped, on the same pool and database, in one run:
+//! unscoped, on pools of the same size and the same database, in one run:
 //!
 //! * sequential latency (median, p99) and the ratio of medians;
 //! * throughput at saturation (many concurrent clients) and its ratio;
@@ -16,7 +16,11 @@ use bulkhead_db::schema::ServiceSchema;
 use bulkhead_db::{Db, DbError};
 use bulkhead_postgres::testing::test_database;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::pooled_connection::bb8::Pool;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use uuid::Uuid;
 
@@ -65,15 +69,36 @@ impl Mode {
     }
 }
 
-async fn one(db: &Db, mode: Mode, tenant: TenantId, id: Uuid) -> Result<String, DbError> {
+/// The scoped pool, and a plain pool of the same size and settings for the
+/// unscoped modes: `Db::system` resets the session's settings on every
+/// checkout (a round trip the baseline should not pay).
+#[derive(Clone)]
+struct Pools {
+    db: Db,
+    plain: Pool<AsyncPgConnection>,
+}
+
+async fn plain_pool(url: &str) -> Pool<AsyncPgConnection> {
+    let mut config = ManagerConfig::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+    Pool::builder()
+        .max_size(POOL)
+        .build(manager)
+        .await
+        .expect("plain pool")
+}
+
+async fn one(pools: &Pools, mode: Mode, tenant: TenantId, id: Uuid) -> Result<String, DbError> {
     let t = *tenant.as_uuid();
+    let db = &pools.db;
     match mode {
         Mode::Unscoped => {
-            let mut conn = db.system().await?;
+            let mut conn = pools.plain.get().await?;
             Ok(plain_projects::table
                 .filter(plain_projects::org_id.eq(t).and(plain_projects::id.eq(id)))
                 .select(plain_projects::name)
-                .first(conn.pg())
+                .first(&mut conn)
                 .await?)
         }
         Mode::ScopedRead => {
@@ -97,10 +122,9 @@ async fn one(db: &Db, mode: Mode, tenant: TenantId, id: Uuid) -> Result<String, 
             .await
         }
         Mode::Naive => {
-            let mut conn = db.system().await?;
+            let mut conn = pools.plain.get().await?;
             let set = format!("SET LOCAL app.tenant_id = '{}'", t.hyphenated());
             Ok(conn
-                .pg()
                 .transaction::<_, diesel::result::Error, _>(async |c| {
                     c.batch_execute(&set).await?;
                     projects::table
@@ -126,7 +150,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Median and p99 (µs) of each mode, calls interleaved (one of each mode in
 /// turn) so that every mode sees the same machine: on 2 shared cores, running
 /// the modes one after another measures the neighbours as much as the code.
-async fn sequential(db: &Db, modes: &[Mode], rows: &[(TenantId, Uuid)]) -> Vec<(f64, f64)> {
+async fn sequential(db: &Pools, modes: &[Mode], rows: &[(TenantId, Uuid)]) -> Vec<(f64, f64)> {
     for i in 0..300 {
         let (t, id) = pick(rows, i);
         for mode in modes {
@@ -152,7 +176,7 @@ async fn sequential(db: &Db, modes: &[Mode], rows: &[(TenantId, Uuid)]) -> Vec<(
         .collect()
 }
 
-async fn saturation(db: &Db, mode: Mode, rows: &[(TenantId, Uuid)]) -> f64 {
+async fn saturation(db: &Pools, mode: Mode, rows: &[(TenantId, Uuid)]) -> f64 {
     let deadline = Instant::now() + SATURATION;
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
@@ -222,6 +246,10 @@ fn pgbench(bin: &PathBuf, url: &str, script: &str, tenant: TenantId, id: Uuid) -
 async fn main() {
     let database = test_database(&SAMPLE).await;
     let db = database.app_db(POOL).await;
+    let pools = Pools {
+        db: db.clone(),
+        plain: plain_pool(&database.app_url).await,
+    };
 
     // The same rows in the RLS table (through each tenant's scope) and in the
     // plain table (as the owner: the app role may only read it).
@@ -283,7 +311,7 @@ async fn main() {
         Mode::ScopedTx,
         Mode::Naive,
     ];
-    let latencies = sequential(&db, &modes, &rows).await;
+    let latencies = sequential(&pools, &modes, &rows).await;
     let base = latencies[0].0;
     for (mode, (median, p99)) in modes.iter().zip(latencies) {
         println!(
@@ -299,7 +327,7 @@ async fn main() {
     );
     let mut base = 0.0;
     for mode in modes {
-        let tps = saturation(&db, mode, &rows).await;
+        let tps = saturation(&pools, mode, &rows).await;
         if mode == Mode::Unscoped {
             base = tps;
         }

@@ -87,6 +87,10 @@ async fn open(url: &str, config: &PoolConfig) -> Result<Pool<AsyncPgConnection>,
     Ok(pool)
 }
 
+/// The settings row-level security reads, back to unset (one round trip,
+/// the simple protocol).
+const RESET_SESSION: &str = "RESET app.tenant_id; RESET app.user_id";
+
 impl Db {
     /// Opens the runtime pool to `url` (which names the `<svc>_app` role) and
     /// checks that one connection can be made. Platform transactions need
@@ -140,18 +144,26 @@ impl Db {
     ///
     /// # Errors
     /// [`DbError::Unavailable`] when no connection comes in time.
+    /// Any role may `SET` a custom setting for its whole session, so what
+    /// the connection's last user set (`app.tenant_id` outside a transaction,
+    /// say) is reset before it is handed out: it never reaches the next user.
+    /// Scoped transactions need no reset (they `SET LOCAL` both settings).
     pub async fn system(&self) -> Result<SystemConn, DbError> {
-        Ok(SystemConn {
-            conn: self.pool.get_owned().await?,
-        })
+        use diesel_async::SimpleAsyncConnection as _;
+        let mut conn = self.pool.get_owned().await?;
+        conn.batch_execute(RESET_SESSION).await?;
+        Ok(SystemConn { conn })
     }
 
     /// A connection as the platform role, for the start-up check of that role.
     pub(crate) async fn platform_system(&self) -> Result<Option<SystemConn>, DbError> {
+        use diesel_async::SimpleAsyncConnection as _;
         match &self.platform {
-            Some(pool) => Ok(Some(SystemConn {
-                conn: pool.get_owned().await?,
-            })),
+            Some(pool) => {
+                let mut conn = pool.get_owned().await?;
+                conn.batch_execute(RESET_SESSION).await?;
+                Ok(Some(SystemConn { conn }))
+            }
             None => Ok(None),
         }
     }

@@ -490,6 +490,36 @@ async fn neither_role_can_set_role_to_any_other() {
     }
 }
 
+/// Any role may `SET` a custom setting for its session: on a pool of one,
+/// the next user of the connection (the system path too) starts without it.
+#[tokio::test]
+async fn a_session_level_setting_never_reaches_the_next_user_of_the_connection() {
+    use diesel_async::RunQueryDsl as _;
+    let w = world(1).await;
+    let mut conn = w.db.system().await.expect("connection");
+    for setting in ["app.tenant_id", "app.user_id"] {
+        diesel::sql_query(format!("SET {setting} = '{}'", w.a.as_uuid()))
+            .execute(conn.pg())
+            .await
+            .expect("a session-level SET");
+    }
+    drop(conn);
+    let mut next = w.db.system().await.expect("the same connection");
+    assert_eq!(tenant_setting(next.pg()).await, None);
+    let user: Setting =
+        diesel::sql_query("SELECT nullif(current_setting('app.user_id', true), '') AS value")
+            .get_result(next.pg())
+            .await
+            .expect("setting");
+    assert_eq!(user.value, None);
+    let visible: i64 = projects::table
+        .count()
+        .get_result(next.pg())
+        .await
+        .expect("count runs");
+    assert_eq!(visible, 0, "no tenant, no rows");
+}
+
 #[tokio::test]
 async fn a_session_level_tenant_setting_reaches_no_scoped_transaction() {
     use diesel_async::RunQueryDsl as _;
