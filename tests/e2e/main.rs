@@ -1,6 +1,7 @@
 //! End-to-end tests: the real services on real sockets and a real Postgres. One
 //! test binary (../shared/TESTING.md), a module per area.
 
+mod attacks;
 mod auth;
 mod fairness;
 mod outbox;
