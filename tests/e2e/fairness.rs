@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bulkhead::services::ServiceKind;
 use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
-use bulkhead_guard::FairnessConfig;
+use bulkhead_guard::FairnessOverrides;
 use bulkhead_proto::task::v1 as task;
 use bulkhead_proto::task::v1::task_service_client::TaskServiceClient;
 use bulkhead_testkit::bearer;
@@ -35,12 +35,13 @@ fn member_of(tenant: TenantId, slug: &str) -> TenantUser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_flooding_task_at_ten_times_its_rate_costs_a_quiet_tenant_nothing() {
-    let suite = spawn_suite_with_task_fairness(FairnessConfig {
+    let suite = spawn_suite_with_task_fairness(FairnessOverrides {
         tenant_rate_per_second: NonZeroU32::new(RATE),
-        tenant_burst: NonZeroU32::new(RATE).expect("burst"),
-        tenant_concurrency: 2,
-        tenant_queue: 8,
-        max_in_flight: 256,
+        tenant_burst: NonZeroU32::new(RATE),
+        tenant_concurrency: Some(2),
+        tenant_queue: Some(8),
+        max_in_flight: Some(256),
+        service_reserve: Some(32),
     })
     .await;
     let tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));

@@ -255,24 +255,27 @@ pub async fn spawn_suite_as_deployed(login_limits: bulkhead_auth::LimitsConfig) 
         &|database| DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
         None,
         bulkhead_outbox::RelayConfig::default(),
-        bulkhead_task::TaskModule::default(),
+        bulkhead_guard::FairnessOverrides::default(),
     )
     .await
 }
 
-/// All four services, Task holding each tenant to `fairness`.
+/// All four services, Task holding each tenant to `fairness` (the limits
+/// `bulkhead serve` flags set).
 ///
 /// # Panics
 /// As [`spawn_suite_with`].
 #[allow(dead_code, reason = "for some test files and benchmarks only")]
-pub async fn spawn_suite_with_task_fairness(fairness: bulkhead_guard::FairnessConfig) -> TestSuite {
+pub async fn spawn_suite_with_task_fairness(
+    fairness: bulkhead_guard::FairnessOverrides,
+) -> TestSuite {
     spawn(
         bulkhead_auth::LimitsConfig::default(),
         &[],
         &|database| DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
         None,
         fast_relay(),
-        bulkhead_task::TaskModule::default().with_fairness(fairness),
+        fairness,
     )
     .await
 }
@@ -308,7 +311,7 @@ pub async fn spawn_suite_connecting(
         urls,
         None,
         fast_relay(),
-        bulkhead_task::TaskModule::default(),
+        bulkhead_guard::FairnessOverrides::default(),
     )
     .await
 }
@@ -328,7 +331,7 @@ pub async fn spawn_suite_tls(
         &|database| DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
         Some((server, ca)),
         fast_relay(),
-        bulkhead_task::TaskModule::default(),
+        bulkhead_guard::FairnessOverrides::default(),
     )
     .await
 }
@@ -342,7 +345,7 @@ async fn spawn(
         bulkhead_server::tls::PeerTls,
     )>,
     relay: bulkhead_outbox::RelayConfig,
-    task: bulkhead_task::TaskModule,
+    task_fairness: bulkhead_guard::FairnessOverrides,
 ) -> TestSuite {
     let key = std::sync::Arc::new(SigningKey::generate());
     let guard = SharedGuard::new(bulkhead::keys::verifier_for(
@@ -354,10 +357,17 @@ async fn spawn(
     let mut databases = std::collections::BTreeMap::new();
     let settings = bulkhead::services::Settings {
         auth,
-        task,
+        task: bulkhead_task::TaskModule::default(),
         audit: bulkhead_audit::AuditModule::default(),
     };
     for module in bulkhead::services::modules(settings) {
+        // As `bulkhead serve --tenant-rate-per-second …` does.
+        let module: std::sync::Arc<dyn bulkhead_server::ServiceModule> =
+            if module.name() == "task" && !task_fairness.is_empty() {
+                std::sync::Arc::new(bulkhead_server::TunedModule::new(module, task_fairness))
+            } else {
+                module
+            };
         let database = test_database(module.schema()).await;
         databases.insert(module.name(), database.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -21,26 +21,13 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TaskModule {
     super_admin_bypass: bool,
-    /// Each tenant's share, when not the default for the pool.
-    fairness: Option<bulkhead_guard::FairnessConfig>,
 }
 
 impl TaskModule {
     /// Task, with the SUPER_ADMIN bypass on or off.
     #[must_use]
     pub const fn new(super_admin_bypass: bool) -> Self {
-        Self {
-            super_admin_bypass,
-            fairness: None,
-        }
-    }
-
-    /// Task, holding each tenant to `fairness` rather than the default for
-    /// its pool.
-    #[must_use]
-    pub const fn with_fairness(mut self, fairness: bulkhead_guard::FairnessConfig) -> Self {
-        self.fairness = Some(fairness);
-        self
+        Self { super_admin_bypass }
     }
 }
 
@@ -48,11 +35,6 @@ impl TaskModule {
 impl ServiceModule for TaskModule {
     fn spec(&self) -> &'static ServiceSpec {
         &SPEC
-    }
-
-    fn fairness(&self, pool_size: u32) -> bulkhead_guard::FairnessConfig {
-        self.fairness
-            .unwrap_or_else(|| bulkhead_guard::FairnessConfig::for_pool(pool_size))
     }
 
     async fn assemble(&self, env: ServiceEnv) -> Result<Assembled, StartError> {

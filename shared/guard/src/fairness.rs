@@ -10,11 +10,15 @@
 //!    (`RESOURCE_EXHAUSTED` with RetryInfo). A flooding tenant holds at most its
 //!    share of the database pool; the others find connections free.
 //! 3. **Load shedding**: calls in flight on this server, all callers (service
-//!    calls too); past [`FairnessConfig::max_in_flight`], `UNAVAILABLE` with
-//!    RetryInfo at once, before the database pool's queue grows without end.
-//!    Taken after the tenant's own permit, so calls waiting on their tenant
-//!    hold no place here.
+//!    calls and public RPCs too); past [`FairnessConfig::max_in_flight`],
+//!    `UNAVAILABLE` with RetryInfo at once, before the database pool's queue
+//!    grows without end. Taken after the tenant's own permit, so calls waiting
+//!    on their tenant hold no place here. Tenants' calls together stop
+//!    [`FairnessConfig::service_reserve`] places short: services' calls (the
+//!    audit relays, the revocation feed) find room however many tenants flood.
 //!
+//! Refusals ask the caller to retry after a jittered wait (a flood of shed
+//! clients does not come back in step).
 //! Permits are held until the handler's response (its headers, for a stream).
 
 use std::collections::HashMap;
@@ -42,14 +46,17 @@ pub struct FairnessConfig {
     pub tenant_queue: usize,
     /// Calls in flight on this server, all callers, at most.
     pub max_in_flight: usize,
+    /// Of those, places only service calls may take.
+    pub service_reserve: usize,
 }
 
 impl FairnessConfig {
     /// The limits for a service whose database pool holds `pool_size`
     /// connections: a tenant may hold half the pool (the others always find
     /// the other half), 64 of its calls may wait, and the server sheds past 16
-    /// calls per connection (each waits for one of them). No rate limit: a
-    /// rate is a commercial choice, made per deployment.
+    /// calls per connection (each waits for one of them), keeping an eighth
+    /// of those for services' calls. No rate limit: a rate is a commercial
+    /// choice, made per deployment.
     #[must_use]
     pub fn for_pool(pool_size: u32) -> Self {
         let pool = usize::try_from(pool_size.max(2)).unwrap_or(usize::MAX);
@@ -59,6 +66,55 @@ impl FairnessConfig {
             tenant_concurrency: pool / 2,
             tenant_queue: 64,
             max_in_flight: pool.saturating_mul(16),
+            service_reserve: pool.saturating_mul(2),
+        }
+    }
+}
+
+/// Limits set by an operator over a service's defaults (`bulkhead serve
+/// --tenant-rate …`): each one given replaces its default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FairnessOverrides {
+    /// [`FairnessConfig::tenant_rate_per_second`].
+    pub tenant_rate_per_second: Option<NonZeroU32>,
+    /// [`FairnessConfig::tenant_burst`].
+    pub tenant_burst: Option<NonZeroU32>,
+    /// [`FairnessConfig::tenant_concurrency`].
+    pub tenant_concurrency: Option<usize>,
+    /// [`FairnessConfig::tenant_queue`].
+    pub tenant_queue: Option<usize>,
+    /// [`FairnessConfig::max_in_flight`].
+    pub max_in_flight: Option<usize>,
+    /// [`FairnessConfig::service_reserve`].
+    pub service_reserve: Option<usize>,
+}
+
+impl FairnessOverrides {
+    /// Whether any limit is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `defaults` with the limits set here in their place. A rate given
+    /// without a burst gets a burst of one second's worth.
+    #[must_use]
+    pub fn over(&self, defaults: FairnessConfig) -> FairnessConfig {
+        let tenant_rate_per_second = self
+            .tenant_rate_per_second
+            .or(defaults.tenant_rate_per_second);
+        FairnessConfig {
+            tenant_rate_per_second,
+            tenant_burst: self
+                .tenant_burst
+                .or(self.tenant_rate_per_second)
+                .unwrap_or(defaults.tenant_burst),
+            tenant_concurrency: self
+                .tenant_concurrency
+                .unwrap_or(defaults.tenant_concurrency),
+            tenant_queue: self.tenant_queue.unwrap_or(defaults.tenant_queue),
+            max_in_flight: self.max_in_flight.unwrap_or(defaults.max_in_flight),
+            service_reserve: self.service_reserve.unwrap_or(defaults.service_reserve),
         }
     }
 }
@@ -74,6 +130,7 @@ struct Gate {
 #[derive(Debug)]
 pub struct Admission {
     _tenant: Option<OwnedSemaphorePermit>,
+    _tenants_share: Option<OwnedSemaphorePermit>,
     _server: OwnedSemaphorePermit,
 }
 
@@ -89,14 +146,19 @@ struct Inner {
     rate: Option<DefaultKeyedRateLimiter<TenantId>>,
     gates: Mutex<HashMap<TenantId, Arc<Gate>>>,
     server: Arc<Semaphore>,
+    /// The server's places tenants' calls may take (all but the reserve).
+    tenants_share: Arc<Semaphore>,
     calls: AtomicU64,
 }
 
 /// How often (in calls) idle tenants' state is dropped.
 const PRUNE_EVERY: u64 = 4096;
 
-/// The wait a refused call is told to take when nothing better is known.
-const RETRY_SOON: Duration = Duration::from_millis(250);
+/// The wait a refused call is told to take when nothing better is known:
+/// 250 ms to 750 ms, at random.
+fn retry_soon() -> Duration {
+    Duration::from_millis(rand::Rng::gen_range(&mut rand::thread_rng(), 250..=750))
+}
 
 impl Fairness {
     /// Checks with `config`.
@@ -108,6 +170,12 @@ impl Fairness {
         Self {
             inner: Arc::new(Inner {
                 server: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+                tenants_share: Arc::new(Semaphore::new(
+                    config
+                        .max_in_flight
+                        .saturating_sub(config.service_reserve)
+                        .max(1),
+                )),
                 config,
                 rate,
                 gates: Mutex::new(HashMap::new()),
@@ -122,7 +190,8 @@ impl Fairness {
         &self.inner.config
     }
 
-    /// Admits a call of `tenant` (`None`: a service call, only shed), waiting
+    /// Admits a call of `tenant` (`None`: a service call or a public RPC,
+    /// only shed, and with the reserve open to it), waiting
     /// for one of the tenant's places when they are all taken.
     ///
     /// # Errors
@@ -133,16 +202,26 @@ impl Fairness {
         if inner.calls.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.prune();
         }
-        let tenant_place = match tenant {
-            Some(tenant) => Some(self.tenant_place(tenant).await?),
-            None => None,
-        };
-        let Ok(server) = Arc::clone(&inner.server).try_acquire_owned() else {
+        let shed = || {
             metrics::counter!("fairness_refused_total", "reason" => "shed").increment(1);
-            return Err(GuardError::Overloaded(RETRY_SOON));
+            GuardError::Overloaded(retry_soon())
         };
+        let (tenant_place, tenants_share) = match tenant {
+            Some(tenant) => {
+                let place = self.tenant_place(tenant).await?;
+                let share = Arc::clone(&inner.tenants_share)
+                    .try_acquire_owned()
+                    .map_err(|_| shed())?;
+                (Some(place), Some(share))
+            }
+            None => (None, None),
+        };
+        let server = Arc::clone(&inner.server)
+            .try_acquire_owned()
+            .map_err(|_| shed())?;
         Ok(Admission {
             _tenant: tenant_place,
+            _tenants_share: tenants_share,
             _server: server,
         })
     }
@@ -173,14 +252,14 @@ impl Fairness {
         if gate.waiting.fetch_add(1, Ordering::SeqCst) >= inner.config.tenant_queue {
             gate.waiting.fetch_sub(1, Ordering::SeqCst);
             metrics::counter!("fairness_refused_total", "reason" => "tenant_queue").increment(1);
-            return Err(GuardError::TenantBusy(RETRY_SOON));
+            return Err(GuardError::TenantBusy(retry_soon()));
         }
         // Back in line when this call is dropped (its caller gone) too.
         let _waiting = Waiting(&gate.waiting);
         Arc::clone(&gate.places)
             .acquire_owned()
             .await
-            .map_err(|_| GuardError::Overloaded(RETRY_SOON))
+            .map_err(|_| GuardError::Overloaded(retry_soon()))
     }
 
     /// Drops the state of tenants with nothing in flight.
@@ -244,7 +323,87 @@ mod tests {
             tenant_concurrency: concurrency,
             tenant_queue: queue,
             max_in_flight: max,
+            service_reserve: 0,
         }
+    }
+
+    fn is_retry_soon(result: Result<Admission, GuardError>, busy: bool) -> bool {
+        let wait = match result {
+            Err(GuardError::TenantBusy(wait)) if busy => wait,
+            Err(GuardError::Overloaded(wait)) if !busy => wait,
+            _ => return false,
+        };
+        (Duration::from_millis(250)..=Duration::from_millis(750)).contains(&wait)
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_set() {
+        let defaults = FairnessConfig::for_pool(16);
+        assert_eq!(FairnessOverrides::default().over(defaults), defaults);
+        let rate = NonZeroU32::new(50);
+        let tuned = FairnessOverrides {
+            tenant_rate_per_second: rate,
+            max_in_flight: Some(64),
+            ..FairnessOverrides::default()
+        }
+        .over(defaults);
+        assert_eq!(
+            tuned,
+            FairnessConfig {
+                tenant_rate_per_second: rate,
+                tenant_burst: rate.expect("rate"),
+                max_in_flight: 64,
+                ..defaults
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn tenants_flooding_together_leave_the_reserve_to_services() {
+        let fairness = Fairness::new(FairnessConfig {
+            service_reserve: 2,
+            ..config(None, 1, 0, 6)
+        });
+        // Four tenants hold the four places tenants may take…
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(
+                fairness
+                    .admit(Some(TenantId::new_v7()))
+                    .await
+                    .expect("a tenant's place"),
+            );
+        }
+        // …a fifth tenant is shed, services still pass, twice…
+        assert!(is_retry_soon(
+            fairness.admit(Some(TenantId::new_v7())).await,
+            false
+        ));
+        held.push(fairness.admit(None).await.expect("the reserve"));
+        held.push(fairness.admit(None).await.expect("the reserve"));
+        // …and past the whole server, services are shed too.
+        assert!(is_retry_soon(fairness.admit(None).await, false));
+    }
+
+    #[tokio::test]
+    async fn refusals_ask_for_jittered_waits() {
+        let fairness = Fairness::new(config(None, 1, 0, 100));
+        let tenant = TenantId::new_v7();
+        let _held = fairness.admit(Some(tenant)).await.expect("first");
+        let mut waits = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            match fairness.admit(Some(tenant)).await {
+                Err(GuardError::TenantBusy(wait)) => {
+                    assert!(
+                        (Duration::from_millis(250)..=Duration::from_millis(750)).contains(&wait),
+                        "{wait:?}"
+                    );
+                    waits.insert(wait);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(waits.len() > 10, "the waits vary: {waits:?}");
     }
 
     #[tokio::test]
@@ -266,10 +425,7 @@ mod tests {
         );
         let _b = fairness.admit(Some(b)).await.expect("B is not held up");
         // A's queue holds one: a fourth is refused at once, with a wait.
-        assert_eq!(
-            fairness.admit(Some(a)).await.map(|_| ()),
-            Err(GuardError::TenantBusy(RETRY_SOON))
-        );
+        assert!(is_retry_soon(fairness.admit(Some(a)).await, true));
         drop(first);
         waiting
             .await
@@ -303,10 +459,7 @@ mod tests {
         for _ in 0..3 {
             held.push(fairness.admit(None).await.expect("room"));
         }
-        assert_eq!(
-            fairness.admit(None).await.map(|_| ()),
-            Err(GuardError::Overloaded(RETRY_SOON))
-        );
+        assert!(is_retry_soon(fairness.admit(None).await, false));
         held.clear();
         fairness.admit(None).await.expect("room again");
     }

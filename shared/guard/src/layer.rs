@@ -139,7 +139,13 @@ where
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let tenant = match self.layer.admit(&mut request) {
             Ok(Admitted::Principal(tenant)) => tenant,
-            Ok(Admitted::Public) => return Either::Right(Either::Left(self.inner.call(request))),
+            // Health and reflection answer whatever the load (probes must
+            // see a loaded server as loaded, not as gone); other public RPCs
+            // (Login, Refresh) are shed like service calls.
+            Ok(Admitted::Public) if request.uri().path().starts_with("/grpc.") => {
+                return Either::Right(Either::Left(self.inner.call(request)));
+            }
+            Ok(Admitted::Public) => None,
             Err(refusal) => return Either::Left(refuse(request.uri().path(), refusal)),
         };
         let Some(fairness) = self.layer.fairness.clone() else {

@@ -34,7 +34,7 @@ pub use context::RequestContext;
 #[cfg(feature = "test-util")]
 pub use context::RequestContextBuilder;
 pub use error::GuardError;
-pub use fairness::{Admission, Fairness, FairnessConfig, rate_wait};
+pub use fairness::{Admission, Fairness, FairnessConfig, FairnessOverrides, rate_wait};
 pub use layer::{Guard, GuardLayer};
 pub use policy::{Policy, Rule};
 pub use request_id::{RequestId, RequestIdLayer, RequestIdService};

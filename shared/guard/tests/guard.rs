@@ -131,10 +131,15 @@ struct Harness {
     key: SigningKey,
     revoked: RevokedSessions,
     client: AuthServiceClient<Channel>,
+    channel: Channel,
     security: tokio::sync::mpsc::Receiver<SecurityEvent>,
 }
 
 async fn harness() -> Harness {
+    harness_with(None).await
+}
+
+async fn harness_with(fairness: Option<bulkhead_guard::Fairness>) -> Harness {
     let key = SigningKey::generate();
     let verifier = Arc::new(TokenVerifier::new(
         VerifierConfig::default(),
@@ -146,23 +151,32 @@ async fn harness() -> Harness {
         .expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     let (events, security) = SecurityEvents::channel(DEFAULT_PER_MINUTE);
-    let guard = GuardLayer::new(verifier, policy(), revoked.clone()).with_security_events(events);
+    let mut guard =
+        GuardLayer::new(verifier, policy(), revoked.clone()).with_security_events(events);
+    if let Some(fairness) = fairness {
+        guard = guard.with_fairness(fairness);
+    }
+    let (_, health) = tonic_health::server::health_reporter();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .layer(RequestIdLayer)
             .layer(guard)
+            .add_service(health)
             .add_service(AuthServiceServer::new(EchoAuth))
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await
             .expect("server");
     });
-    let client = AuthServiceClient::connect(format!("http://{addr}"))
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
         .await
         .expect("connect");
     Harness {
         key,
         revoked,
-        client,
+        client: AuthServiceClient::new(channel.clone()),
+        channel,
         security,
     }
 }
@@ -827,4 +841,36 @@ async fn refusals_of_known_callers_become_security_events_limited_per_principal(
         .await;
     assert_eq!(denied.expect_err("viewer").code(), Code::PermissionDenied);
     assert_eq!(reported(&mut h).len(), 1);
+}
+
+/// A server at its limit sheds public RPCs (Login, GetJwks) like any call,
+/// with a wait to retry after, but its health service still answers: a
+/// probe must see a loaded server, not a dead one.
+#[tokio::test]
+async fn a_loaded_server_sheds_public_rpcs_but_answers_its_health_checks() {
+    let fairness = bulkhead_guard::Fairness::new(bulkhead_guard::FairnessConfig {
+        max_in_flight: 1,
+        service_reserve: 0,
+        ..bulkhead_guard::FairnessConfig::for_pool(16)
+    });
+    let mut h = harness_with(Some(fairness.clone())).await;
+    let held = fairness.admit(None).await.expect("the only place");
+    let status = h
+        .client
+        .get_jwks(GetJwksRequest::default())
+        .await
+        .expect_err("shed");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let details = tonic_types::StatusExt::get_error_details(&status);
+    assert!(details.retry_info().is_some(), "with a wait: {status:?}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(h.channel.clone());
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health answers under load");
+    drop(held);
+    h.client
+        .get_jwks(GetJwksRequest::default())
+        .await
+        .expect("room again");
 }

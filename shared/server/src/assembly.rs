@@ -450,6 +450,56 @@ pub trait ServiceModule: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// A service with an operator's fairness limits over its own
+/// ([`ServiceModule::fairness`]); everything else is the service's.
+#[derive(Debug)]
+pub struct TunedModule {
+    inner: Arc<dyn ServiceModule>,
+    overrides: bulkhead_guard::FairnessOverrides,
+}
+
+impl TunedModule {
+    /// `inner`, its fairness limits replaced by those `overrides` sets.
+    #[must_use]
+    pub fn new(
+        inner: Arc<dyn ServiceModule>,
+        overrides: bulkhead_guard::FairnessOverrides,
+    ) -> Self {
+        Self { inner, overrides }
+    }
+}
+
+#[tonic::async_trait]
+impl ServiceModule for TunedModule {
+    fn spec(&self) -> &'static ServiceSpec {
+        self.inner.spec()
+    }
+    async fn assemble(&self, env: ServiceEnv) -> Result<Assembled, StartError> {
+        self.inner.assemble(env).await
+    }
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn grpc_name(&self) -> &'static str {
+        self.inner.grpc_name()
+    }
+    fn grpc_services(&self) -> &'static [&'static str] {
+        self.inner.grpc_services()
+    }
+    fn default_port(&self) -> u16 {
+        self.inner.default_port()
+    }
+    fn schema(&self) -> &'static ServiceSchema {
+        self.inner.schema()
+    }
+    fn policy(&self) -> Policy {
+        self.inner.policy()
+    }
+    fn fairness(&self, pool_size: u32) -> FairnessConfig {
+        self.overrides.over(self.inner.fairness(pool_size))
+    }
+}
+
 /// A service started by [`start`]: wait for it with [`Started::wait`].
 #[derive(Debug)]
 pub struct Started {

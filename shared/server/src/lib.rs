@@ -26,7 +26,7 @@ pub mod tls;
 
 pub use assembly::{
     Assembled, CredentialsFactory, DbUrls, Listening, Peers, ServiceEnv, ServiceModule,
-    ServiceSpec, SharedGuard, StartError, Started, start,
+    ServiceSpec, SharedGuard, StartError, Started, TunedModule, start,
 };
 
 use bulkhead_guard::{GuardLayer, RequestIdLayer};

@@ -167,9 +167,51 @@ pub struct Args {
         default_value_t = 100
     )]
     login_network_failures_per_hour: u32,
+    /// A tenant's requests per second, sustained (default: no rate limit);
+    /// past it, RESOURCE_EXHAUSTED with the wait in RetryInfo.
+    #[arg(long, env = "BULKHEAD_TENANT_RATE_PER_SECOND")]
+    tenant_rate_per_second: Option<std::num::NonZeroU32>,
+    /// A tenant's requests at once above its rate (default: one second's worth).
+    #[arg(
+        long,
+        env = "BULKHEAD_TENANT_BURST",
+        requires = "tenant_rate_per_second"
+    )]
+    tenant_burst: Option<std::num::NonZeroU32>,
+    /// A tenant's calls in flight at once (default: half the database pool);
+    /// its calls past it wait for its own.
+    #[arg(long, env = "BULKHEAD_TENANT_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
+    tenant_concurrency: Option<u32>,
+    /// A tenant's calls waiting for a place, at most (default 64); past it,
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "BULKHEAD_TENANT_QUEUE")]
+    tenant_queue: Option<u32>,
+    /// Calls in flight on this server, all callers (default: 16 per pool
+    /// connection); past it, UNAVAILABLE at once (load shedding).
+    #[arg(long, env = "BULKHEAD_MAX_IN_FLIGHT", value_parser = clap::value_parser!(u32).range(1..))]
+    max_in_flight: Option<u32>,
+    /// Of those, places only service calls may take (default: 2 per pool
+    /// connection).
+    #[arg(long, env = "BULKHEAD_SERVICE_RESERVE")]
+    service_reserve: Option<u32>,
     /// Auth only: a service allowed to obtain tokens, as `name=secret` (repeatable).
     #[arg(long = "service-client", env = "BULKHEAD_SERVICE_CLIENTS", value_delimiter = ',', hide_env_values = true, value_parser = parse_service_client)]
     service_clients: Vec<bulkhead_auth::ServiceClient>,
+}
+
+impl Args {
+    /// The fairness limits the flags set (the rest: the service's defaults).
+    fn fairness(&self) -> bulkhead_guard::FairnessOverrides {
+        let size = |n: Option<u32>| n.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        bulkhead_guard::FairnessOverrides {
+            tenant_rate_per_second: self.tenant_rate_per_second,
+            tenant_burst: self.tenant_burst,
+            tenant_concurrency: size(self.tenant_concurrency),
+            tenant_queue: size(self.tenant_queue),
+            max_in_flight: size(self.max_in_flight),
+            service_reserve: size(self.service_reserve),
+        }
+    }
 }
 
 /// `name=secret` → a service client of Auth.
@@ -371,6 +413,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ),
         },
     );
+    let fairness = args.fairness();
+    let module: Arc<dyn ServiceModule> = if fairness.is_empty() {
+        module
+    } else {
+        tracing::info!(?fairness, "fairness limits set");
+        Arc::new(bulkhead_server::TunedModule::new(module, fairness))
+    };
     let (stop_background, background) = watch::channel(false);
     let peers = Peers {
         auth: args.auth_url.clone(),

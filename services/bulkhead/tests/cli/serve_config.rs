@@ -269,3 +269,50 @@ fn mutual_tls_needs_the_services_own_certificate_naming_it() {
         }
     }
 }
+
+/// The fairness flags are read and checked before anything starts: a zero
+/// limit or a burst without a rate is a usage error.
+#[test]
+fn fairness_limits_that_make_no_sense_are_refused() {
+    let common = [
+        "task",
+        "--database-url",
+        "postgres://nowhere/none",
+        "--platform-database-url",
+        "postgres://nowhere/none",
+        "--jwks-file",
+        "/nonexistent",
+    ];
+    for (args, usage_error) in [
+        (vec!["--tenant-rate-per-second", "0"], true),
+        (vec!["--tenant-concurrency", "0"], true),
+        (vec!["--max-in-flight", "0"], true),
+        (vec!["--tenant-burst", "10"], true),
+        (
+            vec![
+                "--tenant-rate-per-second",
+                "20",
+                "--tenant-burst",
+                "40",
+                "--tenant-concurrency",
+                "4",
+                "--tenant-queue",
+                "16",
+                "--max-in-flight",
+                "128",
+                "--service-reserve",
+                "16",
+            ],
+            false,
+        ),
+    ] {
+        let out = serve(&[common.as_slice(), &args].concat());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: it has no database anyway");
+        assert_eq!(
+            out.status.code() == Some(2),
+            usage_error,
+            "{args:?}: {said}"
+        );
+    }
+}
