@@ -240,7 +240,9 @@ fn anonymous<T>(request: &Request<T>) -> Actor {
     }
 }
 
-/// The requested tenant (must be a membership), else the default one, else the first.
+/// The requested tenant (must be a membership), else the default one, else
+/// the first: the oldest (Tenant lists them so; a membership another tenant's
+/// ADMIN added later never becomes where a login without a slug lands).
 fn pick(memberships: &[MembershipView], slug: Option<&str>) -> Option<MembershipView> {
     match slug {
         None => memberships

@@ -461,7 +461,10 @@ pub async fn inactive_tenants(tx: PlatformConn<'_>) -> Result<Vec<Uuid>, TenantE
         .await?)
 }
 
-/// A user's memberships in active tenants, with their tenants.
+/// A user's memberships in active tenants, with their tenants: the default
+/// one first, then the oldest. (Not by slug: any tenant's ADMIN may add any
+/// user, and a membership added later must not become where their logins
+/// without a slug land.)
 ///
 /// # Errors
 /// On database failure.
@@ -473,7 +476,11 @@ pub async fn user_memberships(
         .inner_join(tenants::table)
         .filter(memberships::user_id.eq(user.as_uuid()))
         .filter(tenants::is_active)
-        .order(tenants::slug)
+        .order((
+            memberships::is_default.desc(),
+            memberships::create_time.asc(),
+            tenants::slug,
+        ))
         .select((Membership::as_select(), Tenant::as_select()))
         .load(&mut tx.pg())
         .await?)

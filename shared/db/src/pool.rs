@@ -87,9 +87,13 @@ async fn open(url: &str, config: &PoolConfig) -> Result<Pool<AsyncPgConnection>,
     Ok(pool)
 }
 
-/// The settings row-level security reads, back to unset (one round trip,
-/// the simple protocol).
-const RESET_SESSION: &str = "RESET app.tenant_id; RESET app.user_id";
+/// The settings row-level security reads, set to unset (`''`, as the policies
+/// read it; not `RESET`, which would restore a role's or database's default),
+/// in one round trip of the simple protocol. Behind a pooler in transaction
+/// mode, a session-level setting can still reach another client's server
+/// connection: only the scoped transactions, which `SET LOCAL` both
+/// settings, are safe there (and they are all that reads tenant tables).
+const RESET_SESSION: &str = "SET app.tenant_id = ''; SET app.user_id = ''";
 
 impl Db {
     /// Opens the runtime pool to `url` (which names the `<svc>_app` role) and
@@ -146,7 +150,7 @@ impl Db {
     /// [`DbError::Unavailable`] when no connection comes in time.
     /// Any role may `SET` a custom setting for its whole session, so what
     /// the connection's last user set (`app.tenant_id` outside a transaction,
-    /// say) is reset before it is handed out: it never reaches the next user.
+    /// say) is cleared before it is handed out: it never reaches the next user.
     /// Scoped transactions need no reset (they `SET LOCAL` both settings).
     pub async fn system(&self) -> Result<SystemConn, DbError> {
         use diesel_async::SimpleAsyncConnection as _;
