@@ -4,6 +4,7 @@
 mod attacks;
 mod auth;
 mod fairness;
+mod load;
 mod outbox;
 mod roles;
 #[cfg(feature = "scale-out")]

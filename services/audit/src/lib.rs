@@ -5,6 +5,7 @@
 
 mod chain;
 mod checkpoint;
+pub mod checks;
 mod convert;
 mod error;
 mod grpc;

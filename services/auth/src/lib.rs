@@ -3,6 +3,7 @@
 
 mod bootstrap;
 pub mod break_glass;
+pub mod checks;
 mod config;
 mod convert;
 pub mod domain;

@@ -6,6 +6,7 @@
 
 mod audit;
 mod catalog;
+pub mod checks;
 mod convert;
 pub mod domain;
 mod error;

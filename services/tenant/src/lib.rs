@@ -3,6 +3,7 @@
 //! the shared outbox.
 
 mod audit;
+pub mod checks;
 mod convert;
 pub mod domain;
 mod error;

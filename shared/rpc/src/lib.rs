@@ -14,11 +14,14 @@
 //! * [`throttled`] is `RESOURCE_EXHAUSTED` with a `RetryInfo`;
 //! * [`timestamp`] converts times for the wire, nanoseconds kept;
 //! * [`fields`] parses the common field kinds (ids, enum numbers);
-//! * [`paging`] is AIP-158 pagination with opaque keyset page tokens.
+//! * [`paging`] is AIP-158 pagination with opaque keyset page tokens;
+//! * [`checks`] runs one RPC's conversion alone on raw bytes (property tests,
+//!   fuzzing).
 //!
 //! Role conversions between the wire and the domain live beside the generated
 //! code, in `bulkhead-proto`.
 
+pub mod checks;
 pub mod fields;
 pub mod paging;
 mod status;

@@ -11,6 +11,6 @@ mod convert;
 pub mod domain;
 mod grpc;
 pub(crate) mod repo;
-mod requests;
+pub(crate) mod requests;
 
 pub use grpc::CatalogApi;
