@@ -4,6 +4,7 @@
 mod attacks;
 mod auth;
 mod fairness;
+mod faults;
 mod load;
 mod outbox;
 mod roles;

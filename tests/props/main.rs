@@ -423,3 +423,63 @@ fn page_tokens_decode_only_their_own_list() {
     .expect("round trips");
     println!("page tokens: {} cases", cases.into_inner());
 }
+
+// ---------------------------------------------------------------------------
+// Deadlines.
+
+/// The guard keeps the caller's `grpc-timeout` with the request, so that the
+/// handler's calls downstream (Task asking Tenant about an assignee) carry
+/// what is left of it, capped.
+#[test]
+fn the_guard_keeps_the_callers_deadline_for_calls_downstream() {
+    let k = keys();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let guard = GuardLayer::new(
+        k.verifier.clone(),
+        bulkhead_task::policy(),
+        RevokedSessions::default(),
+    );
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let inner = {
+        let seen = seen.clone();
+        tower::service_fn(move |request: http::Request<tonic::body::Body>| {
+            let left = request
+                .extensions()
+                .get::<bulkhead_guard::Deadline>()
+                .map(|d| bulkhead_guard::Deadline::downstream(Some(*d), Duration::from_secs(5)));
+            seen.lock().expect("lock").push(left);
+            async { Ok::<_, Infallible>(http::Response::new(tonic::body::Body::empty())) }
+        })
+    };
+    let service = guard.layer(inner);
+    for timeout in [None, Some("800m"), Some("30S")] {
+        let mut request = http::Request::new(tonic::body::Body::empty());
+        *request.uri_mut() = "/bulkhead.task.v1.TaskService/CreateTask"
+            .parse()
+            .expect("uri");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", k.token).parse().expect("ascii"),
+        );
+        if let Some(timeout) = timeout {
+            request
+                .headers_mut()
+                .insert("grpc-timeout", timeout.parse().expect("ascii"));
+        }
+        runtime
+            .block_on(service.clone().oneshot(request))
+            .expect("infallible");
+    }
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 3, "each call reached the handler");
+    assert_eq!(seen[0], None, "no deadline sent, none kept");
+    let short = seen[1].expect("kept");
+    assert!(
+        short <= Duration::from_millis(800) && short > Duration::from_millis(500),
+        "{short:?}"
+    );
+    assert_eq!(seen[2], Some(Duration::from_secs(5)), "capped");
+}

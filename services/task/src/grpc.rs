@@ -86,7 +86,11 @@ impl TaskApi {
             .as_ref()
             .ok_or_else(|| TaskError::TenantUnavailable("no tenant service configured".into()))?;
         match tenants
-            .check_membership(bearer, &assignee.to_string())
+            .check_membership(
+                bearer,
+                &assignee.to_string(),
+                bulkhead_guard::Deadline::of(request),
+            )
             .await
         {
             Ok(Membership::Member { since, .. }) => Ok(since),

@@ -106,6 +106,7 @@ impl TenantDirectory {
         &self,
         user_bearer: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
         user_id: &str,
+        deadline: Option<bulkhead_guard::Deadline>,
     ) -> Result<Membership, tonic::Status> {
         let mut request = service_request(
             &*self.credentials,
@@ -113,6 +114,12 @@ impl TenantDirectory {
                 user_id: user_id.to_owned(),
             },
         )?;
+        // What is left of the caller's deadline, and never more than a few
+        // seconds: a hung Tenant costs the caller that, not a hang.
+        request.set_timeout(bulkhead_guard::Deadline::downstream(
+            deadline,
+            DOWNSTREAM_CAP,
+        ));
         request
             .metadata_mut()
             .insert("authorization", user_bearer.clone());
@@ -131,6 +138,9 @@ impl TenantDirectory {
         }
     }
 }
+
+/// The longest a membership check may take, whatever the caller's deadline.
+pub const DOWNSTREAM_CAP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Keeps `inactive` (this process's guard set) equal to Tenant's deactivated
 /// tenants, asking every `every` until `shutdown`: requests in a deactivated tenant

@@ -137,6 +137,10 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        // Kept for the handler's calls downstream (what is left of it).
+        if let Some(deadline) = crate::Deadline::from_headers(request.headers()) {
+            request.extensions_mut().insert(deadline);
+        }
         let tenant = match self.layer.admit(&mut request) {
             Ok(Admitted::Principal(tenant)) => tenant,
             // Health and reflection answer whatever the load (probes must

@@ -17,6 +17,7 @@
 
 mod caller;
 mod context;
+mod deadline;
 mod error;
 mod fairness;
 mod layer;
@@ -33,6 +34,7 @@ pub use caller::CallerSlot;
 pub use context::RequestContext;
 #[cfg(feature = "test-util")]
 pub use context::RequestContextBuilder;
+pub use deadline::{Deadline, grpc_timeout};
 pub use error::GuardError;
 pub use fairness::{Admission, Fairness, FairnessConfig, FairnessOverrides, rate_wait};
 pub use layer::{Guard, GuardLayer};

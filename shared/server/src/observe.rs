@@ -104,7 +104,7 @@ where
             .headers()
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
-            .and_then(grpc_timeout);
+            .and_then(bulkhead_guard::grpc_timeout);
         let request_id = request
             .extensions()
             .get::<RequestId>()
@@ -179,21 +179,6 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
     headers
         .get("grpc-status")
         .map(|v| tonic::Code::from_bytes(v.as_bytes()))
-}
-
-/// A `grpc-timeout` header value (`100m`, `5S`…) as a duration.
-fn grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 /// A code as gRPC's own tooling (and go-grpc-prometheus dashboards) spell it.
@@ -400,11 +385,7 @@ mod tests {
     }
 
     #[test]
-    fn deadlines_and_codes_read_as_grpc_writes_them() {
-        assert_eq!(grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(grpc_timeout("5"), None);
-        assert_eq!(grpc_timeout(""), None);
+    fn codes_read_as_grpc_writes_them() {
         assert_eq!(code_name(tonic::Code::Ok), "OK");
         assert_eq!(code_name(tonic::Code::Cancelled), "Canceled");
         assert_eq!(code_name(tonic::Code::PermissionDenied), "PermissionDenied");
