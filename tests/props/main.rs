@@ -310,9 +310,8 @@ fn header_value(k: &Keys) -> impl Strategy<Value = String> {
     ]
 }
 
-#[test]
-fn the_guard_admits_only_one_valid_token_with_no_contrary_tenant() {
-    let k = keys();
+/// A runtime to drive the guard in, and the guard as Task runs it.
+fn task_guard(k: &Keys) -> (tokio::runtime::Runtime, GuardLayer) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -322,6 +321,13 @@ fn the_guard_admits_only_one_valid_token_with_no_contrary_tenant() {
         bulkhead_task::policy(),
         RevokedSessions::default(),
     );
+    (runtime, guard)
+}
+
+#[test]
+fn the_guard_admits_only_one_valid_token_with_no_contrary_tenant() {
+    let k = keys();
+    let (runtime, guard) = task_guard(&k);
     let reached = Arc::new(AtomicUsize::new(0));
     let inner = {
         let reached = reached.clone();
@@ -433,15 +439,7 @@ fn page_tokens_decode_only_their_own_list() {
 #[test]
 fn the_guard_keeps_the_callers_deadline_for_calls_downstream() {
     let k = keys();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let guard = GuardLayer::new(
-        k.verifier.clone(),
-        bulkhead_task::policy(),
-        RevokedSessions::default(),
-    );
+    let (runtime, guard) = task_guard(&k);
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let inner = {
         let seen = seen.clone();
