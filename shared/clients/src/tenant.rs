@@ -53,12 +53,15 @@ impl TenantDirectory {
     /// # Errors
     /// The status Tenant answered (or `UNAVAILABLE` without credentials).
     pub async fn memberships(&self, user_id: &str) -> Result<Vec<MembershipView>, tonic::Status> {
-        let request = service_request(
+        let mut request = service_request(
             &*self.credentials,
             pb::ListUserMembershipsRequest {
                 user_id: user_id.to_owned(),
             },
         )?;
+        // A login waits this long at most for a hung Tenant (and holds its
+        // place in Auth's share no longer).
+        request.set_timeout(DOWNSTREAM_CAP);
         let response = self.client.clone().list_user_memberships(request).await?;
         Ok(response
             .into_inner()
@@ -139,7 +142,8 @@ impl TenantDirectory {
     }
 }
 
-/// The longest a membership check may take, whatever the caller's deadline.
+/// The longest a membership check or lookup may take, whatever the caller's
+/// deadline.
 pub const DOWNSTREAM_CAP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Keeps `inactive` (this process's guard set) equal to Tenant's deactivated

@@ -114,7 +114,13 @@ impl FairnessOverrides {
                 .unwrap_or(defaults.tenant_concurrency),
             tenant_queue: self.tenant_queue.unwrap_or(defaults.tenant_queue),
             max_in_flight: self.max_in_flight.unwrap_or(defaults.max_in_flight),
-            service_reserve: self.service_reserve.unwrap_or(defaults.service_reserve),
+            // A maximum set without a reserve keeps the default's proportion
+            // (an eighth), not its number: a reserve as large as the maximum
+            // would leave tenants one place in all.
+            service_reserve: self.service_reserve.unwrap_or_else(|| {
+                self.max_in_flight
+                    .map_or(defaults.service_reserve, |max| max / 8)
+            }),
         }
     }
 }
@@ -124,6 +130,17 @@ impl FairnessOverrides {
 struct Gate {
     places: Arc<Semaphore>,
     waiting: AtomicUsize,
+}
+
+/// Who a call is, for its share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    /// A user of this tenant (the verified token's).
+    Tenant(TenantId),
+    /// A service, with no user behind the call.
+    Service,
+    /// No identity at all: a public RPC (Login, Refresh, GetJwks).
+    Public,
 }
 
 /// What an admitted call holds until its response.
@@ -190,14 +207,15 @@ impl Fairness {
         &self.inner.config
     }
 
-    /// Admits a call of `tenant` (`None`: a service call or a public RPC,
-    /// only shed, and with the reserve open to it), waiting
-    /// for one of the tenant's places when they are all taken.
+    /// Admits a call of `who`, waiting for one of its tenant's places when
+    /// they are all taken. A service's call is only shed, and may take the
+    /// reserve; a public RPC's (no identity: Login, Refresh) is only shed,
+    /// and never takes the reserve.
     ///
     /// # Errors
     /// [`GuardError::TenantBusy`] past the tenant's rate or queue,
     /// [`GuardError::Overloaded`] past the server's calls in flight.
-    pub async fn admit(&self, tenant: Option<TenantId>) -> Result<Admission, GuardError> {
+    pub async fn admit(&self, who: Who) -> Result<Admission, GuardError> {
         let inner = &self.inner;
         if inner.calls.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.prune();
@@ -206,15 +224,17 @@ impl Fairness {
             metrics::counter!("fairness_refused_total", "reason" => "shed").increment(1);
             GuardError::Overloaded(retry_soon())
         };
-        let (tenant_place, tenants_share) = match tenant {
-            Some(tenant) => {
-                let place = self.tenant_place(tenant).await?;
-                let share = Arc::clone(&inner.tenants_share)
+        let tenant_place = match who {
+            Who::Tenant(tenant) => Some(self.tenant_place(tenant).await?),
+            Who::Service | Who::Public => None,
+        };
+        let tenants_share = match who {
+            Who::Service => None,
+            Who::Tenant(_) | Who::Public => Some(
+                Arc::clone(&inner.tenants_share)
                     .try_acquire_owned()
-                    .map_err(|_| shed())?;
-                (Some(place), Some(share))
-            }
-            None => (None, None),
+                    .map_err(|_| shed())?,
+            ),
         };
         let server = Arc::clone(&inner.server)
             .try_acquire_owned()
@@ -336,6 +356,31 @@ mod tests {
         (Duration::from_millis(250)..=Duration::from_millis(750)).contains(&wait)
     }
 
+    #[tokio::test]
+    async fn public_calls_never_take_the_services_reserve() {
+        let fairness = Fairness::new(FairnessConfig {
+            service_reserve: 2,
+            ..config(None, 1, 0, 6)
+        });
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(fairness.admit(Who::Public).await.expect("a share"));
+        }
+        assert!(is_retry_soon(fairness.admit(Who::Public).await, false));
+        held.push(fairness.admit(Who::Service).await.expect("the reserve"));
+        held.push(fairness.admit(Who::Service).await.expect("the reserve"));
+    }
+
+    #[test]
+    fn a_maximum_set_alone_keeps_the_reserve_in_proportion() {
+        let tuned = FairnessOverrides {
+            max_in_flight: Some(20),
+            ..FairnessOverrides::default()
+        }
+        .over(FairnessConfig::for_pool(16));
+        assert_eq!((tuned.max_in_flight, tuned.service_reserve), (20, 2));
+    }
+
     #[test]
     fn overrides_replace_only_what_they_set() {
         let defaults = FairnessConfig::for_pool(16);
@@ -353,6 +398,7 @@ mod tests {
                 tenant_rate_per_second: rate,
                 tenant_burst: rate.expect("rate"),
                 max_in_flight: 64,
+                service_reserve: 8,
                 ..defaults
             }
         );
@@ -369,30 +415,30 @@ mod tests {
         for _ in 0..4 {
             held.push(
                 fairness
-                    .admit(Some(TenantId::new_v7()))
+                    .admit(Who::Tenant(TenantId::new_v7()))
                     .await
                     .expect("a tenant's place"),
             );
         }
         // …a fifth tenant is shed, services still pass, twice…
         assert!(is_retry_soon(
-            fairness.admit(Some(TenantId::new_v7())).await,
+            fairness.admit(Who::Tenant(TenantId::new_v7())).await,
             false
         ));
-        held.push(fairness.admit(None).await.expect("the reserve"));
-        held.push(fairness.admit(None).await.expect("the reserve"));
+        held.push(fairness.admit(Who::Service).await.expect("the reserve"));
+        held.push(fairness.admit(Who::Service).await.expect("the reserve"));
         // …and past the whole server, services are shed too.
-        assert!(is_retry_soon(fairness.admit(None).await, false));
+        assert!(is_retry_soon(fairness.admit(Who::Service).await, false));
     }
 
     #[tokio::test]
     async fn refusals_ask_for_jittered_waits() {
         let fairness = Fairness::new(config(None, 1, 0, 100));
         let tenant = TenantId::new_v7();
-        let _held = fairness.admit(Some(tenant)).await.expect("first");
+        let _held = fairness.admit(Who::Tenant(tenant)).await.expect("first");
         let mut waits = std::collections::BTreeSet::new();
         for _ in 0..50 {
-            match fairness.admit(Some(tenant)).await {
+            match fairness.admit(Who::Tenant(tenant)).await {
                 Err(GuardError::TenantBusy(wait)) => {
                     assert!(
                         (Duration::from_millis(250)..=Duration::from_millis(750)).contains(&wait),
@@ -410,12 +456,12 @@ mod tests {
     async fn a_tenant_waits_for_its_own_places_and_others_pass() {
         let fairness = Fairness::new(config(None, 2, 1, 100));
         let (a, b) = (TenantId::new_v7(), TenantId::new_v7());
-        let first = fairness.admit(Some(a)).await.expect("first");
-        let _second = fairness.admit(Some(a)).await.expect("second");
+        let first = fairness.admit(Who::Tenant(a)).await.expect("first");
+        let _second = fairness.admit(Who::Tenant(a)).await.expect("second");
         // The third of A waits; B passes at once meanwhile.
         let waiting = tokio::spawn({
             let fairness = fairness.clone();
-            async move { fairness.admit(Some(a)).await }
+            async move { fairness.admit(Who::Tenant(a)).await }
         });
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -423,9 +469,12 @@ mod tests {
             !waiting.is_finished(),
             "A's third call waits for A's places"
         );
-        let _b = fairness.admit(Some(b)).await.expect("B is not held up");
+        let _b = fairness
+            .admit(Who::Tenant(b))
+            .await
+            .expect("B is not held up");
         // A's queue holds one: a fourth is refused at once, with a wait.
-        assert!(is_retry_soon(fairness.admit(Some(a)).await, true));
+        assert!(is_retry_soon(fairness.admit(Who::Tenant(a)).await, true));
         drop(first);
         waiting
             .await
@@ -441,12 +490,12 @@ mod tests {
         for _ in 0..5 {
             held.push(
                 fairness
-                    .admit(Some(tenant))
+                    .admit(Who::Tenant(tenant))
                     .await
                     .expect("within the burst"),
             );
         }
-        match fairness.admit(Some(tenant)).await {
+        match fairness.admit(Who::Tenant(tenant)).await {
             Err(GuardError::TenantBusy(wait)) => {
                 assert!(
                     wait > Duration::ZERO && wait <= Duration::from_millis(200),
@@ -457,11 +506,11 @@ mod tests {
         }
         // Service calls are not rated, only shed: 8 in flight on the server.
         for _ in 0..3 {
-            held.push(fairness.admit(None).await.expect("room"));
+            held.push(fairness.admit(Who::Service).await.expect("room"));
         }
-        assert!(is_retry_soon(fairness.admit(None).await, false));
+        assert!(is_retry_soon(fairness.admit(Who::Service).await, false));
         held.clear();
-        fairness.admit(None).await.expect("room again");
+        fairness.admit(Who::Service).await.expect("room again");
     }
 
     #[tokio::test]
@@ -470,7 +519,7 @@ mod tests {
         for _ in 0..PRUNE_EVERY {
             drop(
                 fairness
-                    .admit(Some(TenantId::new_v7()))
+                    .admit(Who::Tenant(TenantId::new_v7()))
                     .await
                     .expect("admitted"),
             );

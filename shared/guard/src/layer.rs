@@ -141,15 +141,16 @@ where
         if let Some(deadline) = crate::Deadline::from_headers(request.headers()) {
             request.extensions_mut().insert(deadline);
         }
-        let tenant = match self.layer.admit(&mut request) {
-            Ok(Admitted::Principal(tenant)) => tenant,
+        let who = match self.layer.admit(&mut request) {
+            Ok(Admitted::Principal(Some(tenant))) => crate::Who::Tenant(tenant),
+            Ok(Admitted::Principal(None)) => crate::Who::Service,
             // Health and reflection answer whatever the load (probes must
             // see a loaded server as loaded, not as gone); other public RPCs
             // (Login, Refresh) are shed like service calls.
             Ok(Admitted::Public) if request.uri().path().starts_with("/grpc.") => {
                 return Either::Right(Either::Left(self.inner.call(request)));
             }
-            Ok(Admitted::Public) => None,
+            Ok(Admitted::Public) => crate::Who::Public,
             Err(refusal) => return Either::Left(refuse(request.uri().path(), refusal)),
         };
         let Some(fairness) = self.layer.fairness.clone() else {
@@ -160,7 +161,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Either::Right(Either::Right(Box::pin(async move {
-            let admission = match fairness.admit(tenant).await {
+            let admission = match fairness.admit(who).await {
                 Ok(admission) => admission,
                 Err(refusal) => return refuse(request.uri().path(), refusal).await,
             };

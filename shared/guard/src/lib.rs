@@ -36,7 +36,7 @@ pub use context::RequestContext;
 pub use context::RequestContextBuilder;
 pub use deadline::{Deadline, grpc_timeout};
 pub use error::GuardError;
-pub use fairness::{Admission, Fairness, FairnessConfig, FairnessOverrides, rate_wait};
+pub use fairness::{Admission, Fairness, FairnessConfig, FairnessOverrides, Who, rate_wait};
 pub use layer::{Guard, GuardLayer};
 pub use policy::{Policy, Rule};
 pub use request_id::{RequestId, RequestIdLayer, RequestIdService};

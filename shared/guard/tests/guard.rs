@@ -854,7 +854,10 @@ async fn a_loaded_server_sheds_public_rpcs_but_answers_its_health_checks() {
         ..bulkhead_guard::FairnessConfig::for_pool(16)
     });
     let mut h = harness_with(Some(fairness.clone())).await;
-    let held = fairness.admit(None).await.expect("the only place");
+    let held = fairness
+        .admit(bulkhead_guard::Who::Service)
+        .await
+        .expect("the only place");
     let status = h
         .client
         .get_jwks(GetJwksRequest::default())

@@ -34,6 +34,10 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+/// The longest any handler may run before its response (the caller's own
+/// `grpc-timeout`, when shorter, wins).
+pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Why a server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -78,6 +82,10 @@ pub async fn serve(
     let router = tonic::transport::Server::builder()
         // gRPC keeps connections for long: recycle them so new replicas get traffic.
         .max_connection_age(Duration::from_secs(300))
+        // No call holds its places (and its connection's stream) for ever: a
+        // caller that sends headers and never its body, say. Streams end
+        // their handler at their first response, so they are not cut.
+        .timeout(HANDLER_TIMEOUT)
         .layer(RequestIdLayer)
         .layer(observe::ObserveLayer::new(guard.policy()))
         .layer(guard)

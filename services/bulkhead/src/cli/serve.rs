@@ -414,6 +414,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     );
     let fairness = args.fairness();
+    if let (Some(max), Some(reserve)) = (fairness.max_in_flight, fairness.service_reserve) {
+        anyhow::ensure!(
+            reserve < max,
+            "--service-reserve ({reserve}) must be below --max-in-flight ({max})"
+        );
+    }
     let module: Arc<dyn ServiceModule> = if fairness.is_empty() {
         module
     } else {

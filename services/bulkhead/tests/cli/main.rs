@@ -1,6 +1,7 @@
 //! The `bulkhead` binary as operators run it: `up` (the whole suite on its
 //! own Postgres), and `serve audit` on its own (bounded export memory).
 
+mod crash;
 mod deploy;
 mod drain;
 mod health;
