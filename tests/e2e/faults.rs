@@ -294,3 +294,147 @@ async fn audit_back_in_the_middle_of_a_stream_receives_every_acknowledged_write_
     assert!(verified.ok, "{}", verified.detail);
     assert!(verified.checked_count >= 300, "{}", verified.checked_count);
 }
+
+#[derive(diesel::QueryableByName)]
+struct Pid {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
+}
+
+/// Task's database connections are killed (`pg_terminate_backend`) and one
+/// is frozen (SIGSTOP, then SIGCONT 2 s later) under a stream of writes: the
+/// service replaces the dead connections by itself, a frozen one costs the
+/// calls on it their deadline and nothing more, and no acknowledged write is
+/// lost or stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines, reason = "one scenario, in order")]
+async fn backends_killed_or_frozen_under_load_lose_no_acknowledged_write() {
+    use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
+    use diesel_async::RunQueryDsl as _;
+
+    let suite = spawn_suite().await;
+    let admin = suite.token(&TenantUser {
+        user_id: UserId::new_v7(),
+        session_id: SessionId::new_v7(),
+        tenant_id: TenantId::new_v7(),
+        tenant_slug: "backends".into(),
+        tenant_role: TenantRole::Admin,
+        platform_role: PlatformRole::User,
+    });
+    let tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
+    // 50 CreateTask calls a second for 8 s, open loop, a 2 s deadline each.
+    let load = {
+        let (tasks, admin) = (tasks.clone(), admin.clone());
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut calls = tokio::task::JoinSet::new();
+            for n in 0..400_u32 {
+                tokio::time::sleep_until(start + Duration::from_millis(20) * n).await;
+                let (mut tasks, admin) = (tasks.clone(), admin.clone());
+                calls.spawn(async move {
+                    let title = format!("backend {n}");
+                    let mut request = bearer(
+                        &admin,
+                        task::CreateTaskRequest {
+                            title: title.clone(),
+                            ..Default::default()
+                        },
+                    );
+                    request.set_timeout(Duration::from_secs(2));
+                    let result = tasks.create_task(request).await;
+                    (
+                        title,
+                        start.elapsed(),
+                        result.map(drop).map_err(|s| s.code()),
+                    )
+                });
+            }
+            calls.join_all().await
+        })
+    };
+    let database = suite.databases["task"].name.clone();
+    let mut admin_db = suite.databases["task"].admin_connection().await;
+    let backends = async |conn: &mut diesel_async::AsyncPgConnection| -> Vec<i32> {
+        diesel::sql_query(format!(
+            "SELECT pid FROM pg_stat_activity
+              WHERE datname = '{database}' AND usename = 'task_app' AND pid <> pg_backend_pid()"
+        ))
+        .load::<Pid>(conn)
+        .await
+        .expect("backends")
+        .into_iter()
+        .map(|p| p.pid)
+        .collect()
+    };
+
+    // At 2 s, every runtime connection of Task is killed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = backends(&mut admin_db).await;
+    assert!(!killed.is_empty(), "Task holds connections");
+    diesel::sql_query(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = '{database}' AND usename = 'task_app'"
+    ))
+    .execute(&mut admin_db)
+    .await
+    .expect("terminate");
+    // At 4 s, one of the new ones is frozen for 2 s.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let frozen = backends(&mut admin_db).await;
+    let frozen = *frozen
+        .as_slice()
+        .first()
+        .expect("Task opened new connections");
+    let pid = nix::unistd::Pid::from_raw(frozen);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+
+    let history = load.await.expect("load");
+    #[derive(diesel::QueryableByName)]
+    struct Title {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        title: String,
+    }
+    let stored: Vec<String> = diesel::sql_query("SELECT title FROM tasks")
+        .load::<Title>(&mut admin_db)
+        .await
+        .expect("tasks")
+        .into_iter()
+        .map(|t| t.title)
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = stored.iter().collect();
+    let ok: Vec<&String> = history
+        .iter()
+        .filter(|(_, _, r)| r.is_ok())
+        .map(|(t, _, _)| t)
+        .collect();
+    let lost: Vec<&&String> = ok.iter().filter(|t| !unique.contains(**t)).collect();
+    let mut codes = std::collections::BTreeMap::new();
+    for (_, _, result) in &history {
+        if let Err(code) = result {
+            *codes.entry(format!("{code:?}")).or_insert(0) += 1;
+        }
+    }
+    let after = history
+        .iter()
+        .filter(|(_, at, r)| r.is_ok() && *at > Duration::from_secs(7))
+        .count();
+    println!(
+        "{} calls, {} ok, errors {codes:?}; {} connections killed, one frozen 2 s; {after} ok in the last second; lost {}, stored twice {}",
+        history.len(),
+        ok.len(),
+        killed.len(),
+        lost.len(),
+        stored.len() - unique.len()
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(stored.len(), unique.len(), "no write stored twice");
+    assert!(after > 20, "calls succeed again by themselves: {after}");
+    assert!(
+        ok.len() > history.len() / 2,
+        "the service kept serving: {} of {}",
+        ok.len(),
+        history.len()
+    );
+}

@@ -24,7 +24,11 @@ pub fn db_status(err: &DbError) -> Status {
                 Status::failed_precondition("refers to something that does not exist")
             }
             Kind::SerializationFailure => Status::aborted("conflicting change, retry"),
-            Kind::ClosedConnection => {
+            // The connection died under the call (the server restarted, the
+            // backend was terminated): the database is out of reach, not
+            // broken. Whether a COMMIT sent just before took effect is
+            // unknown to the caller either way; writes carry request ids.
+            Kind::ClosedConnection | Kind::UnableToSendCommand => {
                 tracing::warn!(cause = info.message(), "database connection closed");
                 Status::unavailable("database unavailable, retry later")
             }
@@ -61,6 +65,12 @@ mod tests {
         let internal = db_status(&DbError::Migration("boom".into()));
         assert_eq!(internal.code(), tonic::Code::Internal);
         assert!(!internal.message().contains("boom"), "causes are not sent");
+        // A connection that died under the call (no SQLSTATE: the server is gone).
+        let gone = db_status(&DbError::Query(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UnableToSendCommand,
+            Box::new("connection closed".to_owned()),
+        )));
+        assert_eq!(gone.code(), tonic::Code::Unavailable);
     }
 
     #[test]
