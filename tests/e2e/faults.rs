@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use bulkhead::services::ServiceKind;
+use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
 use bulkhead_proto::auth::v1 as auth;
 use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bulkhead_proto::task::v1 as task;
@@ -22,6 +23,72 @@ use tonic::Code;
 use super::support::{spawn_suite, start_replicas_wired};
 
 const PASSWORD: &str = "a long enough password";
+
+/// One call of a stream of writes: its title, when it went out (from the
+/// stream's start), and the id of the task it created or its code.
+struct Sent {
+    title: String,
+    at: Duration,
+    result: Result<String, Code>,
+}
+
+/// `calls` CreateTask calls with `token`, one every 20 ms whether or not the
+/// last answered (open loop), titled `{prefix} {n}`, each with `deadline`.
+fn task_stream(
+    tasks: &TaskServiceClient<tonic::transport::Channel>,
+    token: &str,
+    prefix: &'static str,
+    calls: u32,
+    deadline: Option<Duration>,
+) -> tokio::task::JoinHandle<Vec<Sent>> {
+    let (tasks, token) = (tasks.clone(), token.to_owned());
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut sent = tokio::task::JoinSet::new();
+        for n in 0..calls {
+            tokio::time::sleep_until(start + Duration::from_millis(20) * n).await;
+            let (mut tasks, token) = (tasks.clone(), token.clone());
+            sent.spawn(async move {
+                let title = format!("{prefix} {n}");
+                let mut request = bearer(
+                    &token,
+                    task::CreateTaskRequest {
+                        title: title.clone(),
+                        ..Default::default()
+                    },
+                );
+                if let Some(deadline) = deadline {
+                    request.set_timeout(deadline);
+                }
+                let result = tasks
+                    .create_task(request)
+                    .await
+                    .map(|r| r.into_inner().task.expect("task").id)
+                    .map_err(|s| s.code());
+                Sent {
+                    title,
+                    at: start.elapsed(),
+                    result,
+                }
+            });
+        }
+        sent.join_all().await
+    })
+}
+
+/// A minted ADMIN token of a new tenant (Task needs no more).
+fn tenant_admin(suite: &super::support::TestSuite, slug: &str) -> (TenantId, String) {
+    let tenant = TenantId::new_v7();
+    let token = suite.token(&TenantUser {
+        user_id: UserId::new_v7(),
+        session_id: SessionId::new_v7(),
+        tenant_id: tenant,
+        tenant_slug: slug.into(),
+        tenant_role: TenantRole::Admin,
+        platform_role: PlatformRole::User,
+    });
+    (tenant, token)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_tenant_costs_a_task_caller_its_deadline_or_a_bounded_wait() {
@@ -178,54 +245,27 @@ struct EventCount {
 /// twice), and the tenant's chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_back_in_the_middle_of_a_stream_receives_every_acknowledged_write_once() {
-    use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
     use bulkhead_proto::audit::v1 as audit;
     use diesel_async::RunQueryDsl as _;
 
     let mut suite =
         super::support::spawn_suite_holding(bulkhead_auth::LimitsConfig::default(), &["audit"])
             .await;
-    let tenant = TenantId::new_v7();
-    let admin = suite.token(&TenantUser {
-        user_id: UserId::new_v7(),
-        session_id: SessionId::new_v7(),
-        tenant_id: tenant,
-        tenant_slug: "stream".into(),
-        tenant_role: TenantRole::Admin,
-        platform_role: PlatformRole::User,
-    });
+    let (tenant, admin) = tenant_admin(&suite, "stream");
     let tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
     // 50 CreateTask calls a second for 6 s, open loop; Audit starts after 2 s.
-    let load = {
-        let (tasks, admin) = (tasks.clone(), admin.clone());
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now();
-            let mut calls = tokio::task::JoinSet::new();
-            for n in 0..300_u32 {
-                tokio::time::sleep_until(start + Duration::from_millis(20) * n).await;
-                let (mut tasks, admin) = (tasks.clone(), admin.clone());
-                calls.spawn(async move {
-                    tasks
-                        .create_task(bearer(
-                            &admin,
-                            task::CreateTaskRequest {
-                                title: format!("stream {n}"),
-                                ..Default::default()
-                            },
-                        ))
-                        .await
-                        .map(|r| r.into_inner().task.expect("task").id)
-                        .map_err(|s| s.code())
-                });
-            }
-            calls.join_all().await
-        })
-    };
+    let load = task_stream(&tasks, &admin, "stream", 300, None);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let audit_started = suite.start_held().await;
     let history = load.await.expect("load");
-    let acknowledged: Vec<String> = history.iter().filter_map(|r| r.clone().ok()).collect();
-    let failed: Vec<Code> = history.iter().filter_map(|r| r.clone().err()).collect();
+    let acknowledged: Vec<String> = history
+        .iter()
+        .filter_map(|s| s.result.clone().ok())
+        .collect();
+    let failed: Vec<Code> = history
+        .iter()
+        .filter_map(|s| s.result.clone().err())
+        .collect();
     assert!(
         failed.is_empty(),
         "Audit's absence fails no write: {failed:?}"
@@ -309,49 +349,13 @@ struct Pid {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::too_many_lines, reason = "one scenario, in order")]
 async fn backends_killed_or_frozen_under_load_lose_no_acknowledged_write() {
-    use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
     use diesel_async::RunQueryDsl as _;
 
     let suite = spawn_suite().await;
-    let admin = suite.token(&TenantUser {
-        user_id: UserId::new_v7(),
-        session_id: SessionId::new_v7(),
-        tenant_id: TenantId::new_v7(),
-        tenant_slug: "backends".into(),
-        tenant_role: TenantRole::Admin,
-        platform_role: PlatformRole::User,
-    });
+    let (_, admin) = tenant_admin(&suite, "backends");
     let tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
     // 50 CreateTask calls a second for 8 s, open loop, a 2 s deadline each.
-    let load = {
-        let (tasks, admin) = (tasks.clone(), admin.clone());
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now();
-            let mut calls = tokio::task::JoinSet::new();
-            for n in 0..400_u32 {
-                tokio::time::sleep_until(start + Duration::from_millis(20) * n).await;
-                let (mut tasks, admin) = (tasks.clone(), admin.clone());
-                calls.spawn(async move {
-                    let title = format!("backend {n}");
-                    let mut request = bearer(
-                        &admin,
-                        task::CreateTaskRequest {
-                            title: title.clone(),
-                            ..Default::default()
-                        },
-                    );
-                    request.set_timeout(Duration::from_secs(2));
-                    let result = tasks.create_task(request).await;
-                    (
-                        title,
-                        start.elapsed(),
-                        result.map(drop).map_err(|s| s.code()),
-                    )
-                });
-            }
-            calls.join_all().await
-        })
-    };
+    let load = task_stream(&tasks, &admin, "backend", 400, Some(Duration::from_secs(2)));
     let database = suite.databases["task"].name.clone();
     let mut admin_db = suite.databases["task"].admin_connection().await;
     let backends = async |conn: &mut diesel_async::AsyncPgConnection| -> Vec<i32> {
@@ -406,19 +410,19 @@ async fn backends_killed_or_frozen_under_load_lose_no_acknowledged_write() {
     let unique: std::collections::BTreeSet<&String> = stored.iter().collect();
     let ok: Vec<&String> = history
         .iter()
-        .filter(|(_, _, r)| r.is_ok())
-        .map(|(t, _, _)| t)
+        .filter(|s| s.result.is_ok())
+        .map(|s| &s.title)
         .collect();
     let lost: Vec<&&String> = ok.iter().filter(|t| !unique.contains(**t)).collect();
     let mut codes = std::collections::BTreeMap::new();
-    for (_, _, result) in &history {
-        if let Err(code) = result {
+    for sent in &history {
+        if let Err(code) = &sent.result {
             *codes.entry(format!("{code:?}")).or_insert(0) += 1;
         }
     }
     let after = history
         .iter()
-        .filter(|(_, at, r)| r.is_ok() && *at > Duration::from_secs(7))
+        .filter(|s| s.result.is_ok() && s.at > Duration::from_secs(7))
         .count();
     println!(
         "{} calls, {} ok, errors {codes:?}; {} connections killed, one frozen 2 s; {after} ok in the last second; lost {}, stored twice {}",
