@@ -12,22 +12,15 @@ use std::time::{Duration, Instant};
 
 use bulkhead::services::ServiceKind;
 use bulkhead_context::{PlatformRole, SessionId, TenantId, TenantRole, TenantUser, UserId};
-use bulkhead_postgres::{Cluster, ClusterOptions};
 use bulkhead_proto::tenant::v1 as pb;
 use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
-use bulkhead_server::{DbUrls, Peers};
-use bulkhead_testkit::{Caller, Tokens};
+use bulkhead_testkit::Caller;
+
+use crate::health::{PrivateTenant, private_tenant, start_cluster};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-async fn start_cluster(root: std::path::PathBuf) -> Cluster {
-    tokio::task::spawn_blocking(move || Cluster::start(&root, &ClusterOptions::default()))
-        .await
-        .expect("join")
-        .expect("postgres starts")
-}
 
 async fn serving(health: &mut HealthClient<tonic::transport::Channel>, service: &str) -> bool {
     health
@@ -50,41 +43,16 @@ enum Outcome {
 #[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::too_many_lines, reason = "one scenario, in order")]
 async fn postgres_killed_under_load_loses_no_acknowledged_write() {
-    let dir = tempfile::Builder::new()
-        .prefix("bulkhead-crash")
-        .tempdir_in("/tmp")
-        .expect("temp dir");
-    let root = dir.path().join("pg");
-    let cluster = start_cluster(root.clone()).await;
+    let PrivateTenant {
+        dir: _dir,
+        root,
+        cluster,
+        url,
+        tokens,
+        stop,
+        started,
+    } = private_tenant("bulkhead-crash").await;
     let kind = ServiceKind::Tenant;
-    let schema = kind.schema();
-    bulkhead::provision::provision(
-        schema,
-        &cluster.admin_url("postgres"),
-        &cluster.url(&schema.owner_role(), &schema.database()),
-    )
-    .await
-    .expect("provision");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let tokens = Tokens::new("tenant");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let started = bulkhead_server::start(
-        kind.module().as_ref(),
-        &DbUrls::new(
-            cluster.url(&schema.app_role(), &schema.database()),
-            cluster.url(&schema.platform_role(), &schema.database()),
-        ),
-        listener.into(),
-        tokens.guard(),
-        Peers::default(),
-        None,
-        stopped,
-    )
-    .await
-    .expect("tenant starts");
     let channel = bulkhead_testkit::channel(&url);
     let mut tenants = TenantServiceClient::new(channel.clone());
     let mut health = HealthClient::new(channel.clone());

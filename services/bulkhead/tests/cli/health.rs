@@ -13,7 +13,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-async fn start_cluster(root: std::path::PathBuf) -> Cluster {
+pub(crate) async fn start_cluster(root: std::path::PathBuf) -> Cluster {
     tokio::task::spawn_blocking(move || Cluster::start(&root, &ClusterOptions::default()))
         .await
         .expect("join")
@@ -50,10 +50,28 @@ async fn wait_for(
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn health_follows_the_database_and_a_stop_says_not_serving_first() {
+/// The Tenant service alone, on a private cluster of the test's own (which
+/// the test may stop, kill and start again at `root`), behind a guard that
+/// trusts `tokens`.
+pub(crate) struct PrivateTenant {
+    /// The folder of the cluster (removed when dropped).
+    pub(crate) dir: tempfile::TempDir,
+    /// The cluster's data folder, to start it again.
+    pub(crate) root: std::path::PathBuf,
+    pub(crate) cluster: Cluster,
+    /// `http://` of the service.
+    pub(crate) url: String,
+    pub(crate) tokens: bulkhead_testkit::Tokens,
+    /// Flipped to stop the service.
+    pub(crate) stop: tokio::sync::watch::Sender<bool>,
+    pub(crate) started: bulkhead_server::Started,
+}
+
+/// Starts a private cluster in a temporary folder named `prefix…`, makes
+/// Tenant's database on it and starts Tenant.
+pub(crate) async fn private_tenant(prefix: &str) -> PrivateTenant {
     let dir = tempfile::Builder::new()
-        .prefix("bulkhead-health")
+        .prefix(prefix)
         .tempdir_in("/tmp")
         .expect("temp dir");
     let root = dir.path().join("pg");
@@ -71,6 +89,7 @@ async fn health_follows_the_database_and_a_stop_says_not_serving_first() {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let tokens = bulkhead_testkit::Tokens::new("tenant");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let started = bulkhead_server::start(
         kind.module().as_ref(),
@@ -79,13 +98,36 @@ async fn health_follows_the_database_and_a_stop_says_not_serving_first() {
             cluster.url(&schema.platform_role(), &schema.database()),
         ),
         listener.into(),
-        bulkhead_testkit::Tokens::new("tenant").guard(),
+        tokens.guard(),
         Peers::default(),
         None,
         stopped,
     )
     .await
     .expect("tenant starts");
+    PrivateTenant {
+        dir,
+        root,
+        cluster,
+        url,
+        tokens,
+        stop,
+        started,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_follows_the_database_and_a_stop_says_not_serving_first() {
+    let PrivateTenant {
+        dir: _dir,
+        root,
+        cluster,
+        url,
+        stop,
+        started,
+        ..
+    } = private_tenant("bulkhead-health").await;
+    let kind = ServiceKind::Tenant;
     let service = kind.grpc_name();
     let mut health = HealthClient::new(bulkhead_testkit::channel(&url));
     assert_eq!(
