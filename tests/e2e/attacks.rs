@@ -148,6 +148,16 @@ async fn table_names(conn: &mut AsyncPgConnection) -> Vec<String> {
     tables_where(conn, "true").await
 }
 
+/// The tables with a `tenant_id` column.
+async fn tenant_tables(conn: &mut AsyncPgConnection) -> Vec<String> {
+    tables_where(
+        conn,
+        "EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                  AND a.attname = 'tenant_id' AND NOT a.attisdropped)",
+    )
+    .await
+}
+
 async fn tables_where(conn: &mut AsyncPgConnection, condition: &str) -> Vec<String> {
     #[derive(QueryableByName)]
     struct Name {
@@ -178,12 +188,7 @@ async fn snapshot(suite: &TestSuite, b: TenantId) -> Snapshot {
     for kind in ServiceKind::ALL {
         let mut owner = suite.databases[kind.name()].admin_connection().await;
         let tables = table_names(&mut owner).await;
-        let with_tenant = tables_where(
-            &mut owner,
-            "EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
-                      AND a.attname = 'tenant_id' AND NOT a.attisdropped)",
-        )
-        .await;
+        let with_tenant = tenant_tables(&mut owner).await;
         let row = |t: &str| {
             if t == "outbox" {
                 "ROW(r.tenant_id, r.seq, r.id, r.topic, r.payload)::text"
@@ -2337,12 +2342,7 @@ async fn b_names_outside_b(suite: &TestSuite, b: TenantId) -> Vec<String> {
     let mut found = Vec::new();
     for kind in ServiceKind::ALL {
         let mut owner = suite.databases[kind.name()].admin_connection().await;
-        let with_tenant = tables_where(
-            &mut owner,
-            "EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
-                      AND a.attname = 'tenant_id' AND NOT a.attisdropped)",
-        )
-        .await;
+        let with_tenant = tenant_tables(&mut owner).await;
         for table in table_names(&mut owner).await {
             let outside_b = if with_tenant.contains(&table) {
                 format!("r.tenant_id IS DISTINCT FROM '{b}'")
