@@ -187,21 +187,21 @@ impl ThrottleConfig {
             network: net.as_deref().map(|n| digest(&["network", n])),
             known: net.as_deref().map(|n| digest(&["known", account, n])),
         };
-        // The account's missing counters first, so that concurrent attempts
-        // queue on their locks (an insert that finds its row does not lock
-        // it).
-        diesel::sql_query(
+        // The account's counters, each inserted or locked in key order, in
+        // one statement, until this transaction ends: a concurrent attempt
+        // on the account reads the counts with this one in them. Inserting
+        // the missing ones first and locking after left a window: a success
+        // could delete a row in between, and a third attempt, inserting it
+        // again, held it while it waited for the first row (a deadlock).
+        let counters: Vec<Counter> = diesel::sql_query(
             "INSERT INTO login_attempts (key, failures, window_start, last_failure)
-             SELECT k, 0, now(), to_timestamp(0) FROM unnest($1::bytea[]) k
-             ON CONFLICT (key) DO NOTHING",
+             SELECT k, 0, now(), to_timestamp(0) FROM unnest($1::bytea[]) k ORDER BY k
+             ON CONFLICT (key) DO UPDATE SET failures = login_attempts.failures
+             RETURNING key, failures, window_start, last_failure",
         )
         .bind::<Array<Bytea>, _>(&attempt.account_keys())
-        .execute(&mut tx.pg())
+        .load(&mut tx.pg())
         .await?;
-        // The account's rows stay locked until this transaction ends: a
-        // concurrent attempt on the account reads the counts with this one in
-        // them.
-        let counters = lock(&tx, &attempt.account_keys()).await?;
         let now = Utc::now();
         let counter = |key: &Option<Vec<u8>>| {
             key.as_ref()

@@ -522,6 +522,37 @@ async fn a_refresh_token_is_spent_once_under_concurrency() {
     }
 }
 
+/// Many logins of one account at once, from one network, each with the
+/// right password: every one succeeds. Each takes the account's counters in
+/// one order (a success deletes the account × network row, and the next
+/// attempts insert it again): no two of them deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_of_one_account_all_succeed() {
+    let h = std::sync::Arc::new(spawn_service().await);
+    h.root().await;
+    for wave in 0..8 {
+        let logins: Vec<_> = (0..16)
+            .map(|_| {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    h.auth
+                        .clone()
+                        .login(pb::LoginRequest {
+                            email: "root@example.com".into(),
+                            password: PASSWORD.into(),
+                            tenant_slug: String::new(),
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for login in logins {
+            let answer = login.await.expect("task");
+            assert!(answer.is_ok(), "wave {wave}: {answer:?}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_long_expired_are_purged_and_nothing_else() {
     use diesel_async::SimpleAsyncConnection as _;
