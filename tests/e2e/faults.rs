@@ -5,7 +5,12 @@
 //!   (Task checks an assignee with Tenant on every assignment; here a Task
 //!   replica reaches Tenant through a proxy that holds every reply for 30 s);
 //! * Audit away during a stream of writes, and back in the middle of it,
-//!   loses none of their events and duplicates none.
+//!   loses none of their events and duplicates none;
+//! * Task's connections to Postgres killed or frozen, and its link to
+//!   Postgres (a TCP fault proxy in front of the cluster's Unix socket) cut
+//!   mid-reply, blackholed and slowed, under a stream of writes: no
+//!   acknowledged write lost or stored twice, no call past its deadline, and
+//!   the service serving again by itself.
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +25,7 @@ use bulkhead_proto::tenant::v1::tenant_service_client::TenantServiceClient;
 use bulkhead_testkit::bearer;
 use tonic::Code;
 
-use super::support::{spawn_suite, start_replicas_wired};
+use super::support::{socket_of, spawn_suite, spawn_suite_connecting, start_replicas_wired};
 
 const PASSWORD: &str = "a long enough password";
 
@@ -395,18 +400,7 @@ async fn backends_killed_or_frozen_under_load_lose_no_acknowledged_write() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
 
     let history = load.await.expect("load");
-    #[derive(diesel::QueryableByName)]
-    struct Title {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        title: String,
-    }
-    let stored: Vec<String> = diesel::sql_query("SELECT title FROM tasks")
-        .load::<Title>(&mut admin_db)
-        .await
-        .expect("tasks")
-        .into_iter()
-        .map(|t| t.title)
-        .collect();
+    let stored = stored_titles(&mut admin_db).await;
     let unique: std::collections::BTreeSet<&String> = stored.iter().collect();
     let ok: Vec<&String> = history
         .iter()
@@ -441,4 +435,148 @@ async fn backends_killed_or_frozen_under_load_lose_no_acknowledged_write() {
         ok.len(),
         history.len()
     );
+}
+
+/// The titles of Task's stored tasks, read as the cluster's superuser.
+async fn stored_titles(admin_db: &mut diesel_async::AsyncPgConnection) -> Vec<String> {
+    use diesel_async::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Title {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        title: String,
+    }
+    diesel::sql_query("SELECT title FROM tasks")
+        .load::<Title>(admin_db)
+        .await
+        .expect("tasks")
+        .into_iter()
+        .map(|t| t.title)
+        .collect()
+}
+
+/// Task reaches Postgres through a fault proxy (TCP in front of the test
+/// cluster's Unix socket), its runtime and platform pools alike, under a
+/// stream of writes with a 2 s deadline each: every connection's replies cut
+/// after 200 more bytes (mid-message) for 0.5 s, then nothing passing either
+/// way for 2 s (a blackhole: connections held open), then every reply 150 ms
+/// late for 1 s. No acknowledged write is lost or stored twice, every call
+/// answers within its deadline (and a little for the answer to travel) with
+/// OK or a retryable status, and calls succeed again by themselves once the
+/// link heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines, reason = "one scenario, in order")]
+async fn a_database_link_cut_mid_reply_blackholed_or_slow_loses_no_acknowledged_write() {
+    let probe = bulkhead_postgres::testing::test_database(ServiceKind::Task.schema()).await;
+    let (socket, port) = socket_of(&probe.app_url);
+    let proxy =
+        bulkhead_testkit::proxy::TcpProxy::start_unix(socket.join(format!(".s.PGSQL.{port}")))
+            .await;
+    let through = |url: &str| {
+        let (role, rest) = url
+            .trim_start_matches("postgresql://")
+            .split_once('@')
+            .expect("role@host");
+        let database = rest.rsplit_once('/').expect("/database").1;
+        format!("postgresql://{role}@{}/{database}", proxy.addr())
+    };
+    let suite = spawn_suite_connecting(bulkhead_auth::LimitsConfig::default(), &[], &|database| {
+        if database.app_url.contains("task_app@") {
+            bulkhead_server::DbUrls::new(
+                through(&database.app_url),
+                through(&database.platform_url),
+            )
+        } else {
+            bulkhead_server::DbUrls::new(database.app_url.clone(), database.platform_url.clone())
+        }
+    })
+    .await;
+    let (_, admin) = tenant_admin(&suite, "link");
+    let tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
+    let deadline = Duration::from_secs(2);
+    // 50 CreateTask calls a second for 9 s, open loop.
+    let load = task_stream(&tasks, &admin, "link", 450, Some(deadline));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.cut_replies_after(200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.heal();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    proxy.blackhole();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.heal();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    proxy.delay_replies(Duration::from_millis(150));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.delay_replies(Duration::ZERO);
+
+    let history = load.await.expect("load");
+    let stored = stored_titles(&mut suite.databases["task"].admin_connection().await).await;
+    let unique: std::collections::BTreeSet<&String> = stored.iter().collect();
+    let ok: Vec<&String> = history
+        .iter()
+        .filter(|s| s.result.is_ok())
+        .map(|s| &s.title)
+        .collect();
+    let lost: Vec<&&String> = ok.iter().filter(|t| !unique.contains(**t)).collect();
+    let mut codes = std::collections::BTreeMap::new();
+    for sent in &history {
+        if let Err(code) = &sent.result {
+            *codes.entry(format!("{code:?}")).or_insert(0) += 1;
+        }
+    }
+    // How long each call took: it went out at n × 20 ms.
+    let slowest = history
+        .iter()
+        .map(|s| {
+            let n: u32 = s
+                .title
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("n");
+            s.at.saturating_sub(Duration::from_millis(20) * n)
+        })
+        .max()
+        .expect("calls");
+    let after = history
+        .iter()
+        .filter(|s| s.result.is_ok() && s.at > Duration::from_secs(8))
+        .count();
+    println!(
+        "{} calls, {} ok, errors {codes:?}; slowest answer {slowest:?}; {after} ok after 8 s; lost {}, stored twice {}",
+        history.len(),
+        ok.len(),
+        lost.len(),
+        stored.len() - unique.len()
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(stored.len(), unique.len(), "no write stored twice");
+    assert!(
+        slowest < deadline + Duration::from_millis(500),
+        "a call outlived its deadline: {slowest:?}"
+    );
+    // UNAVAILABLE (a connection lost or not had in time), the deadline
+    // (tonic's client reports it as CANCELLED), or RESOURCE_EXHAUSTED: the
+    // tenant's calls held by the blackhole fill its share, and the guard
+    // sheds the rest before they queue for the database.
+    let unexpected: Vec<&String> = codes
+        .keys()
+        .filter(|code| {
+            ![
+                "Unavailable",
+                "DeadlineExceeded",
+                "Cancelled",
+                "ResourceExhausted",
+            ]
+            .contains(&code.as_str())
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "only UNAVAILABLE, the deadline or shedding while the link fails: {codes:?}"
+    );
+    assert!(
+        codes.values().sum::<usize>() > 0,
+        "the faults reached the calls: {codes:?}"
+    );
+    assert!(after > 20, "calls succeed again by themselves: {after}");
 }

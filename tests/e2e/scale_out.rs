@@ -24,7 +24,7 @@ use bulkhead_testkit::bearer;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::support::{TestSuite, spawn_suite_connecting};
+use crate::support::{TestSuite, socket_of, spawn_suite_connecting};
 
 /// A PgBouncer of the test's own, in front of the test cluster.
 struct PgBouncer {
@@ -121,21 +121,6 @@ impl PgBouncer {
         let database = rest.rsplit_once('/').expect("/database").1;
         format!("{scheme_user}@127.0.0.1:{}/{database}", self.port)
     }
-}
-
-/// The cluster's socket folder and port, from a test database's URL
-/// (`postgresql://role@%2Fpath%2Fsocket:PORT/db`).
-fn socket_of(url: &str) -> (PathBuf, u16) {
-    let host_port = url
-        .split_once('@')
-        .and_then(|(_, rest)| rest.split_once('/'))
-        .map(|(host_port, _)| host_port)
-        .expect("host:port");
-    let (host, port) = host_port.rsplit_once(':').expect("port");
-    (
-        PathBuf::from(host.replace("%2F", "/")),
-        port.parse().expect("port number"),
-    )
 }
 
 async fn suite_through_pgbouncer() -> (TestSuite, PgBouncer) {

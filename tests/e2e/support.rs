@@ -336,6 +336,22 @@ pub async fn spawn_suite_tls(
     .await
 }
 
+/// The cluster's socket folder and port, from a test database's URL
+/// (`postgresql://role@%2Fpath%2Fsocket:PORT/db`).
+#[allow(dead_code, reason = "for some test files only")]
+pub fn socket_of(url: &str) -> (std::path::PathBuf, u16) {
+    let host_port = url
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(host_port, _)| host_port)
+        .expect("host:port");
+    let (host, port) = host_port.rsplit_once(':').expect("port");
+    (
+        std::path::PathBuf::from(host.replace("%2F", "/")),
+        port.parse().expect("port number"),
+    )
+}
+
 /// With `BULKHEAD_TEST_LOG` set (an `EnvFilter`, e.g. `warn` or
 /// `bulkhead_auth=debug`), the services' logs go to stderr: what a failing
 /// test's servers said (`-- --nocapture` to see them as they come).

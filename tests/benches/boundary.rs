@@ -2,11 +2,14 @@
 //! unscoped, on pools of the same size and the same database, in one run:
 //!
 //! * sequential latency (median, p99) and the ratio of medians;
-//! * throughput at saturation (many concurrent clients) and its ratio;
+//! * throughput at saturation (many concurrent clients) and its ratio, with
+//!   the CPU each call costs the client (this process) and the server (the
+//!   cluster's backends), and the syncs (round trips) each call makes;
 //! * the same statements driven by `pgbench` on the same database, for what the
-//!   server itself allows.
+//!   server itself allows: one sync per statement, our three syncs, and all
+//!   four statements behind one sync (pipeline mode).
 //!
-//! Run: `cargo bench -p bulkhead-db --bench scoped_select`.
+//! Run: `cargo bench -p bulkhead-e2e --bench boundary` (part of `--bench report`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -24,7 +27,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use uuid::Uuid;
 
-static MIGRATIONS: EmbeddedMigrations = embed_migrations!("tests/sample_migrations");
+static MIGRATIONS: EmbeddedMigrations = embed_migrations!("../shared/db/tests/sample_migrations");
 static SAMPLE: ServiceSchema = ServiceSchema::new("sample", &MIGRATIONS);
 
 diesel::table! {
@@ -56,6 +59,7 @@ enum Mode {
     ScopedRead,
     ScopedTx,
     Naive,
+    OneFlight,
 }
 
 impl Mode {
@@ -65,6 +69,18 @@ impl Mode {
             Self::ScopedRead => "tenant_read (pipelined, COMMIT off-path)",
             Self::ScopedTx => "tenant_tx (pipelined, COMMIT awaited)",
             Self::Naive => "naive BEGIN; SET LOCAL; SELECT; COMMIT",
+            Self::OneFlight => "experiment: COMMIT in the same flight",
+        }
+    }
+
+    /// Round trips the server answers with a `ReadyForQuery` (each a flush,
+    /// a wake-up on both sides): tokio-postgres ends every statement with a
+    /// `Sync`, and a simple-query batch is one.
+    const fn syncs(self) -> u32 {
+        match self {
+            Self::Unscoped => 1,
+            Self::ScopedRead | Self::ScopedTx | Self::OneFlight => 3,
+            Self::Naive => 4,
         }
     }
 }
@@ -121,6 +137,41 @@ async fn one(pools: &Pools, mode: Mode, tenant: TenantId, id: Uuid) -> Result<St
             })
             .await
         }
+        Mode::OneFlight => {
+            // What one flight would buy: BEGIN, the select and COMMIT queued
+            // before any answer. Not an API: the select's messages precede
+            // the COMMIT only when its statement is cached (a first use
+            // prepares it in a round trip of its own, and the COMMIT would
+            // overtake it); tokio-postgres offers no way to know or to hold.
+            let conn = pools.plain.get().await?;
+            let shared: &AsyncPgConnection = &conn;
+            let begin = format!(
+                "BEGIN READ ONLY; SET LOCAL app.tenant_id = '{}'; SET LOCAL app.user_id = ''",
+                t.hyphenated()
+            );
+            let (began, name, ended) = futures_util::future::join3(
+                async move {
+                    let mut c = shared;
+                    c.batch_execute(&begin).await
+                },
+                async move {
+                    let mut c = shared;
+                    projects::table
+                        .filter(projects::tenant_id.eq(t).and(projects::id.eq(id)))
+                        .select(projects::name)
+                        .first::<String>(&mut c)
+                        .await
+                },
+                async move {
+                    let mut c = shared;
+                    c.batch_execute("COMMIT").await
+                },
+            )
+            .await;
+            began?;
+            ended?;
+            Ok(name?)
+        }
         Mode::Naive => {
             let mut conn = pools.plain.get().await?;
             let set = format!("SET LOCAL app.tenant_id = '{}'", t.hyphenated());
@@ -145,6 +196,33 @@ fn pick(rows: &[(TenantId, Uuid)], i: usize) -> (TenantId, Uuid) {
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
+}
+
+/// CPU seconds so far of this process and of every `postgres` process (the
+/// test cluster's backends; the bench runs alone on its machine).
+fn cpu_seconds() -> (f64, f64) {
+    fn used(stat: &str) -> Option<(String, f64)> {
+        let (head, tail) = stat.rsplit_once(") ")?;
+        let comm = head.split_once(" (")?.1.to_owned();
+        let fields: Vec<&str> = tail.split_whitespace().collect();
+        // utime and stime, in clock ticks (100 per second on Linux).
+        let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some((comm, ticks / 100.0))
+    }
+    let client = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| used(&s))
+        .map_or(0.0, |(_, t)| t);
+    let server = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter_map(|stat| used(&stat))
+        .filter(|(comm, _)| comm == "postgres")
+        .map(|(_, t)| t)
+        .sum();
+    (client, server)
 }
 
 /// Median and p99 (µs) of each mode, calls interleaved (one of each mode in
@@ -176,7 +254,10 @@ async fn sequential(db: &Pools, modes: &[Mode], rows: &[(TenantId, Uuid)]) -> Ve
         .collect()
 }
 
-async fn saturation(db: &Pools, mode: Mode, rows: &[(TenantId, Uuid)]) -> f64 {
+/// Calls per second at saturation, and the CPU each call cost the client
+/// and the server (µs).
+async fn saturation(db: &Pools, mode: Mode, rows: &[(TenantId, Uuid)]) -> (f64, f64, f64) {
+    let before = cpu_seconds();
     let deadline = Instant::now() + SATURATION;
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
@@ -198,7 +279,13 @@ async fn saturation(db: &Pools, mode: Mode, rows: &[(TenantId, Uuid)]) -> f64 {
     for client in clients {
         total += client.await.expect("client");
     }
-    total as f64 / SATURATION.as_secs_f64()
+    let after = cpu_seconds();
+    let calls = total as f64;
+    (
+        calls / SATURATION.as_secs_f64(),
+        (after.0 - before.0) / calls * 1e6,
+        (after.1 - before.1) / calls * 1e6,
+    )
 }
 
 fn pgbench_bin() -> Option<PathBuf> {
@@ -243,7 +330,15 @@ fn pgbench(bin: &PathBuf, url: &str, script: &str, tenant: TenantId, id: Uuid) -
 }
 
 #[tokio::main]
+#[allow(dead_code, reason = "the report runs `run`")]
 async fn main() {
+    run().await;
+}
+
+/// Runs the bench, prints it, and returns its headline figures (measure,
+/// value) for the report.
+pub async fn run() -> Vec<(String, String)> {
+    let mut figures = Vec::new();
     let database = test_database(&SAMPLE).await;
     let db = database.app_db(POOL).await;
     let pools = Pools {
@@ -310,6 +405,7 @@ async fn main() {
         Mode::ScopedRead,
         Mode::ScopedTx,
         Mode::Naive,
+        Mode::OneFlight,
     ];
     let latencies = sequential(&pools, &modes, &rows).await;
     let base = latencies[0].0;
@@ -319,23 +415,41 @@ async fn main() {
             mode.label(),
             median / base
         );
+        if *mode == Mode::ScopedRead {
+            figures.push((
+                "boundary, sequential: tenant_read / unscoped latency".into(),
+                format!("{:.2}x", median / base),
+            ));
+        }
     }
 
     println!(
-        "\nsaturation, {CLIENTS} concurrent clients, {}s each (calls/s):",
+        "\nsaturation, {CLIENTS} concurrent clients, {}s each (calls/s; CPU per call, µs):",
         SATURATION.as_secs()
     );
     let mut base = 0.0;
     for mode in modes {
-        let tps = saturation(&pools, mode, &rows).await;
+        let (tps, client, server) = saturation(&pools, mode, &rows).await;
         if mode == Mode::Unscoped {
             base = tps;
         }
         println!(
-            "  {:<44} {tps:>9.0}  ratio {:.2}x",
+            "  {:<44} {tps:>9.0}  ratio {:.2}x  syncs {}  client {client:>4.0}  server {server:>4.0}",
             mode.label(),
-            tps / base
+            tps / base,
+            mode.syncs(),
         );
+        match mode {
+            Mode::ScopedRead => figures.push((
+                "boundary, saturation: tenant_read / unscoped".into(),
+                format!("{:.2}x", tps / base),
+            )),
+            Mode::OneFlight => figures.push((
+                "boundary, saturation: one flight (experiment) / unscoped".into(),
+                format!("{:.2}x", tps / base),
+            )),
+            _ => {}
+        }
     }
 
     match pgbench_bin() {
@@ -348,23 +462,37 @@ async fn main() {
             let plain = "SELECT name FROM plain_projects WHERE org_id = :t AND id = :id;\n";
             let set = "SELECT set_config('app.tenant_id', :t, true);\n";
             let scoped = format!("BEGIN;\n{set}{select}COMMIT;\n");
+            // Our pattern: BEGIN and the setting behind one sync, then the
+            // select, then COMMIT.
+            let three = format!("\\startpipeline\nBEGIN;\n{set}\\endpipeline\n{select}COMMIT;\n");
             let pipelined =
                 format!("\\startpipeline\nBEGIN;\n{set}{select}COMMIT;\n\\endpipeline\n");
             println!("\npgbench on the same database, {CLIENTS} clients, prepared (tps):");
             let mut base = None;
-            for (label, script) in [
-                ("plain select (no RLS table)", plain.to_owned()),
-                ("BEGIN; set_config; SELECT; COMMIT", scoped),
-                ("the same four in one pipeline", pipelined),
+            for (label, syncs, script) in [
+                ("plain select (no RLS table)", 1, plain.to_owned()),
+                ("BEGIN; set_config; SELECT; COMMIT", 4, scoped),
+                ("BEGIN + set_config in a pipeline; SELECT; COMMIT", 3, three),
+                ("the same four in one pipeline", 1, pipelined),
             ] {
                 match pgbench(&bin, &database.app_url, &script, t, id) {
                     Some(tps) => {
                         let b = *base.get_or_insert(tps);
-                        println!("  {label:<44} {tps:>9.0}  ratio {:.2}x", tps / b);
+                        println!(
+                            "  {label:<48} {tps:>9.0}  ratio {:.2}x  syncs {syncs}",
+                            tps / b
+                        );
+                        if syncs != 1 || base != Some(tps) {
+                            figures.push((
+                                format!("boundary, pgbench: {label} / plain"),
+                                format!("{:.2}x", tps / b),
+                            ));
+                        }
                     }
-                    None => println!("  {label:<44} failed"),
+                    None => println!("  {label:<48} failed"),
                 }
             }
         }
     }
+    figures
 }
