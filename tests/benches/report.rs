@@ -34,8 +34,18 @@ const EARLIER: &[(&str, &str, &str)] = &[
         "",
     ),
     (
+        "boundary, sequential: tenant_read_rows / unscoped latency",
+        "— (new)",
+        "",
+    ),
+    (
         "boundary, saturation: tenant_read / unscoped",
         "0.46x (#13's text)",
+        "",
+    ),
+    (
+        "boundary, saturation: tenant_read_rows (one flight) / unscoped",
+        "— (new: GetTask and ListTasks use it)",
         "close the gap to pgbench's pipeline as far as the stack allows",
     ),
     (

@@ -166,7 +166,7 @@ impl TaskService for TaskApi {
                 .await?
         } else {
             self.db
-                .tenant_read(user.tenant_id, async |tx| repo::task(tx, id).await)
+                .tenant_read_rows(user.tenant_id, async |tx| repo::task(tx, id).await)
                 .await?
                 .ok_or(TaskError::NotFound)?
         };
@@ -299,7 +299,7 @@ impl TaskService for TaskApi {
                 .await?
         } else {
             self.db
-                .tenant_read(user.tenant_id, async |tx| {
+                .tenant_read_rows(user.tenant_id, async |tx| {
                     repo::list_tasks(tx, list.filter, list.before, list.size.fetch()).await
                 })
                 .await?

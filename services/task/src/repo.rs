@@ -32,6 +32,12 @@ pub struct Task {
     pub update_time: DateTime<Utc>,
 }
 
+impl bulkhead_db::TenantRow for Task {
+    fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+}
+
 impl Task {
     /// The status as a domain value (the column's CHECK admits only these).
     #[must_use]

@@ -25,7 +25,7 @@ mod scoped;
 
 pub use error::DbError;
 pub use pool::{Db, PoolConfig, SystemConn};
-pub use scoped::{PlatformConn, TenantConn, UserConn};
+pub use scoped::{PlatformConn, TenantConn, TenantRow, TenantRows, UserConn};
 
 /// Re-exported so repository code names one connection type without depending on
 /// diesel-async directly.

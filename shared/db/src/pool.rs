@@ -46,6 +46,13 @@ impl Default for PoolConfig {
 pub struct Db {
     pub(crate) pool: Pool<AsyncPgConnection>,
     pub(crate) platform: Option<Pool<AsyncPgConnection>>,
+    /// Whether [`Db::tenant_read_rows`] sends its statement and `COMMIT` in
+    /// one flight: only with the statement cache (without it, every
+    /// statement is prepared in a round trip of its own first, and the
+    /// `COMMIT` would always overtake it).
+    pub(crate) one_flight: bool,
+    /// One-flight reads asked again the ordinary way (nothing found).
+    pub(crate) one_flight_retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Db {
@@ -106,6 +113,8 @@ impl Db {
         Ok(Self {
             pool: open(url, config).await?,
             platform: None,
+            one_flight: config.statement_cache,
+            one_flight_retries: std::sync::Arc::default(),
         })
     }
 
@@ -170,6 +179,14 @@ impl Db {
             }
             None => Ok(None),
         }
+    }
+
+    /// How many one-flight reads ([`Db::tenant_read_rows`]) found nothing and
+    /// were asked again the ordinary way, since the pool opened.
+    #[must_use]
+    pub fn one_flight_retries(&self) -> u64 {
+        self.one_flight_retries
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Connections open and idle, for metrics.

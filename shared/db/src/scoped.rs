@@ -14,6 +14,20 @@
 //! final once read, and the connection goes back to the pool only after the
 //! `COMMIT` has been answered.
 //!
+//! [`Db::tenant_read_rows`] goes one step further for a single `SELECT` of rows:
+//! `BEGIN`, the statement and `COMMIT` all leave in one flight (one wait
+//! instead of two; at saturation it is the wait, not the statement count,
+//! that costs: see `cargo bench -p bulkhead-e2e --bench boundary`). The order
+//! usually holds, but nothing in diesel-async guarantees it: a statement not
+//! yet prepared on the connection is prepared in a round trip of its own,
+//! and the `COMMIT` overtakes it (so may a busy task's yield). A statement so
+//! overtaken runs after the transaction, with whatever tenant the server
+//! session holds (none, unless a bug set one; behind a transaction pooler,
+//! another client's). So the answer proves itself: it is kept only when it
+//! has rows and every one of them carries the tenant's id ([`TenantRow`]);
+//! anything else (no row, another tenant's row, an error) is asked again the
+//! ordinary way ([`Db::tenant_read`]).
+//!
 //! While a scoped transaction is open its connection is marked broken in diesel's
 //! transaction manager; only a clean `COMMIT`/`ROLLBACK` clears the mark. If the
 //! caller's future is dropped midway, the pool discards the connection instead of
@@ -118,6 +132,37 @@ impl<'c> UserConn<'c> {
     }
 }
 
+/// A row of a tenant table, as a one-flight read ([`Db::tenant_read_rows`])
+/// answers it: it names the tenant it belongs to.
+pub trait TenantRow {
+    /// The tenant the row belongs to (its `tenant_id` column).
+    fn tenant_id(&self) -> uuid::Uuid;
+}
+
+/// What a one-flight read answers: rows of tenant tables.
+pub trait TenantRows {
+    /// The rows' tenants, one per row.
+    fn tenants(&self) -> impl Iterator<Item = uuid::Uuid>;
+
+    /// Whether there are rows, every one of them `tenant`'s.
+    fn all_of(&self, tenant: TenantId) -> bool {
+        let mut tenants = self.tenants().peekable();
+        tenants.peek().is_some() && tenants.all(|t| t == *tenant.as_uuid())
+    }
+}
+
+impl<R: TenantRow> TenantRows for Vec<R> {
+    fn tenants(&self) -> impl Iterator<Item = uuid::Uuid> {
+        self.iter().map(TenantRow::tenant_id)
+    }
+}
+
+impl<R: TenantRow> TenantRows for Option<R> {
+    fn tenants(&self) -> impl Iterator<Item = uuid::Uuid> {
+        self.iter().map(TenantRow::tenant_id)
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     ReadWrite,
@@ -157,6 +202,37 @@ impl Db {
         E: From<DbError>,
     {
         self.tenant_scoped(tenant, Mode::ReadOnly, work).await
+    }
+
+    /// As [`Db::tenant_read`], for `work` that is one `SELECT` of rows of
+    /// tenant tables: `BEGIN`, the statement and `COMMIT` go out in one
+    /// flight (see the module's notes). The answer is kept only when it has
+    /// rows, all of them `tenant`'s; otherwise (nothing found, a row of
+    /// another tenant, an error) it is asked again through [`Db::tenant_read`]
+    /// (a clone of `work` runs first), so "not found" costs the ordinary read
+    /// as well. A second statement in `work` would run after the `COMMIT`
+    /// and find nothing: use [`Db::tenant_read`] for more than one.
+    ///
+    /// # Errors
+    /// As [`Db::tenant_read`].
+    pub async fn tenant_read_rows<T, E>(
+        &self,
+        tenant: TenantId,
+        work: impl AsyncFnOnce(TenantConn<'_>) -> Result<T, E> + Clone,
+    ) -> Result<T, E>
+    where
+        T: TenantRows,
+        E: From<DbError>,
+    {
+        if self.one_flight {
+            if let Some(answer) = one_flight(&self.pool, tenant, work.clone()).await {
+                return answer;
+            }
+            self.one_flight_retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("db_one_flight_retries_total").increment(1);
+        }
+        self.tenant_read(tenant, work).await
     }
 
     async fn tenant_scoped<T, E>(
@@ -283,6 +359,67 @@ where
             let _ = finish(conn, "ROLLBACK").await;
             Err(err)
         }
+    }
+}
+
+/// One flight of `BEGIN READ ONLY; SET LOCAL …`, `work`'s statement and
+/// `COMMIT`, queued in that order before any answer (`join3` polls them in
+/// order; each queues its messages on its first poll, the statement only
+/// when it is already prepared and its task need not yield). `None` unless
+/// the answer has rows, all of them `tenant`'s.
+async fn one_flight<T, E>(
+    pool: &Pool<AsyncPgConnection>,
+    tenant: TenantId,
+    work: impl AsyncFnOnce(TenantConn<'_>) -> Result<T, E>,
+) -> Option<Result<T, E>>
+where
+    T: TenantRows,
+    E: From<DbError>,
+{
+    let mut conn = match pool.get_owned().await {
+        Ok(conn) => conn,
+        Err(err) => return Some(Err(DbError::from(err).into())),
+    };
+    mark_in_transaction(&mut conn);
+    let shared: &AsyncPgConnection = &conn;
+    let begin = tenant_begin(tenant, Mode::ReadOnly);
+    let (began, worked, ended) = futures_util::future::join3(
+        async move {
+            let mut shared = shared;
+            shared.batch_execute(&begin).await
+        },
+        work(TenantConn {
+            conn: shared,
+            tenant_id: tenant,
+        }),
+        async move {
+            let mut shared = shared;
+            shared.batch_execute("COMMIT").await
+        },
+    )
+    .await;
+    if let Err(err) = began.and(ended) {
+        // The connection's state is unknown: it stays marked and is discarded.
+        return Some(Err(DbError::from(err).into()));
+    }
+    // All three answered: the COMMIT ended the transaction (a statement it
+    // overtook ran after it, in a transaction of its own).
+    *<AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(&mut conn) =
+        TransactionManagerStatus::default();
+    match worked {
+        Ok(rows) if rows.all_of(tenant) => Some(Ok(rows)),
+        Ok(rows) => {
+            if rows.tenants().any(|t| t != *tenant.as_uuid()) {
+                tracing::warn!(
+                    security = true,
+                    event = "one_flight_foreign_rows",
+                    tenant_id = %tenant,
+                    "a one-flight read's statement ran outside its transaction and saw another tenant's rows: discarded, read again"
+                );
+            }
+            None
+        }
+        Err(_) => None,
     }
 }
 

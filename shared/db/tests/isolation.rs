@@ -58,6 +58,28 @@ async fn insert_project_for(
     Ok(())
 }
 
+/// A project's tenant and name: a row a one-flight read can check.
+#[derive(Queryable, Debug, PartialEq, Eq)]
+struct Project {
+    tenant_id: Uuid,
+    name: String,
+}
+
+impl bulkhead_db::TenantRow for Project {
+    fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+}
+
+/// All projects the scope shows, deliberately *without* a tenant filter.
+async fn all_projects(tx: TenantConn<'_>) -> Result<Vec<Project>, DbError> {
+    Ok(projects::table
+        .select((projects::tenant_id, projects::name))
+        .order(projects::name)
+        .load(&mut tx.pg())
+        .await?)
+}
+
 /// Deliberately *without* a tenant filter: RLS alone must hide other tenants.
 async fn all_project_names(tx: TenantConn<'_>) -> Result<Vec<String>, DbError> {
     Ok(projects::table
@@ -547,4 +569,118 @@ async fn a_session_level_tenant_setting_reaches_no_scoped_transaction() {
         .expect("user transaction");
     assert_eq!(in_user, None, "a user transaction runs under no tenant");
     assert_eq!(names_of(&w, w.b).await, ["b-project"]);
+}
+
+/// The names of `projects`, with their tenants checked against `tenant`.
+fn names(tenant: TenantId, projects: Vec<Project>) -> Vec<String> {
+    projects
+        .into_iter()
+        .map(|p| {
+            assert_eq!(p.tenant_id, *tenant.as_uuid(), "another tenant's row");
+            p.name
+        })
+        .collect()
+}
+
+/// A one-flight read on a connection that has never run its statement: the
+/// statement is prepared in a round trip of its own, the `COMMIT` overtakes
+/// it, and it runs with no tenant: nothing found, so the read is asked again
+/// the ordinary way and answers from inside the scope. Once prepared, the
+/// statement keeps its place and the answer comes in one flight.
+#[tokio::test]
+async fn a_one_flight_read_answers_from_inside_the_scope_even_on_first_use() {
+    let w = world(1).await;
+    let read = async |tenant| {
+        let rows =
+            w.db.tenant_read_rows(tenant, async |tx| all_projects(tx).await)
+                .await
+                .expect("read");
+        names(tenant, rows)
+    };
+    assert_eq!(read(w.a).await, vec!["a-project"]);
+    assert_eq!(
+        w.db.one_flight_retries(),
+        1,
+        "the first use was overtaken and asked again"
+    );
+    assert_eq!(read(w.a).await, vec!["a-project"]);
+    assert_eq!(read(w.b).await, vec!["b-project"]);
+    assert_eq!(
+        w.db.one_flight_retries(),
+        1,
+        "a prepared statement is answered in one flight"
+    );
+    // Nothing found is always asked again: another tenant's row reads as no
+    // row the same way.
+    let missing =
+        w.db.tenant_read_rows(w.b, async |tx| {
+            Ok::<_, DbError>(
+                projects::table
+                    .filter(projects::id.eq(w.a_project))
+                    .select((projects::tenant_id, projects::name))
+                    .first::<Project>(&mut tx.pg())
+                    .await
+                    .optional()?,
+            )
+        })
+        .await
+        .expect("read");
+    assert_eq!(missing, None);
+}
+
+/// A session-level `SET app.tenant_id` left on the connection (any role may
+/// set it outside a transaction; behind a transaction pooler, another
+/// client's session) reaches a statement the `COMMIT` overtook: it sees that
+/// tenant's rows, and the answer is discarded because they are not the
+/// scope's, then read again inside the scope.
+#[tokio::test]
+async fn an_overtaken_statement_seeing_another_tenant_is_discarded() {
+    let w = world(1).await;
+    {
+        use diesel_async::SimpleAsyncConnection as _;
+        let mut conn = w.db.system().await.expect("system");
+        conn.pg()
+            .batch_execute(&format!("SET app.tenant_id = '{}'", w.b))
+            .await
+            .expect("a session-level set");
+    }
+    // A statement this connection never ran: the COMMIT overtakes it.
+    let rows =
+        w.db.tenant_read_rows(w.a, async |tx| all_projects(tx).await)
+            .await
+            .expect("read");
+    assert_eq!(names(w.a, rows), vec!["a-project"], "never B's rows");
+    assert_eq!(w.db.one_flight_retries(), 1);
+}
+
+/// One-flight reads of many tenants at once, over few connections, some
+/// statements new to their connection: each answer is its tenant's own.
+#[tokio::test]
+async fn one_flight_reads_of_many_tenants_at_once_never_mix() {
+    let w = world(4).await;
+    let tenants: Vec<TenantId> = (0..8).map(|_| TenantId::new_v7()).collect();
+    for (i, t) in tenants.iter().enumerate() {
+        w.db.tenant_tx(*t, async |tx| {
+            insert_project(tx, Uuid::now_v7(), &format!("t{i}")).await
+        })
+        .await
+        .expect("insert");
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..25 {
+        for (i, t) in tenants.iter().enumerate() {
+            let (db, t) = (w.db.clone(), *t);
+            tasks.spawn(async move {
+                let rows = db
+                    .tenant_read_rows(t, async |tx| all_projects(tx).await)
+                    .await
+                    .expect("read");
+                (i, names(t, rows))
+            });
+        }
+    }
+    while let Some(task) = tasks.join_next().await {
+        let (i, names) = task.expect("task");
+        assert_eq!(names, vec![format!("t{i}")]);
+    }
 }
