@@ -51,7 +51,8 @@ pub struct Db {
     /// statement is prepared in a round trip of its own first, and the
     /// `COMMIT` would always overtake it).
     pub(crate) one_flight: bool,
-    /// One-flight reads asked again the ordinary way (nothing found).
+    /// One-flight reads asked again the ordinary way (nothing found, another
+    /// tenant's rows, an error).
     pub(crate) one_flight_retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -181,8 +182,9 @@ impl Db {
         }
     }
 
-    /// How many one-flight reads ([`Db::tenant_read_rows`]) found nothing and
-    /// were asked again the ordinary way, since the pool opened.
+    /// How many one-flight reads ([`Db::tenant_read_rows`]) were asked again
+    /// the ordinary way (nothing found, another tenant's rows, an error),
+    /// since the pool opened.
     #[must_use]
     pub fn one_flight_retries(&self) -> u64 {
         self.one_flight_retries

@@ -21,9 +21,9 @@
 //! usually holds, but nothing in diesel-async guarantees it: a statement not
 //! yet prepared on the connection is prepared in a round trip of its own,
 //! and the `COMMIT` overtakes it (so may a busy task's yield). A statement so
-//! overtaken runs after the transaction, with whatever tenant the server
-//! session holds (none, unless a bug set one; behind a transaction pooler,
-//! another client's). So the answer proves itself: it is kept only when it
+//! overtaken runs after the transaction, not read-only, with whatever the
+//! server session holds (no tenant and no user, unless a bug set one; behind
+//! a transaction pooler, another client's). So the answer proves itself: it is kept only when it
 //! has rows and every one of them carries the tenant's id ([`TenantRow`]);
 //! anything else (no row, another tenant's row, an error) is asked again the
 //! ordinary way ([`Db::tenant_read`]).
@@ -134,21 +134,29 @@ impl<'c> UserConn<'c> {
 
 /// A row of a tenant table, as a one-flight read ([`Db::tenant_read_rows`])
 /// answers it: it names the tenant it belongs to.
+///
+/// The contract: `tenant_id` is the row's own `tenant_id` column as read
+/// (never a value bound by the query, such as the scope's tenant), of a table
+/// whose only runtime-role policy is the tenant policy (not a per-user one:
+/// a statement the `COMMIT` overtook runs with the session's `app.user_id`
+/// too). The id is what proves the answer came from inside the scope.
 pub trait TenantRow {
     /// The tenant the row belongs to (its `tenant_id` column).
     fn tenant_id(&self) -> uuid::Uuid;
 }
 
-/// What a one-flight read answers: rows of tenant tables.
-pub trait TenantRows {
+mod sealed {
+    pub trait Sealed {}
+    impl<R: super::TenantRow> Sealed for Vec<R> {}
+    impl<R: super::TenantRow> Sealed for Option<R> {}
+}
+
+/// What a one-flight read answers: a `Vec` or an `Option` of
+/// [`TenantRow`]s (sealed: the check in [`Db::tenant_read_rows`] is the
+/// only one).
+pub trait TenantRows: sealed::Sealed {
     /// The rows' tenants, one per row.
     fn tenants(&self) -> impl Iterator<Item = uuid::Uuid>;
-
-    /// Whether there are rows, every one of them `tenant`'s.
-    fn all_of(&self, tenant: TenantId) -> bool {
-        let mut tenants = self.tenants().peekable();
-        tenants.peek().is_some() && tenants.all(|t| t == *tenant.as_uuid())
-    }
 }
 
 impl<R: TenantRow> TenantRows for Vec<R> {
@@ -161,6 +169,12 @@ impl<R: TenantRow> TenantRows for Option<R> {
     fn tenants(&self) -> impl Iterator<Item = uuid::Uuid> {
         self.iter().map(TenantRow::tenant_id)
     }
+}
+
+/// Whether `rows` has rows, every one of them `tenant`'s.
+fn all_of(rows: &impl TenantRows, tenant: TenantId) -> bool {
+    let mut tenants = rows.tenants().peekable();
+    tenants.peek().is_some() && tenants.all(|t| t == *tenant.as_uuid())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -407,7 +421,7 @@ where
     *<AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(&mut conn) =
         TransactionManagerStatus::default();
     match worked {
-        Ok(rows) if rows.all_of(tenant) => Some(Ok(rows)),
+        Ok(rows) if all_of(&rows, tenant) => Some(Ok(rows)),
         Ok(rows) => {
             if rows.tenants().any(|t| t != *tenant.as_uuid()) {
                 tracing::warn!(

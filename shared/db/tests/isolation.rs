@@ -177,6 +177,21 @@ fn is_rls_violation(err: &DbError) -> bool {
         .contains("violates row-level security policy")
 }
 
+/// Eight more tenants, the `i`th holding one project named `t{i}`.
+async fn eight_tenants(world: &World) -> Vec<TenantId> {
+    let tenants: Vec<TenantId> = (0..8).map(|_| TenantId::new_v7()).collect();
+    for (i, t) in tenants.iter().enumerate() {
+        world
+            .db
+            .tenant_tx(*t, async |tx| {
+                insert_project(tx, Uuid::now_v7(), &format!("t{i}")).await
+            })
+            .await
+            .expect("insert");
+    }
+    tenants
+}
+
 async fn names_of(world: &World, tenant: TenantId) -> Vec<String> {
     world
         .db
@@ -350,14 +365,7 @@ async fn read_scope_refuses_writes() {
 #[tokio::test]
 async fn concurrent_scopes_of_many_tenants_never_mix() {
     let w = world(4).await;
-    let tenants: Vec<TenantId> = (0..8).map(|_| TenantId::new_v7()).collect();
-    for (i, t) in tenants.iter().enumerate() {
-        w.db.tenant_tx(*t, async |tx| {
-            insert_project(tx, Uuid::now_v7(), &format!("t{i}")).await
-        })
-        .await
-        .expect("insert");
-    }
+    let tenants = eight_tenants(&w).await;
     let mut tasks = Vec::new();
     for round in 0..25 {
         for (i, t) in tenants.iter().enumerate() {
@@ -658,14 +666,7 @@ async fn an_overtaken_statement_seeing_another_tenant_is_discarded() {
 #[tokio::test]
 async fn one_flight_reads_of_many_tenants_at_once_never_mix() {
     let w = world(4).await;
-    let tenants: Vec<TenantId> = (0..8).map(|_| TenantId::new_v7()).collect();
-    for (i, t) in tenants.iter().enumerate() {
-        w.db.tenant_tx(*t, async |tx| {
-            insert_project(tx, Uuid::now_v7(), &format!("t{i}")).await
-        })
-        .await
-        .expect("insert");
-    }
+    let tenants = eight_tenants(&w).await;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..25 {
         for (i, t) in tenants.iter().enumerate() {
