@@ -418,8 +418,7 @@ where
     }
     // All three answered: the COMMIT ended the transaction (a statement it
     // overtook ran after it, in a transaction of its own).
-    *<AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(&mut conn) =
-        TransactionManagerStatus::default();
+    clear_in_transaction(&mut conn);
     match worked {
         Ok(rows) if all_of(&rows, tenant) => Some(Ok(rows)),
         Ok(rows) => {
@@ -463,8 +462,7 @@ async fn finish(
     end: &'static str,
 ) -> diesel::QueryResult<()> {
     conn.batch_execute(end).await?;
-    *<AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(&mut conn) =
-        TransactionManagerStatus::default();
+    clear_in_transaction(&mut conn);
     Ok(())
 }
 
@@ -473,4 +471,11 @@ async fn finish(
 fn mark_in_transaction(conn: &mut AsyncPgConnection) {
     <AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(conn)
         .set_in_error();
+}
+
+/// Clears [`mark_in_transaction`]'s mark, once the transaction has ended
+/// cleanly: the pool may hand the connection out again.
+fn clear_in_transaction(conn: &mut AsyncPgConnection) {
+    *<AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(conn) =
+        TransactionManagerStatus::default();
 }
