@@ -146,7 +146,7 @@ impl TaskService for TaskApi {
             })
             .await?;
         Ok(Response::new(pb::CreateTaskResponse {
-            task: Some(convert::task(&task)),
+            task: Some(convert::task(task)),
         }))
     }
 
@@ -171,7 +171,7 @@ impl TaskService for TaskApi {
                 .ok_or(TaskError::NotFound)?
         };
         Ok(Response::new(pb::GetTaskResponse {
-            task: Some(convert::task(&task)),
+            task: Some(convert::task(task)),
         }))
     }
 
@@ -237,7 +237,7 @@ impl TaskService for TaskApi {
             })
             .await?;
         Ok(Response::new(pb::UpdateTaskResponse {
-            task: Some(convert::task(&task)),
+            task: Some(convert::task(task)),
         }))
     }
 
@@ -309,7 +309,7 @@ impl TaskService for TaskApi {
                 t.id.to_string()
             });
         Ok(Response::new(pb::ListTasksResponse {
-            tasks: tasks.iter().map(convert::task).collect(),
+            tasks: tasks.into_iter().map(convert::task).collect(),
             next_page_token,
         }))
     }

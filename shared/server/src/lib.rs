@@ -19,6 +19,14 @@
 use std::future::Future;
 use std::time::Duration;
 
+/// Every process running a Bulkhead server allocates with mimalloc: a list
+/// answer allocates a string per field of every row, several times over (row,
+/// domain value, message, frame), and glibc's malloc took about 14% of the
+/// Task service's CPU serving `ListTasks` (perf, `docs/benchmarks.md`).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod assembly;
 pub mod health;
 pub mod observe;
