@@ -352,21 +352,6 @@ pub fn socket_of(url: &str) -> (std::path::PathBuf, u16) {
     )
 }
 
-/// With `BULKHEAD_TEST_LOG` set (an `EnvFilter`, e.g. `warn` or
-/// `bulkhead_auth=debug`), the services' logs go to stderr: what a failing
-/// test's servers said (`-- --nocapture` to see them as they come).
-fn log_when_asked() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if let Ok(filter) = std::env::var("BULKHEAD_TEST_LOG") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_writer(std::io::stderr)
-                .try_init();
-        }
-    });
-}
-
 async fn spawn(
     login_limits: bulkhead_auth::LimitsConfig,
     held: &[&str],
@@ -378,7 +363,7 @@ async fn spawn(
     relay: bulkhead_outbox::RelayConfig,
     task_fairness: bulkhead_guard::FairnessOverrides,
 ) -> TestSuite {
-    log_when_asked();
+    bulkhead_testkit::log_when_asked();
     let key = std::sync::Arc::new(SigningKey::generate());
     let guard = SharedGuard::new(bulkhead::keys::verifier_for(
         &key,

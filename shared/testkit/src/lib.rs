@@ -31,6 +31,23 @@ pub fn bearer<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
+/// With `BULKHEAD_TEST_LOG` set (an `EnvFilter`, e.g. `error` or
+/// `bulkhead_auth=debug`), the services' logs are written as the test's
+/// output: shown for a failing test only (`-- --nocapture` shows them all, as
+/// they come), so a CI run that fails says what its servers said. Every
+/// service a test starts calls it.
+pub fn log_when_asked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("BULKHEAD_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 /// Starts `module` on `database` behind `guard`, serving until the test process
 /// ends; returns its `http://` URL.
 ///
@@ -43,6 +60,7 @@ pub async fn start_module(
     peers: Peers,
     credentials: Option<Arc<dyn bulkhead_clients::ServiceCredentials>>,
 ) -> String {
+    log_when_asked();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
