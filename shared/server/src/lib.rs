@@ -19,10 +19,11 @@
 use std::future::Future;
 use std::time::Duration;
 
-/// Every process running a Bulkhead server allocates with mimalloc: a list
-/// answer allocates a string per field of every row, several times over (row,
-/// domain value, message, frame), and glibc's malloc took about 14% of the
-/// Task service's CPU serving `ListTasks` (perf, `docs/benchmarks.md`).
+/// With the `mimalloc` feature (the `bulkhead` binary's), the process
+/// allocates with mimalloc: a list answer allocates a string per field of
+/// every row, several times over (row, domain value, message, frame), and
+/// glibc's malloc took about 14% of the Task service's CPU serving
+/// `ListTasks` (perf on `up` under h2load, 2-core machine).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
