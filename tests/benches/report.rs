@@ -70,6 +70,11 @@ const EARLIER: &[(&str, &str, &str)] = &[
     ),
     (
         "ListTasks / combined floor (gRPC + pgbench scoped)",
+        "0.52 (stop 21, #13); 0.58 (stop 22, #13)",
+        ">= 0.6",
+    ),
+    (
+        "ListTasks / combined floor (same-answer gRPC + pgbench scoped)",
         "— (new)",
         ">= 0.6",
     ),

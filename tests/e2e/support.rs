@@ -176,6 +176,14 @@ impl TestSuite {
         }
     }
 
+    /// The guard the suite's services verify with (another service started
+    /// beside them, e.g. a bench's floor, shares it).
+    #[must_use]
+    #[allow(dead_code, reason = "for benchmarks only")]
+    pub fn guard(&self) -> &SharedGuard {
+        &self.guard
+    }
+
     /// An access token of a SUPER_ADMIN (an operator of no tenant of the test).
     #[must_use]
     pub fn operator_token(&self) -> String {
