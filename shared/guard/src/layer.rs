@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bulkhead_context::{Principal, TenantId};
+use bulkhead_context::{Principal, TenantId, TenantUser};
 use futures_util::future::{BoxFuture, Either, Ready, ready};
 use http::HeaderMap;
 
@@ -20,8 +20,7 @@ use crate::{
 pub struct GuardLayer {
     verifier: Arc<TokenVerifier>,
     policy: Arc<Policy>,
-    revoked: RevokedSessions,
-    inactive: InactiveTenants,
+    standing: Standing,
     security: Option<SecurityEvents>,
     /// Whether a service token needs a client certificate naming its service.
     bind_service_certificates: bool,
@@ -37,8 +36,10 @@ impl GuardLayer {
         Self {
             verifier,
             policy: Arc::new(policy),
-            revoked,
-            inactive: InactiveTenants::default(),
+            standing: Standing {
+                revoked,
+                inactive: InactiveTenants::default(),
+            },
             security: None,
             bind_service_certificates: false,
             fairness: None,
@@ -81,7 +82,7 @@ impl GuardLayer {
     /// Refuses requests in the tenants of `inactive` with `FAILED_PRECONDITION`.
     #[must_use]
     pub fn with_inactive_tenants(mut self, inactive: InactiveTenants) -> Self {
-        self.inactive = inactive;
+        self.standing.inactive = inactive;
         self
     }
 }
@@ -101,6 +102,47 @@ impl<S> tower_layer::Layer<S> for GuardLayer {
 pub struct Guard<S> {
     inner: S,
     layer: GuardLayer,
+}
+
+/// What may change about a verified identity after its token was signed:
+/// its session revoked, its tenant deactivated.
+#[derive(Debug, Clone)]
+struct Standing {
+    revoked: RevokedSessions,
+    inactive: InactiveTenants,
+}
+
+impl Standing {
+    /// The user's session is not revoked, and revocations are heard.
+    fn session(&self, user: &TenantUser) -> Result<(), GuardError> {
+        if self.revoked.is_revoked(user.session_id) {
+            return Err(GuardError::Revoked);
+        }
+        // Fail closed: a revocation may be on its way and unheard.
+        if !self.revoked.is_current() {
+            return Err(GuardError::RevocationFeedLost);
+        }
+        Ok(())
+    }
+
+    /// The principal's tenant, if it has one, is active.
+    fn tenant(&self, principal: &Principal) -> Result<(), GuardError> {
+        if principal
+            .tenant_id()
+            .is_some_and(|t| self.inactive.contains(t))
+        {
+            return Err(GuardError::TenantInactive);
+        }
+        Ok(())
+    }
+
+    /// Both, as on arrival.
+    fn check(&self, principal: &Principal) -> Result<(), GuardError> {
+        if let Some(user) = principal.user() {
+            self.session(user)?;
+        }
+        self.tenant(principal)
+    }
 }
 
 /// Who the guard let through: nobody to hold to a share (a public method),
@@ -160,11 +202,21 @@ where
         // made ready goes with it, a clone stays (tower's usual swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let standing = self.layer.standing.clone();
         Either::Right(Either::Right(Box::pin(async move {
             let admission = match fairness.admit(who).await {
                 Ok(admission) => admission,
                 Err(refusal) => return refuse(request.uri().path(), refusal).await,
             };
+            // A queued call is checked again as it leaves the queue: its
+            // session may have been revoked, or its tenant deactivated, while
+            // it waited (up to its deadline).
+            if admission.waited()
+                && let Some(context) = request.extensions().get::<RequestContext>()
+                && let Err(refusal) = standing.check(context.principal())
+            {
+                return refuse(request.uri().path(), refusal).await;
+            }
             let response = inner.call(request).await;
             drop(admission);
             response
@@ -230,12 +282,7 @@ impl GuardLayer {
             self.report(SecurityKind::PermissionDenied, &principal, request);
             return Err(GuardError::Forbidden);
         }
-        if principal
-            .tenant_id()
-            .is_some_and(|t| self.inactive.contains(t))
-        {
-            return Err(GuardError::TenantInactive);
-        }
+        self.standing.tenant(&principal)?;
         let request_id = request
             .extensions()
             .get::<RequestId>()
@@ -302,13 +349,7 @@ impl GuardLayer {
             .transpose()?;
         let user = match user.as_deref().map(|v| &v.identity) {
             Some(Identity::User(user)) => {
-                if self.revoked.is_revoked(user.session_id) {
-                    return Err(GuardError::Revoked);
-                }
-                // Fail closed: a revocation may be on its way and unheard.
-                if !self.revoked.is_current() {
-                    return Err(GuardError::RevocationFeedLost);
-                }
+                self.standing.session(user)?;
                 Some(user.clone())
             }
             Some(Identity::Service(_)) => return Err(GuardError::WrongTokenKind),

@@ -130,6 +130,7 @@ fn policy() -> Policy {
 struct Harness {
     key: SigningKey,
     revoked: RevokedSessions,
+    inactive: bulkhead_guard::InactiveTenants,
     client: AuthServiceClient<Channel>,
     channel: Channel,
     security: tokio::sync::mpsc::Receiver<SecurityEvent>,
@@ -151,8 +152,10 @@ async fn harness_with(fairness: Option<bulkhead_guard::Fairness>) -> Harness {
         .expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     let (events, security) = SecurityEvents::channel(DEFAULT_PER_MINUTE);
-    let mut guard =
-        GuardLayer::new(verifier, policy(), revoked.clone()).with_security_events(events);
+    let inactive = bulkhead_guard::InactiveTenants::default();
+    let mut guard = GuardLayer::new(verifier, policy(), revoked.clone())
+        .with_security_events(events)
+        .with_inactive_tenants(inactive.clone());
     if let Some(fairness) = fairness {
         guard = guard.with_fairness(fairness);
     }
@@ -175,6 +178,7 @@ async fn harness_with(fairness: Option<bulkhead_guard::Fairness>) -> Harness {
     Harness {
         key,
         revoked,
+        inactive,
         client: AuthServiceClient::new(channel.clone()),
         channel,
         security,
@@ -226,6 +230,7 @@ fn assert_refused(result: Result<Response<WhoAmIResponse>, Status>, code: Code) 
         "tenant mismatch",
         "method not allowed",
         "permission denied",
+        "tenant inactive",
     ];
     assert!(
         safe.contains(&status.message()),
@@ -876,4 +881,63 @@ async fn a_loaded_server_sheds_public_rpcs_but_answers_its_health_checks() {
         .get_jwks(GetJwksRequest::default())
         .await
         .expect("room again");
+}
+
+/// A call that waited for one of its tenant's places is checked again as it
+/// leaves the queue: a session revoked, or a tenant deactivated, while it
+/// waited is refused as it would have been on arrival; a call that nothing
+/// happened to is served.
+#[tokio::test]
+async fn calls_revoked_or_deactivated_while_queued_are_refused_as_they_leave_the_queue() {
+    let fairness = bulkhead_guard::Fairness::new(bulkhead_guard::FairnessConfig {
+        tenant_concurrency: 1,
+        ..bulkhead_guard::FairnessConfig::for_pool(16)
+    });
+    let h = harness_with(Some(fairness.clone())).await;
+    let revoked_user = alice(TenantRole::Member);
+    let deactivated_user = alice(TenantRole::Member);
+    let untouched_user = alice(TenantRole::Member);
+    for (user, change, expected) in [
+        (&revoked_user, "revoked", Some(Code::Unauthenticated)),
+        (
+            &deactivated_user,
+            "deactivated",
+            Some(Code::FailedPrecondition),
+        ),
+        (&untouched_user, "nothing", None),
+    ] {
+        let tenant = user.tenant_id;
+        let token = h.key.sign(&claims(user)).expect("sign");
+        let held = fairness
+            .admit(bulkhead_guard::Who::Tenant(tenant))
+            .await
+            .expect("the tenant's only place");
+        let mut client = h.client.clone();
+        let queued = tokio::spawn(async move { client.who_am_i(bearer(&token)).await });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while fairness.queued(tenant) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the call never queued"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        match change {
+            "revoked" => h.revoked.revoke(
+                user.session_id,
+                std::time::SystemTime::now() + Duration::from_secs(900),
+            ),
+            "deactivated" => h.inactive.set(tenant, false),
+            _ => {}
+        }
+        drop(held);
+        let answer = queued.await.expect("task");
+        match expected {
+            Some(code) => assert_refused(answer, code),
+            None => {
+                let me = answer.expect("served after its wait").into_inner();
+                assert_eq!(me.user_id, user.user_id.to_string(), "{change}");
+            }
+        }
+    }
 }
