@@ -600,3 +600,113 @@ async fn a_database_link_cut_mid_reply_blackholed_or_slow_loses_no_acknowledged_
     );
     assert!(after > 20, "calls succeed again by themselves: {after}");
 }
+
+/// A call whose database session the server ends under it (here
+/// `pg_terminate_backend` while its `UPDATE` waits on a row lock; an
+/// administrator's shutdown or an idle timeout end one the same way) answers
+/// UNAVAILABLE, which a client may retry, not INTERNAL; it changed nothing,
+/// and the service serves the same call on a new connection afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_database_session_is_terminated_answers_unavailable() {
+    use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
+
+    let suite = spawn_suite().await;
+    let (_, admin) = tenant_admin(&suite, "terminated");
+    let mut tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
+    let created = tasks
+        .create_task(bearer(
+            &admin,
+            task::CreateTaskRequest {
+                title: "before".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("create")
+        .into_inner()
+        .task
+        .expect("task");
+    let rename = |title: &str| {
+        let mut request = bearer(
+            &admin,
+            task::UpdateTaskRequest {
+                task: Some(task::Task {
+                    id: created.id.clone(),
+                    title: title.into(),
+                    ..Default::default()
+                }),
+                update_mask: bulkhead_testkit::mask(&["title"]),
+            },
+        );
+        request.set_timeout(Duration::from_secs(20));
+        request
+    };
+    // The owner holds the row's lock, so Task's UPDATE waits on it.
+    let database = &suite.databases["task"];
+    let mut holder = database.admin_connection().await;
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM tasks WHERE id = '{}' FOR UPDATE",
+            created.id
+        ))
+        .await
+        .expect("lock the row");
+    let call = {
+        let (mut tasks, request) = (tasks.clone(), rename("after"));
+        tokio::spawn(async move { tasks.update_task(request).await })
+    };
+    let mut watcher = database.admin_connection().await;
+    let waiting = format!(
+        "SELECT pid FROM pg_stat_activity
+          WHERE datname = '{}' AND usename = 'task_app' AND wait_event_type = 'Lock'",
+        database.name
+    );
+    let started = Instant::now();
+    let pid = loop {
+        let found = diesel::sql_query(&waiting)
+            .load::<Pid>(&mut watcher)
+            .await
+            .expect("pg_stat_activity");
+        if let Some(backend) = found.as_slice().first() {
+            break backend.pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "Task's UPDATE never waited on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    diesel::sql_query(format!("SELECT pg_terminate_backend({pid})"))
+        .execute(&mut watcher)
+        .await
+        .expect("terminate");
+    let status = call
+        .await
+        .expect("call task")
+        .expect_err("its session was ended");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.message(), "database unavailable, retry later");
+    holder.batch_execute("ROLLBACK").await.expect("release");
+
+    let stored = tasks
+        .get_task(bearer(
+            &admin,
+            task::GetTaskRequest {
+                task_id: created.id.clone(),
+            },
+        ))
+        .await
+        .expect("get")
+        .into_inner()
+        .task
+        .expect("task");
+    assert_eq!(stored.title, "before", "the ended call changed nothing");
+    let renamed = tasks
+        .update_task(rename("after"))
+        .await
+        .expect("served again on a new connection")
+        .into_inner()
+        .task
+        .expect("task");
+    assert_eq!(renamed.title, "after");
+}

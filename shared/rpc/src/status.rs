@@ -32,6 +32,24 @@ pub fn db_status(err: &DbError) -> Status {
                 tracing::warn!(cause = info.message(), "database connection closed");
                 Status::unavailable("database unavailable, retry later")
             }
+            // diesel-async keeps the SQLSTATE of errors it has no kind for
+            // to itself: these are known by the server's (English) message.
+            // The server ended the session under the call (57P01 admin
+            // shutdown, `pg_terminate_backend`; 57P02; idle timeouts): as a
+            // closed connection. A message in another language stays INTERNAL.
+            Kind::Unknown if info.message().starts_with("terminating connection") => {
+                tracing::warn!(cause = info.message(), "database session terminated");
+                Status::unavailable("database unavailable, retry later")
+            }
+            // 40P01: the server rolled this transaction back to break a
+            // deadlock; the call may be retried, as a serialization failure.
+            Kind::Unknown if info.message() == "deadlock detected" => {
+                tracing::warn!(
+                    details = info.details(),
+                    "deadlock: transaction rolled back"
+                );
+                Status::aborted("conflicting change, retry")
+            }
             _ => internal(err),
         },
         _ => internal(err),
@@ -71,6 +89,37 @@ mod tests {
             Box::new("connection closed".to_owned()),
         )));
         assert_eq!(gone.code(), tonic::Code::Unavailable);
+    }
+
+    /// An error the server sent, of a kind diesel has no name for.
+    fn server_error(message: &str) -> DbError {
+        DbError::Query(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::Unknown,
+            Box::new(message.to_owned()),
+        ))
+    }
+
+    #[test]
+    fn sessions_the_server_ended_are_unavailable_and_deadlocks_aborted() {
+        for terminated in [
+            "terminating connection due to administrator command",
+            "terminating connection because of crash of another server process",
+            "terminating connection due to idle-in-transaction timeout",
+        ] {
+            assert_eq!(
+                db_status(&server_error(terminated)).code(),
+                tonic::Code::Unavailable,
+                "{terminated}"
+            );
+        }
+        assert_eq!(
+            db_status(&server_error("deadlock detected")).code(),
+            tonic::Code::Aborted
+        );
+        // Anything else the server says stays INTERNAL, its text unsent.
+        let other = db_status(&server_error("division by zero"));
+        assert_eq!(other.code(), tonic::Code::Internal);
+        assert!(!other.message().contains("division"));
     }
 
     #[test]
