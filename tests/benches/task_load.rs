@@ -15,11 +15,7 @@
 //!   included), as the health check answers 2 bytes and a page about 10 KB;
 //! * `GetTask`, `ListTasks` and `CreateTask` (with its outbox write) p50/p99,
 //!   sequential.
-//!
-//! One tenant drives the load, allowed Task's whole database pool: by default
-//! a tenant gets half of it, and at saturation that caps one tenant's calls in
-//! flight (`ListTasks` 5,948/s against 7,504/s, stop 23), which the fairness
-//! bench measures.
+
 //!
 //! Run: `cargo bench -p bulkhead-e2e --bench task_load` (part of `--bench report`).
 
@@ -252,16 +248,7 @@ async fn main() {
 /// value) for the report.
 pub async fn run() -> Vec<(String, String)> {
     let mut figures: Vec<(String, String)> = Vec::new();
-    // One tenant drives the load, and Task's default fairness holds a tenant
-    // to half the pool (8 calls at once of 16): that measures the fairness
-    // policy (the fairness bench's subject), not the stack. So here a tenant
-    // may use the whole pool, as pgbench's 16 clients use 16 connections.
-    let pool = bulkhead_db::PoolConfig::default().max_size;
-    let suite = support::spawn_suite_with_task_fairness(bulkhead_guard::FairnessOverrides {
-        tenant_concurrency: Some(usize::try_from(pool).expect("pool size")),
-        ..Default::default()
-    })
-    .await;
+    let suite = support::spawn_suite().await;
     let operator = suite.operator_token();
     let owner = UserId::new_v7();
     let big = TenantServiceClient::new(suite.channel(ServiceKind::Tenant))
@@ -292,9 +279,7 @@ pub async fn run() -> Vec<(String, String)> {
     let mut admin = database.admin_connection().await;
     let mut tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    println!(
-        "Task under load: {cores} cores, release build recommended; one tenant may use Task's whole pool ({pool} connections; the default is half)"
-    );
+    println!("Task under load: {cores} cores, release build recommended");
 
     // --- ListTasks: page 1 vs page 50, 10^4 rows vs 10^6 rows -----------------------
     seed(&mut admin, big_id, 5_000, 99, 5_000).await;
