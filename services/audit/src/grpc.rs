@@ -537,6 +537,7 @@ impl AuditService for AuditApi {
         // Two batches in flight at most: a slow reader slows the reads.
         let (send, receive) = tokio::sync::mpsc::channel(2);
         let db = self.db.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             // Held until the stream ends, its reader goes away, or stops
             // reading for EXPORT_STALL.
@@ -559,6 +560,12 @@ impl AuditService for AuditApi {
             }
             let mut after = start_after;
             loop {
+                // A long export stops when its reader's session is revoked
+                // or its tenant deactivated, as a new call would be refused.
+                if let Err(refused) = ctx.still_stands() {
+                    put(Err(refused)).await;
+                    return;
+                }
                 let rows = db
                     .tenant_read(tenant, async |tx| {
                         repo::batch_after(tx, &filter, after, BATCH).await

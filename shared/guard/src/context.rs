@@ -2,6 +2,7 @@
 
 use bulkhead_context::{Principal, TenantId, TenantUser};
 
+use crate::standing::Standing;
 use crate::{GuardError, RequestId};
 
 /// Who is calling, in which tenant, under which request and trace ids.
@@ -14,6 +15,9 @@ pub struct RequestContext {
     principal: Principal,
     request_id: RequestId,
     trace_id: Option<String>,
+    /// What the guard checked the identity against (none in a context a
+    /// test built).
+    standing: Option<Standing>,
 }
 
 impl RequestContext {
@@ -21,24 +25,48 @@ impl RequestContext {
         principal: Principal,
         request_id: RequestId,
         trace_id: Option<String>,
+        standing: Option<Standing>,
     ) -> Self {
         Self {
             principal,
             request_id,
             trace_id,
+            standing,
         }
     }
 
-    /// The context the guard attached to `request`.
+    /// The context the guard attached to `request`, while its identity still
+    /// stands: the guard checked it when the request's headers arrived, and
+    /// its message may have come much later.
     ///
     /// # Errors
     /// `UNAUTHENTICATED` when there is none (fail-secure: e.g. a method wrongly
-    /// marked public in the policy table gets no access, not an anonymous one).
+    /// marked public in the policy table gets no access, not an anonymous one);
+    /// otherwise as [`RequestContext::still_stands`].
     pub fn from_request<T>(request: &tonic::Request<T>) -> Result<&Self, tonic::Status> {
-        request
+        let context = request
             .extensions()
             .get::<Self>()
-            .ok_or_else(|| GuardError::NoContext.into())
+            .ok_or(GuardError::NoContext)?;
+        context.still_stands()?;
+        Ok(context)
+    }
+
+    /// Checks again what may change while a call is under way; a long one (a
+    /// stream) asks before each part of its answer.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` when the user's session has been revoked,
+    /// `UNAVAILABLE` when revocations may be unheard, `FAILED_PRECONDITION`
+    /// when the tenant has been deactivated.
+    pub fn still_stands(&self) -> Result<(), tonic::Status> {
+        let Some(standing) = &self.standing else {
+            return Ok(());
+        };
+        standing.check(&self.principal).map_err(|refusal| {
+            metrics::counter!("tenant_context_error_total", "kind" => refusal.kind()).increment(1);
+            refusal.into()
+        })
     }
 
     /// Who is calling.
@@ -103,7 +131,7 @@ impl RequestContextBuilder {
     /// Builds the context.
     #[must_use]
     pub fn build(self) -> RequestContext {
-        RequestContext::new(self.principal, self.request_id, None)
+        RequestContext::new(self.principal, self.request_id, None, None)
     }
 
     /// Puts the context on `request`, as the guard would.

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bulkhead_context::{Principal, TenantId, TenantUser};
+use bulkhead_context::{Principal, TenantId};
 use futures_util::future::{BoxFuture, Either, Ready, ready};
 use http::HeaderMap;
 
 use crate::headers::{AUTHORIZATION, SERVICE_AUTHORIZATION, TENANT_ID};
+use crate::standing::Standing;
 use crate::token::{Identity, TokenUse};
 use crate::{
     Fairness, GuardError, InactiveTenants, Policy, RequestContext, RequestId, RevokedSessions,
@@ -36,10 +37,7 @@ impl GuardLayer {
         Self {
             verifier,
             policy: Arc::new(policy),
-            standing: Standing {
-                revoked,
-                inactive: InactiveTenants::default(),
-            },
+            standing: Standing::new(revoked, InactiveTenants::default()),
             security: None,
             bind_service_certificates: false,
             fairness: None,
@@ -82,7 +80,7 @@ impl GuardLayer {
     /// Refuses requests in the tenants of `inactive` with `FAILED_PRECONDITION`.
     #[must_use]
     pub fn with_inactive_tenants(mut self, inactive: InactiveTenants) -> Self {
-        self.standing.inactive = inactive;
+        self.standing = self.standing.with_inactive(inactive);
         self
     }
 }
@@ -102,47 +100,6 @@ impl<S> tower_layer::Layer<S> for GuardLayer {
 pub struct Guard<S> {
     inner: S,
     layer: GuardLayer,
-}
-
-/// What may change about a verified identity after its token was signed:
-/// its session revoked, its tenant deactivated.
-#[derive(Debug, Clone)]
-struct Standing {
-    revoked: RevokedSessions,
-    inactive: InactiveTenants,
-}
-
-impl Standing {
-    /// The user's session is not revoked, and revocations are heard.
-    fn session(&self, user: &TenantUser) -> Result<(), GuardError> {
-        if self.revoked.is_revoked(user.session_id) {
-            return Err(GuardError::Revoked);
-        }
-        // Fail closed: a revocation may be on its way and unheard.
-        if !self.revoked.is_current() {
-            return Err(GuardError::RevocationFeedLost);
-        }
-        Ok(())
-    }
-
-    /// The principal's tenant, if it has one, is active.
-    fn tenant(&self, principal: &Principal) -> Result<(), GuardError> {
-        if principal
-            .tenant_id()
-            .is_some_and(|t| self.inactive.contains(t))
-        {
-            return Err(GuardError::TenantInactive);
-        }
-        Ok(())
-    }
-
-    /// Both, as on arrival.
-    fn check(&self, principal: &Principal) -> Result<(), GuardError> {
-        if let Some(user) = principal.user() {
-            self.session(user)?;
-        }
-        self.tenant(principal)
-    }
 }
 
 /// Who the guard let through: nobody to hold to a share (a public method),
@@ -210,12 +167,16 @@ where
             };
             // A queued call is checked again as it leaves the queue: its
             // session may have been revoked, or its tenant deactivated, while
-            // it waited (up to its deadline).
-            if admission.waited()
-                && let Some(context) = request.extensions().get::<RequestContext>()
-                && let Err(refusal) = standing.check(context.principal())
-            {
-                return refuse(request.uri().path(), refusal).await;
+            // it waited (up to its deadline). The handler checks once more
+            // as it takes the context (after the request's body arrived).
+            if admission.waited() {
+                let standing = match request.extensions().get::<RequestContext>() {
+                    Some(context) => standing.check(context.principal()),
+                    None => Err(GuardError::NoContext),
+                };
+                if let Err(refusal) = standing {
+                    return refuse(request.uri().path(), refusal).await;
+                }
             }
             let response = inner.call(request).await;
             drop(admission);
@@ -290,9 +251,12 @@ impl GuardLayer {
             .unwrap_or_else(RequestId::generate);
         let trace_id = current_trace_id();
         let tenant = principal.user().map(|user| user.tenant_id);
-        request
-            .extensions_mut()
-            .insert(RequestContext::new(principal, request_id, trace_id));
+        request.extensions_mut().insert(RequestContext::new(
+            principal,
+            request_id,
+            trace_id,
+            Some(self.standing.clone()),
+        ));
         Ok(Admitted::Principal(tenant))
     }
 

@@ -27,6 +27,7 @@ mod policy;
 mod request_id;
 mod revocation;
 mod security;
+mod standing;
 pub mod token;
 mod verifier;
 

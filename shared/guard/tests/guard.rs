@@ -941,3 +941,78 @@ async fn calls_revoked_or_deactivated_while_queued_are_refused_as_they_leave_the
         }
     }
 }
+
+/// The guard checks a call when its headers arrive; its message may come
+/// much later (a caller may hold it back up to the handler timeout). The
+/// handler, taking the context once the message is there, checks again: a
+/// session revoked in between is refused, and a call nothing happened to is
+/// served.
+#[tokio::test]
+async fn a_session_revoked_while_its_call_holds_back_its_message_is_refused() {
+    let fairness = bulkhead_guard::Fairness::new(bulkhead_guard::FairnessConfig {
+        tenant_concurrency: 1,
+        ..bulkhead_guard::FairnessConfig::for_pool(16)
+    });
+    let h = harness_with(Some(fairness.clone())).await;
+    for revoke in [true, false] {
+        let user = alice(TenantRole::Member);
+        let token = h.key.sign(&claims(&user)).expect("sign");
+        // WhoAmI with its headers sent at once and its message on a signal.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let message = futures_util::stream::once(async move {
+            let _ = released.await;
+            WhoAmIRequest::default()
+        });
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+        let mut grpc = tonic::client::Grpc::new(h.channel.clone());
+        let call = tokio::spawn(async move {
+            grpc.ready().await.expect("ready");
+            grpc.client_streaming(
+                request,
+                http::uri::PathAndQuery::from_static("/bulkhead.auth.v1.AuthService/WhoAmI"),
+                tonic_prost::ProstCodec::<WhoAmIRequest, WhoAmIResponse>::default(),
+            )
+            .await
+        });
+        // The guard has let it in once it holds its tenant's only place: the
+        // tenant then has none free.
+        let tenant = user.tenant_id;
+        let place_free = || {
+            futures_util::FutureExt::now_or_never(
+                fairness.admit(bulkhead_guard::Who::Tenant(tenant)),
+            )
+            .is_some_and(|admitted| admitted.is_ok())
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while place_free() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the held call never took its place"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if revoke {
+            h.revoked.revoke(
+                user.session_id,
+                std::time::SystemTime::now() + Duration::from_secs(900),
+            );
+        }
+        release.send(()).expect("the call waits for its message");
+        let answer = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("answered")
+            .expect("task");
+        if revoke {
+            assert_refused(answer, Code::Unauthenticated);
+        } else {
+            let me = answer.expect("served").into_inner();
+            assert_eq!(me.user_id, user.user_id.to_string());
+        }
+        // The place is given back either way.
+        assert!(place_free(), "the call's place is free again");
+    }
+}

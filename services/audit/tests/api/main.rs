@@ -21,6 +21,7 @@ struct Harness {
     client: AuditServiceClient<Channel>,
     tokens: Tokens,
     database: TestDatabase,
+    guard: bulkhead_server::SharedGuard,
 }
 
 async fn spawn_service() -> Harness {
@@ -31,11 +32,13 @@ async fn spawn_with(module: bulkhead_audit::AuditModule) -> Harness {
     let database = test_database(&bulkhead_audit::SCHEMA).await;
     // Appends come from Task.
     let tokens = Tokens::new("task");
-    let url = start_module(&module, &database, &tokens.guard(), Peers::default(), None).await;
+    let guard = tokens.guard();
+    let url = start_module(&module, &database, &guard, Peers::default(), None).await;
     Harness {
         client: AuditServiceClient::new(bulkhead_testkit::channel(&url)),
         tokens,
         database,
+        guard,
     }
 }
 
@@ -985,6 +988,65 @@ async fn a_tenant_runs_two_exports_at_once_at_most() {
         }
     }
     drop(second);
+}
+
+/// An export is a long call: it stops, with the refusal a new call would
+/// get, once its reader's session is revoked, rather than streaming the rest
+/// of the trail to a session that no longer exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_stops_when_its_readers_session_is_revoked() {
+    let h = spawn_service().await;
+    let tenant = TenantId::new_v7();
+    // 50 batches of 100 events.
+    h.sql(&format!(
+        "INSERT INTO events (tenant_id, sequence, id, source_service, action, occur_time, new_value, prev_hash, hash)
+         SELECT '{tenant}', g, gen_random_uuid(), 'task', 'task.created', now(),
+                jsonb_build_object('d', repeat('x', 1000)), '\\x00'::bytea, sha256(g::text::bytea)
+           FROM generate_series(1, 5000) g;
+         INSERT INTO chain_heads VALUES ('{tenant}', 5000, sha256('5000'::bytea));"
+    ))
+    .await;
+    let reader = TenantUser {
+        user_id: UserId::new_v7(),
+        session_id: SessionId::new_v7(),
+        tenant_id: tenant,
+        tenant_slug: "t".into(),
+        tenant_role: TenantRole::Owner,
+        platform_role: PlatformRole::User,
+    };
+    let mut export = h
+        .client
+        .clone()
+        .export_events(h.tokens.request(
+            &Caller::User(reader.clone()),
+            pb::ExportEventsRequest::default(),
+        ))
+        .await
+        .expect("export")
+        .into_inner();
+    let first = export
+        .message()
+        .await
+        .expect("a batch")
+        .expect("not the end");
+    assert!(!first.events.is_empty());
+    h.guard.revoked.revoke(
+        reader.session_id,
+        std::time::SystemTime::now() + std::time::Duration::from_secs(600),
+    );
+    let mut after = 0;
+    let refused = loop {
+        match export.message().await {
+            Ok(Some(_)) => after += 1,
+            Ok(None) => panic!("the whole trail went out after the revocation"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(
+        after <= 3,
+        "at most what was already queued: {after} batches"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -443,7 +443,7 @@ async fn a_rotated_checkpoint_key_keeps_old_checkpoints_checkable() {
     let url = bulkhead_testkit::start_module(
         &rotated,
         &h.database,
-        &h.tokens.guard(),
+        &h.guard,
         bulkhead_server::Peers::default(),
         None,
     )
@@ -454,6 +454,7 @@ async fn a_rotated_checkpoint_key_keeps_old_checkpoints_checkable() {
         ),
         tokens: h.tokens.clone(),
         database: h.database.clone(),
+        guard: h.guard.clone(),
     };
     let verified = after
         .verify_with(tenant, kept.jws.clone())
@@ -486,7 +487,7 @@ async fn a_rotated_checkpoint_key_keeps_old_checkpoints_checkable() {
     let url = bulkhead_testkit::start_module(
         &forgetful,
         &h.database,
-        &h.tokens.guard(),
+        &h.guard,
         bulkhead_server::Peers::default(),
         None,
     )
@@ -497,6 +498,7 @@ async fn a_rotated_checkpoint_key_keeps_old_checkpoints_checkable() {
         ),
         tokens: h.tokens.clone(),
         database: h.database.clone(),
+        guard: h.guard.clone(),
     };
     let refused = forgot
         .verify_with(tenant, kept.jws)
