@@ -542,11 +542,19 @@ impl AuditService for AuditApi {
             // Held until the stream ends, its reader goes away, or stops
             // reading for EXPORT_STALL.
             let _slot = slot;
+            // A long export stops when its reader's session is revoked or
+            // its tenant deactivated, as a new call would be refused: each
+            // message goes out only while the reader's identity stands.
             let put = async |item: Result<pb::ExportEventsResponse, Status>| {
-                matches!(
+                let (item, stands) = match ctx.still_stands() {
+                    Ok(()) => (item, true),
+                    Err(refused) => (Err(refused), false),
+                };
+                let sent = matches!(
                     tokio::time::timeout(EXPORT_STALL, send.send(item)).await,
                     Ok(Ok(()))
-                )
+                );
+                sent && stands
             };
             if pruned_through.is_some() {
                 let start = pb::ExportEventsResponse {
@@ -560,12 +568,6 @@ impl AuditService for AuditApi {
             }
             let mut after = start_after;
             loop {
-                // A long export stops when its reader's session is revoked
-                // or its tenant deactivated, as a new call would be refused.
-                if let Err(refused) = ctx.still_stands() {
-                    put(Err(refused)).await;
-                    return;
-                }
                 let rows = db
                     .tenant_read(tenant, async |tx| {
                         repo::batch_after(tx, &filter, after, BATCH).await

@@ -15,9 +15,9 @@ pub struct RequestContext {
     principal: Principal,
     request_id: RequestId,
     trace_id: Option<String>,
-    /// What the guard checked the identity against (none in a context a
-    /// test built).
-    standing: Option<Standing>,
+    /// What the guard checked the identity against (empty sets, fed by
+    /// nothing, in a context a test built).
+    standing: Standing,
 }
 
 impl RequestContext {
@@ -25,7 +25,7 @@ impl RequestContext {
         principal: Principal,
         request_id: RequestId,
         trace_id: Option<String>,
-        standing: Option<Standing>,
+        standing: Standing,
     ) -> Self {
         Self {
             principal,
@@ -44,10 +44,9 @@ impl RequestContext {
     /// marked public in the policy table gets no access, not an anonymous one);
     /// otherwise as [`RequestContext::still_stands`].
     pub fn from_request<T>(request: &tonic::Request<T>) -> Result<&Self, tonic::Status> {
-        let context = request
-            .extensions()
-            .get::<Self>()
-            .ok_or(GuardError::NoContext)?;
+        let Some(context) = request.extensions().get::<Self>() else {
+            return Err(counted(GuardError::NoContext));
+        };
         context.still_stands()?;
         Ok(context)
     }
@@ -60,13 +59,7 @@ impl RequestContext {
     /// `UNAVAILABLE` when revocations may be unheard, `FAILED_PRECONDITION`
     /// when the tenant has been deactivated.
     pub fn still_stands(&self) -> Result<(), tonic::Status> {
-        let Some(standing) = &self.standing else {
-            return Ok(());
-        };
-        standing.check(&self.principal).map_err(|refusal| {
-            metrics::counter!("tenant_context_error_total", "kind" => refusal.kind()).increment(1);
-            refusal.into()
-        })
+        self.standing.check(&self.principal).map_err(counted)
     }
 
     /// Who is calling.
@@ -109,6 +102,12 @@ impl RequestContext {
     }
 }
 
+/// A refusal past the guard layer, counted as the layer counts its own.
+fn counted(refusal: GuardError) -> tonic::Status {
+    metrics::counter!("tenant_context_error_total", "kind" => refusal.kind()).increment(1);
+    refusal.into()
+}
+
 /// Builds contexts for tests of handlers, without tokens.
 #[cfg(feature = "test-util")]
 #[derive(Debug)]
@@ -131,7 +130,15 @@ impl RequestContextBuilder {
     /// Builds the context.
     #[must_use]
     pub fn build(self) -> RequestContext {
-        RequestContext::new(self.principal, self.request_id, None, None)
+        RequestContext::new(
+            self.principal,
+            self.request_id,
+            None,
+            Standing::new(
+                crate::RevokedSessions::default(),
+                crate::InactiveTenants::default(),
+            ),
+        )
     }
 
     /// Puts the context on `request`, as the guard would.

@@ -255,7 +255,7 @@ impl GuardLayer {
             principal,
             request_id,
             trace_id,
-            Some(self.standing.clone()),
+            self.standing.clone(),
         ));
         Ok(Admitted::Principal(tenant))
     }
