@@ -65,6 +65,19 @@ impl Harness {
         self.tokens.request(&Caller::User(user), message)
     }
 
+    /// 5,000 events of about 1 KB each in `tenant`'s trail, written as the
+    /// owner (hashes not chained: for exports, not for verification).
+    async fn seed_large_trail(&self, tenant: TenantId) {
+        self.sql(&format!(
+            "INSERT INTO events (tenant_id, sequence, id, source_service, action, occur_time, new_value, prev_hash, hash)
+             SELECT '{tenant}', g, gen_random_uuid(), 'task', 'task.created', now(),
+                    jsonb_build_object('d', repeat('x', 1000)), '\\x00'::bytea, sha256(g::text::bytea)
+               FROM generate_series(1, 5000) g;
+             INSERT INTO chain_heads VALUES ('{tenant}', 5000, sha256('5000'::bytea));"
+        ))
+        .await;
+    }
+
     async fn append(&self, events: Vec<pb::AuditEvent>) -> Result<Vec<String>, tonic::Status> {
         self.client
             .clone()
@@ -940,14 +953,7 @@ async fn a_tenant_runs_two_exports_at_once_at_most() {
     let h = spawn_service().await;
     let (a, b) = (TenantId::new_v7(), TenantId::new_v7());
     // Enough events (about 5 MB) that an export nobody reads stays open.
-    h.sql(&format!(
-        "INSERT INTO events (tenant_id, sequence, id, source_service, action, occur_time, new_value, prev_hash, hash)
-         SELECT '{a}', g, gen_random_uuid(), 'task', 'task.created', now(),
-                jsonb_build_object('d', repeat('x', 1000)), '\\x00'::bytea, sha256(g::text::bytea)
-           FROM generate_series(1, 5000) g;
-         INSERT INTO chain_heads VALUES ('{a}', 5000, sha256('5000'::bytea));"
-    ))
-    .await;
+    h.seed_large_trail(a).await;
     h.append(vec![event(b, "task.created")])
         .await
         .expect("append");
@@ -998,14 +1004,7 @@ async fn an_export_stops_when_its_readers_session_is_revoked() {
     let h = spawn_service().await;
     let tenant = TenantId::new_v7();
     // 50 batches of 100 events.
-    h.sql(&format!(
-        "INSERT INTO events (tenant_id, sequence, id, source_service, action, occur_time, new_value, prev_hash, hash)
-         SELECT '{tenant}', g, gen_random_uuid(), 'task', 'task.created', now(),
-                jsonb_build_object('d', repeat('x', 1000)), '\\x00'::bytea, sha256(g::text::bytea)
-           FROM generate_series(1, 5000) g;
-         INSERT INTO chain_heads VALUES ('{tenant}', 5000, sha256('5000'::bytea));"
-    ))
-    .await;
+    h.seed_large_trail(tenant).await;
     let reader = TenantUser {
         user_id: UserId::new_v7(),
         session_id: SessionId::new_v7(),
