@@ -138,6 +138,21 @@ async fn setting_in_scope(tx: TenantConn<'_>) -> Result<Option<String>, DbError>
 
 // --- helpers ---------------------------------------------------------------------
 
+/// The server process behind the pool's next connection.
+async fn backend_pid(db: &Db) -> i32 {
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let mut conn = db.system().await.expect("system");
+    diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result::<Pid>(conn.pg())
+        .await
+        .expect("pid")
+        .pid
+}
+
 struct World {
     db: Db,
     database: TestDatabase,
@@ -684,4 +699,65 @@ async fn one_flight_reads_of_many_tenants_at_once_never_mix() {
         let (i, names) = task.expect("task");
         assert_eq!(names, vec![format!("t{i}")]);
     }
+}
+
+/// A one-flight read cancelled while its statement waits (its `BEGIN`
+/// answered, the `SELECT` blocked on a lock, the `COMMIT` queued behind it):
+/// the connection goes back marked and is discarded (its COMMIT, queued, would
+/// end the transaction anyway: two guards), and the pool's next user
+/// (a pool of one) gets a fresh connection with no tenant and no open
+/// transaction; the next one-flight read answers its own tenant's rows.
+#[tokio::test]
+async fn a_cancelled_one_flight_read_leaves_no_tenant_to_the_next_user() {
+    use diesel_async::SimpleAsyncConnection as _;
+
+    let w = world(1).await;
+    // Prepared on the connection, so the whole read leaves in one flight.
+    for _ in 0..2 {
+        w.db.tenant_read_rows(w.a, async |tx| all_projects(tx).await)
+            .await
+            .expect("read");
+    }
+    let before = backend_pid(&w.db).await;
+    let mut holder = w.database.admin_connection().await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE projects IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(300),
+        w.db.tenant_read_rows(w.a, async |tx| all_projects(tx).await),
+    )
+    .await;
+    assert!(
+        cancelled.is_err(),
+        "the read waited on the lock and was cancelled"
+    );
+    holder.batch_execute("ROLLBACK").await.expect("unlock");
+    assert_ne!(
+        backend_pid(&w.db).await,
+        before,
+        "the cancelled read's connection was discarded, not handed on"
+    );
+
+    let mut conn = w.db.system().await.expect("system");
+    assert_eq!(tenant_setting(conn.pg()).await, None);
+    // SAVEPOINT works only inside a transaction block.
+    let savepoint = conn.pg().batch_execute("SAVEPOINT probe").await;
+    assert!(savepoint.is_err(), "no transaction left open");
+    let visible: i64 = projects::table
+        .count()
+        .get_result(conn.pg())
+        .await
+        .expect("count");
+    assert_eq!(
+        visible, 0,
+        "no tenant leaked into the next user of the pool"
+    );
+    drop(conn);
+    let rows =
+        w.db.tenant_read_rows(w.b, async |tx| all_projects(tx).await)
+            .await
+            .expect("read");
+    assert_eq!(names(w.b, rows), vec!["b-project"]);
 }
