@@ -138,6 +138,16 @@ async fn setting_in_scope(tx: TenantConn<'_>) -> Result<Option<String>, DbError>
 
 // --- helpers ---------------------------------------------------------------------
 
+/// The projects a connection outside any scope sees (none, unless a tenant
+/// setting leaked onto it).
+async fn visible_projects(conn: &mut bulkhead_db::SystemConn) -> i64 {
+    projects::table
+        .count()
+        .get_result(conn.pg())
+        .await
+        .expect("count")
+}
+
 /// The server process behind the pool's next connection.
 async fn backend_pid(db: &Db) -> i32 {
     #[derive(QueryableByName)]
@@ -354,13 +364,9 @@ async fn tenant_setting_does_not_leak_to_the_next_use_of_the_connection() {
     assert!(cancelled.is_err(), "the scope was cancelled");
     let mut conn = w.db.system().await.expect("system");
     assert_eq!(tenant_setting(conn.pg()).await, None);
-    let visible: i64 = projects::table
-        .count()
-        .get_result(conn.pg())
-        .await
-        .expect("count");
     assert_eq!(
-        visible, 0,
+        visible_projects(&mut conn).await,
+        0,
         "no tenant leaked into the next user of the pool"
     );
 }
@@ -745,13 +751,9 @@ async fn a_cancelled_one_flight_read_leaves_no_tenant_to_the_next_user() {
     // SAVEPOINT works only inside a transaction block.
     let savepoint = conn.pg().batch_execute("SAVEPOINT probe").await;
     assert!(savepoint.is_err(), "no transaction left open");
-    let visible: i64 = projects::table
-        .count()
-        .get_result(conn.pg())
-        .await
-        .expect("count");
     assert_eq!(
-        visible, 0,
+        visible_projects(&mut conn).await,
+        0,
         "no tenant leaked into the next user of the pool"
     );
     drop(conn);

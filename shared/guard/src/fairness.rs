@@ -146,20 +146,9 @@ pub enum Who {
 /// What an admitted call holds until its response.
 #[derive(Debug)]
 pub struct Admission {
-    /// Whether the call waited in its tenant's queue for a place.
-    waited: bool,
     _tenant: Option<OwnedSemaphorePermit>,
     _tenants_share: Option<OwnedSemaphorePermit>,
     _server: OwnedSemaphorePermit,
-}
-
-impl Admission {
-    /// Whether the call waited for one of its tenant's places: what was
-    /// checked of its identity on arrival may have changed meanwhile.
-    #[must_use]
-    pub const fn waited(&self) -> bool {
-        self.waited
-    }
 }
 
 /// The checks of one server; cheap to clone.
@@ -235,12 +224,9 @@ impl Fairness {
             metrics::counter!("fairness_refused_total", "reason" => "shed").increment(1);
             GuardError::Overloaded(retry_soon())
         };
-        let (tenant_place, waited) = match who {
-            Who::Tenant(tenant) => {
-                let (place, waited) = self.tenant_place(tenant).await?;
-                (Some(place), waited)
-            }
-            Who::Service | Who::Public => (None, false),
+        let tenant_place = match who {
+            Who::Tenant(tenant) => Some(self.tenant_place(tenant).await?),
+            Who::Service | Who::Public => None,
         };
         let tenants_share = match who {
             Who::Service => None,
@@ -254,18 +240,13 @@ impl Fairness {
             .try_acquire_owned()
             .map_err(|_| shed())?;
         Ok(Admission {
-            waited,
             _tenant: tenant_place,
             _tenants_share: tenants_share,
             _server: server,
         })
     }
 
-    /// One of `tenant`'s places, and whether the call queued for it.
-    async fn tenant_place(
-        &self,
-        tenant: TenantId,
-    ) -> Result<(OwnedSemaphorePermit, bool), GuardError> {
+    async fn tenant_place(&self, tenant: TenantId) -> Result<OwnedSemaphorePermit, GuardError> {
         let inner = &self.inner;
         if let Some(rate) = &inner.rate
             && let Err(wait) = rate_wait(rate, &tenant)
@@ -286,7 +267,7 @@ impl Fairness {
             }))
         };
         if let Ok(place) = Arc::clone(&gate.places).try_acquire_owned() {
-            return Ok((place, false));
+            return Ok(place);
         }
         if gate.waiting.fetch_add(1, Ordering::SeqCst) >= inner.config.tenant_queue {
             gate.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -298,7 +279,6 @@ impl Fairness {
         Arc::clone(&gate.places)
             .acquire_owned()
             .await
-            .map(|place| (place, true))
             .map_err(|_| GuardError::Overloaded(retry_soon()))
     }
 

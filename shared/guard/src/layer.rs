@@ -159,25 +159,14 @@ where
         // made ready goes with it, a clone stays (tower's usual swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let standing = self.layer.standing.clone();
         Either::Right(Either::Right(Box::pin(async move {
             let admission = match fairness.admit(who).await {
                 Ok(admission) => admission,
                 Err(refusal) => return refuse(request.uri().path(), refusal).await,
             };
-            // A queued call is checked again as it leaves the queue: its
-            // session may have been revoked, or its tenant deactivated, while
-            // it waited (up to its deadline). The handler checks once more
-            // as it takes the context (after the request's body arrived).
-            if admission.waited() {
-                let standing = match request.extensions().get::<RequestContext>() {
-                    Some(context) => standing.check(context.principal()),
-                    None => Err(GuardError::NoContext),
-                };
-                if let Err(refusal) = standing {
-                    return refuse(request.uri().path(), refusal).await;
-                }
-            }
+            // What was checked on arrival may change while the call waits
+            // here (or for its message): the handler checks its standing
+            // again as it takes the context (`RequestContext::from_request`).
             let response = inner.call(request).await;
             drop(admission);
             response

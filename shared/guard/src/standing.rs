@@ -1,8 +1,8 @@
 //! What may change about a verified identity while its call is under way
-//! (the token stays valid): the guard checks it on arrival, again as a call
-//! leaves its tenant's queue, and the handler once more as it takes the
-//! [`crate::RequestContext`] (after the request's message arrived: a caller
-//! may hold it back for up to the handler timeout).
+//! (the token stays valid): the guard checks it on arrival, and the handler
+//! again as it takes the [`crate::RequestContext`], after any wait in its
+//! tenant's queue and after the request's message arrived (a caller may hold
+//! it back for up to the handler timeout).
 
 use bulkhead_context::{Principal, TenantUser};
 
@@ -48,7 +48,7 @@ impl Standing {
         Ok(())
     }
 
-    /// Both, as on arrival.
+    /// Both, as on arrival (for a context taken later).
     pub(crate) fn check(&self, principal: &Principal) -> Result<(), GuardError> {
         if let Some(user) = principal.user() {
             self.session(user)?;

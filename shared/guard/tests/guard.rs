@@ -883,12 +883,12 @@ async fn a_loaded_server_sheds_public_rpcs_but_answers_its_health_checks() {
         .expect("room again");
 }
 
-/// A call that waited for one of its tenant's places is checked again as it
-/// leaves the queue: a session revoked, or a tenant deactivated, while it
-/// waited is refused as it would have been on arrival; a call that nothing
-/// happened to is served.
+/// A call that waited for one of its tenant's places is checked again once
+/// out of the queue (as its handler takes the context): a session revoked, or
+/// a tenant deactivated, while it waited is refused as it would have been on
+/// arrival; a call that nothing happened to is served.
 #[tokio::test]
-async fn calls_revoked_or_deactivated_while_queued_are_refused_as_they_leave_the_queue() {
+async fn calls_revoked_or_deactivated_while_queued_are_refused() {
     let fairness = bulkhead_guard::Fairness::new(bulkhead_guard::FairnessConfig {
         tenant_concurrency: 1,
         ..bulkhead_guard::FairnessConfig::for_pool(16)
