@@ -4,9 +4,16 @@
 //! `db_query_duration_seconds{kind}` (with `db_query_errors_total{kind}`).
 //! Statements run outside any span (the relay's rounds, health pings) make no
 //! span of their own: a trace is a request's.
+//!
+//! Cheap by construction, since it runs for every statement: a statement's
+//! kind is read when it finishes, from the SQL text diesel-async has built by
+//! then (at its start diesel-async hands over a query that would render its
+//! SQL again to be read), and its metric handles are looked up once per
+//! process, not per statement.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
@@ -15,7 +22,10 @@ use diesel::connection::{Instrumentation, InstrumentationEvent};
 /// is short; past this, the oldest is let go).
 const MOST_IN_FLIGHT: usize = 64;
 
-/// Installed on every pooled connection.
+/// Installed on every connection when it is made, and afresh each time the
+/// pool hands it out ([`crate::pool`]'s `checkout`): what an earlier user
+/// left running (a statement whose future it dropped, which never finishes)
+/// goes with the old one, so it never shifts this user's spans and timings.
 #[derive(Debug, Default)]
 pub(crate) struct StatementObserver {
     running: VecDeque<Running>,
@@ -23,7 +33,6 @@ pub(crate) struct StatementObserver {
 
 #[derive(Debug)]
 struct Running {
-    statement: Statement,
     started: Instant,
     span: tracing::Span,
 }
@@ -31,58 +40,49 @@ struct Running {
 impl Instrumentation for StatementObserver {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
         match event {
-            InstrumentationEvent::StartQuery { query, .. } => {
-                let statement = Statement::of(query);
-                let kind = statement.kind;
+            InstrumentationEvent::StartQuery { .. } => {
                 let parent = tracing::Span::current();
                 let span = if parent.is_none() {
                     tracing::Span::none()
                 } else {
+                    // Named when it finishes (see the module's notes).
                     tracing::info_span!(
                         parent: &parent,
                         "db",
-                        otel.name = kind,
+                        otel.name = tracing::field::Empty,
                         otel.kind = "client",
                         otel.status_code = tracing::field::Empty,
                         db.system.name = "postgresql",
-                        db.operation.name = kind,
+                        db.operation.name = tracing::field::Empty,
                     )
                 };
                 if self.running.len() == MOST_IN_FLIGHT {
                     self.running.pop_front();
                 }
                 self.running.push_back(Running {
-                    statement,
                     started: Instant::now(),
                     span,
                 });
             }
             InstrumentationEvent::FinishQuery { query, error, .. } => {
-                // Pipelined statements finish in the order they started; a
-                // statement whose future was dropped never finishes: with
-                // more than one in flight, the finished one is found by its
-                // text, and those left before it (cancelled) are let go, so
-                // no span stays open. With one (the usual case) it is that
-                // one: its text is not rendered again.
-                if self.running.len() > 1 {
-                    let statement = Statement::of(query);
-                    let Some(at) = self
-                        .running
-                        .iter()
-                        .position(|r| r.statement.fingerprint == statement.fingerprint)
-                    else {
-                        return;
-                    };
-                    self.running.drain(..at);
+                // A connection's statements are answered in the order they
+                // were sent, and each user of a pooled connection has an
+                // observer of its own: the oldest running is this one.
+                let Some(done) = self.running.pop_front() else {
+                    return;
+                };
+                let kind = kind_of(query);
+                let metrics = KindMetrics::of(kind);
+                metrics
+                    .duration
+                    .record(done.started.elapsed().as_secs_f64());
+                if !done.span.is_none() {
+                    done.span.record("otel.name", kind.name());
+                    done.span.record("db.operation.name", kind.name());
                 }
-                if let Some(done) = self.running.pop_front() {
-                    let kind = done.statement.kind;
-                    metrics::histogram!("db_query_duration_seconds", "kind" => kind)
-                        .record(done.started.elapsed().as_secs_f64());
-                    if error.is_some() {
-                        metrics::counter!("db_query_errors_total", "kind" => kind).increment(1);
-                        done.span.record("otel.status_code", "ERROR");
-                    }
+                if error.is_some() {
+                    metrics.errors.increment(1);
+                    done.span.record("otel.status_code", "ERROR");
                 }
             }
             _ => {}
@@ -90,40 +90,87 @@ impl Instrumentation for StatementObserver {
     }
 }
 
-/// What is kept of a statement: its kind and a fingerprint of its text.
+/// What a statement is, by its first word: one of a fixed set (a bounded
+/// metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Statement {
-    kind: &'static str,
-    fingerprint: u64,
+enum Kind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    With,
+    Begin,
+    Commit,
+    Rollback,
+    Set,
+    Reset,
+    Listen,
+    Notify,
+    Other,
 }
 
-impl Statement {
-    /// Both of diesel's renderings write the SQL text as their first piece
-    /// (then, for a built query, its parameters): only that piece is read.
-    fn of(query: &dyn std::fmt::Display) -> Self {
-        let mut sql = FirstPiece::default();
-        let _ = write!(sql, "{query}");
-        Self {
-            kind: kind(sql.first_word()),
-            fingerprint: sql.fingerprint,
+impl Kind {
+    const ALL: [Self; 13] = [
+        Self::Select,
+        Self::Insert,
+        Self::Update,
+        Self::Delete,
+        Self::With,
+        Self::Begin,
+        Self::Commit,
+        Self::Rollback,
+        Self::Set,
+        Self::Reset,
+        Self::Listen,
+        Self::Notify,
+        Self::Other,
+    ];
+
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Select => "SELECT",
+            Self::Insert => "INSERT",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::With => "WITH",
+            Self::Begin => "BEGIN",
+            Self::Commit => "COMMIT",
+            Self::Rollback => "ROLLBACK",
+            Self::Set => "SET",
+            Self::Reset => "RESET",
+            Self::Listen => "LISTEN",
+            Self::Notify => "NOTIFY",
+            Self::Other => "OTHER",
         }
+    }
+
+    fn of(first_word: &[u8]) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.name().as_bytes() == first_word)
+            .unwrap_or(Self::Other)
     }
 }
 
-/// Reads the first piece written, then stops the formatting.
-#[derive(Default)]
-struct FirstPiece {
-    word: [u8; 8],
-    len: usize,
-    fingerprint: u64,
+/// A statement's kind, from its SQL text (the first piece either of diesel's
+/// renderings writes; then, for a built query, come its parameters, which
+/// are not read).
+fn kind_of(query: &dyn std::fmt::Display) -> Kind {
+    let mut sql = FirstWord::default();
+    let _ = write!(sql, "{query}");
+    Kind::of(&sql.word[..sql.len])
 }
 
-impl std::fmt::Write for FirstPiece {
+/// Reads the first word of the first piece written, then stops the
+/// formatting.
+#[derive(Default)]
+struct FirstWord {
+    word: [u8; 8],
+    len: usize,
+}
+
+impl std::fmt::Write for FirstWord {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        use std::hash::{Hash as _, Hasher as _};
-        let mut hasher = std::hash::DefaultHasher::new();
-        s.hash(&mut hasher);
-        self.fingerprint = hasher.finish();
         for b in s.trim_start().bytes() {
             if !b.is_ascii_alphabetic() || self.len == self.word.len() {
                 break;
@@ -135,28 +182,27 @@ impl std::fmt::Write for FirstPiece {
     }
 }
 
-impl FirstPiece {
-    fn first_word(&self) -> &[u8] {
-        &self.word[..self.len]
-    }
+/// A kind's metric handles, looked up in the recorder once per process (the
+/// first statement; `serve` and `up` install the recorder before any pool
+/// opens). A lookup per statement was about 1% of a service's CPU.
+struct KindMetrics {
+    duration: metrics::Histogram,
+    errors: metrics::Counter,
 }
 
-/// One of a fixed set (a bounded metric label).
-fn kind(first_word: &[u8]) -> &'static str {
-    match first_word {
-        b"SELECT" => "SELECT",
-        b"INSERT" => "INSERT",
-        b"UPDATE" => "UPDATE",
-        b"DELETE" => "DELETE",
-        b"WITH" => "WITH",
-        b"BEGIN" => "BEGIN",
-        b"COMMIT" => "COMMIT",
-        b"ROLLBACK" => "ROLLBACK",
-        b"SET" => "SET",
-        b"RESET" => "RESET",
-        b"LISTEN" => "LISTEN",
-        b"NOTIFY" => "NOTIFY",
-        _ => "OTHER",
+impl KindMetrics {
+    fn of(kind: Kind) -> &'static Self {
+        static ALL: OnceLock<Vec<KindMetrics>> = OnceLock::new();
+        let all = ALL.get_or_init(|| {
+            Kind::ALL
+                .into_iter()
+                .map(|kind| Self {
+                    duration: metrics::histogram!("db_query_duration_seconds", "kind" => kind.name()),
+                    errors: metrics::counter!("db_query_errors_total", "kind" => kind.name()),
+                })
+                .collect()
+        });
+        &all[kind as usize]
     }
 }
 
@@ -164,34 +210,40 @@ fn kind(first_word: &[u8]) -> &'static str {
 mod tests {
     use super::*;
 
-    fn of(sql: &str) -> Statement {
-        Statement::of(&sql)
+    fn of(sql: &str) -> &'static str {
+        kind_of(&sql).name()
     }
 
     #[test]
     fn statements_are_named_by_their_first_word_only() {
-        assert_eq!(of("SELECT 1").kind, "SELECT");
-        assert_eq!(of("  insert into t values ($1)").kind, "INSERT");
-        assert_eq!(of("\nWITH x AS (SELECT 1) UPDATE t SET a = 1").kind, "WITH");
-        assert_eq!(of("BEGIN ISOLATION LEVEL READ COMMITTED").kind, "BEGIN");
-        assert_eq!(of("secret_function('password')").kind, "OTHER");
-        assert_eq!(of("SELECTED").kind, "OTHER");
-        assert_eq!(of("").kind, "OTHER");
-        assert_eq!(of("SELECT 1"), of("SELECT 1"));
-        assert_ne!(of("SELECT 1").fingerprint, of("SELECT 2").fingerprint);
+        assert_eq!(of("SELECT 1"), "SELECT");
+        assert_eq!(of("  insert into t values ($1)"), "INSERT");
+        assert_eq!(of("\nWITH x AS (SELECT 1) UPDATE t SET a = 1"), "WITH");
+        assert_eq!(of("BEGIN ISOLATION LEVEL READ COMMITTED"), "BEGIN");
+        assert_eq!(of("notify x"), "NOTIFY");
+        assert_eq!(of("secret_function('password')"), "OTHER");
+        assert_eq!(of("SELECTED"), "OTHER");
+        assert_eq!(of(""), "OTHER");
+        for kind in Kind::ALL {
+            assert_eq!(Kind::of(kind.name().as_bytes()), kind);
+        }
     }
 
-    /// A statement whose future was dropped (never finished) does not shift
-    /// the spans and timings of those after it, nor keep its span open.
+    /// Each finish closes the oldest statement still running, and a finish
+    /// with nothing running (its start was before this observer) is ignored.
     #[test]
-    fn a_cancelled_statement_is_let_go_at_the_next_finish() {
+    fn statements_finish_in_the_order_they_started() {
         let mut observer = StatementObserver::default();
-        let cancelled = diesel::connection::StrQueryHelper::new("SELECT cancelled");
-        let next = diesel::connection::StrQueryHelper::new("UPDATE next");
-        observer.on_connection_event(InstrumentationEvent::start_query(&cancelled));
-        observer.on_connection_event(InstrumentationEvent::start_query(&next));
+        let begin = diesel::connection::StrQueryHelper::new("BEGIN");
+        let select = diesel::connection::StrQueryHelper::new("SELECT 1");
+        observer.on_connection_event(InstrumentationEvent::finish_query(&begin, None));
+        assert!(observer.running.is_empty());
+        observer.on_connection_event(InstrumentationEvent::start_query(&begin));
+        observer.on_connection_event(InstrumentationEvent::start_query(&select));
         assert_eq!(observer.running.len(), 2);
-        observer.on_connection_event(InstrumentationEvent::finish_query(&next, None));
+        observer.on_connection_event(InstrumentationEvent::finish_query(&begin, None));
+        assert_eq!(observer.running.len(), 1);
+        observer.on_connection_event(InstrumentationEvent::finish_query(&select, None));
         assert!(observer.running.is_empty());
     }
 }

@@ -164,7 +164,7 @@ impl Db {
     /// Scoped transactions need no reset (they `SET LOCAL` both settings).
     pub async fn system(&self) -> Result<SystemConn, DbError> {
         use diesel_async::SimpleAsyncConnection as _;
-        let mut conn = self.pool.get_owned().await?;
+        let mut conn = checkout(&self.pool).await?;
         conn.batch_execute(RESET_SESSION).await?;
         Ok(SystemConn { conn })
     }
@@ -174,7 +174,7 @@ impl Db {
         use diesel_async::SimpleAsyncConnection as _;
         match &self.platform {
             Some(pool) => {
-                let mut conn = pool.get_owned().await?;
+                let mut conn = checkout(pool).await?;
                 conn.batch_execute(RESET_SESSION).await?;
                 Ok(Some(SystemConn { conn }))
             }
@@ -197,6 +197,17 @@ impl Db {
         let state = self.pool.state();
         (state.connections, state.idle_connections)
     }
+}
+
+/// A connection of `pool` for one user, with an observer of its own (see
+/// observe.rs: a statement an earlier user left running never finishes, and
+/// must not shift this user's spans and timings).
+pub(crate) async fn checkout(
+    pool: &Pool<AsyncPgConnection>,
+) -> Result<PooledConnection<'static, AsyncPgConnection>, DbError> {
+    let mut conn = pool.get_owned().await?;
+    conn.set_instrumentation(StatementObserver::default());
+    Ok(conn)
 }
 
 /// A pooled connection on the system path (see [`Db::system`]).

@@ -41,6 +41,7 @@ use diesel_async::{
 
 use bulkhead_context::{TenantId, UserId};
 
+use crate::pool::checkout;
 use crate::{Db, DbError};
 
 /// A connection inside a transaction scoped to one tenant.
@@ -344,7 +345,7 @@ async fn scoped<T, E>(
 where
     E: From<DbError>,
 {
-    let mut conn = pool.get_owned().await.map_err(DbError::from)?;
+    let mut conn = checkout(pool).await?;
     mark_in_transaction(&mut conn);
 
     let shared: &AsyncPgConnection = &conn;
@@ -390,9 +391,9 @@ where
     T: TenantRows,
     E: From<DbError>,
 {
-    let mut conn = match pool.get_owned().await {
+    let mut conn = match checkout(pool).await {
         Ok(conn) => conn,
-        Err(err) => return Some(Err(DbError::from(err).into())),
+        Err(err) => return Some(Err(err.into())),
     };
     mark_in_transaction(&mut conn);
     let shared: &AsyncPgConnection = &conn;

@@ -171,6 +171,20 @@ async fn one_request_is_one_trace_across_task_tenant_and_audit() {
             ancestors(statement).contains(&task_span.span_id),
             "{statement:#?}"
         );
+        // Named when it finished, by its kind, and so is its operation.
+        assert!(
+            [
+                "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT", "ROLLBACK",
+                "SET", "NOTIFY"
+            ]
+            .contains(&statement.name.as_str()),
+            "{statement:#?}"
+        );
+        assert_eq!(
+            statement.attribute("db.operation.name"),
+            Some(statement.name.as_str()),
+            "{statement:#?}"
+        );
         assert!(
             !statement
                 .attributes

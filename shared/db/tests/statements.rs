@@ -1,0 +1,182 @@
+//! The statement spans the db layer makes (observe.rs), as a tracing
+//! subscriber sees them: one per statement under the request's span, named
+//! by its kind, each closed; a statement an earlier user of the pooled
+//! connection left running shifts none of them. Real Postgres: an ephemeral
+//! cluster per test process, a fresh database per test.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bulkhead_context::TenantId;
+use bulkhead_db::schema::ServiceSchema;
+use bulkhead_db::{DbError, TenantConn};
+use bulkhead_postgres::testing::test_database;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use tracing::Instrument as _;
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
+use uuid::Uuid;
+
+static MIGRATIONS: EmbeddedMigrations = embed_migrations!("tests/sample_migrations");
+static SAMPLE: ServiceSchema = ServiceSchema::new("sample", &MIGRATIONS);
+
+diesel::table! {
+    projects (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        name -> Text,
+    }
+}
+
+#[derive(Queryable, Debug)]
+struct Project {
+    tenant_id: Uuid,
+}
+
+impl bulkhead_db::TenantRow for Project {
+    fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+}
+
+async fn all_projects(tx: TenantConn<'_>) -> Result<Vec<Project>, DbError> {
+    Ok(projects::table
+        .select(projects::tenant_id)
+        .load::<Uuid>(&mut tx.pg())
+        .await?
+        .into_iter()
+        .map(|tenant_id| Project { tenant_id })
+        .collect())
+}
+
+/// A statement span as seen: its name once it finished, its parent's name,
+/// and whether it was closed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Seen {
+    name: Option<String>,
+    parent: Option<&'static str>,
+    closed: bool,
+}
+
+/// Records every `db` span, in the order they were made.
+#[derive(Clone, Default)]
+struct StatementSpans(Arc<Mutex<Vec<Seen>>>);
+
+struct Index(usize);
+
+struct OtelName<'a>(&'a mut Option<String>);
+
+impl tracing::field::Visit for OtelName<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "otel.name" {
+            *self.0 = Some(value.to_owned());
+        }
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+impl<S> tracing_subscriber::Layer<S> for StatementSpans
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        if attrs.metadata().name() != "db" {
+            return;
+        }
+        let span = ctx.span(id).expect("a new span");
+        let mut seen = Seen {
+            parent: span.parent().map(|p| p.name()),
+            ..Seen::default()
+        };
+        attrs.record(&mut OtelName(&mut seen.name));
+        let mut all = self.0.lock().expect("spans");
+        span.extensions_mut().insert(Index(all.len()));
+        all.push(seen);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
+        let span = ctx.span(id).expect("a recorded span");
+        if let Some(Index(at)) = span.extensions().get::<Index>() {
+            values.record(&mut OtelName(&mut self.0.lock().expect("spans")[*at].name));
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: Context<'_, S>) {
+        let span = ctx.span(&id).expect("a closing span");
+        if let Some(Index(at)) = span.extensions().get::<Index>() {
+            self.0.lock().expect("spans")[*at].closed = true;
+        }
+    }
+}
+
+fn statement(name: &str) -> Seen {
+    Seen {
+        name: Some(name.to_owned()),
+        parent: Some("request"),
+        closed: true,
+    }
+}
+
+#[tokio::test]
+async fn a_statement_left_running_by_the_last_user_shifts_no_span_of_the_next() {
+    let spans = StatementSpans::default();
+    let _subscriber =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let database = test_database(&SAMPLE).await;
+    let db = database.app_db(1).await;
+    let tenant = TenantId::new_v7();
+    db.tenant_tx(tenant, async |tx| {
+        diesel::insert_into(projects::table)
+            .values((
+                projects::tenant_id.eq(*tx.tenant_id().as_uuid()),
+                projects::id.eq(Uuid::now_v7()),
+                projects::name.eq("p"),
+            ))
+            .execute(&mut tx.pg())
+            .await
+            .map_err(DbError::from)
+    })
+    .await
+    .expect("a row to read");
+    // Prepared on the pool's one connection: the read leaves in one flight.
+    for _ in 0..2 {
+        db.tenant_read_rows(tenant, async |tx| all_projects(tx).await)
+            .await
+            .expect("read");
+    }
+
+    // The last user drops a statement before its answer: it never finishes.
+    {
+        use diesel_async::SimpleAsyncConnection as _;
+        let mut conn = db.system().await.expect("system");
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(100),
+            conn.pg().batch_execute("SELECT pg_sleep(0.4)"),
+        )
+        .await;
+        assert!(dropped.is_err(), "the statement was dropped unanswered");
+    }
+    spans.0.lock().expect("spans").clear();
+
+    db.tenant_read_rows(tenant, async |tx| all_projects(tx).await)
+        .instrument(tracing::info_span!("request"))
+        .await
+        .expect("read");
+    assert_eq!(
+        *spans.0.lock().expect("spans"),
+        vec![statement("BEGIN"), statement("SELECT"), statement("COMMIT")]
+    );
+}
