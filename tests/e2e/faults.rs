@@ -601,37 +601,59 @@ async fn a_database_link_cut_mid_reply_blackholed_or_slow_loses_no_acknowledged_
     assert!(after > 20, "calls succeed again by themselves: {after}");
 }
 
-/// A call whose database session the server ends under it (here
-/// `pg_terminate_backend` while its `UPDATE` waits on a row lock; an
-/// administrator's shutdown or an idle timeout end one the same way) answers
-/// UNAVAILABLE, which a client may retry, not INTERNAL; it changed nothing,
-/// and the service serves the same call on a new connection afterwards.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_whose_database_session_is_terminated_answers_unavailable() {
-    use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
+/// A task whose row the database owner holds locked (`SELECT … FOR UPDATE`
+/// in an open transaction), so Task's `UPDATE` of it waits.
+struct LockedTask {
+    admin: String,
+    tasks: TaskServiceClient<tonic::transport::Channel>,
+    id: String,
+    database: bulkhead_postgres::testing::TestDatabase,
+    holder: diesel_async::AsyncPgConnection,
+}
 
-    let suite = spawn_suite().await;
-    let (_, admin) = tenant_admin(&suite, "terminated");
-    let mut tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
-    let created = tasks
-        .create_task(bearer(
-            &admin,
-            task::CreateTaskRequest {
-                title: "before".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("create")
-        .into_inner()
-        .task
-        .expect("task");
-    let rename = |title: &str| {
+impl LockedTask {
+    async fn new(suite: &super::support::TestSuite, tenant: &str) -> Self {
+        use diesel_async::SimpleAsyncConnection as _;
+        let (_, admin) = tenant_admin(suite, tenant);
+        let mut tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
+        let id = tasks
+            .create_task(bearer(
+                &admin,
+                task::CreateTaskRequest {
+                    title: "before".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("create")
+            .into_inner()
+            .task
+            .expect("task")
+            .id;
+        let database = suite.databases["task"].clone();
+        let mut holder = database.admin_connection().await;
+        holder
+            .batch_execute(&format!(
+                "BEGIN; SELECT 1 FROM tasks WHERE id = '{id}' FOR UPDATE"
+            ))
+            .await
+            .expect("lock the row");
+        Self {
+            admin,
+            tasks,
+            id,
+            database,
+            holder,
+        }
+    }
+
+    /// Renames the task, waiting up to 20 s.
+    fn rename(&self, title: &str) -> tonic::Request<task::UpdateTaskRequest> {
         let mut request = bearer(
-            &admin,
+            &self.admin,
             task::UpdateTaskRequest {
                 task: Some(task::Task {
-                    id: created.id.clone(),
+                    id: self.id.clone(),
                     title: title.into(),
                     ..Default::default()
                 }),
@@ -640,42 +662,86 @@ async fn a_call_whose_database_session_is_terminated_answers_unavailable() {
         );
         request.set_timeout(Duration::from_secs(20));
         request
-    };
-    // The owner holds the row's lock, so Task's UPDATE waits on it.
-    let database = &suite.databases["task"];
-    let mut holder = database.admin_connection().await;
-    holder
-        .batch_execute(&format!(
-            "BEGIN; SELECT 1 FROM tasks WHERE id = '{}' FOR UPDATE",
-            created.id
-        ))
-        .await
-        .expect("lock the row");
+    }
+
+    /// The backend of Task's runtime role that waits on a lock, once it does.
+    async fn waiting_backend(&self) -> i32 {
+        use diesel_async::RunQueryDsl as _;
+        let mut watcher = self.database.admin_connection().await;
+        let waiting = format!(
+            "SELECT pid FROM pg_stat_activity
+              WHERE datname = '{}' AND usename = 'task_app' AND wait_event_type = 'Lock'",
+            self.database.name
+        );
+        let started = Instant::now();
+        loop {
+            let found = diesel::sql_query(&waiting)
+                .load::<Pid>(&mut watcher)
+                .await
+                .expect("pg_stat_activity");
+            if let Some(backend) = found.as_slice().first() {
+                return backend.pid;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "Task's UPDATE never waited on the lock"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Releases the lock, then checks that the failed call changed nothing
+    /// and that the same call is served now.
+    async fn release_and_rename(mut self) {
+        use diesel_async::SimpleAsyncConnection as _;
+        self.holder
+            .batch_execute("ROLLBACK")
+            .await
+            .expect("release");
+        let stored = self
+            .tasks
+            .get_task(bearer(
+                &self.admin,
+                task::GetTaskRequest {
+                    task_id: self.id.clone(),
+                },
+            ))
+            .await
+            .expect("get")
+            .into_inner()
+            .task
+            .expect("task");
+        assert_eq!(stored.title, "before", "the failed call changed nothing");
+        let request = self.rename("after");
+        let renamed = self
+            .tasks
+            .update_task(request)
+            .await
+            .expect("served again")
+            .into_inner()
+            .task
+            .expect("task");
+        assert_eq!(renamed.title, "after");
+    }
+}
+
+/// A call whose database session the server ends under it (here
+/// `pg_terminate_backend` while its `UPDATE` waits on a row lock; an
+/// administrator's shutdown or an idle timeout end one the same way) answers
+/// UNAVAILABLE, which a client may retry, not INTERNAL; it changed nothing,
+/// and the service serves the same call on a new connection afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_database_session_is_terminated_answers_unavailable() {
+    use diesel_async::RunQueryDsl as _;
+
+    let suite = spawn_suite().await;
+    let locked = LockedTask::new(&suite, "terminated").await;
     let call = {
-        let (mut tasks, request) = (tasks.clone(), rename("after"));
+        let (mut tasks, request) = (locked.tasks.clone(), locked.rename("after"));
         tokio::spawn(async move { tasks.update_task(request).await })
     };
-    let mut watcher = database.admin_connection().await;
-    let waiting = format!(
-        "SELECT pid FROM pg_stat_activity
-          WHERE datname = '{}' AND usename = 'task_app' AND wait_event_type = 'Lock'",
-        database.name
-    );
-    let started = Instant::now();
-    let pid = loop {
-        let found = diesel::sql_query(&waiting)
-            .load::<Pid>(&mut watcher)
-            .await
-            .expect("pg_stat_activity");
-        if let Some(backend) = found.as_slice().first() {
-            break backend.pid;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "Task's UPDATE never waited on the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let pid = locked.waiting_backend().await;
+    let mut watcher = locked.database.admin_connection().await;
     diesel::sql_query(format!("SELECT pg_terminate_backend({pid})"))
         .execute(&mut watcher)
         .await
@@ -686,27 +752,31 @@ async fn a_call_whose_database_session_is_terminated_answers_unavailable() {
         .expect_err("its session was ended");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert_eq!(status.message(), "database unavailable, retry later");
-    holder.batch_execute("ROLLBACK").await.expect("release");
+    locked.release_and_rename().await;
+}
 
-    let stored = tasks
-        .get_task(bearer(
-            &admin,
-            task::GetTaskRequest {
-                task_id: created.id.clone(),
-            },
-        ))
+/// A write blocked behind a transaction that does not end (an operator's
+/// open `psql`, a stopped process) gives up after the pool's `lock_timeout`
+/// (5 s) with UNAVAILABLE, well within the caller's 20 s deadline, instead
+/// of holding its connection and its place until that deadline; it changed
+/// nothing, and the same call is served once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_blocked_on_a_stuck_lock_gives_up_unavailable() {
+    let suite = spawn_suite().await;
+    let mut locked = LockedTask::new(&suite, "stuck").await;
+    let started = Instant::now();
+    let request = locked.rename("after");
+    let status = locked
+        .tasks
+        .update_task(request)
         .await
-        .expect("get")
-        .into_inner()
-        .task
-        .expect("task");
-    assert_eq!(stored.title, "before", "the ended call changed nothing");
-    let renamed = tasks
-        .update_task(rename("after"))
-        .await
-        .expect("served again on a new connection")
-        .into_inner()
-        .task
-        .expect("task");
-    assert_eq!(renamed.title, "after");
+        .expect_err("the row stayed locked");
+    let waited = started.elapsed();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.message(), "busy, retry later");
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(15)).contains(&waited),
+        "gave up after the lock timeout, not the deadline: {waited:?}"
+    );
+    locked.release_and_rename().await;
 }

@@ -25,6 +25,13 @@ pub struct PoolConfig {
     /// that does not track them (PgBouncer before 1.21): every statement is
     /// then prepared where it runs, inside its transaction, and closed after.
     pub statement_cache: bool,
+    /// How long a statement waits for a lock (a row another transaction is
+    /// changing, say) before it fails; `Db` errors then say
+    /// [`DbError::is_lock_timeout`], which services answer `UNAVAILABLE`.
+    /// Without it a call blocked behind a stuck transaction would wait for
+    /// its caller's deadline, and its server session, whose client dropped
+    /// it, would go on waiting with the transaction's other locks held.
+    pub lock_timeout: Duration,
 }
 
 impl Default for PoolConfig {
@@ -33,6 +40,7 @@ impl Default for PoolConfig {
             max_size: 16,
             connection_timeout: Duration::from_secs(5),
             statement_cache: true,
+            lock_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -73,9 +81,19 @@ async fn open(url: &str, config: &PoolConfig) -> Result<Pool<AsyncPgConnection>,
     manager_config.recycling_method = RecyclingMethod::Fast;
     // Spans and timings per statement (observe.rs).
     let statement_cache = config.statement_cache;
+    // A session setting, made once per connection: it costs no statement
+    // anything (the timer starts only when a lock is waited for). Behind a
+    // pooler in transaction mode it does not follow the client: set it on
+    // the database there (`ALTER DATABASE … SET lock_timeout`).
+    let set_lock_timeout = format!("SET lock_timeout = {}", config.lock_timeout.as_millis());
     manager_config.custom_setup = Box::new(move |url| {
+        let set_lock_timeout = set_lock_timeout.clone();
         Box::pin(async move {
+            use diesel_async::SimpleAsyncConnection as _;
             let mut conn = AsyncPgConnection::establish(url).await?;
+            conn.batch_execute(&set_lock_timeout)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             conn.set_instrumentation(StatementObserver::default());
             if !statement_cache {
                 conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);

@@ -41,6 +41,13 @@ pub fn db_status(err: &DbError) -> Status {
                 tracing::warn!(cause = info.message(), "database session terminated");
                 Status::unavailable("database unavailable, retry later")
             }
+            // 55P03: a statement waited for a lock longer than the pool's
+            // `lock_timeout` (another transaction holds the row): nothing
+            // changed, and the call may be retried.
+            _ if err.is_lock_timeout() => {
+                tracing::warn!(cause = info.message(), "gave up waiting for a lock");
+                Status::unavailable("busy, retry later")
+            }
             // 40P01: the server rolled this transaction back to break a
             // deadlock; the call may be retried, as a serialization failure.
             Kind::Unknown if info.message() == "deadlock detected" => {
@@ -116,6 +123,9 @@ mod tests {
             db_status(&server_error("deadlock detected")).code(),
             tonic::Code::Aborted
         );
+        let busy = db_status(&server_error("canceling statement due to lock timeout"));
+        assert_eq!(busy.code(), tonic::Code::Unavailable);
+        assert_eq!(busy.message(), "busy, retry later");
         // Anything else the server says stays INTERNAL, its text unsent.
         let other = db_status(&server_error("division by zero"));
         assert_eq!(other.code(), tonic::Code::Internal);
