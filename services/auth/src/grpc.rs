@@ -629,7 +629,10 @@ impl AuthService for AuthApi {
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Reply<Self::WatchRevocationsStream> {
         use futures_util::StreamExt as _;
-        let _ctx = RequestContext::from_request(&request)?;
+        // Served while its token is valid: the stream ends UNAUTHENTICATED
+        // at its first message (a heartbeat comes every second) after the
+        // token expires, and the subscriber comes back with a fresh one.
+        let ctx = RequestContext::from_request(&request)?.clone();
         // Subscribe first, then load: nothing revoked in between is missed
         // (a session may come twice, which subscribers take as it is).
         let live = tokio_stream::wrappers::BroadcastStream::new(self.sessions.subscribe());
@@ -673,7 +676,11 @@ impl AuthService for AuthApi {
             }
         });
         let live = futures_util::stream::select(live, beats);
-        Ok(Response::new(initial.chain(caught_up).chain(live).boxed()))
+        let answer = initial.chain(caught_up).chain(live).map(move |item| {
+            ctx.still_stands()?;
+            item
+        });
+        Ok(Response::new(answer.boxed()))
     }
 
     async fn revoke_sessions(

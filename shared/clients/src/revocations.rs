@@ -45,16 +45,23 @@ async fn follow(
     let mut client = AuthServiceClient::new(channel);
     let mut delays = backoff();
     loop {
-        let outcome = tokio::select! {
+        let (caught_up, ended) = tokio::select! {
             outcome = subscribe(&mut client, &*credentials, &revoked, bound) => outcome,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        match outcome {
-            // A stream that caught up was healthy: start backing off afresh.
-            Ok(true) => delays = backoff(),
-            Ok(false) => {}
-            Err(status) => {
-                tracing::warn!(code = ?status.code(), message = status.message(), "revocation feed interrupted")
+        // A stream that caught up was healthy (however it ended: Auth ends
+        // each when its token expires): start backing off afresh.
+        if caught_up {
+            delays = backoff();
+        }
+        if let Err(status) = ended {
+            if caught_up && status.code() == tonic::Code::Unauthenticated {
+                tracing::debug!(
+                    message = status.message(),
+                    "revocation feed ended: subscribing again"
+                );
+            } else {
+                tracing::warn!(code = ?status.code(), message = status.message(), "revocation feed interrupted");
             }
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(5));
@@ -99,26 +106,36 @@ fn backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// One subscription; `Ok(true)` when it caught up (its first heartbeat).
-/// Silence longer than `bound` ends it.
+/// One subscription: whether it caught up (its first heartbeat), and how it
+/// ended. Silence longer than `bound` ends it.
 async fn subscribe(
     client: &mut AuthServiceClient<Channel>,
     credentials: &dyn ServiceCredentials,
     revoked: &RevokedSessions,
     bound: Duration,
-) -> Result<bool, tonic::Status> {
-    let request = crate::credentials::service_request(credentials, pb::WatchRevocationsRequest {})?;
-    let mut stream = client.watch_revocations(request).await?.into_inner();
+) -> (bool, Result<(), tonic::Status>) {
+    let request =
+        match crate::credentials::service_request(credentials, pb::WatchRevocationsRequest {}) {
+            Ok(request) => request,
+            Err(status) => return (false, Err(status)),
+        };
+    let mut stream = match client.watch_revocations(request).await {
+        Ok(answer) => answer.into_inner(),
+        Err(status) => return (false, Err(status)),
+    };
     let mut caught_up = false;
     loop {
         let item = match tokio::time::timeout(bound, stream.message()).await {
             Ok(Ok(Some(item))) => item,
-            Ok(Ok(None)) => return Ok(caught_up),
-            Ok(Err(status)) => return Err(status),
+            Ok(Ok(None)) => return (caught_up, Ok(())),
+            Ok(Err(status)) => return (caught_up, Err(status)),
             Err(_) => {
-                return Err(tonic::Status::deadline_exceeded(
-                    "no heartbeat from the revocation feed",
-                ));
+                return (
+                    caught_up,
+                    Err(tonic::Status::deadline_exceeded(
+                        "no heartbeat from the revocation feed",
+                    )),
+                );
             }
         };
         if item.heartbeat {

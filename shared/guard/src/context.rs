@@ -1,5 +1,7 @@
 //! The request context handlers receive.
 
+use std::time::SystemTime;
+
 use bulkhead_context::{Principal, TenantId, TenantUser};
 
 use crate::standing::Standing;
@@ -18,6 +20,9 @@ pub struct RequestContext {
     /// What the guard checked the identity against (empty sets, fed by
     /// nothing, in a context a test built).
     standing: Standing,
+    /// The last moment its token (the earlier-expiring, with two) is
+    /// accepted; none in a context a test built.
+    valid_until: Option<SystemTime>,
 }
 
 impl RequestContext {
@@ -26,12 +31,14 @@ impl RequestContext {
         request_id: RequestId,
         trace_id: Option<String>,
         standing: Standing,
+        valid_until: Option<SystemTime>,
     ) -> Self {
         Self {
             principal,
             request_id,
             trace_id,
             standing,
+            valid_until,
         }
     }
 
@@ -52,13 +59,20 @@ impl RequestContext {
     }
 
     /// Checks again what may change while a call is under way; a long one (a
-    /// stream) asks before each part of its answer.
+    /// stream) asks before each part of its answer. A call is served only
+    /// while its token is: a stream ends when the token expires.
     ///
     /// # Errors
-    /// `UNAUTHENTICATED` when the user's session has been revoked,
-    /// `UNAVAILABLE` when revocations may be unheard, `FAILED_PRECONDITION`
-    /// when the tenant has been deactivated.
+    /// `UNAUTHENTICATED` when the token has expired since or the user's
+    /// session has been revoked, `UNAVAILABLE` when revocations may be
+    /// unheard, `FAILED_PRECONDITION` when the tenant has been deactivated.
     pub fn still_stands(&self) -> Result<(), tonic::Status> {
+        if self
+            .valid_until
+            .is_some_and(|until| SystemTime::now() > until)
+        {
+            return Err(counted(GuardError::Expired));
+        }
         self.standing.check(&self.principal).map_err(counted)
     }
 
@@ -138,6 +152,7 @@ impl RequestContextBuilder {
                 crate::RevokedSessions::default(),
                 crate::InactiveTenants::default(),
             ),
+            None,
         )
     }
 

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use bulkhead_context::{Principal, TenantId};
 use futures_util::future::{BoxFuture, Either, Ready, ready};
@@ -193,7 +194,7 @@ impl GuardLayer {
         if rule.is_some_and(|r| r.is_public()) {
             return Ok(Admitted::Public);
         }
-        let principal = self.authenticate(request.headers())?;
+        let (principal, valid_until) = self.authenticate(request.headers())?;
         if self.bind_service_certificates
             && let Some(service) = principal.service()
             && !crate::peer::presented_certificate_for(request.extensions(), &service.name)
@@ -245,6 +246,7 @@ impl GuardLayer {
             request_id,
             trace_id,
             self.standing.clone(),
+            Some(valid_until),
         ));
         Ok(Admitted::Principal(tenant))
     }
@@ -285,7 +287,9 @@ impl GuardLayer {
         });
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, GuardError> {
+    /// Who the tokens name, and the last moment the earlier-expiring of
+    /// them is accepted.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<(Principal, SystemTime), GuardError> {
         // One token of each kind: with two, which one counts would be up to
         // whoever reads them (this guard took the first).
         if [AUTHORIZATION, SERVICE_AUTHORIZATION]
@@ -300,6 +304,12 @@ impl GuardLayer {
         let service = bearer(headers, SERVICE_AUTHORIZATION)?
             .map(|token| self.verifier.verify(token, TokenUse::Service))
             .transpose()?;
+        let valid_until = user
+            .iter()
+            .chain(&service)
+            .map(|verified| self.verifier.valid_until(verified))
+            .min()
+            .ok_or(GuardError::MissingToken)?;
         let user = match user.as_deref().map(|v| &v.identity) {
             Some(Identity::User(user)) => {
                 self.standing.session(user)?;
@@ -313,12 +323,13 @@ impl GuardLayer {
             Some(Identity::User(_)) => return Err(GuardError::WrongTokenKind),
             None => None,
         };
-        match (user, service) {
-            (Some(user), None) => Ok(Principal::User(user)),
-            (None, Some(service)) => Ok(Principal::Service(service)),
-            (Some(user), Some(service)) => Ok(Principal::ServiceForUser { service, user }),
-            (None, None) => Err(GuardError::MissingToken),
-        }
+        let principal = match (user, service) {
+            (Some(user), None) => Principal::User(user),
+            (None, Some(service)) => Principal::Service(service),
+            (Some(user), Some(service)) => Principal::ServiceForUser { service, user },
+            (None, None) => return Err(GuardError::MissingToken),
+        };
+        Ok((principal, valid_until))
     }
 }
 

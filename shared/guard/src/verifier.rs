@@ -159,6 +159,12 @@ impl TokenVerifier {
         }
     }
 
+    /// The last moment `verified` is accepted: its `exp` and the leeway.
+    #[must_use]
+    pub fn valid_until(&self, verified: &Verified) -> SystemTime {
+        verified.expiry() + self.config.leeway
+    }
+
     /// Verifies `token`, expecting `token_use`.
     ///
     /// # Errors

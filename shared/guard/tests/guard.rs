@@ -141,11 +141,15 @@ async fn harness() -> Harness {
 }
 
 async fn harness_with(fairness: Option<bulkhead_guard::Fairness>) -> Harness {
+    harness_verifying(fairness, VerifierConfig::default()).await
+}
+
+async fn harness_verifying(
+    fairness: Option<bulkhead_guard::Fairness>,
+    config: VerifierConfig,
+) -> Harness {
     let key = SigningKey::generate();
-    let verifier = Arc::new(TokenVerifier::new(
-        VerifierConfig::default(),
-        &key.jwk_set(),
-    ));
+    let verifier = Arc::new(TokenVerifier::new(config, &key.jwk_set()));
     let revoked = RevokedSessions::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -942,22 +946,21 @@ async fn calls_revoked_or_deactivated_while_queued_are_refused() {
     }
 }
 
-/// The guard checks a call when its headers arrive; its message may come
-/// much later (a caller may hold it back up to the handler timeout). The
-/// handler, taking the context once the message is there, checks again: a
-/// session revoked in between is refused, and a call nothing happened to is
-/// served.
-#[tokio::test]
-async fn a_session_revoked_while_its_call_holds_back_its_message_is_refused() {
-    let fairness = bulkhead_guard::Fairness::new(bulkhead_guard::FairnessConfig {
-        tenant_concurrency: 1,
-        ..bulkhead_guard::FairnessConfig::for_pool(16)
-    });
-    let h = harness_with(Some(fairness.clone())).await;
-    for revoke in [true, false] {
-        let user = alice(TenantRole::Member);
-        let token = h.key.sign(&claims(&user)).expect("sign");
-        // WhoAmI with its headers sent at once and its message on a signal.
+/// A WhoAmI call whose headers went out at once, its message held back until
+/// it is released; made only once the guard has let it in (it holds its
+/// tenant's only place).
+struct HeldBackCall {
+    release: tokio::sync::oneshot::Sender<()>,
+    answer: tokio::task::JoinHandle<Result<Response<WhoAmIResponse>, Status>>,
+}
+
+impl HeldBackCall {
+    async fn start(
+        h: &Harness,
+        fairness: &bulkhead_guard::Fairness,
+        token: &str,
+        tenant: TenantId,
+    ) -> Self {
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let message = futures_util::stream::once(async move {
             let _ = released.await;
@@ -969,7 +972,7 @@ async fn a_session_revoked_while_its_call_holds_back_its_message_is_refused() {
             format!("Bearer {token}").parse().expect("ascii"),
         );
         let mut grpc = tonic::client::Grpc::new(h.channel.clone());
-        let call = tokio::spawn(async move {
+        let answer = tokio::spawn(async move {
             grpc.ready().await.expect("ready");
             grpc.client_streaming(
                 request,
@@ -978,34 +981,62 @@ async fn a_session_revoked_while_its_call_holds_back_its_message_is_refused() {
             )
             .await
         });
-        // The guard has let it in once it holds its tenant's only place: the
-        // tenant then has none free.
-        let tenant = user.tenant_id;
-        let place_free = || {
-            futures_util::FutureExt::now_or_never(
-                fairness.admit(bulkhead_guard::Who::Tenant(tenant)),
-            )
-            .is_some_and(|admitted| admitted.is_ok())
-        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while place_free() {
+        while place_free(fairness, tenant) {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the held call never took its place"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        Self { release, answer }
+    }
+
+    /// Sends the message; the answer.
+    async fn release(self) -> Result<Response<WhoAmIResponse>, Status> {
+        self.release
+            .send(())
+            .expect("the call waits for its message");
+        tokio::time::timeout(Duration::from_secs(10), self.answer)
+            .await
+            .expect("answered")
+            .expect("task")
+    }
+}
+
+/// Whether `tenant` has a place free now.
+fn place_free(fairness: &bulkhead_guard::Fairness, tenant: TenantId) -> bool {
+    futures_util::FutureExt::now_or_never(fairness.admit(bulkhead_guard::Who::Tenant(tenant)))
+        .is_some_and(|admitted| admitted.is_ok())
+}
+
+fn one_place_each() -> bulkhead_guard::Fairness {
+    bulkhead_guard::Fairness::new(bulkhead_guard::FairnessConfig {
+        tenant_concurrency: 1,
+        ..bulkhead_guard::FairnessConfig::for_pool(16)
+    })
+}
+
+/// The guard checks a call when its headers arrive; its message may come
+/// much later (a caller may hold it back up to the handler timeout). The
+/// handler, taking the context once the message is there, checks again: a
+/// session revoked in between is refused, and a call nothing happened to is
+/// served.
+#[tokio::test]
+async fn a_session_revoked_while_its_call_holds_back_its_message_is_refused() {
+    let fairness = one_place_each();
+    let h = harness_with(Some(fairness.clone())).await;
+    for revoke in [true, false] {
+        let user = alice(TenantRole::Member);
+        let token = h.key.sign(&claims(&user)).expect("sign");
+        let call = HeldBackCall::start(&h, &fairness, &token, user.tenant_id).await;
         if revoke {
             h.revoked.revoke(
                 user.session_id,
                 std::time::SystemTime::now() + Duration::from_secs(900),
             );
         }
-        release.send(()).expect("the call waits for its message");
-        let answer = tokio::time::timeout(Duration::from_secs(10), call)
-            .await
-            .expect("answered")
-            .expect("task");
+        let answer = call.release().await;
         if revoke {
             assert_refused(answer, Code::Unauthenticated);
         } else {
@@ -1013,6 +1044,43 @@ async fn a_session_revoked_while_its_call_holds_back_its_message_is_refused() {
             assert_eq!(me.user_id, user.user_id.to_string());
         }
         // The place is given back either way.
-        assert!(place_free(), "the call's place is free again");
+        assert!(
+            place_free(&fairness, user.tenant_id),
+            "the call's place is free again"
+        );
     }
+}
+
+/// A call is served only while its token is valid: one whose token expires
+/// while it holds back its message is refused (here with no leeway, a token
+/// of 2 s), as a stream is once its token expires (`still_stands`).
+#[tokio::test]
+async fn a_token_that_expires_while_its_call_holds_back_its_message_is_refused() {
+    let fairness = one_place_each();
+    let h = harness_verifying(
+        Some(fairness.clone()),
+        VerifierConfig {
+            leeway: Duration::ZERO,
+            ..VerifierConfig::default()
+        },
+    )
+    .await;
+    let user = alice(TenantRole::Member);
+    let claims = Claims::access(ISSUER, AUDIENCE, &user, Duration::from_secs(2));
+    let expires = std::time::UNIX_EPOCH + Duration::from_secs(claims.exp);
+    let token = h.key.sign(&claims).expect("sign");
+    let call = HeldBackCall::start(&h, &fairness, &token, user.tenant_id).await;
+    while std::time::SystemTime::now() <= expires + Duration::from_millis(50) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = call
+        .release()
+        .await
+        .expect_err("expired before its message came");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(status.message(), "token expired or not yet valid");
+    assert!(
+        place_free(&fairness, user.tenant_id),
+        "the call's place is free again"
+    );
 }

@@ -168,6 +168,12 @@ impl Tokens {
     /// A service token naming `name`, valid ten minutes.
     #[must_use]
     pub fn service_named(&self, name: &str) -> String {
+        self.service_valid_for(name, Duration::from_secs(600))
+    }
+
+    /// A service token naming `name`, valid for `lifetime` (whole seconds).
+    #[must_use]
+    pub fn service_valid_for(&self, name: &str, lifetime: Duration) -> String {
         let config = VerifierConfig::default();
         self.sign(&Claims::service(
             &config.issuer,
@@ -176,7 +182,7 @@ impl Tokens {
                 name: name.into(),
                 scopes: vec![],
             },
-            Duration::from_secs(600),
+            lifetime,
         ))
     }
 

@@ -621,3 +621,49 @@ async fn sessions_long_expired_are_purged_and_nothing_else() {
         0
     );
 }
+
+/// The revocation feed is served while its subscriber's token is valid: the
+/// stream beats (it caught up) and then, once the token has expired (1 s,
+/// and the guard's 5 s leeway), ends UNAUTHENTICATED; its subscriber comes
+/// back with a fresh token and reloads (shared/clients: a stream that caught
+/// up starts its backoff afresh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revocation_feed_ends_when_its_token_expires() {
+    let h = spawn_service().await;
+    let token = h
+        .tokens
+        .service_valid_for("tenant", std::time::Duration::from_secs(1));
+    let mut request = tonic::Request::new(pb::WatchRevocationsRequest {});
+    request.metadata_mut().insert(
+        "x-service-authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    let mut feed = h
+        .auth
+        .clone()
+        .watch_revocations(request)
+        .await
+        .expect("subscribed")
+        .into_inner();
+    let started = std::time::Instant::now();
+    let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut beats = 0;
+    let ended = loop {
+        match tokio::time::timeout_at(give_up, feed.message())
+            .await
+            .expect("the feed ends by itself")
+        {
+            Ok(Some(item)) => beats += usize::from(item.heartbeat),
+            Ok(None) => panic!("ended without a status after {beats} beats"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert_eq!(ended.message(), "token expired or not yet valid");
+    assert!(beats >= 2, "it beat while the token was valid: {beats}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(9),
+        "ended within a beat of the token's expiry: {:?}",
+        started.elapsed()
+    );
+}
