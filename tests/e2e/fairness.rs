@@ -146,3 +146,63 @@ async fn a_tenant_flooding_task_at_ten_times_its_rate_costs_a_quiet_tenant_nothi
         noisy_results.len()
     );
 }
+
+/// A caller that sends a call's headers and holds its message back keeps
+/// the tenant's place only until `MESSAGE_WITHIN` (10 s), not the handler
+/// timeout (60 s): the held call fails DEADLINE_EXCEEDED, creates nothing,
+/// and the tenant's next call, queued behind it for its one place, is then
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_message_never_comes_gives_its_place_back_in_ten_seconds() {
+    let suite = spawn_suite_with_task_fairness(FairnessOverrides {
+        tenant_concurrency: Some(1),
+        tenant_queue: Some(4),
+        ..FairnessOverrides::default()
+    })
+    .await;
+    let tenant = TenantId::new_v7();
+    let token = suite.token(&member_of(tenant, "held"));
+    let started = Instant::now();
+    // CreateTask, its headers sent at once, its message never.
+    let held = {
+        let message = tokio_stream::pending::<task::CreateTaskRequest>();
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+        let mut grpc = tonic::client::Grpc::new(suite.channel(ServiceKind::Task));
+        tokio::spawn(async move {
+            grpc.ready().await.expect("ready");
+            grpc.client_streaming(
+                request,
+                http::uri::PathAndQuery::from_static("/bulkhead.task.v1.TaskService/CreateTask"),
+                tonic_prost::ProstCodec::<task::CreateTaskRequest, task::CreateTaskResponse>::default(),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
+    let mut list = bearer(&token, task::ListTasksRequest::default());
+    list.set_timeout(Duration::from_secs(30));
+    let listed = tasks
+        .list_tasks(list)
+        .await
+        .expect("served once the place is free");
+    let waited = started.elapsed();
+    assert!(
+        listed.into_inner().tasks.is_empty(),
+        "the held call created nothing"
+    );
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(20)).contains(&waited),
+        "queued behind the held call until its message was due: {waited:?}"
+    );
+    let status = held
+        .await
+        .expect("task")
+        .expect_err("its message never came");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(status.message(), "request message not received in time");
+}

@@ -49,13 +49,19 @@ async fn follow(
             outcome = subscribe(&mut client, &*credentials, &revoked, bound) => outcome,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        // A stream that caught up was healthy (however it ended: Auth ends
-        // each when its token expires): start backing off afresh.
-        if caught_up {
+        // A stream that caught up and ended cleanly, or because its token
+        // expired (Auth ends each then), was healthy: start backing off
+        // afresh. One that failed after catching up (an Auth behind the
+        // stored revocations, a lagging subscriber) backs off further: each
+        // subscription reloads every unexpired revocation.
+        let expired = ended
+            .as_ref()
+            .is_err_and(|status| status.code() == tonic::Code::Unauthenticated);
+        if caught_up && (ended.is_ok() || expired) {
             delays = backoff();
         }
         if let Err(status) = ended {
-            if caught_up && status.code() == tonic::Code::Unauthenticated {
+            if caught_up && expired {
                 tracing::debug!(
                     message = status.message(),
                     "revocation feed ended: subscribing again"

@@ -50,7 +50,7 @@ impl DbError {
         matches!(
             self,
             Self::Query(diesel::result::Error::DatabaseError(_, info))
-                if info.message().contains("lock timeout")
+                if info.message().starts_with("canceling statement due to lock timeout")
         )
     }
 

@@ -37,6 +37,16 @@ struct Running {
     span: tracing::Span,
 }
 
+impl Drop for StatementObserver {
+    /// Statements let go unfinished (dropped by their caller): their spans
+    /// close named as such, not as the statement after them.
+    fn drop(&mut self) {
+        for left in self.running.drain(..) {
+            left.span.record("otel.name", "UNFINISHED");
+        }
+    }
+}
+
 impl Instrumentation for StatementObserver {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
         match event {
@@ -67,7 +77,10 @@ impl Instrumentation for StatementObserver {
             InstrumentationEvent::FinishQuery { query, error, .. } => {
                 // A connection's statements are answered in the order they
                 // were sent, and each user of a pooled connection has an
-                // observer of its own: the oldest running is this one.
+                // observer of its own: the oldest running is this one. (A
+                // one-flight read's statement that must be prepared first
+                // is overtaken by its COMMIT: the two spans, started
+                // microseconds apart, then swap names.)
                 let Some(done) = self.running.pop_front() else {
                     return;
                 };
@@ -108,6 +121,10 @@ enum Kind {
     Notify,
     Other,
 }
+
+// `KindMetrics::of` indexes by `kind as usize`: every kind is in `ALL`, in
+// declaration order.
+const _: () = assert!(Kind::ALL.len() == Kind::Other as usize + 1);
 
 impl Kind {
     const ALL: [Self; 13] = [
@@ -224,8 +241,9 @@ mod tests {
         assert_eq!(of("secret_function('password')"), "OTHER");
         assert_eq!(of("SELECTED"), "OTHER");
         assert_eq!(of(""), "OTHER");
-        for kind in Kind::ALL {
+        for (at, kind) in Kind::ALL.into_iter().enumerate() {
             assert_eq!(Kind::of(kind.name().as_bytes()), kind);
+            assert_eq!(kind as usize, at, "{kind:?}");
         }
     }
 
@@ -239,10 +257,13 @@ mod tests {
         observer.on_connection_event(InstrumentationEvent::finish_query(&begin, None));
         assert!(observer.running.is_empty());
         observer.on_connection_event(InstrumentationEvent::start_query(&begin));
+        std::thread::sleep(std::time::Duration::from_millis(2));
         observer.on_connection_event(InstrumentationEvent::start_query(&select));
         assert_eq!(observer.running.len(), 2);
+        let second = observer.running[1].started;
         observer.on_connection_event(InstrumentationEvent::finish_query(&begin, None));
         assert_eq!(observer.running.len(), 1);
+        assert_eq!(observer.running[0].started, second, "the first was closed");
         observer.on_connection_event(InstrumentationEvent::finish_query(&select, None));
         assert!(observer.running.is_empty());
     }

@@ -31,6 +31,8 @@ pub struct PoolConfig {
     /// Without it a call blocked behind a stuck transaction would wait for
     /// its caller's deadline, and its server session, whose client dropped
     /// it, would go on waiting with the transaction's other locks held.
+    /// Whole milliseconds; zero (or less than 1 ms) waits for ever, as in
+    /// Postgres.
     pub lock_timeout: Duration,
 }
 
@@ -224,8 +226,15 @@ pub(crate) async fn checkout(
     pool: &Pool<AsyncPgConnection>,
 ) -> Result<PooledConnection<'static, AsyncPgConnection>, DbError> {
     let mut conn = pool.get_owned().await?;
-    conn.set_instrumentation(StatementObserver::default());
+    observe_afresh(&mut conn);
     Ok(conn)
+}
+
+/// Gives `conn` a new statement observer: statements still running on the
+/// old one (their futures dropped, they never finish) are let go, their
+/// spans closed as unfinished.
+pub(crate) fn observe_afresh(conn: &mut AsyncPgConnection) {
+    conn.set_instrumentation(StatementObserver::default());
 }
 
 /// A pooled connection on the system path (see [`Db::system`]).

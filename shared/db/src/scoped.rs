@@ -41,7 +41,7 @@ use diesel_async::{
 
 use bulkhead_context::{TenantId, UserId};
 
-use crate::pool::checkout;
+use crate::pool::{checkout, observe_afresh};
 use crate::{Db, DbError};
 
 /// A connection inside a transaction scoped to one tenant.
@@ -370,6 +370,10 @@ where
             Ok(value)
         }
         (Err(err), _) => {
+            // `work` may have dropped statements of its own unfinished (a
+            // `try_join` whose other half failed): they are let go, so the
+            // ROLLBACK's span and timing are its own.
+            observe_afresh(&mut conn);
             // A failed rollback leaves the connection marked: it is discarded.
             let _ = finish(conn, "ROLLBACK").await;
             Err(err)

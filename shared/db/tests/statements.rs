@@ -180,3 +180,46 @@ async fn a_statement_left_running_by_the_last_user_shifts_no_span_of_the_next() 
         vec![statement("BEGIN"), statement("SELECT"), statement("COMMIT")]
     );
 }
+
+/// A transaction whose work fails while another of its statements still
+/// runs (a `try_join` drops the other half): the dropped statement's span
+/// closes as unfinished, and the ROLLBACK's span is its own.
+#[tokio::test]
+async fn a_statement_its_own_transaction_dropped_is_closed_unfinished() {
+    #[derive(QueryableByName)]
+    struct Number {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        #[allow(dead_code)]
+        n: i32,
+    }
+    let spans = StatementSpans::default();
+    let _subscriber =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let database = test_database(&SAMPLE).await;
+    let db = database.app_db(1).await;
+    let failed = db
+        .tenant_tx(TenantId::new_v7(), async |tx| {
+            let fails = diesel::sql_query("SELECT 1 / 0 AS n").load::<Number>(&mut tx.pg());
+            let slow =
+                diesel::sql_query("SELECT 1 AS n FROM pg_sleep(0.3)").load::<Number>(&mut tx.pg());
+            futures_util::future::try_join(fails, slow)
+                .await
+                .map_err(DbError::from)
+        })
+        .instrument(tracing::info_span!("request"))
+        .await;
+    assert!(failed.is_err(), "division by zero");
+    let unfinished = Seen {
+        name: Some("UNFINISHED".to_owned()),
+        ..statement("SELECT")
+    };
+    assert_eq!(
+        *spans.0.lock().expect("spans"),
+        vec![
+            statement("BEGIN"),
+            statement("SELECT"),
+            unfinished,
+            statement("ROLLBACK")
+        ]
+    );
+}

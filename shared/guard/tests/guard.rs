@@ -961,16 +961,27 @@ impl HeldBackCall {
         token: &str,
         tenant: TenantId,
     ) -> Self {
+        Self::start_with(h, fairness, &[("authorization", token)], tenant).await
+    }
+
+    /// As [`HeldBackCall::start`], with these bearer tokens (by header).
+    async fn start_with(
+        h: &Harness,
+        fairness: &bulkhead_guard::Fairness,
+        tokens: &[(&'static str, &str)],
+        tenant: TenantId,
+    ) -> Self {
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let message = futures_util::stream::once(async move {
             let _ = released.await;
             WhoAmIRequest::default()
         });
         let mut request = Request::new(message);
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("ascii"),
-        );
+        for (header, token) in tokens {
+            request
+                .metadata_mut()
+                .insert(*header, format!("Bearer {token}").parse().expect("ascii"));
+        }
         let mut grpc = tonic::client::Grpc::new(h.channel.clone());
         let answer = tokio::spawn(async move {
             grpc.ready().await.expect("ready");
@@ -1053,7 +1064,8 @@ async fn a_session_revoked_while_its_call_holds_back_its_message_is_refused() {
 
 /// A call is served only while its token is valid: one whose token expires
 /// while it holds back its message is refused (here with no leeway, a token
-/// of 2 s), as a stream is once its token expires (`still_stands`).
+/// of 2 s), as a stream is once its token expires (`still_stands`). With a
+/// user's and a service's token, the earlier expiry counts.
 #[tokio::test]
 async fn a_token_that_expires_while_its_call_holds_back_its_message_is_refused() {
     let fairness = one_place_each();
@@ -1065,22 +1077,44 @@ async fn a_token_that_expires_while_its_call_holds_back_its_message_is_refused()
         },
     )
     .await;
-    let user = alice(TenantRole::Member);
-    let claims = Claims::access(ISSUER, AUDIENCE, &user, Duration::from_secs(2));
-    let expires = std::time::UNIX_EPOCH + Duration::from_secs(claims.exp);
-    let token = h.key.sign(&claims).expect("sign");
-    let call = HeldBackCall::start(&h, &fairness, &token, user.tenant_id).await;
-    while std::time::SystemTime::now() <= expires + Duration::from_millis(50) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for with_service in [false, true] {
+        let user = alice(TenantRole::Member);
+        let (user_lifetime, service_lifetime) = if with_service {
+            (Duration::from_secs(900), Duration::from_secs(2))
+        } else {
+            (Duration::from_secs(2), Duration::from_secs(900))
+        };
+        let user_claims = Claims::access(ISSUER, AUDIENCE, &user, user_lifetime);
+        let service_claims = Claims::service(
+            ISSUER,
+            AUDIENCE,
+            &ServiceIdentity {
+                name: "task".into(),
+                scopes: vec![],
+            },
+            service_lifetime,
+        );
+        let expires =
+            std::time::UNIX_EPOCH + Duration::from_secs(user_claims.exp.min(service_claims.exp));
+        let user_token = h.key.sign(&user_claims).expect("sign");
+        let service_token = h.key.sign(&service_claims).expect("sign");
+        let mut tokens = vec![("authorization", user_token.as_str())];
+        if with_service {
+            tokens.push(("x-service-authorization", service_token.as_str()));
+        }
+        let call = HeldBackCall::start_with(&h, &fairness, &tokens, user.tenant_id).await;
+        while std::time::SystemTime::now() <= expires + Duration::from_millis(50) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let status = call
+            .release()
+            .await
+            .expect_err("expired before its message came");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert_eq!(status.message(), "token expired or not yet valid");
+        assert!(
+            place_free(&fairness, user.tenant_id),
+            "the call's place is free again"
+        );
     }
-    let status = call
-        .release()
-        .await
-        .expect_err("expired before its message came");
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert_eq!(status.message(), "token expired or not yet valid");
-    assert!(
-        place_free(&fairness, user.tenant_id),
-        "the call's place is free again"
-    );
 }

@@ -30,6 +30,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod assembly;
 pub mod health;
+pub mod message_within;
 pub mod observe;
 pub mod tls;
 
@@ -46,6 +47,10 @@ use tonic_health::server::HealthReporter;
 /// The longest any handler may run before its response (the caller's own
 /// `grpc-timeout`, when shorter, wins).
 pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest a call's request message may take to arrive after its
+/// headers (see [`message_within`]).
+pub const MESSAGE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Why a server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +100,7 @@ pub async fn serve(
         // caller that sends headers and never its body, say. Streams end
         // their handler at their first response, so they are not cut.
         .timeout(HANDLER_TIMEOUT)
+        .layer(message_within::MessageWithinLayer::new(MESSAGE_WITHIN))
         .layer(RequestIdLayer)
         .layer(observe::ObserveLayer::new(guard.policy()))
         .layer(guard)
