@@ -486,6 +486,8 @@ impl AuthService for AuthApi {
             .hash(new.password.expose())
             .await
             .map_err(AuthError::from)?;
+        // Hashing takes a while: the caller's session may have ended since.
+        ctx.still_stands()?;
         let actor = Actor::of(&ctx);
         let user = self
             .db
@@ -547,6 +549,8 @@ impl AuthService for AuthApi {
             .hash(change.new.expose())
             .await
             .map_err(AuthError::from)?;
+        // Two hashings take a while: the caller's session may have ended since.
+        ctx.still_stands()?;
         // The new hash, the end of every other session and the audit event: one transaction.
         let keep = *caller.session_id.as_uuid();
         let actor = Actor::of(&ctx);

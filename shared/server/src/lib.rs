@@ -48,9 +48,13 @@ use tonic_health::server::HealthReporter;
 /// `grpc-timeout`, when shorter, wins).
 pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The longest a call's request message may take to arrive after its
-/// headers (see [`message_within`]).
+/// The longest a call's request message may take to arrive once its
+/// handler reads it (see [`message_within`]).
 pub const MESSAGE_WITHIN: Duration = Duration::from_secs(10);
+
+/// As [`MESSAGE_WITHIN`], for the public methods (Login, Refresh, GetJwks,
+/// health checks): anyone may call them, and their messages are small.
+pub const PUBLIC_MESSAGE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Why a server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -96,11 +100,16 @@ pub async fn serve(
     let router = tonic::transport::Server::builder()
         // gRPC keeps connections for long: recycle them so new replicas get traffic.
         .max_connection_age(Duration::from_secs(300))
-        // No call holds its places (and its connection's stream) for ever: a
-        // caller that sends headers and never its body, say. Streams end
-        // their handler at their first response, so they are not cut.
+        // No handler runs for ever before its response. Streams end their
+        // handler at their first response, so they are not cut.
         .timeout(HANDLER_TIMEOUT)
-        .layer(message_within::MessageWithinLayer::new(MESSAGE_WITHIN))
+        // A caller that sends headers and holds its message back gives its
+        // places back within 10 s (2 s for a public method).
+        .layer(message_within::MessageWithinLayer::new(
+            MESSAGE_WITHIN,
+            PUBLIC_MESSAGE_WITHIN,
+            guard.policy(),
+        ))
         .layer(RequestIdLayer)
         .layer(observe::ObserveLayer::new(guard.policy()))
         .layer(guard)

@@ -1,34 +1,56 @@
-//! A call's request message must arrive within [`crate::MESSAGE_WITHIN`] of
-//! its headers. The guard admits a call on its headers, and the call then
-//! holds a place of its tenant's share and one of the server's in-flight
-//! slots until its handler ends; the handler starts only once the message
-//! is in (every RPC here takes one message). Without this bound a caller
-//! could send headers alone and hold both until the handler timeout.
+//! A call's request message must arrive within a bound of the call being
+//! admitted: [`crate::MESSAGE_WITHIN`], or [`crate::PUBLIC_MESSAGE_WITHIN`]
+//! for the public methods anyone may call without a token. The guard admits a
+//! call on its headers, and the call then holds a place (its tenant's, or
+//! the tenants' part for a public one) and one of the server's in-flight
+//! slots until its handler ends; the handler starts only once the message is
+//! in. Without a bound a caller could send headers alone and hold both until
+//! the handler timeout.
 //!
-//! A request body that has not ended by then fails with `DEADLINE_EXCEEDED`
-//! "request message not received in time", which the handler's decoding
-//! returns as its status. The timer is set only if the body is not already
-//! complete when first read (a unary message usually comes with its
-//! headers): the common call pays one `Instant::now()`.
+//! Every RPC of the suite, and health checks, take one message: a request
+//! body that has not ended by then fails with `DEADLINE_EXCEEDED` "request
+//! message not received in time", which the handler's decoding returns as its
+//! status. Reflection streams both ways for as long as its client likes, and
+//! holds no place: it is not bounded.
+//!
+//! The clock starts when the handler first reads the body (after any wait for
+//! a place), and the timer is set only if the body is not complete by then (a
+//! unary message usually comes with its headers): the common call pays one
+//! `Instant::now()`.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bulkhead_guard::Policy;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+/// The methods that stream requests (reflection's): not bounded.
+const STREAMING_REQUESTS: [&str; 2] = [
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
 /// Layer wrapping every request body in a [`MessageWithinBody`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MessageWithinLayer {
     within: Duration,
+    public_within: Duration,
+    policy: Arc<Policy>,
 }
 
 impl MessageWithinLayer {
-    /// Request messages must arrive within `within` of their headers.
+    /// Request messages must arrive within `within` of their call's first
+    /// read, or `public_within` for the methods `policy` makes public.
     #[must_use]
-    pub const fn new(within: Duration) -> Self {
-        Self { within }
+    pub const fn new(within: Duration, public_within: Duration, policy: Arc<Policy>) -> Self {
+        Self {
+            within,
+            public_within,
+            policy,
+        }
     }
 }
 
@@ -37,7 +59,7 @@ impl<S> tower_layer::Layer<S> for MessageWithinLayer {
     fn layer(&self, inner: S) -> Self::Service {
         MessageWithin {
             inner,
-            within: self.within,
+            bounds: self.clone(),
         }
     }
 }
@@ -46,7 +68,7 @@ impl<S> tower_layer::Layer<S> for MessageWithinLayer {
 #[derive(Debug, Clone)]
 pub struct MessageWithin<S> {
     inner: S,
-    within: Duration,
+    bounds: MessageWithinLayer,
 }
 
 impl<S, B> tower_service::Service<http::Request<B>> for MessageWithin<S>
@@ -63,30 +85,42 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let by = Instant::now() + self.within;
+        let path = request.uri().path();
+        let within = if STREAMING_REQUESTS.contains(&path) {
+            None
+        } else if self.bounds.policy.rule(path).is_some_and(|r| r.is_public()) {
+            Some(self.bounds.public_within)
+        } else {
+            Some(self.bounds.within)
+        };
         self.inner
-            .call(request.map(|body| MessageWithinBody::new(body, by)))
+            .call(request.map(|body| MessageWithinBody::new(body, within)))
     }
 }
 
-/// A request body that fails once `by` has passed before its end.
+/// A request body that fails when it has not ended within its bound of its
+/// first read.
 #[derive(Debug)]
 pub struct MessageWithinBody<B> {
     inner: B,
-    by: Instant,
+    /// None: not bounded (or no longer: the body ended or failed).
+    within: Option<Duration>,
+    /// When the body was first read.
+    first_read: Option<Instant>,
     /// Set when the body first had to wait.
     timer: Option<Pin<Box<Sleep>>>,
-    /// The body ended (or failed): no more timing.
-    done: bool,
+    /// The bound passed: the body failed, and ends there.
+    expired: bool,
 }
 
 impl<B> MessageWithinBody<B> {
-    const fn new(inner: B, by: Instant) -> Self {
+    const fn new(inner: B, within: Option<Duration>) -> Self {
         Self {
             inner,
-            by,
+            within,
+            first_read: None,
             timer: None,
-            done: false,
+            expired: false,
         }
     }
 }
@@ -103,27 +137,30 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if this.done {
-            return polled;
+        if this.expired {
+            return Poll::Ready(None);
         }
-        match polled {
+        let Some(within) = this.within else {
+            return Pin::new(&mut this.inner).poll_frame(cx);
+        };
+        let first_read = *this.first_read.get_or_insert_with(Instant::now);
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => {
-                let by = this.by;
                 let timer = this
                     .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(by)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(first_read + within)));
                 if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                this.done = true;
+                this.expired = true;
+                this.timer = None;
                 Poll::Ready(Some(Err(tonic::Status::deadline_exceeded(
                     "request message not received in time",
                 ))))
             }
             Poll::Ready(frame) => {
                 if frame.as_ref().is_none_or(Result::is_err) || this.inner.is_end_stream() {
-                    this.done = true;
+                    this.within = None;
                     this.timer = None;
                 }
                 Poll::Ready(frame)
@@ -132,55 +169,121 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.expired || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        if self.expired {
+            SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::BodyExt as _;
+
     use super::*;
 
-    /// A body whose only frame comes on a signal.
-    fn held_back() -> (
-        tokio::sync::oneshot::Sender<()>,
-        MessageWithinBody<tonic::body::Body>,
-    ) {
-        let (send, sent) = tokio::sync::oneshot::channel::<()>();
-        let frames = futures_util::stream::once(async move {
-            let _ = sent.await;
-            Ok::<_, tonic::Status>(Frame::data(bytes::Bytes::from_static(b"message")))
-        });
+    const WITHIN: Duration = Duration::from_secs(10);
+
+    /// A body of a message (its data frame comes on a signal), whose end
+    /// comes on a second signal.
+    struct Signals {
+        message: tokio::sync::oneshot::Sender<()>,
+        end: tokio::sync::oneshot::Sender<()>,
+    }
+
+    fn held_back() -> (Signals, MessageWithinBody<tonic::body::Body>) {
+        let (message, message_sent) = tokio::sync::oneshot::channel::<()>();
+        let (end, ended) = tokio::sync::oneshot::channel::<()>();
+        let frames = futures_util::stream::unfold(
+            (Some(message_sent), Some(ended)),
+            |(message_sent, ended)| async move {
+                if let Some(sent) = message_sent {
+                    let _ = sent.await;
+                    let frame = Frame::data(bytes::Bytes::from_static(b"message"));
+                    return Some((Ok::<_, tonic::Status>(frame), (None, ended)));
+                }
+                let _ = ended?.await;
+                None
+            },
+        );
+        let frames = futures_util::StreamExt::fuse(frames);
         let body = tonic::body::Body::new(http_body_util::StreamBody::new(frames));
         (
-            send,
-            MessageWithinBody::new(body, Instant::now() + Duration::from_secs(10)),
+            Signals { message, end },
+            MessageWithinBody::new(body, Some(WITHIN)),
         )
+    }
+
+    async fn next(
+        body: &mut MessageWithinBody<tonic::body::Body>,
+    ) -> Option<Result<Frame<bytes::Bytes>, tonic::Status>> {
+        tokio::time::timeout(WITHIN * 3, body.frame())
+            .await
+            .expect("the body answers within the bound")
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_message_held_back_past_the_bound_fails_deadline_exceeded() {
-        use http_body_util::BodyExt as _;
-        let (_send, mut body) = held_back();
+        let (_signals, mut body) = held_back();
         let started = Instant::now();
-        let err = body.frame().await.expect("a frame").expect_err("timed out");
+        let err = next(&mut body)
+            .await
+            .expect("a frame")
+            .expect_err("timed out");
         assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
-        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert_eq!(err.message(), "request message not received in time");
+        assert_eq!(started.elapsed(), WITHIN);
+        assert!(next(&mut body).await.is_none(), "then it ends");
+    }
+
+    /// The message came, its end never does (no END_STREAM): the same.
+    #[tokio::test(start_paused = true)]
+    async fn a_message_whose_end_never_comes_fails_at_the_bound() {
+        let (signals, mut body) = held_back();
+        let started = Instant::now();
+        signals.message.send(()).expect("send");
+        let frame = next(&mut body).await.expect("a frame").expect("in time");
+        assert_eq!(frame.into_data().expect("data"), "message");
+        let err = next(&mut body)
+            .await
+            .expect("a frame")
+            .expect_err("timed out");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(started.elapsed(), WITHIN);
+        drop(signals.end);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_message_in_time_passes_unchanged() {
-        use http_body_util::BodyExt as _;
-        let (send, mut body) = held_back();
+    async fn a_message_in_time_passes_unchanged_and_is_not_timed_after() {
+        let (signals, mut body) = held_back();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(9)).await;
-            let _ = send.send(());
+            tokio::time::sleep(WITHIN - Duration::from_secs(1)).await;
+            let _ = signals.message.send(());
+            let _ = signals.end.send(());
         });
-        let frame = body.frame().await.expect("a frame").expect("in time");
+        let frame = next(&mut body).await.expect("a frame").expect("in time");
         assert_eq!(frame.into_data().expect("data"), "message");
-        assert!(body.frame().await.is_none(), "then its end");
+        assert!(next(&mut body).await.is_none(), "then its end");
+        tokio::time::sleep(WITHIN * 2).await;
+        assert!(next(&mut body).await.is_none(), "no failure after its end");
+    }
+
+    /// The clock starts at the first read (after any wait for a place).
+    #[tokio::test(start_paused = true)]
+    async fn the_bound_counts_from_the_first_read() {
+        let (signals, mut body) = held_back();
+        tokio::time::sleep(WITHIN * 2).await;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = signals.message.send(());
+            let _ = signals.end.send(());
+        });
+        let frame = next(&mut body).await.expect("a frame").expect("in time");
+        assert_eq!(frame.into_data().expect("data"), "message");
     }
 }
