@@ -5,6 +5,13 @@
 //! Statements run outside any span (the relay's rounds, health pings) make no
 //! span of their own: a trace is a request's.
 //!
+//! A query that returns rows (`load`) is reported finished by diesel-async
+//! when its first answer comes, before its rows are read: an error it meets
+//! while running (a lock timeout of a `SELECT … FOR UPDATE`, say) reaches its
+//! caller through the rows and is not counted in `db_query_errors_total`
+//! (the caller's status and log line still say it). Statements that
+//! `execute`, and errors found before a query runs, are counted.
+//!
 //! Cheap by construction, since it runs for every statement: a statement's
 //! kind is read when it finishes, from the SQL text diesel-async has built by
 //! then (at its start diesel-async hands over a query that would render its

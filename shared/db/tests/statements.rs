@@ -122,6 +122,26 @@ where
     }
 }
 
+/// The process's metrics recorder: installed before any statement of this
+/// test binary runs (the db layer looks its handles up once per process), so
+/// every test calls it first.
+fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("a recorder")
+    })
+}
+
+/// The value of the series `line_start` (`name{labels}`) in `text`.
+fn series(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn statement(name: &str) -> Seen {
     Seen {
         name: Some(name.to_owned()),
@@ -132,6 +152,7 @@ fn statement(name: &str) -> Seen {
 
 #[tokio::test]
 async fn a_statement_left_running_by_the_last_user_shifts_no_span_of_the_next() {
+    metrics();
     let spans = StatementSpans::default();
     let _subscriber =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
@@ -192,6 +213,7 @@ async fn a_statement_its_own_transaction_dropped_is_closed_unfinished() {
         #[allow(dead_code)]
         n: i32,
     }
+    metrics();
     let spans = StatementSpans::default();
     let _subscriber =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
@@ -221,5 +243,42 @@ async fn a_statement_its_own_transaction_dropped_is_closed_unfinished() {
             unfinished,
             statement("ROLLBACK")
         ]
+    );
+}
+
+/// A statement that fails before it runs (here at planning) is timed and
+/// counted under its kind; so is the ROLLBACK after it. (One that fails
+/// while its rows are read is not counted: see observe.rs.)
+#[tokio::test]
+async fn a_failed_statement_is_counted_under_its_kind() {
+    #[derive(QueryableByName)]
+    struct Number {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        #[allow(dead_code)]
+        n: i32,
+    }
+    let metrics = metrics();
+    let database = test_database(&SAMPLE).await;
+    let db = database.app_db(1).await;
+    let before = metrics.render();
+    let failed = db
+        .tenant_tx(TenantId::new_v7(), async |tx| {
+            diesel::sql_query("SELECT 1 / 0 AS n")
+                .load::<Number>(&mut tx.pg())
+                .await
+                .map_err(DbError::from)
+        })
+        .await;
+    assert!(failed.is_err(), "division by zero");
+    let after = metrics.render();
+    let errors = r#"db_query_errors_total{kind="SELECT"}"#;
+    let rollbacks = r#"db_query_duration_seconds_count{kind="ROLLBACK"}"#;
+    assert!(
+        series(&after, errors) >= series(&before, errors) + 1.0,
+        "{after}"
+    );
+    assert!(
+        series(&after, rollbacks) >= series(&before, rollbacks) + 1.0,
+        "{after}"
     );
 }
