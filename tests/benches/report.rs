@@ -45,12 +45,12 @@ const EARLIER: &[(&str, &str, &str)] = &[
     ),
     (
         "boundary, saturation: tenant_read_rows (one flight) / unscoped",
-        "— (new: GetTask and ListTasks use it)",
+        "0.59x (stop 22, EPYC VM); 0.58x (stop 23, Intel VM)",
         "close the gap to pgbench's pipeline as far as the stack allows",
     ),
     (
         "boundary, pgbench: the same four in one pipeline / plain",
-        "0.79x (#13's text)",
+        "0.79x (#13's text); 0.63x (stop 23)",
         "",
     ),
     (
@@ -60,7 +60,7 @@ const EARLIER: &[(&str, &str, &str)] = &[
     ),
     (
         "GetTask / combined floor (gRPC + pgbench scoped)",
-        "0.83 (stop 16, #9)",
+        "0.83 (stop 16, #9); 0.73 (stop 22); 0.55 (stop 23, Intel VM)",
         ">= 0.6",
     ),
     (
@@ -70,12 +70,12 @@ const EARLIER: &[(&str, &str, &str)] = &[
     ),
     (
         "ListTasks / combined floor (gRPC + pgbench scoped)",
-        "0.52 (stop 21, #13); 0.58 (stop 22, #13)",
+        "0.52 (stop 21, #13); 0.58 (stop 22, #13); 0.50 (stop 23)",
         ">= 0.6",
     ),
     (
         "ListTasks / combined floor (same-answer gRPC + pgbench scoped)",
-        "— (new)",
+        "0.58 (stop 23)",
         ">= 0.6",
     ),
     (
