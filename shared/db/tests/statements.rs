@@ -142,6 +142,31 @@ fn series(text: &str, line_start: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A row of one number.
+#[derive(QueryableByName)]
+struct Number {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    #[allow(dead_code)]
+    n: i32,
+}
+
+/// A pool of one connection on a fresh database, its statement spans
+/// recorded (while the guard lives) and its metrics going to [`metrics`].
+async fn traced_pool_of_one() -> (
+    StatementSpans,
+    tracing::subscriber::DefaultGuard,
+    bulkhead_postgres::testing::TestDatabase,
+    bulkhead_db::Db,
+) {
+    metrics();
+    let spans = StatementSpans::default();
+    let subscriber =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let database = test_database(&SAMPLE).await;
+    let db = database.app_db(1).await;
+    (spans, subscriber, database, db)
+}
+
 fn statement(name: &str) -> Seen {
     Seen {
         name: Some(name.to_owned()),
@@ -152,12 +177,7 @@ fn statement(name: &str) -> Seen {
 
 #[tokio::test]
 async fn a_statement_left_running_by_the_last_user_shifts_no_span_of_the_next() {
-    metrics();
-    let spans = StatementSpans::default();
-    let _subscriber =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
-    let database = test_database(&SAMPLE).await;
-    let db = database.app_db(1).await;
+    let (spans, _subscriber, _database, db) = traced_pool_of_one().await;
     let tenant = TenantId::new_v7();
     db.tenant_tx(tenant, async |tx| {
         diesel::insert_into(projects::table)
@@ -207,18 +227,7 @@ async fn a_statement_left_running_by_the_last_user_shifts_no_span_of_the_next() 
 /// closes as unfinished, and the ROLLBACK's span is its own.
 #[tokio::test]
 async fn a_statement_its_own_transaction_dropped_is_closed_unfinished() {
-    #[derive(QueryableByName)]
-    struct Number {
-        #[diesel(sql_type = diesel::sql_types::Integer)]
-        #[allow(dead_code)]
-        n: i32,
-    }
-    metrics();
-    let spans = StatementSpans::default();
-    let _subscriber =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
-    let database = test_database(&SAMPLE).await;
-    let db = database.app_db(1).await;
+    let (spans, _subscriber, _database, db) = traced_pool_of_one().await;
     let failed = db
         .tenant_tx(TenantId::new_v7(), async |tx| {
             let fails = diesel::sql_query("SELECT 1 / 0 AS n").load::<Number>(&mut tx.pg());
@@ -251,12 +260,6 @@ async fn a_statement_its_own_transaction_dropped_is_closed_unfinished() {
 /// while its rows are read is not counted: see observe.rs.)
 #[tokio::test]
 async fn a_failed_statement_is_counted_under_its_kind() {
-    #[derive(QueryableByName)]
-    struct Number {
-        #[diesel(sql_type = diesel::sql_types::Integer)]
-        #[allow(dead_code)]
-        n: i32,
-    }
     let metrics = metrics();
     let database = test_database(&SAMPLE).await;
     let db = database.app_db(1).await;
