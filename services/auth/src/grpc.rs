@@ -543,6 +543,8 @@ impl AuthService for AuthApi {
         {
             return Err(AuthError::InvalidCredentials.into());
         }
+        // The check took a while: a session ended since earns nothing.
+        ctx.still_stands()?;
         self.password_accepted(&attempt).await?;
         let hash = self
             .passwords

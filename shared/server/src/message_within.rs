@@ -154,14 +154,17 @@ where
                 }
                 this.expired = true;
                 this.timer = None;
-                Poll::Ready(Some(Err(tonic::Status::deadline_exceeded(
-                    "request message not received in time",
-                ))))
+                Poll::Ready(Some(Err(not_in_time())))
             }
             Poll::Ready(frame) => {
                 if frame.as_ref().is_none_or(Result::is_err) || this.inner.is_end_stream() {
                     this.within = None;
                     this.timer = None;
+                } else if Instant::now() >= first_read + within {
+                    // Frames always ready (never Pending) past the bound.
+                    this.expired = true;
+                    this.timer = None;
+                    return Poll::Ready(Some(Err(not_in_time())));
                 }
                 Poll::Ready(frame)
             }
@@ -179,6 +182,10 @@ where
             self.inner.size_hint()
         }
     }
+}
+
+fn not_in_time() -> tonic::Status {
+    tonic::Status::deadline_exceeded("request message not received in time")
 }
 
 #[cfg(test)]
@@ -271,6 +278,25 @@ mod tests {
         assert!(next(&mut body).await.is_none(), "then its end");
         tokio::time::sleep(WITHIN * 2).await;
         assert!(next(&mut body).await.is_none(), "no failure after its end");
+    }
+
+    /// A body whose frames are always ready (it never waits) still ends at
+    /// the bound.
+    #[tokio::test(start_paused = true)]
+    async fn frames_always_ready_fail_at_the_bound() {
+        let frames = futures_util::stream::repeat_with(|| {
+            Ok::<_, tonic::Status>(Frame::data(bytes::Bytes::from_static(b"more")))
+        });
+        let body = tonic::body::Body::new(http_body_util::StreamBody::new(frames));
+        let mut body = MessageWithinBody::new(body, Some(WITHIN));
+        assert!(next(&mut body).await.expect("a frame").is_ok());
+        tokio::time::advance(WITHIN).await;
+        let err = next(&mut body)
+            .await
+            .expect("a frame")
+            .expect_err("timed out");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+        assert!(next(&mut body).await.is_none(), "then it ends");
     }
 
     /// The clock starts at the first read (after any wait for a place).
