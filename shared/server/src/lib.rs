@@ -52,6 +52,9 @@ pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
 /// handler reads it (see [`message_within`]).
 pub const MESSAGE_WITHIN: Duration = Duration::from_secs(10);
 
+/// The most calls one HTTP/2 connection may have open at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+
 /// As [`MESSAGE_WITHIN`], for the public methods (Login, Refresh, GetJwks,
 /// health checks): anyone may call them, and their messages are small.
 pub const PUBLIC_MESSAGE_WITHIN: Duration = Duration::from_secs(2);
@@ -100,6 +103,10 @@ pub async fn serve(
     let router = tonic::transport::Server::builder()
         // gRPC keeps connections for long: recycle them so new replicas get traffic.
         .max_connection_age(Duration::from_secs(300))
+        // Streams that hold no fairness place (health watches, reflection)
+        // cannot pile up without bound on one connection; a client past it
+        // waits for a stream to end (tonic's default is no limit).
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         // No handler runs for ever before its response. Streams end their
         // handler at their first response, so they are not cut.
         .timeout(HANDLER_TIMEOUT)
