@@ -39,7 +39,7 @@ pub use deadline::{Deadline, grpc_timeout};
 pub use error::GuardError;
 pub use fairness::{Admission, Fairness, FairnessConfig, FairnessOverrides, Who, rate_wait};
 pub use layer::{Guard, GuardLayer};
-pub use policy::{Policy, Rule};
+pub use policy::{Policy, REFLECTION, Rule};
 pub use request_id::{RequestId, RequestIdLayer, RequestIdService};
 pub use revocation::{InactiveTenants, KEPT_PAST_EXPIRY, RevokedSessions};
 pub use security::{DEFAULT_PER_MINUTE, SecurityEvent, SecurityEvents, SecurityKind};

@@ -126,10 +126,15 @@ pub struct Policy {
     rules: HashMap<String, Rule>,
 }
 
-/// The infrastructure every server exposes without a token.
-const PUBLIC_INFRASTRUCTURE: [&str; 4] = [
+/// Health checks, which every server exposes without a token.
+const HEALTH: [&str; 2] = [
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
+];
+
+/// Reflection, which every server exposes without a token: the one method
+/// whose requests stream (for as long as its client likes).
+pub const REFLECTION: [&str; 2] = [
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
@@ -139,7 +144,7 @@ impl Policy {
     #[must_use]
     pub fn new() -> Self {
         let mut policy = Self::default();
-        for path in PUBLIC_INFRASTRUCTURE {
+        for path in HEALTH.into_iter().chain(REFLECTION) {
             policy.rules.insert(path.to_owned(), Rule::public());
         }
         policy

@@ -893,10 +893,7 @@ async fn a_loaded_server_sheds_public_rpcs_but_answers_its_health_checks() {
 /// arrival; a call that nothing happened to is served.
 #[tokio::test]
 async fn calls_revoked_or_deactivated_while_queued_are_refused() {
-    let fairness = bulkhead_guard::Fairness::new(bulkhead_guard::FairnessConfig {
-        tenant_concurrency: 1,
-        ..bulkhead_guard::FairnessConfig::for_pool(16)
-    });
+    let fairness = one_place_each();
     let h = harness_with(Some(fairness.clone())).await;
     let revoked_user = alice(TenantRole::Member);
     let deactivated_user = alice(TenantRole::Member);

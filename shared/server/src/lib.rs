@@ -110,16 +110,15 @@ pub async fn serve(
         // No handler runs for ever before its response. Streams end their
         // handler at their first response, so they are not cut.
         .timeout(HANDLER_TIMEOUT)
+        .layer(RequestIdLayer)
+        .layer(observe::ObserveLayer::new(guard.policy()))
+        .layer(guard)
         // A caller that sends headers and holds its message back gives its
         // places back within 10 s (2 s for a public method).
         .layer(message_within::MessageWithinLayer::new(
             MESSAGE_WITHIN,
             PUBLIC_MESSAGE_WITHIN,
-            guard.policy(),
         ))
-        .layer(RequestIdLayer)
-        .layer(observe::ObserveLayer::new(guard.policy()))
-        .layer(guard)
         .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection_v1)

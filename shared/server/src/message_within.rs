@@ -1,6 +1,8 @@
 //! A call's request message must arrive within a bound of the call being
 //! admitted: [`crate::MESSAGE_WITHIN`], or [`crate::PUBLIC_MESSAGE_WITHIN`]
-//! for the public methods anyone may call without a token. The guard admits a
+//! for the public methods anyone may call without a token. The layer sits
+//! inside the guard: a call the guard admitted with an identity carries its
+//! [`RequestContext`]; one without is public (the guard refused the rest). The guard admits a
 //! call on its headers, and the call then holds a place (its tenant's, or
 //! the tenants' part for a public one) and one of the server's in-flight
 //! slots until its handler ends; the handler starts only once the message is
@@ -19,37 +21,28 @@
 //! `Instant::now()`.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bulkhead_guard::Policy;
+use bulkhead_guard::RequestContext;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-/// The methods that stream requests (reflection's): not bounded.
-const STREAMING_REQUESTS: [&str; 2] = [
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-];
-
 /// Layer wrapping every request body in a [`MessageWithinBody`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct MessageWithinLayer {
     within: Duration,
     public_within: Duration,
-    policy: Arc<Policy>,
 }
 
 impl MessageWithinLayer {
     /// Request messages must arrive within `within` of their call's first
-    /// read, or `public_within` for the methods `policy` makes public.
+    /// read, or `public_within` for calls without an identity.
     #[must_use]
-    pub const fn new(within: Duration, public_within: Duration, policy: Arc<Policy>) -> Self {
+    pub const fn new(within: Duration, public_within: Duration) -> Self {
         Self {
             within,
             public_within,
-            policy,
         }
     }
 }
@@ -59,7 +52,7 @@ impl<S> tower_layer::Layer<S> for MessageWithinLayer {
     fn layer(&self, inner: S) -> Self::Service {
         MessageWithin {
             inner,
-            bounds: self.clone(),
+            bounds: *self,
         }
     }
 }
@@ -85,13 +78,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path();
-        let within = if STREAMING_REQUESTS.contains(&path) {
-            None
-        } else if self.bounds.policy.rule(path).is_some_and(|r| r.is_public()) {
-            Some(self.bounds.public_within)
-        } else {
+        let within = if request.extensions().get::<RequestContext>().is_some() {
             Some(self.bounds.within)
+        } else if bulkhead_guard::REFLECTION.contains(&request.uri().path()) {
+            None
+        } else {
+            Some(self.bounds.public_within)
         };
         self.inner
             .call(request.map(|body| MessageWithinBody::new(body, within)))
