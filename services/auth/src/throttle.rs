@@ -282,9 +282,14 @@ impl ThrottleConfig {
         attempt: &Attempt,
     ) -> Result<(), AuthError> {
         // The account's rows in key order, as `admit` takes them (no
-        // deadlock between a success and a concurrent attempt).
-        lock(&tx, &attempt.account_keys()).await?;
-        if let Some(pair) = &attempt.pair {
+        // deadlock between a success and a concurrent attempt). Only the rows
+        // held here are touched: a row missing now (another success deleted
+        // the pair) may be inserted again by a concurrent attempt, which then
+        // holds it while it waits for the account's row, held here. Deleting
+        // it would wait for that attempt: a deadlock (and it would erase
+        // that attempt's count).
+        let held = held_keys(lock(&tx, &attempt.account_keys()).await?);
+        if let Some(pair) = attempt.pair.as_ref().filter(|k| held.contains(k)) {
             diesel::sql_query("DELETE FROM login_attempts WHERE key = $1")
                 .bind::<Bytea, _>(pair)
                 .execute(&mut tx.pg())
@@ -299,7 +304,9 @@ impl ThrottleConfig {
             .execute(&mut tx.pg())
             .await?;
         }
-        uncount(&tx, std::slice::from_ref(&attempt.account)).await?;
+        if held.contains(&attempt.account) {
+            uncount(&tx, std::slice::from_ref(&attempt.account)).await?;
+        }
         // The shared network row last (see `admit`).
         if let Some(network) = &attempt.network {
             uncount(&tx, std::slice::from_ref(network)).await?;
@@ -391,6 +398,11 @@ async fn lock(tx: &PlatformConn<'_>, keys: &[Vec<u8>]) -> Result<Vec<Counter>, A
     .await?)
 }
 
+/// The keys of the rows [`lock`] took.
+fn held_keys(counters: Vec<Counter>) -> Vec<Vec<u8>> {
+    counters.into_iter().map(|c| c.key).collect()
+}
+
 impl ThrottleConfig {
     /// Takes back an attempt that never reached a verdict (the hashers were
     /// busy, a call failed): it counts against nobody.
@@ -398,9 +410,9 @@ impl ThrottleConfig {
     /// # Errors
     /// On database failure.
     pub async fn refund(&self, tx: PlatformConn<'_>, attempt: &Attempt) -> Result<(), AuthError> {
-        let keys = attempt.account_keys();
-        lock(&tx, &keys).await?;
-        uncount(&tx, &keys).await?;
+        // Only the rows held (see `succeeded`).
+        let held = held_keys(lock(&tx, &attempt.account_keys()).await?);
+        uncount(&tx, &held).await?;
         // The shared network row last (see `admit`).
         if let Some(network) = &attempt.network {
             uncount(&tx, std::slice::from_ref(network)).await?;
