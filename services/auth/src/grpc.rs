@@ -560,6 +560,12 @@ impl AuthService for AuthApi {
             .db
             .platform_tx(async |tx| {
                 repo::set_password(tx, caller.user_id, &hash).await?;
+                // With the user's row held: a revocation of this session
+                // committed on another replica, which this one's guard may
+                // not have heard yet, refuses the change.
+                if !repo::session_live(tx, caller.user_id, caller.session_id).await? {
+                    return Err(AuthError::SessionRevoked);
+                }
                 let revoked = repo::revoke(
                     tx,
                     Revoke::UserExcept(caller.user_id, keep),

@@ -573,6 +573,36 @@ pub async fn rotate(
     Ok(Ok(()))
 }
 
+/// Whether `session` of `user` is live in the database (not revoked; a
+/// break-glass session counts too), whatever this replica's guard has heard
+/// of revocations so far. Read after taking `user`'s row: a revocation of the
+/// user's or this session's (which takes that row first) is then either
+/// committed and seen here, or waits for this transaction's end.
+///
+/// # Errors
+/// On database failure.
+pub async fn session_live(
+    tx: PlatformConn<'_>,
+    user: UserId,
+    session: SessionId,
+) -> Result<bool, AuthError> {
+    use crate::schema::break_glass_sessions;
+    let stored = diesel::dsl::exists(
+        sessions::table
+            .filter(sessions::id.eq(session.as_uuid()))
+            .filter(sessions::user_id.eq(user.as_uuid()))
+            .filter(sessions::revoked_at.is_null()),
+    );
+    let break_glass = diesel::dsl::exists(
+        break_glass_sessions::table
+            .filter(break_glass_sessions::id.eq(session.as_uuid()))
+            .filter(break_glass_sessions::revoked_at.is_null()),
+    );
+    Ok(diesel::select(stored.or(break_glass))
+        .get_result::<bool>(&mut tx.pg())
+        .await?)
+}
+
 /// Which sessions to revoke.
 #[derive(Debug, Clone, Copy)]
 pub enum Revoke {

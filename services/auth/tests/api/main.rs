@@ -316,6 +316,7 @@ async fn emails_are_unique_whatever_their_case_and_only_super_admins_make_super_
 async fn change_password_needs_the_current_one_and_checks_the_new_one() {
     let h = spawn_service().await;
     let me = h.root().await;
+    h.store_session(&me).await;
     let hash_before = h.count("users WHERE update_time = create_time").await;
     let change = |current: &str, new: &str| pb::ChangePasswordRequest {
         current_password: current.into(),
@@ -362,6 +363,70 @@ async fn change_password_needs_the_current_one_and_checks_the_new_one() {
             .await,
         Code::Unauthenticated,
     );
+}
+
+/// A password change from a session another Auth replica revoked is
+/// refused, though this replica's guard has not heard of the revocation: the
+/// change reads the session in its own transaction, after taking the user's
+/// row (which a revocation takes first). Nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_from_a_session_revoked_elsewhere_changes_nothing() {
+    use diesel_async::RunQueryDsl as _;
+    let h = spawn_service().await;
+    let me = h.root().await;
+    h.store_session(&me).await;
+    let Caller::User(user) = &me else {
+        unreachable!("root is a user")
+    };
+    let earlier = login(&h, "root@example.com").await.tokens.expect("tokens");
+    // Revoked as another replica would, dated so that this replica's
+    // follower of the stored revocations never reads it (its token's
+    // expiry, as stored, is past the followers' window): only the change's
+    // own read can see it.
+    let mut owner = h.database.admin_connection().await;
+    diesel::sql_query(
+        "UPDATE sessions SET revoked_at = now() - interval '1 hour',
+                access_expires_at = now() - interval '1 hour',
+                revoke_reason = 'revoked on another replica'
+          WHERE id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(*user.session_id.as_uuid())
+    .execute(&mut owner)
+    .await
+    .expect("revoke elsewhere");
+    let unchanged = h.count("users WHERE update_time = create_time").await;
+    let live = h.count("sessions WHERE revoked_at IS NULL").await;
+    let refused = h
+        .auth
+        .clone()
+        .change_password(h.request(
+            &me,
+            pb::ChangePasswordRequest {
+                current_password: PASSWORD.into(),
+                new_password: "a brand new password".into(),
+            },
+        ))
+        .await
+        .expect_err("its session was revoked");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert_eq!(refused.message(), "session revoked");
+    assert_eq!(
+        h.count("users WHERE update_time = create_time").await,
+        unchanged,
+        "the password did not change"
+    );
+    assert_eq!(
+        h.count("sessions WHERE revoked_at IS NULL").await,
+        live,
+        "no other session was ended"
+    );
+    h.auth
+        .clone()
+        .refresh(pb::RefreshRequest {
+            refresh_token: earlier.refresh_token,
+        })
+        .await
+        .expect("the other session goes on");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
