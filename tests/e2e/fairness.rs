@@ -42,6 +42,7 @@ async fn a_tenant_flooding_task_at_ten_times_its_rate_costs_a_quiet_tenant_nothi
         tenant_queue: Some(8),
         max_in_flight: Some(256),
         service_reserve: Some(32),
+        public_in_flight: None,
     })
     .await;
     let tasks = TaskServiceClient::new(suite.channel(ServiceKind::Task));
@@ -259,4 +260,81 @@ async fn an_anonymous_call_whose_message_never_comes_ends_in_two_seconds() {
         (Duration::from_millis(1900)..Duration::from_secs(8)).contains(&waited),
         "the public bound, not the 10 s one: {waited:?}"
     );
+}
+
+/// An anonymous flood of Logins that send their headers alone (each holding
+/// its place for 2 s, then again) fills Auth's public share only: other
+/// callers' Logins are shed meanwhile (UNAVAILABLE with RetryInfo), and a
+/// tenant's user still reaches Auth all along (its WhoAmI runs: NOT_FOUND for
+/// a user only the token knows, never shed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_flood_of_logins_leaves_the_tenants_users_their_places() {
+    use bulkhead_proto::auth::v1 as auth;
+    use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
+    const FLOODERS: usize = 3;
+    let suite = super::support::spawn_suite_with_fairness(
+        "auth",
+        FairnessOverrides {
+            max_in_flight: Some(64),
+            service_reserve: Some(8),
+            public_in_flight: Some(FLOODERS),
+            ..FairnessOverrides::default()
+        },
+    )
+    .await;
+    let channel = suite.channel(ServiceKind::Auth);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..FLOODERS)
+        .map(|_| {
+            let (channel, stop) = (channel.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = headers_alone::<auth::LoginRequest, auth::LoginResponse>(
+                        channel.clone(),
+                        "/bulkhead.auth.v1.AuthService/Login",
+                        None,
+                    )
+                    .await;
+                }
+            })
+        })
+        .collect();
+    let mut client = AuthServiceClient::new(channel);
+    let token = suite.token(&member_of(TenantId::new_v7(), "member"));
+    let (mut shed, mut served) = (0, 0);
+    let until = Instant::now() + PHASE;
+    while Instant::now() < until {
+        let mut who = bearer(&token, auth::WhoAmIRequest::default());
+        who.set_timeout(Duration::from_secs(5));
+        let status = client.who_am_i(who).await.expect_err("no such user");
+        assert_eq!(status.code(), Code::NotFound, "never shed: {status:?}");
+        served += 1;
+        let login = client
+            .login(auth::LoginRequest {
+                email: "nobody@example.com".into(),
+                password: "a password long enough".into(),
+                tenant_slug: String::new(),
+            })
+            .await;
+        match login {
+            Err(status) if status.code() == Code::Unavailable => {
+                assert!(status.get_details_retry_info().is_some(), "{status:?}");
+                shed += 1;
+            }
+            // In a gap between two held calls, the Login runs: refused, or
+            // throttled after its free failures.
+            Err(status) if status.code() == Code::Unauthenticated => {}
+            Err(status)
+                if status.code() == Code::ResourceExhausted
+                    && status.message().starts_with("too many login attempts") => {}
+            other => panic!("shed or refused: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for flooder in flood {
+        flooder.await.expect("flooder");
+    }
+    assert!(shed > 0, "the flood filled the public share: {shed} shed");
+    assert!(served > 10, "the tenant's user went on: {served}");
 }

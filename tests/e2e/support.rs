@@ -263,7 +263,7 @@ pub async fn spawn_suite_as_deployed(login_limits: bulkhead_auth::LimitsConfig) 
         &|database| DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
         None,
         bulkhead_outbox::RelayConfig::default(),
-        bulkhead_guard::FairnessOverrides::default(),
+        ("", bulkhead_guard::FairnessOverrides::default()),
     )
     .await
 }
@@ -277,13 +277,26 @@ pub async fn spawn_suite_as_deployed(login_limits: bulkhead_auth::LimitsConfig) 
 pub async fn spawn_suite_with_task_fairness(
     fairness: bulkhead_guard::FairnessOverrides,
 ) -> TestSuite {
+    spawn_suite_with_fairness("task", fairness).await
+}
+
+/// All four services, `service` with the limits `fairness` sets (as
+/// `bulkhead serve <service> --max-in-flight …` does).
+///
+/// # Panics
+/// As [`spawn_suite_with`].
+#[allow(dead_code, reason = "for some test files and benchmarks only")]
+pub async fn spawn_suite_with_fairness(
+    service: &'static str,
+    fairness: bulkhead_guard::FairnessOverrides,
+) -> TestSuite {
     spawn(
         bulkhead_auth::LimitsConfig::default(),
         &[],
         &|database| DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
         None,
         fast_relay(),
-        fairness,
+        (service, fairness),
     )
     .await
 }
@@ -319,7 +332,7 @@ pub async fn spawn_suite_connecting(
         urls,
         None,
         fast_relay(),
-        bulkhead_guard::FairnessOverrides::default(),
+        ("", bulkhead_guard::FairnessOverrides::default()),
     )
     .await
 }
@@ -339,7 +352,7 @@ pub async fn spawn_suite_tls(
         &|database| DbUrls::new(database.app_url.clone(), database.platform_url.clone()),
         Some((server, ca)),
         fast_relay(),
-        bulkhead_guard::FairnessOverrides::default(),
+        ("", bulkhead_guard::FairnessOverrides::default()),
     )
     .await
 }
@@ -369,7 +382,7 @@ async fn spawn(
         bulkhead_server::tls::PeerTls,
     )>,
     relay: bulkhead_outbox::RelayConfig,
-    task_fairness: bulkhead_guard::FairnessOverrides,
+    (tuned, fairness): (&str, bulkhead_guard::FairnessOverrides),
 ) -> TestSuite {
     bulkhead_testkit::log_when_asked();
     let key = std::sync::Arc::new(SigningKey::generate());
@@ -388,8 +401,8 @@ async fn spawn(
     for module in bulkhead::services::modules(settings) {
         // As `bulkhead serve --tenant-rate-per-second …` does.
         let module: std::sync::Arc<dyn bulkhead_server::ServiceModule> =
-            if module.name() == "task" && !task_fairness.is_empty() {
-                std::sync::Arc::new(bulkhead_server::TunedModule::new(module, task_fairness))
+            if module.name() == tuned && !fairness.is_empty() {
+                std::sync::Arc::new(bulkhead_server::TunedModule::new(module, fairness))
             } else {
                 module
             };

@@ -283,11 +283,12 @@ impl ThrottleConfig {
     ) -> Result<(), AuthError> {
         // The account's rows in key order, as `admit` takes them (no
         // deadlock between a success and a concurrent attempt). Only the rows
-        // held here are touched: a row missing now (another success deleted
-        // the pair) may be inserted again by a concurrent attempt, which then
-        // holds it while it waits for the account's row, held here. Deleting
-        // it would wait for that attempt: a deadlock (and it would erase
-        // that attempt's count).
+        // held here are touched: a pair row missing from this lock's snapshot
+        // (another success deleted it) may since have been inserted again and
+        // committed by a later attempt, and be held now by a third, which
+        // waits for the account's row, held here. Deleting it would wait for
+        // that third attempt: a deadlock (and it would erase later attempts'
+        // counts; this attempt's went with the row deleted).
         let held = held_keys(lock(&tx, &attempt.account_keys()).await?);
         if let Some(pair) = attempt.pair.as_ref().filter(|k| held.contains(k)) {
             diesel::sql_query("DELETE FROM login_attempts WHERE key = $1")
@@ -420,8 +421,8 @@ impl ThrottleConfig {
         Ok(())
     }
 
-    /// Deletes counters past any window or wait (up to 10,000, skipping those
-    /// in use), and networks not seen for 90 days; how many rows went. In a
+    /// Deletes counters past any window or wait, and networks not seen for 90
+    /// days (up to 10,000 of each, skipping those in use); how many rows went. In a
     /// transaction of its own.
     ///
     /// # Errors
@@ -438,8 +439,13 @@ impl ThrottleConfig {
         )
         .execute(&mut tx.pg())
         .await?;
+        // Likewise here: a success upserting an old network's row is
+        // skipped, not waited for while the counters above stay locked.
         let known = diesel::sql_query(
-            "DELETE FROM login_known_networks WHERE last_success < now() - interval '2160 hours'",
+            "DELETE FROM login_known_networks WHERE key IN (
+                 SELECT key FROM login_known_networks
+                  WHERE last_success < now() - interval '2160 hours'
+                  LIMIT 10000 FOR UPDATE SKIP LOCKED)",
         )
         .execute(&mut tx.pg())
         .await?;

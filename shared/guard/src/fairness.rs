@@ -16,6 +16,10 @@
 //!    on their tenant hold no place here. Tenants' calls together stop
 //!    [`FairnessConfig::service_reserve`] places short: services' calls (the
 //!    audit relays, the revocation feed) find room however many tenants flood.
+//!    Public RPCs (no identity: Login, Refresh) hold at most
+//!    [`FairnessConfig::public_in_flight`] of the tenants' places: an
+//!    anonymous flood, which nothing else bounds per caller, leaves the
+//!    tenants' users the rest.
 //!
 //! Refusals ask the caller to retry after a jittered wait (a flood of shed
 //! clients does not come back in step).
@@ -48,6 +52,9 @@ pub struct FairnessConfig {
     pub max_in_flight: usize,
     /// Of those, places only service calls may take.
     pub service_reserve: usize,
+    /// Of the tenants' places (all but the reserve), those public RPCs may
+    /// hold at once.
+    pub public_in_flight: usize,
 }
 
 impl FairnessConfig {
@@ -55,20 +62,36 @@ impl FairnessConfig {
     /// connections: a tenant may hold half the pool (the others always find
     /// the other half), 64 of its calls may wait, and the server sheds past 16
     /// calls per connection (each waits for one of them), keeping an eighth
-    /// of those for services' calls. No rate limit: a rate is a commercial
-    /// choice, made per deployment.
+    /// of those for services' calls; public RPCs may hold half the rest. No
+    /// rate limit: a rate is a commercial choice, made per deployment.
     #[must_use]
     pub fn for_pool(pool_size: u32) -> Self {
         let pool = usize::try_from(pool_size.max(2)).unwrap_or(usize::MAX);
+        let (max_in_flight, service_reserve) = (pool.saturating_mul(16), pool.saturating_mul(2));
         Self {
             tenant_rate_per_second: None,
             tenant_burst: NonZeroU32::MIN,
             tenant_concurrency: pool / 2,
             tenant_queue: 64,
-            max_in_flight: pool.saturating_mul(16),
-            service_reserve: pool.saturating_mul(2),
+            max_in_flight,
+            service_reserve,
+            public_in_flight: public_half(max_in_flight, service_reserve),
         }
     }
+
+    /// The places tenants' calls may take: all but the reserve (one at least).
+    fn tenants_part(&self) -> usize {
+        tenants_part(self.max_in_flight, self.service_reserve)
+    }
+}
+
+fn tenants_part(max_in_flight: usize, service_reserve: usize) -> usize {
+    max_in_flight.saturating_sub(service_reserve).max(1)
+}
+
+/// The default share of public RPCs: half the tenants' part (one at least).
+fn public_half(max_in_flight: usize, service_reserve: usize) -> usize {
+    (tenants_part(max_in_flight, service_reserve) / 2).max(1)
 }
 
 /// Limits set by an operator over a service's defaults (`bulkhead serve
@@ -87,6 +110,8 @@ pub struct FairnessOverrides {
     pub max_in_flight: Option<usize>,
     /// [`FairnessConfig::service_reserve`].
     pub service_reserve: Option<usize>,
+    /// [`FairnessConfig::public_in_flight`].
+    pub public_in_flight: Option<usize>,
 }
 
 impl FairnessOverrides {
@@ -103,6 +128,14 @@ impl FairnessOverrides {
         let tenant_rate_per_second = self
             .tenant_rate_per_second
             .or(defaults.tenant_rate_per_second);
+        let max_in_flight = self.max_in_flight.unwrap_or(defaults.max_in_flight);
+        // A maximum set without a reserve keeps the default's proportion (an
+        // eighth), not its number: a reserve as large as the maximum would
+        // leave tenants one place in all.
+        let service_reserve = self.service_reserve.unwrap_or_else(|| {
+            self.max_in_flight
+                .map_or(defaults.service_reserve, |max| max / 8)
+        });
         FairnessConfig {
             tenant_rate_per_second,
             tenant_burst: self
@@ -113,14 +146,17 @@ impl FairnessOverrides {
                 .tenant_concurrency
                 .unwrap_or(defaults.tenant_concurrency),
             tenant_queue: self.tenant_queue.unwrap_or(defaults.tenant_queue),
-            max_in_flight: self.max_in_flight.unwrap_or(defaults.max_in_flight),
-            // A maximum set without a reserve keeps the default's proportion
-            // (an eighth), not its number: a reserve as large as the maximum
-            // would leave tenants one place in all.
-            service_reserve: self.service_reserve.unwrap_or_else(|| {
-                self.max_in_flight
-                    .map_or(defaults.service_reserve, |max| max / 8)
-            }),
+            max_in_flight,
+            service_reserve,
+            // Likewise, the public share follows the tenants' part it is cut
+            // from, unless set.
+            public_in_flight: self.public_in_flight.unwrap_or(
+                if self.max_in_flight.is_some() || self.service_reserve.is_some() {
+                    public_half(max_in_flight, service_reserve)
+                } else {
+                    defaults.public_in_flight
+                },
+            ),
         }
     }
 }
@@ -147,6 +183,7 @@ pub enum Who {
 #[derive(Debug)]
 pub struct Admission {
     _tenant: Option<OwnedSemaphorePermit>,
+    _public_share: Option<OwnedSemaphorePermit>,
     _tenants_share: Option<OwnedSemaphorePermit>,
     _server: OwnedSemaphorePermit,
 }
@@ -165,6 +202,8 @@ struct Inner {
     server: Arc<Semaphore>,
     /// The server's places tenants' calls may take (all but the reserve).
     tenants_share: Arc<Semaphore>,
+    /// Of those, the places public RPCs may take.
+    public_share: Arc<Semaphore>,
     calls: AtomicU64,
 }
 
@@ -187,12 +226,8 @@ impl Fairness {
         Self {
             inner: Arc::new(Inner {
                 server: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-                tenants_share: Arc::new(Semaphore::new(
-                    config
-                        .max_in_flight
-                        .saturating_sub(config.service_reserve)
-                        .max(1),
-                )),
+                tenants_share: Arc::new(Semaphore::new(config.tenants_part())),
+                public_share: Arc::new(Semaphore::new(config.public_in_flight.max(1))),
                 config,
                 rate,
                 gates: Mutex::new(HashMap::new()),
@@ -210,7 +245,7 @@ impl Fairness {
     /// Admits a call of `who`, waiting for one of its tenant's places when
     /// they are all taken. A service's call is only shed, and may take the
     /// reserve; a public RPC's (no identity: Login, Refresh) is only shed,
-    /// and never takes the reserve.
+    /// takes no more than the public share, and never the reserve.
     ///
     /// # Errors
     /// [`GuardError::TenantBusy`] past the tenant's rate or queue,
@@ -228,6 +263,18 @@ impl Fairness {
             Who::Tenant(tenant) => Some(self.tenant_place(tenant).await?),
             Who::Service | Who::Public => None,
         };
+        let public_share = match who {
+            Who::Public => Some(
+                Arc::clone(&inner.public_share)
+                    .try_acquire_owned()
+                    .map_err(|_| {
+                        metrics::counter!("fairness_refused_total", "reason" => "public_share")
+                            .increment(1);
+                        GuardError::Overloaded(retry_soon())
+                    })?,
+            ),
+            Who::Tenant(_) | Who::Service => None,
+        };
         let tenants_share = match who {
             Who::Service => None,
             Who::Tenant(_) | Who::Public => Some(
@@ -241,6 +288,7 @@ impl Fairness {
             .map_err(|_| shed())?;
         Ok(Admission {
             _tenant: tenant_place,
+            _public_share: public_share,
             _tenants_share: tenants_share,
             _server: server,
         })
@@ -355,6 +403,7 @@ mod tests {
             tenant_queue: queue,
             max_in_flight: max,
             service_reserve: 0,
+            public_in_flight: max,
         }
     }
 
@@ -380,6 +429,50 @@ mod tests {
         assert!(is_retry_soon(fairness.admit(Who::Public).await, false));
         held.push(fairness.admit(Who::Service).await.expect("the reserve"));
         held.push(fairness.admit(Who::Service).await.expect("the reserve"));
+    }
+
+    #[tokio::test]
+    async fn an_anonymous_flood_leaves_the_tenants_the_rest_of_their_part() {
+        let fairness = Fairness::new(FairnessConfig {
+            public_in_flight: 3,
+            ..config(None, 8, 0, 8)
+        });
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(fairness.admit(Who::Public).await.expect("the public share"));
+        }
+        assert!(is_retry_soon(fairness.admit(Who::Public).await, false));
+        // The five other places of the tenants' part are the tenants'.
+        let tenant = TenantId::new_v7();
+        for _ in 0..5 {
+            held.push(fairness.admit(Who::Tenant(tenant)).await.expect("a place"));
+        }
+        assert!(is_retry_soon(
+            fairness.admit(Who::Tenant(TenantId::new_v7())).await,
+            false
+        ));
+        // A public call ended gives its place to the next one.
+        drop(held.remove(0));
+        held.push(fairness.admit(Who::Public).await.expect("room again"));
+    }
+
+    #[test]
+    fn the_public_share_follows_the_tenants_part_unless_set() {
+        let defaults = FairnessConfig::for_pool(16);
+        assert_eq!(defaults.public_in_flight, (256 - 32) / 2);
+        let smaller = FairnessOverrides {
+            max_in_flight: Some(80),
+            ..FairnessOverrides::default()
+        }
+        .over(defaults);
+        assert_eq!(smaller.public_in_flight, (80 - 10) / 2);
+        let set = FairnessOverrides {
+            max_in_flight: Some(80),
+            public_in_flight: Some(5),
+            ..FairnessOverrides::default()
+        }
+        .over(defaults);
+        assert_eq!(set.public_in_flight, 5);
     }
 
     #[test]
@@ -410,6 +503,7 @@ mod tests {
                 tenant_burst: rate.expect("rate"),
                 max_in_flight: 64,
                 service_reserve: 8,
+                public_in_flight: 28,
                 ..defaults
             }
         );

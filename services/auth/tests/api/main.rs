@@ -690,6 +690,61 @@ async fn sessions_long_expired_are_purged_and_nothing_else() {
     );
 }
 
+/// Stale login counters (past their window and wait) and networks unseen for
+/// 90 days are purged; fresh ones stay, and rows a login holds are skipped,
+/// not waited for (the purge never stalls logins behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_login_counters_are_purged_and_rows_in_use_skipped() {
+    use diesel_async::SimpleAsyncConnection as _;
+    let h = spawn_service().await;
+    let mut admin = h.database.admin_connection().await;
+    admin
+        .batch_execute(
+            "INSERT INTO login_attempts (key, failures, window_start, last_failure) VALUES
+                 ('\\x01', 3, now() - interval '3 hours', now() - interval '3 hours'),
+                 ('\\x02', 3, now() - interval '3 hours', now() - interval '3 hours'),
+                 ('\\x03', 3, now(), now());
+             INSERT INTO login_known_networks (key, last_success) VALUES
+                 ('\\x11', now() - interval '100 days'),
+                 ('\\x12', now() - interval '100 days'),
+                 ('\\x13', now());",
+        )
+        .await
+        .expect("seed");
+    // A login holds one stale row of each.
+    let mut login = h.database.admin_connection().await;
+    login
+        .batch_execute(
+            "BEGIN;
+             SELECT 1 FROM login_attempts WHERE key = '\\x02' FOR UPDATE;
+             SELECT 1 FROM login_known_networks WHERE key = '\\x12' FOR UPDATE;",
+        )
+        .await
+        .expect("hold");
+    let platform = h.database.app_db(2).await;
+    let throttle = bulkhead_auth::ThrottleConfig::default();
+    let purge = async || {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            platform.platform_tx(async |tx| throttle.purge(tx).await),
+        )
+        .await
+        .expect("the purge waits for no login")
+        .expect("purge")
+    };
+    assert_eq!(purge().await, 2, "the stale rows not in use");
+    assert_eq!(h.count("login_attempts").await, 2);
+    assert_eq!(h.count("login_known_networks").await, 2);
+    login.batch_execute("ROLLBACK").await.expect("release");
+    assert_eq!(purge().await, 2, "the rest of the stale rows");
+    assert_eq!(h.count("login_attempts WHERE key = '\\x03'").await, 1);
+    assert_eq!(h.count("login_known_networks WHERE key = '\\x13'").await, 1);
+    assert_eq!(
+        h.count("login_attempts").await + h.count("login_known_networks").await,
+        2
+    );
+}
+
 /// The revocation feed is served while its subscriber's token is valid: the
 /// stream beats (it caught up) and then, once the token has expired (1 s,
 /// and the guard's 5 s leeway), ends UNAUTHENTICATED; its subscriber comes

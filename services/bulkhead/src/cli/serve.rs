@@ -194,6 +194,10 @@ pub struct Args {
     /// connection).
     #[arg(long, env = "BULKHEAD_SERVICE_RESERVE")]
     service_reserve: Option<u32>,
+    /// Of the places left to tenants, those public RPCs (Login, Refresh,
+    /// GetJwks) may hold at once (default: half); past it, UNAVAILABLE.
+    #[arg(long, env = "BULKHEAD_PUBLIC_IN_FLIGHT", value_parser = clap::value_parser!(u32).range(1..))]
+    public_in_flight: Option<u32>,
     /// Auth only: a service allowed to obtain tokens, as `name=secret` (repeatable).
     #[arg(long = "service-client", env = "BULKHEAD_SERVICE_CLIENTS", value_delimiter = ',', hide_env_values = true, value_parser = parse_service_client)]
     service_clients: Vec<bulkhead_auth::ServiceClient>,
@@ -210,6 +214,7 @@ impl Args {
             tenant_queue: size(self.tenant_queue),
             max_in_flight: size(self.max_in_flight),
             service_reserve: size(self.service_reserve),
+            public_in_flight: size(self.public_in_flight),
         }
     }
 }
