@@ -559,13 +559,20 @@ impl AuthService for AuthApi {
         let revoked = self
             .db
             .platform_tx(async |tx| {
-                repo::set_password(tx, caller.user_id, &hash).await?;
-                // With the user's row held: a revocation of this session
-                // committed on another replica, which this one's guard may
-                // not have heard yet, refuses the change.
-                if !repo::session_live(tx, caller.user_id, caller.session_id).await? {
+                // A revocation of this session committed on another
+                // replica, which this one's guard may not have heard yet,
+                // refuses the change; one still running waits for it.
+                let live = repo::hold_live_session(
+                    tx,
+                    caller.user_id,
+                    caller.tenant_id,
+                    caller.session_id,
+                )
+                .await?;
+                if !live {
                     return Err(AuthError::SessionRevoked);
                 }
+                repo::set_password(tx, caller.user_id, &hash).await?;
                 let revoked = repo::revoke(
                     tx,
                     Revoke::UserExcept(caller.user_id, keep),

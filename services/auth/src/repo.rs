@@ -573,34 +573,56 @@ pub async fn rotate(
     Ok(Ok(()))
 }
 
-/// Whether `session` of `user` is live in the database (not revoked; a
-/// break-glass session counts too), whatever this replica's guard has heard
-/// of revocations so far. Read after taking `user`'s row: a revocation of the
-/// user's or this session's (which takes that row first) is then either
-/// committed and seen here, or waits for this transaction's end.
+/// Whether `session` of `user` in `tenant` is live in the database (not
+/// revoked; a break-glass session counts too), whatever this replica's guard
+/// has heard of revocations so far; it stays so until the transaction ends.
+///
+/// Takes what every revocation takes first, in [`gate_session`]'s order: the
+/// tenant's access (shared; a revocation of the whole tenant's sessions holds
+/// it exclusively), then the user's row (revocations of the user's sessions,
+/// or of one of them, take it), and a break-glass session's row (its
+/// revocation updates that row alone). A revocation is then either committed
+/// and seen here, or waits for this transaction to end.
 ///
 /// # Errors
-/// On database failure.
-pub async fn session_live(
+/// On database failure (a lock not had within the pool's lock timeout).
+pub async fn hold_live_session(
     tx: PlatformConn<'_>,
     user: UserId,
+    tenant: TenantId,
     session: SessionId,
 ) -> Result<bool, AuthError> {
     use crate::schema::break_glass_sessions;
-    let stored = diesel::dsl::exists(
+    diesel::sql_query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
+        .bind::<diesel::sql_types::Text, _>(tenant_access_lock(tenant))
+        .execute(&mut tx.pg())
+        .await?;
+    users::table
+        .select(users::id)
+        .filter(users::id.eq(user.as_uuid()))
+        .for_no_key_update()
+        .load::<Uuid>(&mut tx.pg())
+        .await?;
+    let stored: bool = diesel::select(diesel::dsl::exists(
         sessions::table
             .filter(sessions::id.eq(session.as_uuid()))
             .filter(sessions::user_id.eq(user.as_uuid()))
             .filter(sessions::revoked_at.is_null()),
-    );
-    let break_glass = diesel::dsl::exists(
-        break_glass_sessions::table
-            .filter(break_glass_sessions::id.eq(session.as_uuid()))
-            .filter(break_glass_sessions::revoked_at.is_null()),
-    );
-    Ok(diesel::select(stored.or(break_glass))
-        .get_result::<bool>(&mut tx.pg())
-        .await?)
+    ))
+    .get_result(&mut tx.pg())
+    .await?;
+    if stored {
+        return Ok(true);
+    }
+    // FOR SHARE: a revocation of it in progress is waited for, then seen.
+    let break_glass: Option<Option<DateTime<Utc>>> = break_glass_sessions::table
+        .select(break_glass_sessions::revoked_at)
+        .filter(break_glass_sessions::id.eq(session.as_uuid()))
+        .for_share()
+        .get_result(&mut tx.pg())
+        .await
+        .optional()?;
+    Ok(matches!(break_glass, Some(None)))
 }
 
 /// Which sessions to revoke.

@@ -53,7 +53,7 @@ pub struct FairnessConfig {
     /// Of those, places only service calls may take.
     pub service_reserve: usize,
     /// Of the tenants' places (all but the reserve), those public RPCs may
-    /// hold at once.
+    /// hold at once (at most all of them but one).
     pub public_in_flight: usize,
 }
 
@@ -82,6 +82,15 @@ impl FairnessConfig {
     /// The places tenants' calls may take: all but the reserve (one at least).
     fn tenants_part(&self) -> usize {
         tenants_part(self.max_in_flight, self.service_reserve)
+    }
+
+    /// The places public RPCs may take: [`Self::public_in_flight`], leaving
+    /// the tenants' users one place at least (a share set as large as their
+    /// part would bound nothing), and one at least.
+    fn public_share(&self) -> usize {
+        self.public_in_flight
+            .min(self.tenants_part().saturating_sub(1))
+            .max(1)
     }
 }
 
@@ -182,10 +191,12 @@ pub enum Who {
 /// What an admitted call holds until its response.
 #[derive(Debug)]
 pub struct Admission {
-    _tenant: Option<OwnedSemaphorePermit>,
-    _public_share: Option<OwnedSemaphorePermit>,
-    _tenants_share: Option<OwnedSemaphorePermit>,
+    // Dropped in this order: the shared places first, the tenant's own last,
+    // so the tenant's next call, woken by it, finds them free.
     _server: OwnedSemaphorePermit,
+    _tenants_share: Option<OwnedSemaphorePermit>,
+    _public_share: Option<OwnedSemaphorePermit>,
+    _tenant: Option<OwnedSemaphorePermit>,
 }
 
 /// The checks of one server; cheap to clone.
@@ -227,7 +238,7 @@ impl Fairness {
             inner: Arc::new(Inner {
                 server: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
                 tenants_share: Arc::new(Semaphore::new(config.tenants_part())),
-                public_share: Arc::new(Semaphore::new(config.public_in_flight.max(1))),
+                public_share: Arc::new(Semaphore::new(config.public_share())),
                 config,
                 rate,
                 gates: Mutex::new(HashMap::new()),
@@ -423,9 +434,17 @@ mod tests {
             ..config(None, 1, 0, 6)
         });
         let mut held = Vec::new();
-        for _ in 0..4 {
+        // The tenants' part less one: the public share bounds.
+        for _ in 0..3 {
             held.push(fairness.admit(Who::Public).await.expect("a share"));
         }
+        assert!(is_retry_soon(fairness.admit(Who::Public).await, false));
+        held.push(
+            fairness
+                .admit(Who::Tenant(TenantId::new_v7()))
+                .await
+                .expect("the tenants' last place"),
+        );
         assert!(is_retry_soon(fairness.admit(Who::Public).await, false));
         held.push(fairness.admit(Who::Service).await.expect("the reserve"));
         held.push(fairness.admit(Who::Service).await.expect("the reserve"));

@@ -429,6 +429,87 @@ async fn a_password_change_from_a_session_revoked_elsewhere_changes_nothing() {
         .expect("the other session goes on");
 }
 
+/// A revocation of the caller's whole tenant still running on another
+/// replica (its transaction holds the tenant's access and has updated the
+/// caller's session, not committed) makes a password change wait for it, and
+/// then refuses it: the change does not slip in before the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_waits_for_a_revocation_in_progress_and_is_refused() {
+    use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
+    let h = spawn_service().await;
+    let me = h.root().await;
+    h.store_session(&me).await;
+    let Caller::User(user) = &me else {
+        unreachable!("root is a user")
+    };
+    let mut revoking = h.database.admin_connection().await;
+    revoking
+        .batch_execute(&format!(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(hashtextextended('auth.tenant_access:{}', 0));
+             UPDATE sessions SET revoked_at = now() - interval '1 hour',
+                    access_expires_at = now() - interval '1 hour',
+                    revoke_reason = 'tenant revoked on another replica'
+              WHERE tenant_id = '{}';",
+            user.tenant_id, user.tenant_id
+        ))
+        .await
+        .expect("a revocation in progress");
+    let unchanged = h.count("users WHERE update_time = create_time").await;
+    let change = tokio::spawn({
+        let (mut auth, request) = (
+            h.auth.clone(),
+            h.request(
+                &me,
+                pb::ChangePasswordRequest {
+                    current_password: PASSWORD.into(),
+                    new_password: "a brand new password".into(),
+                },
+            ),
+        );
+        async move { auth.change_password(request).await }
+    });
+    // The change waits on the tenant's access once its hashing is done.
+    let mut watcher = h.database.admin_connection().await;
+    let started = std::time::Instant::now();
+    loop {
+        #[derive(diesel::QueryableByName)]
+        struct Waiting {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let waiting = diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM pg_stat_activity
+              WHERE datname = '{}' AND wait_event = 'advisory'",
+            h.database.name
+        ))
+        .get_result::<Waiting>(&mut watcher)
+        .await
+        .expect("pg_stat_activity");
+        if waiting.n > 0 {
+            break;
+        }
+        assert!(!change.is_finished(), "the change did not wait: {change:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the change never reached the tenant's access"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    revoking.batch_execute("COMMIT").await.expect("commit");
+    let refused = change
+        .await
+        .expect("task")
+        .expect_err("its session was revoked meanwhile");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert_eq!(refused.message(), "session revoked");
+    assert_eq!(
+        h.count("users WHERE update_time = create_time").await,
+        unchanged,
+        "the password did not change"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_sessions_and_switch_tenant_report_their_bad_fields() {
     let h = spawn_service().await;
