@@ -37,6 +37,26 @@ pub fn service_request<T>(
     Ok(request)
 }
 
+/// `message` as a request carrying this service's token when it has one: for
+/// a public method, which needs none (GetJwks, IssueServiceToken), it makes
+/// the call count as this service's for the callee's shares, not as one of
+/// an anonymous flood's.
+pub fn with_token_if_any<T>(
+    credentials: Option<&dyn ServiceCredentials>,
+    message: T,
+) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = credentials
+        .and_then(ServiceCredentials::token)
+        .and_then(|token| format!("Bearer {token}").parse().ok())
+    {
+        request
+            .metadata_mut()
+            .insert("x-service-authorization", value);
+    }
+    request
+}
+
 /// Mints service tokens with a signing key held in this process — what `bulkhead
 /// up` does, where Auth's key lives beside the services. (Deployed services get
 /// theirs from Auth's `IssueServiceToken`.) Each token is reused until a minute

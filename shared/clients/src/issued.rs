@@ -47,10 +47,15 @@ impl IssuedServiceTokens {
         tokio::spawn(async move {
             let mut client = AuthServiceClient::new(channel);
             loop {
-                let request = pb::IssueServiceTokenRequest {
-                    client_id: client_id.clone(),
-                    client_secret: secret.clone(),
-                };
+                // Renewing, with the token still held: not shed with an
+                // anonymous flood of Auth's public methods.
+                let request = crate::credentials::with_token_if_any(
+                    Some(&*holder),
+                    pb::IssueServiceTokenRequest {
+                        client_id: client_id.clone(),
+                        client_secret: secret.clone(),
+                    },
+                );
                 let wait = match client.issue_service_token(request).await {
                     Ok(response) => {
                         let response = response.into_inner();

@@ -170,15 +170,20 @@ async fn subscribe(
 
 /// Refreshes `verifier`'s keys from Auth's `GetJwks` every `every` until
 /// `shutdown`: a rotated-in key is trusted here before Auth signs with it.
+/// With `credentials`, each call carries the service's token, so an
+/// anonymous flood of Auth's public methods does not shed it.
 pub async fn follow_jwks(
     channel: Channel,
+    credentials: Option<Arc<dyn ServiceCredentials>>,
     verifier: Arc<bulkhead_guard::TokenVerifier>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut client = AuthServiceClient::new(channel);
     loop {
-        match client.get_jwks(pb::GetJwksRequest {}).await {
+        let request =
+            crate::credentials::with_token_if_any(credentials.as_deref(), pb::GetJwksRequest {});
+        match client.get_jwks(request).await {
             Ok(response) => match serde_json::from_str(&response.into_inner().jwks_json) {
                 Ok(jwks) => verifier.replace_keys(&jwks),
                 Err(err) => tracing::warn!(%err, "Auth published an unreadable key set"),

@@ -103,10 +103,11 @@ pub struct Guard<S> {
     layer: GuardLayer,
 }
 
-/// Who the guard let through: nobody to hold to a share (a public method),
-/// or a principal, with its tenant when it is a tenant's user.
+/// Who the guard let through: nobody to hold to a share (a public method;
+/// `by_service` when a service called it with its valid token), or a
+/// principal, with its tenant when it is a tenant's user.
 enum Admitted {
-    Public,
+    Public { by_service: bool },
     Principal(Option<TenantId>),
 }
 
@@ -147,10 +148,14 @@ where
             // Health and reflection answer whatever the load (probes must
             // see a loaded server as loaded, not as gone); other public RPCs
             // (Login, Refresh) are shed like service calls.
-            Ok(Admitted::Public) if request.uri().path().starts_with("/grpc.") => {
+            Ok(Admitted::Public { .. }) if request.uri().path().starts_with("/grpc.") => {
                 return Either::Right(Either::Left(self.inner.call(request)));
             }
-            Ok(Admitted::Public) => crate::Who::Public,
+            // A service keeping up its key set or its token (GetJwks,
+            // IssueServiceToken) is a service's call, not one of an
+            // anonymous flood's: it is not shed with them.
+            Ok(Admitted::Public { by_service: true }) => crate::Who::Service,
+            Ok(Admitted::Public { by_service: false }) => crate::Who::Public,
             Err(refusal) => return Either::Left(refuse(request.uri().path(), refusal)),
         };
         let Some(fairness) = self.layer.fairness.clone() else {
@@ -192,7 +197,9 @@ impl GuardLayer {
         }
         let rule = self.policy.rule(request.uri().path()).copied();
         if rule.is_some_and(|r| r.is_public()) {
-            return Ok(Admitted::Public);
+            return Ok(Admitted::Public {
+                by_service: self.called_by_a_service(request),
+            });
         }
         let (principal, valid_until) = self.authenticate(request.headers())?;
         if self.bind_service_certificates
@@ -249,6 +256,36 @@ impl GuardLayer {
             Some(valid_until),
         ));
         Ok(Admitted::Principal(tenant))
+    }
+
+    /// Whether a public method's caller presented, alone, a valid service
+    /// token (bound to its client certificate where services' are): it
+    /// counts as that service's call for its share. Anything else about it
+    /// (no token, a bad one) leaves the call public, as the method is.
+    fn called_by_a_service<B>(&self, request: &http::Request<B>) -> bool {
+        let headers = request.headers();
+        if headers.contains_key(AUTHORIZATION)
+            || headers
+                .get_all(SERVICE_AUTHORIZATION)
+                .iter()
+                .nth(1)
+                .is_some()
+        {
+            return false;
+        }
+        let Ok(Some(token)) = bearer(headers, SERVICE_AUTHORIZATION) else {
+            return false;
+        };
+        let Ok(verified) = self.verifier.verify(token, TokenUse::Service) else {
+            return false;
+        };
+        match &verified.identity {
+            Identity::Service(service) => {
+                !self.bind_service_certificates
+                    || crate::peer::presented_certificate_for(request.extensions(), &service.name)
+            }
+            Identity::User(_) => false,
+        }
     }
 
     /// Hands a refusal of an authenticated caller to the service, if it listens.

@@ -887,6 +887,60 @@ async fn a_loaded_server_sheds_public_rpcs_but_answers_its_health_checks() {
         .expect("room again");
 }
 
+/// A service keeping up its key set (GetJwks) with its valid service token
+/// is not shed with an anonymous flood of public calls: its call counts as
+/// the service's. Without a token, or with a user's token or a forged one in
+/// its place, the same call is public, and shed while the public share is
+/// full.
+#[tokio::test]
+async fn a_services_call_to_a_public_method_is_not_shed_with_an_anonymous_flood() {
+    let fairness = bulkhead_guard::Fairness::new(bulkhead_guard::FairnessConfig {
+        public_in_flight: 1,
+        ..bulkhead_guard::FairnessConfig::for_pool(16)
+    });
+    let mut h = harness_with(Some(fairness.clone())).await;
+    let held = fairness
+        .admit(bulkhead_guard::Who::Public)
+        .await
+        .expect("the public share");
+    let service = ServiceIdentity {
+        name: "task".into(),
+        scopes: Vec::new(),
+    };
+    let service_claims = Claims::service(ISSUER, AUDIENCE, &service, Duration::from_secs(300));
+    let service_token = h.key.sign(&service_claims).expect("sign");
+    let user_token = h
+        .key
+        .sign(&claims(&alice(TenantRole::Owner)))
+        .expect("sign");
+    let forged = SigningKey::generate().sign(&service_claims).expect("sign");
+    for (what, token) in [
+        ("no token", None),
+        ("a user's token", Some(&user_token)),
+        ("a forged service token", Some(&forged)),
+    ] {
+        let request = match token {
+            Some(token) => with_header(
+                GetJwksRequest::default(),
+                "x-service-authorization",
+                &format!("Bearer {token}"),
+            ),
+            None => Request::new(GetJwksRequest::default()),
+        };
+        let status = h.client.get_jwks(request).await.expect_err("shed");
+        assert_eq!(status.code(), Code::Unavailable, "{what}: {status:?}");
+    }
+    h.client
+        .get_jwks(with_header(
+            GetJwksRequest::default(),
+            "x-service-authorization",
+            &format!("Bearer {service_token}"),
+        ))
+        .await
+        .expect("a service's call is not the flood's");
+    drop(held);
+}
+
 /// A call that waited for one of its tenant's places is checked again once
 /// out of the queue (as its handler takes the context): a session revoked, or
 /// a tenant deactivated, while it waited is refused as it would have been on

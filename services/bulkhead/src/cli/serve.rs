@@ -529,24 +529,29 @@ fn credentials(
         return Ok(None);
     };
     let auth = peers.channel(auth)?;
+    let issued = args.client_secret.clone().map(|secret| {
+        bulkhead_clients::IssuedServiceTokens::spawn(
+            auth.clone(),
+            args.client_id
+                .clone()
+                .unwrap_or_else(|| module.name().to_owned()),
+            secret,
+            background.clone(),
+        )
+    });
     // Key rotation: Auth's key set is re-read every KEY_REFRESH.
     tokio::spawn(bulkhead_clients::follow_jwks(
         auth.clone(),
+        issued
+            .clone()
+            .map(|issued| issued as Arc<dyn bulkhead_clients::ServiceCredentials>),
         guard.verifier.clone(),
         keys::KEY_REFRESH,
         background.clone(),
     ));
-    let Some(secret) = args.client_secret.clone() else {
+    let Some(issued) = issued else {
         return Ok(None);
     };
-    let issued = bulkhead_clients::IssuedServiceTokens::spawn(
-        auth.clone(),
-        args.client_id
-            .clone()
-            .unwrap_or_else(|| module.name().to_owned()),
-        secret,
-        background.clone(),
-    );
     // Revocations reach this process's guard within about a second.
     tokio::spawn(bulkhead_clients::follow_revocations(
         auth,
