@@ -48,8 +48,14 @@ pub fn policy() -> Policy {
     Policy::new()
         .allow(SERVICE_NAME, "Login", Rule::public()) // credentials are the authentication
         .allow(SERVICE_NAME, "Refresh", Rule::public()) // the refresh token is the credential
-        .allow(SERVICE_NAME, "GetJwks", Rule::public())
-        .allow(SERVICE_NAME, "IssueServiceToken", Rule::public()) // client credentials
+        // Public, and kept up by every service (its call is not shed with an
+        // anonymous flood's when it presents its token).
+        .allow(SERVICE_NAME, "GetJwks", Rule::public().or_any_service())
+        .allow(
+            SERVICE_NAME,
+            "IssueServiceToken",
+            Rule::public().or_any_service(),
+        ) // client credentials
         .allow(
             SERVICE_NAME,
             "SwitchTenant",

@@ -14,7 +14,7 @@ use crate::standing::Standing;
 use crate::token::{Identity, TokenUse};
 use crate::{
     Fairness, GuardError, InactiveTenants, Policy, RequestContext, RequestId, RevokedSessions,
-    SecurityEvent, SecurityEvents, SecurityKind, TokenVerifier,
+    Rule, SecurityEvent, SecurityEvents, SecurityKind, TokenVerifier,
 };
 
 /// Layer adding [`Guard`]; one per server, holding that service's policy table.
@@ -196,9 +196,9 @@ impl GuardLayer {
                 .insert(crate::ServiceCertificatesBound);
         }
         let rule = self.policy.rule(request.uri().path()).copied();
-        if rule.is_some_and(|r| r.is_public()) {
+        if let Some(rule) = rule.filter(Rule::is_public) {
             return Ok(Admitted::Public {
-                by_service: self.called_by_a_service(request),
+                by_service: self.called_by_a_service(request, &rule),
             });
         }
         let (principal, valid_until) = self.authenticate(request.headers())?;
@@ -259,10 +259,12 @@ impl GuardLayer {
     }
 
     /// Whether a public method's caller presented, alone, a valid service
-    /// token (bound to its client certificate where services' are): it
-    /// counts as that service's call for its share. Anything else about it
-    /// (no token, a bad one) leaves the call public, as the method is.
-    fn called_by_a_service<B>(&self, request: &http::Request<B>) -> bool {
+    /// token of a service its `rule` names (`Rule::or_any_service`; bound
+    /// to its client certificate where services' are): it counts as that
+    /// service's call for its share. Anything else about it (no token, a bad
+    /// one, a method no service keeps up with, such as Login) leaves the
+    /// call public, as the method is.
+    fn called_by_a_service<B>(&self, request: &http::Request<B>, rule: &Rule) -> bool {
         let headers = request.headers();
         if headers.contains_key(AUTHORIZATION)
             || headers
@@ -279,13 +281,21 @@ impl GuardLayer {
         let Ok(verified) = self.verifier.verify(token, TokenUse::Service) else {
             return false;
         };
-        match &verified.identity {
-            Identity::Service(service) => {
-                !self.bind_service_certificates
-                    || crate::peer::presented_certificate_for(request.extensions(), &service.name)
-            }
-            Identity::User(_) => false,
+        let Identity::Service(service) = &verified.identity else {
+            return false;
+        };
+        if !rule.allows_service(&service.name) {
+            return false;
         }
+        if self.bind_service_certificates
+            && !crate::peer::presented_certificate_for(request.extensions(), &service.name)
+        {
+            // A service's token without its certificate: a stolen one.
+            let principal = Principal::Service(service.clone());
+            self.report(SecurityKind::ServiceCertificate, &principal, request);
+            return false;
+        }
+        true
     }
 
     /// Hands a refusal of an authenticated caller to the service, if it listens.

@@ -98,10 +98,25 @@ impl Rule {
         self
     }
 
+    /// This rule, or any service (for a public method services keep up
+    /// with: the key set, their tokens; a service's call to it then counts
+    /// as the service's for its share, not as an anonymous caller's).
+    #[must_use]
+    pub const fn or_any_service(mut self) -> Self {
+        self.service = true;
+        self
+    }
+
     /// Whether no token is needed.
     #[must_use]
     pub const fn is_public(&self) -> bool {
         self.public
+    }
+
+    /// Whether the service named `name` may call the method as a service.
+    #[must_use]
+    pub fn allows_service(&self, name: &str) -> bool {
+        self.service && (self.services.is_empty() || self.services.contains(&name))
     }
 
     /// Whether `principal` may call the method.
@@ -158,15 +173,15 @@ impl Policy {
         self
     }
 
-    /// Every method a service principal may call, with the services its rule
-    /// names (an empty list: any service), sorted by path: what a test holds
-    /// the internal-RPC matrix to.
+    /// Every internal method (not public) a service principal may call, with
+    /// the services its rule names (an empty list: any service), sorted by
+    /// path: what a test holds the internal-RPC matrix to.
     #[must_use]
     pub fn service_callers(&self) -> Vec<(String, Vec<&'static str>)> {
         let mut callers: Vec<(String, Vec<&'static str>)> = self
             .rules
             .iter()
-            .filter(|(_, rule)| rule.service)
+            .filter(|(_, rule)| rule.service && !rule.public)
             .map(|(path, rule)| (path.clone(), rule.services.to_vec()))
             .collect();
         callers.sort();

@@ -123,7 +123,8 @@ fn policy() -> Policy {
             "CreateUser",
             Rule::tenant_role(TenantRole::Admin).or_super_admin(),
         )
-        .allow(AUTH, "GetJwks", Rule::public())
+        .allow(AUTH, "Login", Rule::public())
+        .allow(AUTH, "GetJwks", Rule::public().or_any_service())
         .allow(AUTH, "RevokeSessions", Rule::service())
 }
 
@@ -938,7 +939,41 @@ async fn a_services_call_to_a_public_method_is_not_shed_with_an_anonymous_flood(
         ))
         .await
         .expect("a service's call is not the flood's");
+    // A token alongside a user's header is ambiguous: public.
+    let mut both = with_header(
+        GetJwksRequest::default(),
+        "x-service-authorization",
+        &format!("Bearer {service_token}"),
+    );
+    both.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {user_token}").parse().expect("ascii"),
+    );
+    let status = h.client.get_jwks(both).await.expect_err("shed");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // Login is public and no service keeps it up: a service's token does
+    // not take it out of the public share.
+    let status = h
+        .client
+        .login(with_header(
+            pb::LoginRequest::default(),
+            "x-service-authorization",
+            &format!("Bearer {service_token}"),
+        ))
+        .await
+        .expect_err("shed");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     drop(held);
+    let status = h
+        .client
+        .login(pb::LoginRequest::default())
+        .await
+        .expect_err("this server answers no Login");
+    assert_eq!(
+        status.code(),
+        Code::Unimplemented,
+        "served once there is room"
+    );
 }
 
 /// A call that waited for one of its tenant's places is checked again once
