@@ -117,6 +117,17 @@ impl Harness {
         .expect("a session for the caller");
     }
 
+    /// [`Self::root`] with its session stored, and its user.
+    pub async fn root_in_a_stored_session(&self) -> (Caller, TenantUser) {
+        let root = self.root().await;
+        self.store_session(&root).await;
+        let Caller::User(user) = &root else {
+            unreachable!("root is a user")
+        };
+        let user = user.clone();
+        (root, user)
+    }
+
     /// A user in Auth (made on the platform path, password [`PASSWORD`]).
     pub async fn user(&self, email: &str) -> UserId {
         bulkhead_auth::bootstrap_admin(&self.db, email, PASSWORD, Existing::Verify)

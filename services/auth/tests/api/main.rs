@@ -365,6 +365,17 @@ async fn change_password_needs_the_current_one_and_checks_the_new_one() {
     );
 }
 
+/// `me` changing their password from [`PASSWORD`] to a new one.
+fn new_password(h: &Harness, me: &Caller) -> tonic::Request<pb::ChangePasswordRequest> {
+    h.request(
+        me,
+        pb::ChangePasswordRequest {
+            current_password: PASSWORD.into(),
+            new_password: "a brand new password".into(),
+        },
+    )
+}
+
 /// A password change from a session another Auth replica revoked is
 /// refused, though this replica's guard has not heard of the revocation: the
 /// change reads the session in its own transaction, after taking the user's
@@ -373,11 +384,7 @@ async fn change_password_needs_the_current_one_and_checks_the_new_one() {
 async fn a_password_change_from_a_session_revoked_elsewhere_changes_nothing() {
     use diesel_async::RunQueryDsl as _;
     let h = spawn_service().await;
-    let me = h.root().await;
-    h.store_session(&me).await;
-    let Caller::User(user) = &me else {
-        unreachable!("root is a user")
-    };
+    let (me, user) = h.root_in_a_stored_session().await;
     let earlier = login(&h, "root@example.com").await.tokens.expect("tokens");
     // Revoked as another replica would, dated so that this replica's
     // follower of the stored revocations never reads it (its token's
@@ -399,13 +406,7 @@ async fn a_password_change_from_a_session_revoked_elsewhere_changes_nothing() {
     let refused = h
         .auth
         .clone()
-        .change_password(h.request(
-            &me,
-            pb::ChangePasswordRequest {
-                current_password: PASSWORD.into(),
-                new_password: "a brand new password".into(),
-            },
-        ))
+        .change_password(new_password(&h, &me))
         .await
         .expect_err("its session was revoked");
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
@@ -437,11 +438,7 @@ async fn a_password_change_from_a_session_revoked_elsewhere_changes_nothing() {
 async fn a_password_change_waits_for_a_revocation_in_progress_and_is_refused() {
     use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
     let h = spawn_service().await;
-    let me = h.root().await;
-    h.store_session(&me).await;
-    let Caller::User(user) = &me else {
-        unreachable!("root is a user")
-    };
+    let (me, user) = h.root_in_a_stored_session().await;
     let mut revoking = h.database.admin_connection().await;
     revoking
         .batch_execute(&format!(
@@ -457,16 +454,7 @@ async fn a_password_change_waits_for_a_revocation_in_progress_and_is_refused() {
         .expect("a revocation in progress");
     let unchanged = h.count("users WHERE update_time = create_time").await;
     let change = tokio::spawn({
-        let (mut auth, request) = (
-            h.auth.clone(),
-            h.request(
-                &me,
-                pb::ChangePasswordRequest {
-                    current_password: PASSWORD.into(),
-                    new_password: "a brand new password".into(),
-                },
-            ),
-        );
+        let (mut auth, request) = (h.auth.clone(), new_password(&h, &me));
         async move { auth.change_password(request).await }
     });
     // The change waits on the tenant's access once its hashing is done.
