@@ -376,6 +376,23 @@ fn new_password(h: &Harness, me: &Caller) -> tonic::Request<pb::ChangePasswordRe
     )
 }
 
+/// A password change refused for its revoked session, with `unchanged`
+/// users whose password never changed still so.
+async fn refused_as_revoked(
+    h: &Harness,
+    answer: Result<tonic::Response<pb::ChangePasswordResponse>, tonic::Status>,
+    unchanged: i64,
+) {
+    let refused = answer.expect_err("its session was revoked");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert_eq!(refused.message(), "session revoked");
+    assert_eq!(
+        h.count("users WHERE update_time = create_time").await,
+        unchanged,
+        "the password did not change"
+    );
+}
+
 /// A password change from a session another Auth replica revoked is
 /// refused, though this replica's guard has not heard of the revocation: the
 /// change reads the session in its own transaction, after taking the user's
@@ -403,19 +420,8 @@ async fn a_password_change_from_a_session_revoked_elsewhere_changes_nothing() {
     .expect("revoke elsewhere");
     let unchanged = h.count("users WHERE update_time = create_time").await;
     let live = h.count("sessions WHERE revoked_at IS NULL").await;
-    let refused = h
-        .auth
-        .clone()
-        .change_password(new_password(&h, &me))
-        .await
-        .expect_err("its session was revoked");
-    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
-    assert_eq!(refused.message(), "session revoked");
-    assert_eq!(
-        h.count("users WHERE update_time = create_time").await,
-        unchanged,
-        "the password did not change"
-    );
+    let refused = h.auth.clone().change_password(new_password(&h, &me)).await;
+    refused_as_revoked(&h, refused, unchanged).await;
     assert_eq!(
         h.count("sessions WHERE revoked_at IS NULL").await,
         live,
@@ -485,17 +491,7 @@ async fn a_password_change_waits_for_a_revocation_in_progress_and_is_refused() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     revoking.batch_execute("COMMIT").await.expect("commit");
-    let refused = change
-        .await
-        .expect("task")
-        .expect_err("its session was revoked meanwhile");
-    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
-    assert_eq!(refused.message(), "session revoked");
-    assert_eq!(
-        h.count("users WHERE update_time = create_time").await,
-        unchanged,
-        "the password did not change"
-    );
+    refused_as_revoked(&h, change.await.expect("task"), unchanged).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
