@@ -939,6 +939,18 @@ async fn a_services_call_to_a_public_method_is_not_shed_with_an_anonymous_flood(
         ))
         .await
         .expect("a service's call is not the flood's");
+    // Two service tokens, even both valid, are ambiguous: public.
+    let mut twice = with_header(
+        GetJwksRequest::default(),
+        "x-service-authorization",
+        &format!("Bearer {service_token}"),
+    );
+    twice.metadata_mut().append(
+        "x-service-authorization",
+        format!("Bearer {service_token}").parse().expect("ascii"),
+    );
+    let status = h.client.get_jwks(twice).await.expect_err("shed");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     // A token alongside a user's header is ambiguous: public.
     let mut both = with_header(
         GetJwksRequest::default(),
