@@ -238,8 +238,8 @@ where
     })
 }
 
-/// Anyone may call Login: one that sends its headers alone holds a place of
-/// the tenants' part for 2 s (`PUBLIC_MESSAGE_WITHIN`), not 10.
+/// Anyone may call Login: one that sends its headers alone (holding no
+/// place) ends after 2 s (`PUBLIC_MESSAGE_WITHIN`), not 10.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anonymous_call_whose_message_never_comes_ends_in_two_seconds() {
     use bulkhead_proto::auth::v1 as auth;
@@ -262,26 +262,51 @@ async fn an_anonymous_call_whose_message_never_comes_ends_in_two_seconds() {
     );
 }
 
-/// An anonymous flood of Logins that send their headers alone (each holding
-/// its place for 2 s, then again) fills Auth's public share only: other
-/// callers' Logins are shed meanwhile (UNAVAILABLE with RetryInfo), and a
-/// tenant's user still reaches Auth all along (its WhoAmI runs: NOT_FOUND for
-/// a user only the token knows, never shed).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_anonymous_flood_of_logins_leaves_the_tenants_users_their_places() {
-    use bulkhead_proto::auth::v1 as auth;
-    use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
-    const FLOODERS: usize = 3;
-    let suite = super::support::spawn_suite_with_fairness(
+/// Auth with a public share of `places`: public calls past it are shed.
+async fn auth_with_public_share(places: usize) -> super::support::TestSuite {
+    super::support::spawn_suite_with_fairness(
         "auth",
         FairnessOverrides {
             max_in_flight: Some(64),
             service_reserve: Some(8),
-            public_in_flight: Some(FLOODERS),
+            public_in_flight: Some(places),
             ..FairnessOverrides::default()
         },
     )
-    .await;
+    .await
+}
+
+/// A Login for an account nobody has (it still costs one Argon2 check).
+fn nobodys_login() -> bulkhead_proto::auth::v1::LoginRequest {
+    bulkhead_proto::auth::v1::LoginRequest {
+        email: "nobody@example.com".into(),
+        password: "a password long enough".into(),
+        tenant_slug: String::new(),
+    }
+}
+
+/// Whether `answer` is what a Login that ran answers for `nobodys_login`:
+/// refused, or throttled once its free failures are spent.
+fn ran(
+    answer: &Result<tonic::Response<bulkhead_proto::auth::v1::LoginResponse>, tonic::Status>,
+) -> bool {
+    answer.as_ref().is_err_and(|status| {
+        status.code() == Code::Unauthenticated
+            || (status.code() == Code::ResourceExhausted
+                && status.message().starts_with("too many login attempts"))
+    })
+}
+
+/// An anonymous flood of Logins that send their headers alone holds no
+/// place: a public call is admitted once its message has come. With a public
+/// share of 3 and three times as many held calls always open, other callers'
+/// Logins all run, and a tenant's user reaches Auth all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_sending_their_headers_alone_hold_no_place() {
+    use bulkhead_proto::auth::v1 as auth;
+    use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
+    const FLOODERS: usize = 9;
+    let suite = auth_with_public_share(3).await;
     let channel = suite.channel(ServiceKind::Auth);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flood: Vec<_> = (0..FLOODERS)
@@ -301,7 +326,8 @@ async fn an_anonymous_flood_of_logins_leaves_the_tenants_users_their_places() {
         .collect();
     let mut client = AuthServiceClient::new(channel);
     let token = suite.token(&member_of(TenantId::new_v7(), "member"));
-    let (mut shed, mut served) = (0, 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut logins, mut served) = (0, 0);
     let until = Instant::now() + PHASE;
     while Instant::now() < until {
         let mut who = bearer(&token, auth::WhoAmIRequest::default());
@@ -309,32 +335,60 @@ async fn an_anonymous_flood_of_logins_leaves_the_tenants_users_their_places() {
         let status = client.who_am_i(who).await.expect_err("no such user");
         assert_eq!(status.code(), Code::NotFound, "never shed: {status:?}");
         served += 1;
-        let login = client
-            .login(auth::LoginRequest {
-                email: "nobody@example.com".into(),
-                password: "a password long enough".into(),
-                tenant_slug: String::new(),
-            })
-            .await;
-        match login {
-            Err(status) if status.code() == Code::Unavailable => {
-                assert!(status.get_details_retry_info().is_some(), "{status:?}");
-                shed += 1;
-            }
-            // In a gap between two held calls, the Login runs: refused, or
-            // throttled after its free failures.
-            Err(status) if status.code() == Code::Unauthenticated => {}
-            Err(status)
-                if status.code() == Code::ResourceExhausted
-                    && status.message().starts_with("too many login attempts") => {}
-            other => panic!("shed or refused: {other:?}"),
-        }
+        let login = client.login(nobodys_login()).await;
+        assert!(ran(&login), "the Login ran, never shed: {login:?}");
+        logins += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for flooder in flood {
         flooder.await.expect("flooder");
     }
-    assert!(shed > 0, "the flood filled the public share: {shed} shed");
-    assert!(served > 10, "the tenant's user went on: {served}");
+    assert!(
+        logins > 10 && served > 10,
+        "{logins} logins, {served} WhoAmI"
+    );
+}
+
+/// Logins whose messages come in full are admitted up to the public share
+/// (here one): those past it are shed (UNAVAILABLE with RetryInfo) while a
+/// tenant's user still reaches Auth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_past_the_public_share_are_shed_and_the_tenants_users_go_on() {
+    use bulkhead_proto::auth::v1 as auth;
+    use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
+    let suite = auth_with_public_share(1).await;
+    let client = AuthServiceClient::new(suite.channel(ServiceKind::Auth));
+    let token = suite.token(&member_of(TenantId::new_v7(), "member"));
+    let (mut shed, mut ran_through) = (0, 0);
+    for _ in 0..5 {
+        let logins: Vec<_> = (0..8)
+            .map(|_| {
+                let mut client = client.clone();
+                tokio::spawn(async move { client.login(nobodys_login()).await })
+            })
+            .collect();
+        let mut who = bearer(&token, auth::WhoAmIRequest::default());
+        who.set_timeout(Duration::from_secs(5));
+        let status = client
+            .clone()
+            .who_am_i(who)
+            .await
+            .expect_err("no such user");
+        assert_eq!(status.code(), Code::NotFound, "never shed: {status:?}");
+        for login in logins {
+            match login.await.expect("task") {
+                Err(status) if status.code() == Code::Unavailable => {
+                    assert!(status.get_details_retry_info().is_some(), "{status:?}");
+                    shed += 1;
+                }
+                answer => {
+                    assert!(ran(&answer), "shed or ran: {answer:?}");
+                    ran_through += 1;
+                }
+            }
+        }
+    }
+    assert!(shed > 0, "past the public share: {shed} shed");
+    assert!(ran_through > 0, "within it: {ran_through} ran");
 }

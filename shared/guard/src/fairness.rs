@@ -199,6 +199,50 @@ pub struct Admission {
     _tenant: Option<OwnedSemaphorePermit>,
 }
 
+/// A public call's admission, taken once its message has come in full
+/// ([`PendingAdmission::admit`], by the server's request-body layer) rather
+/// than on its headers: a caller sending headers alone holds no place. The
+/// places are held until the last clone of this is dropped (the guard keeps
+/// one until the call's response).
+#[derive(Debug, Clone)]
+pub struct PendingAdmission {
+    fairness: Fairness,
+    held: Arc<Mutex<Option<Admission>>>,
+}
+
+impl PendingAdmission {
+    /// A public call's admission by `fairness`, not taken yet.
+    #[must_use]
+    pub fn new(fairness: Fairness) -> Self {
+        Self {
+            fairness,
+            held: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Takes the call's places now (its message has come).
+    ///
+    /// # Errors
+    /// As [`Fairness::admit_now`].
+    pub fn admit(&self) -> Result<(), GuardError> {
+        let admission = self.fairness.admit_now(Who::Public)?;
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(admission);
+        Ok(())
+    }
+
+    /// Whether the places were taken.
+    #[must_use]
+    pub fn admitted(&self) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+}
+
 /// The checks of one server; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Fairness {
@@ -262,6 +306,29 @@ impl Fairness {
     /// [`GuardError::TenantBusy`] past the tenant's rate or queue,
     /// [`GuardError::Overloaded`] past the server's calls in flight.
     pub async fn admit(&self, who: Who) -> Result<Admission, GuardError> {
+        let tenant_place = match who {
+            Who::Tenant(tenant) => Some(self.tenant_place(tenant).await?),
+            Who::Service | Who::Public => None,
+        };
+        self.shared_places(who, tenant_place)
+    }
+
+    /// Admits a call of a service or a public one (neither waits), now.
+    ///
+    /// # Errors
+    /// [`GuardError::Overloaded`] past the server's calls in flight or the
+    /// public share.
+    pub fn admit_now(&self, who: Who) -> Result<Admission, GuardError> {
+        debug_assert!(!matches!(who, Who::Tenant(_)), "a tenant's call may wait");
+        self.shared_places(who, None)
+    }
+
+    /// The places `who` takes besides its tenant's own (`tenant_place`).
+    fn shared_places(
+        &self,
+        who: Who,
+        tenant_place: Option<OwnedSemaphorePermit>,
+    ) -> Result<Admission, GuardError> {
         let inner = &self.inner;
         if inner.calls.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.prune();
@@ -269,10 +336,6 @@ impl Fairness {
         let shed = || {
             metrics::counter!("fairness_refused_total", "reason" => "shed").increment(1);
             GuardError::Overloaded(retry_soon())
-        };
-        let tenant_place = match who {
-            Who::Tenant(tenant) => Some(self.tenant_place(tenant).await?),
-            Who::Service | Who::Public => None,
         };
         let public_share = match who {
             Who::Public => Some(
@@ -473,6 +536,28 @@ mod tests {
         // A public call ended gives its place to the next one.
         drop(held.remove(0));
         held.push(fairness.admit(Who::Public).await.expect("room again"));
+    }
+
+    #[test]
+    fn a_pending_admission_holds_its_places_from_its_admit_until_its_last_clone_goes() {
+        let fairness = Fairness::new(FairnessConfig {
+            public_in_flight: 1,
+            ..config(None, 8, 0, 8)
+        });
+        let pending = PendingAdmission::new(fairness.clone());
+        let kept = pending.clone();
+        assert!(!kept.admitted());
+        assert!(fairness.admit_now(Who::Public).is_ok(), "nothing held yet");
+        pending.admit().expect("room");
+        assert!(kept.admitted());
+        assert!(matches!(
+            fairness.admit_now(Who::Public),
+            Err(GuardError::Overloaded(_))
+        ));
+        drop(pending);
+        assert!(fairness.admit_now(Who::Public).is_err(), "a clone holds it");
+        drop(kept);
+        assert!(fairness.admit_now(Who::Public).is_ok(), "given back");
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct GuardLayer {
     bind_service_certificates: bool,
     /// Per-tenant limits and load shedding, when on.
     fairness: Option<Fairness>,
+    /// Whether a public call is admitted once its message has come (a layer
+    /// inside takes its [`crate::PendingAdmission`]), not on its headers.
+    public_on_message: bool,
 }
 
 impl GuardLayer {
@@ -42,7 +45,20 @@ impl GuardLayer {
             security: None,
             bind_service_certificates: false,
             fairness: None,
+            public_on_message: false,
         }
+    }
+
+    /// Admits public calls once their message has come in full, not on
+    /// their headers: each carries a [`crate::PendingAdmission`] that a layer
+    /// inside this one must take as the request body ends (the server's
+    /// request-body bound does), so a caller sending headers alone holds no
+    /// place. Only for a stack with such a layer: without it, a public call
+    /// would hold none at all.
+    #[must_use]
+    pub const fn admitting_public_calls_on_their_message(mut self) -> Self {
+        self.public_on_message = true;
+        self
     }
 
     /// Holds each tenant to its share and sheds load past the server's
@@ -165,6 +181,16 @@ where
         // made ready goes with it, a clone stays (tower's usual swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        if who == crate::Who::Public && self.layer.public_on_message {
+            let pending = crate::PendingAdmission::new(fairness);
+            request.extensions_mut().insert(pending.clone());
+            return Either::Right(Either::Right(Box::pin(async move {
+                let response = inner.call(request).await;
+                // The places taken when the message came, held to here.
+                drop(pending);
+                response
+            })));
+        }
         Either::Right(Either::Right(Box::pin(async move {
             let admission = match fairness.admit(who).await {
                 Ok(admission) => admission,

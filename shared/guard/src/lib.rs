@@ -37,7 +37,9 @@ pub use context::RequestContext;
 pub use context::RequestContextBuilder;
 pub use deadline::{Deadline, grpc_timeout};
 pub use error::GuardError;
-pub use fairness::{Admission, Fairness, FairnessConfig, FairnessOverrides, Who, rate_wait};
+pub use fairness::{
+    Admission, Fairness, FairnessConfig, FairnessOverrides, PendingAdmission, Who, rate_wait,
+};
 pub use layer::{Guard, GuardLayer};
 pub use policy::{Policy, REFLECTION, Rule};
 pub use request_id::{RequestId, RequestIdLayer, RequestIdService};

@@ -100,6 +100,8 @@ pub async fn serve(
         Some(tls) if tls.binds_service_certificates() => guard.binding_service_certificates(),
         _ => guard,
     };
+    // The request-body bound below takes public calls' admissions.
+    let guard = guard.admitting_public_calls_on_their_message();
     let router = tonic::transport::Server::builder()
         // gRPC keeps connections for long: recycle them so new replicas get traffic.
         .max_connection_age(Duration::from_secs(300))

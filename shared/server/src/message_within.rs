@@ -3,17 +3,24 @@
 //! for the public methods anyone may call without a token. The layer sits
 //! inside the guard: a call the guard admitted with an identity carries its
 //! [`RequestContext`]; one without is public (the guard refused the rest). The guard admits a
-//! call on its headers, and the call then holds a place (its tenant's, or
-//! the tenants' part for a public one) and one of the server's in-flight
-//! slots until its handler ends; the handler starts only once the message is
-//! in. Without a bound a caller could send headers alone and hold both until
-//! the handler timeout.
+//! call with an identity on its headers, and the call then holds a place
+//! (its tenant's, or a service's) and one of the server's in-flight slots
+//! until its handler ends; the handler starts only once the message is in.
+//! Without a bound a caller could send headers alone and hold both until the
+//! handler timeout.
 //!
 //! Every RPC of the suite, and health checks, take one message: a request
 //! body that has not ended by then fails with `DEADLINE_EXCEEDED` "request
 //! message not received in time", which the handler's decoding returns as its
 //! status. Reflection streams both ways for as long as its client likes, and
 //! holds no place: it is not bounded.
+//!
+//! A public call is admitted only once its message has come in full (the
+//! guard hands it over as a [`PendingAdmission`],
+//! `GuardLayer::admitting_public_calls_on_their_message`): the body takes its
+//! places as it ends, or fails with the guard's refusal (`UNAVAILABLE` with
+//! RetryInfo) when there are none. A caller sending a public method's headers
+//! alone holds no place while the bound runs.
 //!
 //! The clock starts when the handler first reads the body (after any wait for
 //! a place), and the timer is set only if the body is not complete by then (a
@@ -24,7 +31,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bulkhead_guard::RequestContext;
+use bulkhead_guard::{PendingAdmission, RequestContext};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
@@ -85,8 +92,12 @@ where
         } else {
             Some(self.bounds.public_within)
         };
-        self.inner
-            .call(request.map(|body| MessageWithinBody::new(body, within)))
+        let pending = request.extensions().get::<PendingAdmission>().cloned();
+        self.inner.call(request.map(|body| {
+            let mut body = MessageWithinBody::new(body, within);
+            body.pending = pending;
+            body
+        }))
     }
 }
 
@@ -101,8 +112,11 @@ pub struct MessageWithinBody<B> {
     first_read: Option<Instant>,
     /// Set when the body first had to wait.
     timer: Option<Pin<Box<Sleep>>>,
-    /// The bound passed: the body failed, and ends there.
+    /// The bound passed, or the call found no place: the body failed, and
+    /// ends there.
     expired: bool,
+    /// A public call's admission, taken as the body ends.
+    pending: Option<PendingAdmission>,
 }
 
 impl<B> MessageWithinBody<B> {
@@ -113,7 +127,21 @@ impl<B> MessageWithinBody<B> {
             first_read: None,
             timer: None,
             expired: false,
+            pending: None,
         }
+    }
+
+    /// The body ended: a public call takes its places now, or fails.
+    fn admit_at_the_end(&mut self) -> Result<(), tonic::Status> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        pending.admit().map_err(|refused| {
+            self.expired = true;
+            self.within = None;
+            self.timer = None;
+            tonic::Status::from(refused)
+        })
     }
 }
 
@@ -133,7 +161,8 @@ where
             return Poll::Ready(None);
         }
         let Some(within) = this.within else {
-            return Pin::new(&mut this.inner).poll_frame(cx);
+            let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+            return Poll::Ready(this.ended(frame));
         };
         let first_read = *this.first_read.get_or_insert_with(Instant::now);
         match Pin::new(&mut this.inner).poll_frame(cx) {
@@ -152,6 +181,7 @@ where
                 if frame.as_ref().is_none_or(Result::is_err) || this.inner.is_end_stream() {
                     this.within = None;
                     this.timer = None;
+                    return Poll::Ready(this.ended(frame));
                 } else if Instant::now() >= first_read + within {
                     // Frames always ready (never Pending) past the bound.
                     this.expired = true;
@@ -164,7 +194,9 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.expired || self.inner.is_end_stream()
+        // Not ended for its reader while a public call's admission waits:
+        // the reader polls on, and the admission is taken.
+        self.expired || (self.pending.is_none() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -173,6 +205,33 @@ where
         } else {
             self.inner.size_hint()
         }
+    }
+}
+
+impl<B> MessageWithinBody<B>
+where
+    B: Body<Data = bytes::Bytes, Error = tonic::Status> + Unpin,
+{
+    /// `frame`, the last of the body (its end, an error, or the data frame
+    /// that ended it), once a public call's admission is taken; the refusal
+    /// in its place when there is no room.
+    fn ended(
+        &mut self,
+        frame: Option<Result<Frame<bytes::Bytes>, tonic::Status>>,
+    ) -> Option<Result<Frame<bytes::Bytes>, tonic::Status>> {
+        let last = match &frame {
+            None => true,
+            Some(Ok(_)) => self.inner.is_end_stream(),
+            // The call fails anyway: it takes no place.
+            Some(Err(_)) => {
+                self.pending = None;
+                false
+            }
+        };
+        if last && let Err(refused) = self.admit_at_the_end() {
+            return Some(Err(refused));
+        }
+        frame
     }
 }
 
@@ -289,6 +348,55 @@ mod tests {
             .expect_err("timed out");
         assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
         assert!(next(&mut body).await.is_none(), "then it ends");
+    }
+
+    /// A public call takes its places as its body ends, not before; with
+    /// none left, its body fails with the guard's refusal in place of its
+    /// last frame.
+    #[tokio::test(start_paused = true)]
+    async fn a_public_call_is_admitted_as_its_message_ends() {
+        use bulkhead_guard::{Fairness, FairnessConfig, PendingAdmission, Who};
+        let fairness = Fairness::new(FairnessConfig {
+            public_in_flight: 1,
+            ..FairnessConfig::for_pool(16)
+        });
+        let (signals, mut body) = held_back();
+        let pending = PendingAdmission::new(fairness.clone());
+        body.pending = Some(pending.clone());
+        assert!(!body.is_end_stream(), "its reader polls on");
+        let reading = tokio::spawn(async move {
+            let frame = next(&mut body).await.expect("a frame").expect("in time");
+            (frame, next(&mut body).await)
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!pending.admitted(), "headers alone hold no place");
+        signals.message.send(()).expect("send");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!pending.admitted(), "nor does a message not ended");
+        signals.end.send(()).expect("send");
+        let (frame, end) = reading.await.expect("task");
+        assert_eq!(frame.into_data().expect("data"), "message");
+        assert!(end.is_none(), "then its end");
+        assert!(pending.admitted(), "admitted as it ended");
+
+        // The public share (one place) is held now: the next call is refused.
+        let (signals, mut body) = held_back();
+        body.pending = Some(PendingAdmission::new(fairness.clone()));
+        signals.message.send(()).expect("send");
+        signals.end.send(()).expect("send");
+        let frame = next(&mut body)
+            .await
+            .expect("a frame")
+            .expect("its message");
+        assert_eq!(frame.into_data().expect("data"), "message");
+        let refused = next(&mut body)
+            .await
+            .expect("a frame")
+            .expect_err("no place");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        assert!(next(&mut body).await.is_none(), "then it ends");
+        drop(pending);
+        assert!(fairness.admit_now(Who::Public).is_ok(), "given back");
     }
 
     /// The clock starts at the first read (after any wait for a place).
