@@ -137,6 +137,7 @@ impl<B> MessageWithinBody<B> {
             return Ok(());
         };
         pending.admit().map_err(|refused| {
+            metrics::counter!("tenant_context_error_total", "kind" => refused.kind()).increment(1);
             self.expired = true;
             self.within = None;
             self.timer = None;
@@ -221,10 +222,21 @@ where
     ) -> Option<Result<Frame<bytes::Bytes>, tonic::Status>> {
         let last = match &frame {
             None => true,
-            Some(Ok(_)) => self.inner.is_end_stream(),
-            // The call fails anyway: it takes no place.
-            Some(Err(_)) => {
-                self.pending = None;
+            // A trailers frame ends the message too (its reader stops there).
+            Some(Ok(frame)) => frame.is_trailers() || self.inner.is_end_stream(),
+            Some(Err(status)) => {
+                // The call fails: it takes no place. But tonic reads a
+                // request body that ends CANCELLED (a client's RST_STREAM)
+                // as one that ended cleanly and runs the handler: a public
+                // call cancelled before its admission must fail otherwise.
+                if self.pending.take().is_some() && status.code() == tonic::Code::Cancelled {
+                    self.expired = true;
+                    self.within = None;
+                    self.timer = None;
+                    return Some(Err(tonic::Status::aborted(
+                        "call cancelled before its admission",
+                    )));
+                }
                 false
             }
         };
@@ -397,6 +409,35 @@ mod tests {
         assert!(next(&mut body).await.is_none(), "then it ends");
         drop(pending);
         assert!(fairness.admit_now(Who::Public).is_ok(), "given back");
+    }
+
+    /// A public call whose client cancels it (RST_STREAM) after its message
+    /// but before its end fails with a status tonic does not read as a
+    /// clean end (CANCELLED is, for a request body: its handler would run
+    /// with no place taken), and takes no place.
+    #[tokio::test]
+    async fn a_public_call_cancelled_before_its_admission_fails_without_a_place() {
+        use bulkhead_guard::{Fairness, FairnessConfig, PendingAdmission};
+        let frames = futures_util::stream::iter([
+            Ok(Frame::data(bytes::Bytes::from_static(b"message"))),
+            Err(tonic::Status::cancelled("reset by the client")),
+        ]);
+        let body = tonic::body::Body::new(http_body_util::StreamBody::new(frames));
+        let mut body = MessageWithinBody::new(body, Some(WITHIN));
+        let pending = PendingAdmission::new(Fairness::new(FairnessConfig::for_pool(16)));
+        body.pending = Some(pending.clone());
+        let frame = next(&mut body)
+            .await
+            .expect("a frame")
+            .expect("its message");
+        assert_eq!(frame.into_data().expect("data"), "message");
+        let failed = next(&mut body)
+            .await
+            .expect("a frame")
+            .expect_err("cancelled");
+        assert_eq!(failed.code(), tonic::Code::Aborted, "{failed:?}");
+        assert!(next(&mut body).await.is_none(), "then it ends");
+        assert!(!pending.admitted(), "no place taken");
     }
 
     /// The clock starts at the first read (after any wait for a place).
