@@ -70,6 +70,18 @@ pub struct Attempt {
     pair: Option<Vec<u8>>,
     network: Option<Vec<u8>>,
     known: Option<Vec<u8>>,
+    /// The account's counters this attempt counted in, each with its
+    /// window's start then: a row deleted and inserted again since, or in a
+    /// new window, holds others' counts, not this one.
+    counted: Vec<(Vec<u8>, DateTime<Utc>)>,
+}
+
+#[derive(QueryableByName)]
+struct Counted {
+    #[diesel(sql_type = Bytea)]
+    key: Vec<u8>,
+    #[diesel(sql_type = Timestamptz)]
+    window_start: DateTime<Utc>,
 }
 
 #[derive(QueryableByName)]
@@ -181,11 +193,12 @@ impl ThrottleConfig {
         client: Option<IpAddr>,
     ) -> Result<Attempt, AuthError> {
         let net = client.map(network);
-        let attempt = Attempt {
+        let mut attempt = Attempt {
             account: digest(&["account", account]),
             pair: net.as_deref().map(|n| digest(&["pair", account, n])),
             network: net.as_deref().map(|n| digest(&["network", n])),
             known: net.as_deref().map(|n| digest(&["known", account, n])),
+            counted: Vec::new(),
         };
         // The account's counters, each inserted or locked in key order, in
         // one statement, until this transaction ends: a concurrent attempt
@@ -235,14 +248,19 @@ impl ThrottleConfig {
         }
         // Counted as a failure until it proves otherwise (upserts: a purge
         // may have taken a stale row since).
-        diesel::sql_query(format!(
+        let counted: Vec<Counted> = diesel::sql_query(format!(
             "INSERT INTO login_attempts (key, failures, window_start, last_failure)
              SELECT k, 1, now(), now() FROM unnest($1::bytea[]) k
-             ON CONFLICT (key) DO UPDATE SET {COUNT_ONE}"
+             ON CONFLICT (key) DO UPDATE SET {COUNT_ONE}
+             RETURNING key, window_start"
         ))
         .bind::<Array<Bytea>, _>(&attempt.account_keys())
-        .execute(&mut tx.pg())
+        .load(&mut tx.pg())
         .await?;
+        attempt.counted = counted
+            .into_iter()
+            .map(|c| (c.key, c.window_start))
+            .collect();
         // The network's row last, in one statement that counts only under the
         // cap: every login from one address (a NAT, a proxy) takes this row,
         // so it is held for the commit's round trip alone.
@@ -411,9 +429,19 @@ impl ThrottleConfig {
     /// # Errors
     /// On database failure.
     pub async fn refund(&self, tx: PlatformConn<'_>, attempt: &Attempt) -> Result<(), AuthError> {
-        // Only the rows held (see `succeeded`).
-        let held = held_keys(lock(&tx, &attempt.account_keys()).await?);
-        uncount(&tx, &held).await?;
+        // Only the rows held (see `succeeded`), and of those only the ones
+        // this attempt counted in: the same window, not a row inserted again.
+        let held = lock(&tx, &attempt.account_keys()).await?;
+        let own: Vec<Vec<u8>> = held
+            .into_iter()
+            .filter(|row| {
+                attempt
+                    .counted
+                    .contains(&(row.key.clone(), row.window_start))
+            })
+            .map(|row| row.key)
+            .collect();
+        uncount(&tx, &own).await?;
         // The shared network row last (see `admit`).
         if let Some(network) = &attempt.network {
             uncount(&tx, std::slice::from_ref(network)).await?;
@@ -456,6 +484,58 @@ impl ThrottleConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refund takes its attempt's count back from the rows it counted in,
+    /// never from a row another success deleted and a later attempt
+    /// inserted again (its count is that attempt's).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refund_takes_back_only_its_own_count() {
+        let database = bulkhead_postgres::testing::test_database(&crate::SCHEMA).await;
+        let db = database.app_db(2).await;
+        let throttle = ThrottleConfig::default();
+        let client = Some(IpAddr::from([192, 0, 2, 7]));
+        let admit = async || {
+            db.platform_tx(async |tx| throttle.admit(tx, "guessed@example.com", client).await)
+                .await
+                .expect("admitted")
+        };
+        let failures = async |key: &[u8]| {
+            db.platform_tx(async |tx| read(&tx, key).await)
+                .await
+                .expect("read")
+                .map(|row| row.failures)
+        };
+        let guess = admit().await;
+        let pair = guess.pair.clone().expect("a pair");
+        // The owner logs in meanwhile: the pair row goes with their success.
+        let owner = admit().await;
+        db.platform_tx(async |tx| throttle.succeeded(tx, &owner).await)
+            .await
+            .expect("succeeded");
+        assert_eq!(failures(&pair).await, None);
+        // A later attempt counts in a new pair row; then the guess is refunded.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let later = admit().await;
+        assert_eq!(failures(&pair).await, Some(1));
+        db.platform_tx(async |tx| throttle.refund(tx, &guess).await)
+            .await
+            .expect("refunded");
+        assert_eq!(
+            failures(&pair).await,
+            Some(1),
+            "the later attempt's count stays"
+        );
+        assert_eq!(
+            failures(&guess.account).await,
+            Some(1),
+            "the guess's own count on the account went back (the later one's stays)"
+        );
+        db.platform_tx(async |tx| throttle.refund(tx, &later).await)
+            .await
+            .expect("refunded");
+        assert_eq!(failures(&pair).await, Some(0), "its own row: taken back");
+        assert_eq!(failures(&guess.account).await, Some(0));
+    }
 
     #[test]
     fn waits_start_after_the_free_failures_and_double_up_to_fifteen_minutes() {
