@@ -333,19 +333,15 @@ impl Fairness {
         if inner.calls.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.prune();
         }
-        let shed = || {
-            metrics::counter!("fairness_refused_total", "reason" => "shed").increment(1);
+        let shed = |reason: &'static str| {
+            metrics::counter!("fairness_refused_total", "reason" => reason).increment(1);
             GuardError::Overloaded(retry_soon())
         };
         let public_share = match who {
             Who::Public => Some(
                 Arc::clone(&inner.public_share)
                     .try_acquire_owned()
-                    .map_err(|_| {
-                        metrics::counter!("fairness_refused_total", "reason" => "public_share")
-                            .increment(1);
-                        GuardError::Overloaded(retry_soon())
-                    })?,
+                    .map_err(|_| shed("public_share"))?,
             ),
             Who::Tenant(_) | Who::Service => None,
         };
@@ -354,12 +350,12 @@ impl Fairness {
             Who::Tenant(_) | Who::Public => Some(
                 Arc::clone(&inner.tenants_share)
                     .try_acquire_owned()
-                    .map_err(|_| shed())?,
+                    .map_err(|_| shed("shed"))?,
             ),
         };
         let server = Arc::clone(&inner.server)
             .try_acquire_owned()
-            .map_err(|_| shed())?;
+            .map_err(|_| shed("shed"))?;
         Ok(Admission {
             _tenant: tenant_place,
             _public_share: public_share,

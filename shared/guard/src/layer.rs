@@ -228,11 +228,7 @@ impl GuardLayer {
             });
         }
         let (principal, valid_until) = self.authenticate(request.headers())?;
-        if self.bind_service_certificates
-            && let Some(service) = principal.service()
-            && !crate::peer::presented_certificate_for(request.extensions(), &service.name)
-        {
-            self.report(SecurityKind::ServiceCertificate, &principal, request);
+        if !self.certificate_binds(&principal, request) {
             return Err(GuardError::ServiceCertificate);
         }
         // Who it is, for the request's span (and so every log line in it) and
@@ -288,40 +284,35 @@ impl GuardLayer {
     /// token of a service its `rule` names (`Rule::or_any_service`; bound
     /// to its client certificate where services' are): it counts as that
     /// service's call for its share. Anything else about it (no token, a bad
-    /// one, a method no service keeps up with, such as Login) leaves the
-    /// call public, as the method is.
+    /// one, a user's too, a method no service keeps up with, such as Login)
+    /// leaves the call public, as the method is.
     fn called_by_a_service<B>(&self, request: &http::Request<B>, rule: &Rule) -> bool {
-        let headers = request.headers();
-        if headers.contains_key(AUTHORIZATION)
-            || headers
-                .get_all(SERVICE_AUTHORIZATION)
-                .iter()
-                .nth(1)
-                .is_some()
-        {
-            return false;
+        match self.authenticate(request.headers()) {
+            Ok((principal @ Principal::Service(_), _)) => {
+                principal
+                    .service()
+                    .is_some_and(|service| rule.allows_service(&service.name))
+                    && self.certificate_binds(&principal, request)
+            }
+            _ => false,
         }
-        let Ok(Some(token)) = bearer(headers, SERVICE_AUTHORIZATION) else {
-            return false;
+    }
+
+    /// Whether `principal`'s service token, where service identities are
+    /// bound to client certificates, came with its service's certificate; a
+    /// token without it (a stolen one) is reported.
+    fn certificate_binds<B>(&self, principal: &Principal, request: &http::Request<B>) -> bool {
+        let Some(service) = principal
+            .service()
+            .filter(|_| self.bind_service_certificates)
+        else {
+            return true;
         };
-        let Ok(verified) = self.verifier.verify(token, TokenUse::Service) else {
-            return false;
-        };
-        let Identity::Service(service) = &verified.identity else {
-            return false;
-        };
-        if !rule.allows_service(&service.name) {
-            return false;
+        if crate::peer::presented_certificate_for(request.extensions(), &service.name) {
+            return true;
         }
-        if self.bind_service_certificates
-            && !crate::peer::presented_certificate_for(request.extensions(), &service.name)
-        {
-            // A service's token without its certificate: a stolen one.
-            let principal = Principal::Service(service.clone());
-            self.report(SecurityKind::ServiceCertificate, &principal, request);
-            return false;
-        }
-        true
+        self.report(SecurityKind::ServiceCertificate, principal, request);
+        false
     }
 
     /// Hands a refusal of an authenticated caller to the service, if it listens.
