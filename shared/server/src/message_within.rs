@@ -108,8 +108,8 @@ pub struct MessageWithinBody<B> {
     inner: B,
     /// None: not bounded (or no longer: the body ended or failed).
     within: Option<Duration>,
-    /// When the body was first read.
-    first_read: Option<Instant>,
+    /// When the body must have ended: `within` of its first read.
+    due: Option<Instant>,
     /// Set when the body first had to wait.
     timer: Option<Pin<Box<Sleep>>>,
     /// The bound passed, or the call found no place: the body failed, and
@@ -124,25 +124,11 @@ impl<B> MessageWithinBody<B> {
         Self {
             inner,
             within,
-            first_read: None,
+            due: None,
             timer: None,
             expired: false,
             pending: None,
         }
-    }
-
-    /// The body ended: a public call takes its places now, or fails.
-    fn admit_at_the_end(&mut self) -> Result<(), tonic::Status> {
-        let Some(pending) = self.pending.take() else {
-            return Ok(());
-        };
-        pending.admit().map_err(|refused| {
-            metrics::counter!("tenant_context_error_total", "kind" => refused.kind()).increment(1);
-            self.expired = true;
-            self.within = None;
-            self.timer = None;
-            tonic::Status::from(refused)
-        })
     }
 }
 
@@ -161,37 +147,32 @@ where
         if this.expired {
             return Poll::Ready(None);
         }
-        let Some(within) = this.within else {
-            let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
-            return Poll::Ready(this.ended(frame));
-        };
-        let first_read = *this.first_read.get_or_insert_with(Instant::now);
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let due = this
+            .within
+            .map(|within| *this.due.get_or_insert_with(|| Instant::now() + within));
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
             Poll::Pending => {
+                let Some(due) = due else {
+                    return Poll::Pending;
+                };
                 let timer = this
                     .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(first_read + within)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
                 if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                this.expired = true;
-                this.timer = None;
-                Poll::Ready(Some(Err(not_in_time())))
+                return Poll::Ready(this.fail(not_in_time()));
             }
-            Poll::Ready(frame) => {
-                if frame.as_ref().is_none_or(Result::is_err) || this.inner.is_end_stream() {
-                    this.within = None;
-                    this.timer = None;
-                    return Poll::Ready(this.ended(frame));
-                } else if Instant::now() >= first_read + within {
-                    // Frames always ready (never Pending) past the bound.
-                    this.expired = true;
-                    this.timer = None;
-                    return Poll::Ready(Some(Err(not_in_time())));
-                }
-                Poll::Ready(frame)
-            }
+        };
+        if this.is_last(&frame) {
+            return Poll::Ready(this.ended(frame));
         }
+        if due.is_some_and(|due| Instant::now() >= due) {
+            // Frames always ready (never Pending) past the bound.
+            return Poll::Ready(this.fail(not_in_time()));
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -213,37 +194,56 @@ impl<B> MessageWithinBody<B>
 where
     B: Body<Data = bytes::Bytes, Error = tonic::Status> + Unpin,
 {
-    /// `frame`, the last of the body (its end, an error, or the data frame
-    /// that ended it), once a public call's admission is taken; the refusal
-    /// in its place when there is no room.
+    /// Whether `frame` is the body's last: its end, an error, a trailers
+    /// frame (its reader stops there), or the data frame that ended it.
+    fn is_last(&self, frame: &Option<Result<Frame<bytes::Bytes>, tonic::Status>>) -> bool {
+        match frame {
+            None | Some(Err(_)) => true,
+            Some(Ok(frame)) => frame.is_trailers() || self.inner.is_end_stream(),
+        }
+    }
+
+    /// `frame`, the body's last, once a public call's admission is taken (no
+    /// more timing after it); the refusal in its place when there is no room.
     fn ended(
         &mut self,
         frame: Option<Result<Frame<bytes::Bytes>, tonic::Status>>,
     ) -> Option<Result<Frame<bytes::Bytes>, tonic::Status>> {
-        let last = match &frame {
-            None => true,
-            // A trailers frame ends the message too (its reader stops there).
-            Some(Ok(frame)) => frame.is_trailers() || self.inner.is_end_stream(),
-            Some(Err(status)) => {
-                // The call fails: it takes no place. But tonic reads a
-                // request body that ends CANCELLED (a client's RST_STREAM)
-                // as one that ended cleanly and runs the handler: a public
-                // call cancelled before its admission must fail otherwise.
-                if self.pending.take().is_some() && status.code() == tonic::Code::Cancelled {
-                    self.expired = true;
-                    self.within = None;
-                    self.timer = None;
-                    return Some(Err(tonic::Status::aborted(
-                        "call cancelled before its admission",
-                    )));
-                }
-                false
-            }
+        self.within = None;
+        self.timer = None;
+        let Some(pending) = self.pending.take() else {
+            return frame;
         };
-        if last && let Err(refused) = self.admit_at_the_end() {
-            return Some(Err(refused));
+        match &frame {
+            // The call fails: it takes no place. But tonic reads a request
+            // body that ends CANCELLED (a client's RST_STREAM) as one that
+            // ended cleanly and runs the handler: a public call cancelled
+            // before its admission must fail otherwise.
+            Some(Err(status)) if status.code() == tonic::Code::Cancelled => self.fail(
+                tonic::Status::aborted("call cancelled before its admission"),
+            ),
+            Some(Err(_)) => frame,
+            _ => match pending.admit() {
+                Ok(()) => frame,
+                Err(refused) => {
+                    metrics::counter!("tenant_context_error_total", "kind" => refused.kind())
+                        .increment(1);
+                    self.fail(refused.into())
+                }
+            },
         }
-        frame
+    }
+
+    /// Fails the body with `status`: it ends there.
+    fn fail(
+        &mut self,
+        status: tonic::Status,
+    ) -> Option<Result<Frame<bytes::Bytes>, tonic::Status>> {
+        self.expired = true;
+        self.within = None;
+        self.timer = None;
+        self.pending = None;
+        Some(Err(status))
     }
 }
 
