@@ -228,12 +228,43 @@ pub struct Switch {
     pub per_minute: u32,
 }
 
-/// The transaction-scoped advisory lock on a tenant's access (Postgres
-/// hashes the key to 64 bits, the same on every replica): starting a session
-/// in the tenant holds it shared, revoking the whole tenant's sessions
-/// exclusively.
-fn tenant_access_lock(tenant: TenantId) -> String {
-    format!("auth.tenant_access:{tenant}")
+/// How a transaction holds a tenant's access ([`lock_tenant_access`]).
+#[derive(Debug, Clone, Copy)]
+enum TenantAccess {
+    /// Starting a session in the tenant, changing a password in it.
+    Shared,
+    /// Revoking the whole tenant's sessions.
+    Exclusive,
+}
+
+/// Takes the transaction-scoped advisory lock on `tenant`'s access
+/// (Postgres hashes the key to 64 bits, the same on every replica).
+async fn lock_tenant_access(
+    tx: PlatformConn<'_>,
+    tenant: TenantId,
+    how: TenantAccess,
+) -> QueryResult<()> {
+    let statement = match how {
+        TenantAccess::Shared => "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))",
+        TenantAccess::Exclusive => "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+    };
+    diesel::sql_query(statement)
+        .bind::<diesel::sql_types::Text, _>(format!("auth.tenant_access:{tenant}"))
+        .execute(&mut tx.pg())
+        .await?;
+    Ok(())
+}
+
+/// Locks `user`'s row until the transaction ends (what every revocation of
+/// the user's sessions takes).
+async fn lock_user_row(tx: PlatformConn<'_>, user: Uuid) -> QueryResult<()> {
+    users::table
+        .select(users::id)
+        .filter(users::id.eq(user))
+        .for_no_key_update()
+        .load::<Uuid>(&mut tx.pg())
+        .await?;
+    Ok(())
 }
 
 /// The gate of a new session for `user` in `tenant` (Login, SwitchTenant),
@@ -278,10 +309,7 @@ pub async fn gate_session(
         diesel::sql_query("SET LOCAL lock_timeout = '1s'")
             .execute(&mut tx.pg())
             .await?;
-        diesel::sql_query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
-            .bind::<diesel::sql_types::Text, _>(tenant_access_lock(tenant))
-            .execute(&mut tx.pg())
-            .await?;
+        lock_tenant_access(tx, tenant, TenantAccess::Shared).await?;
         // Exclusive: a user's session starts count each other (the
         // per-minute cap, the live-session cap), one at a time.
         users::table
@@ -461,10 +489,7 @@ async fn switched_family(tx: PlatformConn<'_>, id: Uuid) -> Result<Vec<Uuid>, Au
 /// being revoked, nor slips in between.
 async fn lock_revoked_access(tx: PlatformConn<'_>, which: Revoke) -> Result<(), AuthError> {
     if let Revoke::Tenant(tenant) = which {
-        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind::<diesel::sql_types::Text, _>(tenant_access_lock(tenant))
-            .execute(&mut tx.pg())
-            .await?;
+        lock_tenant_access(tx, tenant, TenantAccess::Exclusive).await?;
     }
     let user = match which {
         Revoke::User(user, _) | Revoke::UserExcept(user, _) => Some(*user.as_uuid()),
@@ -477,12 +502,7 @@ async fn lock_revoked_access(tx: PlatformConn<'_>, which: Revoke) -> Result<(), 
         Revoke::Tenant(_) => None,
     };
     if let Some(user) = user {
-        users::table
-            .select(users::id)
-            .filter(users::id.eq(user))
-            .for_no_key_update()
-            .load::<Uuid>(&mut tx.pg())
-            .await?;
+        lock_user_row(tx, user).await?;
     }
     Ok(())
 }
@@ -593,16 +613,8 @@ pub async fn hold_live_session(
     session: SessionId,
 ) -> Result<bool, AuthError> {
     use crate::schema::break_glass_sessions;
-    diesel::sql_query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
-        .bind::<diesel::sql_types::Text, _>(tenant_access_lock(tenant))
-        .execute(&mut tx.pg())
-        .await?;
-    users::table
-        .select(users::id)
-        .filter(users::id.eq(user.as_uuid()))
-        .for_no_key_update()
-        .load::<Uuid>(&mut tx.pg())
-        .await?;
+    lock_tenant_access(tx, tenant, TenantAccess::Shared).await?;
+    lock_user_row(tx, *user.as_uuid()).await?;
     let stored: bool = diesel::select(diesel::dsl::exists(
         sessions::table
             .filter(sessions::id.eq(session.as_uuid()))

@@ -437,7 +437,8 @@ impl ThrottleConfig {
             .filter(|row| {
                 attempt
                     .counted
-                    .contains(&(row.key.clone(), row.window_start))
+                    .iter()
+                    .any(|(key, start)| *key == row.key && *start == row.window_start)
             })
             .map(|row| row.key)
             .collect();
