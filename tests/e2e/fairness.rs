@@ -297,6 +297,24 @@ fn ran(
     })
 }
 
+/// A tenant's user's WhoAmI on Auth runs (never shed): NOT_FOUND, for a user
+/// only the token knows.
+async fn whoami_is_answered(
+    client: &bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient<
+        tonic::transport::Channel,
+    >,
+    token: &str,
+) {
+    let mut who = bearer(token, bulkhead_proto::auth::v1::WhoAmIRequest::default());
+    who.set_timeout(Duration::from_secs(5));
+    let status = client
+        .clone()
+        .who_am_i(who)
+        .await
+        .expect_err("no such user");
+    assert_eq!(status.code(), Code::NotFound, "never shed: {status:?}");
+}
+
 /// An anonymous flood of Logins that send their headers alone holds no
 /// place: a public call is admitted once its message has come. With a public
 /// share of 3 and three times as many held calls always open, other callers'
@@ -330,10 +348,7 @@ async fn logins_sending_their_headers_alone_hold_no_place() {
     let (mut logins, mut served) = (0, 0);
     let until = Instant::now() + PHASE;
     while Instant::now() < until {
-        let mut who = bearer(&token, auth::WhoAmIRequest::default());
-        who.set_timeout(Duration::from_secs(5));
-        let status = client.who_am_i(who).await.expect_err("no such user");
-        assert_eq!(status.code(), Code::NotFound, "never shed: {status:?}");
+        whoami_is_answered(&client, &token).await;
         served += 1;
         let login = client.login(nobodys_login()).await;
         assert!(ran(&login), "the Login ran, never shed: {login:?}");
@@ -355,7 +370,6 @@ async fn logins_sending_their_headers_alone_hold_no_place() {
 /// tenant's user still reaches Auth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_past_the_public_share_are_shed_and_the_tenants_users_go_on() {
-    use bulkhead_proto::auth::v1 as auth;
     use bulkhead_proto::auth::v1::auth_service_client::AuthServiceClient;
     let suite = auth_with_public_share(1).await;
     let client = AuthServiceClient::new(suite.channel(ServiceKind::Auth));
@@ -368,14 +382,7 @@ async fn logins_past_the_public_share_are_shed_and_the_tenants_users_go_on() {
                 tokio::spawn(async move { client.login(nobodys_login()).await })
             })
             .collect();
-        let mut who = bearer(&token, auth::WhoAmIRequest::default());
-        who.set_timeout(Duration::from_secs(5));
-        let status = client
-            .clone()
-            .who_am_i(who)
-            .await
-            .expect_err("no such user");
-        assert_eq!(status.code(), Code::NotFound, "never shed: {status:?}");
+        whoami_is_answered(&client, &token).await;
         for login in logins {
             match login.await.expect("task") {
                 Err(status) if status.code() == Code::Unavailable => {

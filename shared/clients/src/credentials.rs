@@ -22,16 +22,8 @@ pub fn service_request<T>(
     credentials: &dyn ServiceCredentials,
     message: T,
 ) -> Result<tonic::Request<T>, tonic::Status> {
-    let token = credentials
-        .token()
-        .ok_or_else(|| tonic::Status::unavailable("no service token available"))?;
-    let value = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| tonic::Status::internal("service token is not valid metadata"))?;
     let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-service-authorization", value);
+    carry_token(credentials, &mut request)?;
     // The callee's span joins the caller's trace.
     bulkhead_telemetry::propagation::inject(&tracing::Span::current(), request.metadata_mut());
     Ok(request)
@@ -46,15 +38,28 @@ pub fn with_token_if_any<T>(
     message: T,
 ) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    if let Some(value) = credentials
-        .and_then(ServiceCredentials::token)
-        .and_then(|token| format!("Bearer {token}").parse().ok())
-    {
-        request
-            .metadata_mut()
-            .insert("x-service-authorization", value);
+    if let Some(credentials) = credentials {
+        // Without a token yet, the call goes as it is: the method is public.
+        let _ = carry_token(credentials, &mut request);
     }
     request
+}
+
+/// Puts this service's current token in `request`'s `x-service-authorization`.
+fn carry_token<T>(
+    credentials: &dyn ServiceCredentials,
+    request: &mut tonic::Request<T>,
+) -> Result<(), tonic::Status> {
+    let token = credentials
+        .token()
+        .ok_or_else(|| tonic::Status::unavailable("no service token available"))?;
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| tonic::Status::internal("service token is not valid metadata"))?;
+    request
+        .metadata_mut()
+        .insert("x-service-authorization", value);
+    Ok(())
 }
 
 /// Mints service tokens with a signing key held in this process — what `bulkhead
